@@ -1,0 +1,37 @@
+// Where a tensor lives: the CPU or a CUDA device by index ("cpu", "cuda:0").
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <string_view>
+
+namespace kiln {
+
+enum class DeviceType : uint8_t { cpu, cuda };
+
+struct Device {
+  DeviceType type = DeviceType::cpu;
+  int index = 0;
+
+  static Device cpu() { return {DeviceType::cpu, 0}; }
+  static Device cuda(int index = 0) { return {DeviceType::cuda, index}; }
+  static Device parse(std::string_view s);  // "cpu", "cuda", "cuda:1", "gpu"
+
+  bool is_cpu() const { return type == DeviceType::cpu; }
+  bool is_cuda() const { return type == DeviceType::cuda; }
+  std::string str() const;
+  bool operator==(const Device&) const = default;
+};
+
+inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
+
+namespace cuda {
+// True when kiln was built with its CUDA backend and this machine has at least one usable GPU.
+bool is_available();
+int device_count();
+// Waits for all work queued on the current device (a no-op without CUDA).
+void synchronize();
+}  // namespace cuda
+
+}  // namespace kiln

@@ -1,0 +1,197 @@
+// The narrow interface between core/ and the device kernels. Kernels see raw pointers, sizes and
+// strides (in elements) and never a Tensor, so each one can be tested and benchmarked on its own.
+// core/ picks the Backend for a tensor's device and calls it; kernels/cpu and kernels/cuda
+// implement it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/device.h"
+#include "core/dtype.h"
+
+namespace kiln::kernels {
+
+constexpr int kMaxDims = 8;
+
+// A strided view of device memory. Strides are in elements; a stride of 0 broadcasts.
+struct View {
+  void* data = nullptr;
+  DType dtype = DType::f32;
+  int ndim = 0;
+  int64_t sizes[kMaxDims] = {};
+  int64_t strides[kMaxDims] = {};
+
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; ++i) n *= sizes[i];
+    return n;
+  }
+  bool is_contiguous() const {
+    int64_t expected = 1;
+    for (int i = ndim - 1; i >= 0; --i) {
+      if (sizes[i] != 1 && strides[i] != expected) return false;
+      expected *= sizes[i];
+    }
+    return true;
+  }
+  template <class T> T* ptr() const { return static_cast<T*>(data); }
+};
+
+enum class UnaryOp : uint8_t {
+  neg, abs, exp, log, sqrt, rsqrt, relu, sigmoid, tanh, gelu, gelu_tanh, sign, square, reciprocal,
+  leaky_relu,  // a = negative slope
+  pow_scalar,  // x^a
+  clamp,       // clamp(x, a, b); NaN bounds mean "no bound"
+  affine,      // a*x + b
+  logical_not,
+};
+
+enum class BinaryOp : uint8_t {
+  add, sub, mul, div, pow, maximum, minimum,
+  eq, ne, lt, le, gt, ge,            // produce bool
+  logical_and, logical_or,
+  add_scaled,                        // x + alpha*y
+  relu_backward,                     // g * (x > 0); x = input
+  leaky_relu_backward,               // g * (x > 0 ? 1 : alpha)
+  gelu_backward,                     // g * gelu'(x), exact erf form
+  gelu_tanh_backward,                // g * gelu'(x), tanh approximation
+  sigmoid_backward,                  // g * y * (1 - y); y = output
+  tanh_backward,                     // g * (1 - y^2); y = output
+  clamp_backward,                    // g where lo <= x <= hi (alpha: lo, beta: hi), else 0
+};
+
+enum class ReduceOp : uint8_t { sum, max, min, prod, argmax, argmin, any, all };
+
+enum class RandomKind : uint8_t {
+  uniform,    // [a, b)
+  normal,     // mean a, std b
+  randint,    // integers in [a, b)
+  bernoulli,  // 1 with probability a
+};
+
+struct Conv2dParams {
+  int64_t n, c_in, h_in, w_in;    // input [n, c_in, h_in, w_in]
+  int64_t c_out, kh, kw;          // weight [c_out, c_in / groups, kh, kw]
+  int64_t h_out, w_out;           // output [n, c_out, h_out, w_out]
+  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+};
+
+struct Pool2dParams {
+  int64_t n, c, h_in, w_in, h_out, w_out;
+  int64_t kh, kw, stride_h, stride_w, pad_h, pad_w;
+  bool count_include_pad = true;  // avg pooling only
+};
+
+struct AdamParams {
+  double lr, beta1, beta2, eps, weight_decay;
+  int64_t step;        // 1-based, after increment
+  bool decoupled;      // AdamW: weight decay applied to the parameter, not the gradient
+  bool amsgrad;
+  bool maximize;
+};
+
+struct SgdParams {
+  double lr, momentum, dampening, weight_decay;
+  bool nesterov, maximize;
+  bool first_step;     // momentum buffer is initialised to the gradient on the first step
+};
+
+// All views given to a Backend live on that backend's device. Unless a method says otherwise,
+// `out` views are dense (contiguous) and inputs may be arbitrarily strided or broadcast (stride 0)
+// to out's shape. Floating inputs of f16/bf16 are computed in f32.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // Memory. allocate(0) may return nullptr.
+  virtual void* allocate(size_t nbytes) = 0;
+  virtual void deallocate(void* ptr, size_t nbytes) = 0;
+  // Host <-> device byte copies (contiguous). For the CPU backend these are memcpy.
+  virtual void copy_from_host(void* dst, const void* src, size_t nbytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, size_t nbytes) = 0;
+  virtual void synchronize() = 0;
+  // Makes `index` the current device of this thread (CUDA); a no-op on the CPU.
+  virtual void set_device(int index) { (void)index; }
+
+  // Elementwise. `out` may be strided here (copy_ and in-place ops write through views).
+  virtual void copy(const View& out, const View& in) = 0;  // casts between any dtypes
+  virtual void fill(const View& out, double value) = 0;
+  virtual void arange(const View& out, double start, double step) = 0;  // dense out
+  virtual void unary(UnaryOp op, const View& out, const View& in, double a, double b) = 0;
+  virtual void binary(BinaryOp op, const View& out, const View& x, const View& y, double alpha,
+                      double beta) = 0;
+  virtual void where(const View& out, const View& cond, const View& x, const View& y) = 0;
+
+  // Reductions. `out` has in's ndim with size 1 in every reduced dim; `in` is strided.
+  virtual void reduce(ReduceOp op, const View& out, const View& in) = 0;
+  // max/min/argmax/argmin along `dim` producing values (may be null data) and i64 indices.
+  virtual void reduce_index(ReduceOp op, const View& values, const View& indices, const View& in,
+                            int dim) = 0;
+
+  // Philox4x32-10 counter-based random numbers; element i uses counter (offset + i / 4).
+  virtual void random(RandomKind kind, const View& out, uint64_t seed, uint64_t offset, double a,
+                      double b) = 0;
+
+  // out[b] (+)= a[b] @ b[b]; a [B, M, K], b [B, K, N], out dense [B, M, N]; a and b strided
+  // (batch stride 0 broadcasts). beta = 0 overwrites out, beta = 1 accumulates.
+  virtual void matmul(const View& out, const View& a, const View& b, double beta) = 0;
+
+  // Convolution on dense NCHW tensors; bias may have null data.
+  virtual void conv2d_forward(const Conv2dParams& p, const View& out, const View& in,
+                              const View& weight, const View& bias) = 0;
+  // Any of grad_in, grad_weight, grad_bias may have null data (not wanted); they are overwritten.
+  virtual void conv2d_backward(const Conv2dParams& p, const View& grad_in, const View& grad_weight,
+                               const View& grad_bias, const View& grad_out, const View& in,
+                               const View& weight) = 0;
+
+  // Pooling on dense NCHW tensors. indices (i64) hold the flat h*w_in+w position of each maximum.
+  virtual void max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices,
+                                  const View& in) = 0;
+  virtual void max_pool2d_backward(const Pool2dParams& p, const View& grad_in,
+                                   const View& grad_out, const View& indices) = 0;
+  virtual void avg_pool2d_forward(const Pool2dParams& p, const View& out, const View& in) = 0;
+  virtual void avg_pool2d_backward(const Pool2dParams& p, const View& grad_in,
+                                   const View& grad_out) = 0;
+
+  // Softmax over the middle dim of a dense [outer, dim, inner] tensor.
+  virtual void softmax_forward(const View& out, const View& in, int64_t outer, int64_t dim,
+                               int64_t inner, bool log) = 0;
+  virtual void softmax_backward(const View& grad_in, const View& grad_out, const View& out,
+                                int64_t outer, int64_t dim, int64_t inner, bool log) = 0;
+
+  // Negative log-likelihood on dense logp [n, c] with i64 targets [n]: loss[i] = -w*logp[i, t_i]
+  // (0 where t_i == ignore_index). weight may have null data (all ones); weight_out receives the
+  // per-sample weight (0 for ignored samples) so the caller can form a weighted mean.
+  virtual void nll_forward(const View& loss, const View& weight_out, const View& logp,
+                           const View& target, const View& weight, int64_t ignore_index) = 0;
+  // grad_logp (dense, zero-filled by the kernel) [i, t_i] = -w * grad_loss[i].
+  virtual void nll_backward(const View& grad_logp, const View& grad_loss, const View& target,
+                            const View& weight, int64_t ignore_index) = 0;
+
+  // out[i, :] = weight[index[i], :] for dense weight [v, d] and i64 index [n]; errors on
+  // out-of-range indices are reported by returning the first bad index (or -1 when all are fine).
+  virtual int64_t index_select_rows(const View& out, const View& weight, const View& index) = 0;
+  // grad_weight[index[i], :] += grad_out[i, :]  (grad_weight dense, pre-zeroed by the caller).
+  virtual void index_add_rows(const View& grad_weight, const View& grad_out, const View& index) = 0;
+
+  // Optimizer updates on dense tensors of one dtype (state in the parameter's dtype).
+  virtual void adam_step(const AdamParams& p, const View& param, const View& grad,
+                         const View& exp_avg, const View& exp_avg_sq,
+                         const View& max_exp_avg_sq) = 0;
+  virtual void sgd_step(const SgdParams& p, const View& param, const View& grad,
+                        const View& momentum_buffer) = 0;
+};
+
+// The CPU backend (always present).
+Backend& cpu_backend();
+// The CUDA backend: null when kiln was built without it. cuda_device_count() is 0 then, and also
+// when the backend is built but the machine has no usable GPU.
+Backend* cuda_backend();
+int cuda_device_count();
+
+// Threads used by CPU kernels (OpenMP). Defaults to the machine's cores or OMP_NUM_THREADS.
+void set_num_threads(int n);
+int get_num_threads();
+
+}  // namespace kiln::kernels

@@ -1,0 +1,188 @@
+// CPU 2-D convolution as im2col + GEMM (Eigen). Each image is unfolded into a
+// [C_in/groups * kh * kw, H_out * W_out] column matrix, so the forward pass is W[C_out, CKK] @ col,
+// the input gradient is W^T @ grad_out folded back (col2im), and the weight gradient is
+// grad_out @ col^T summed over the batch. Images run in parallel, one column buffer per thread.
+#include <Eigen/Core>
+#include <omp.h>
+
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace kiln::kernels::cpu {
+namespace {
+
+template <class T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using MapR = Eigen::Map<RowMat<T>>;
+template <class T>
+using CMapR = Eigen::Map<const RowMat<T>>;
+
+// col[(c*kh + i)*kw + j, oh*w_out + ow] = x[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 outside).
+template <class T>
+void im2col(const Conv2dParams& p, const T* x, int64_t channels, T* col) {
+  const int64_t hw_out = p.h_out * p.w_out;
+  for (int64_t c = 0; c < channels; ++c) {
+    const T* xc = x + c * p.h_in * p.w_in;
+    for (int64_t i = 0; i < p.kh; ++i) {
+      for (int64_t j = 0; j < p.kw; ++j) {
+        T* row = col + ((c * p.kh + i) * p.kw + j) * hw_out;
+        for (int64_t oh = 0; oh < p.h_out; ++oh) {
+          const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dil_h;
+          T* dst = row + oh * p.w_out;
+          if (ih < 0 || ih >= p.h_in) {
+            std::memset(dst, 0, sizeof(T) * size_t(p.w_out));
+            continue;
+          }
+          const T* src = xc + ih * p.w_in;
+          const int64_t off = j * p.dil_w - p.pad_w;
+          if (p.stride_w == 1) {
+            // Valid ow range: 0 <= ow + off < w_in.
+            int64_t lo = std::max<int64_t>(0, -off), hi = std::min<int64_t>(p.w_out, p.w_in - off);
+            for (int64_t ow = 0; ow < std::min(lo, p.w_out); ++ow) dst[ow] = T(0);
+            if (hi > lo) std::memcpy(dst + lo, src + lo + off, sizeof(T) * size_t(hi - lo));
+            for (int64_t ow = std::max(hi, lo); ow < p.w_out; ++ow) dst[ow] = T(0);
+          } else {
+            for (int64_t ow = 0; ow < p.w_out; ++ow) {
+              const int64_t iw = ow * p.stride_w + off;
+              dst[ow] = (iw >= 0 && iw < p.w_in) ? src[iw] : T(0);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The adjoint of im2col: x[c, ih, iw] += col[...].
+template <class T>
+void col2im(const Conv2dParams& p, const T* col, int64_t channels, T* x) {
+  const int64_t hw_out = p.h_out * p.w_out;
+  for (int64_t c = 0; c < channels; ++c) {
+    T* xc = x + c * p.h_in * p.w_in;
+    for (int64_t i = 0; i < p.kh; ++i) {
+      for (int64_t j = 0; j < p.kw; ++j) {
+        const T* row = col + ((c * p.kh + i) * p.kw + j) * hw_out;
+        for (int64_t oh = 0; oh < p.h_out; ++oh) {
+          const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dil_h;
+          if (ih < 0 || ih >= p.h_in) continue;
+          T* dst = xc + ih * p.w_in;
+          const T* src = row + oh * p.w_out;
+          for (int64_t ow = 0; ow < p.w_out; ++ow) {
+            const int64_t iw = ow * p.stride_w - p.pad_w + j * p.dil_w;
+            if (iw >= 0 && iw < p.w_in) dst[iw] += src[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void forward_typed(const Conv2dParams& p, T* y, const T* x, const T* w, const T* b) {
+  const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
+  const int64_t ckk = cin_g * p.kh * p.kw, hw_out = p.h_out * p.w_out;
+  const bool pointwise = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+                         p.pad_h == 0 && p.pad_w == 0;
+#pragma omp parallel
+  {
+    std::vector<T> col(pointwise ? 0 : size_t(ckk * hw_out));
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < p.n; ++n) {
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const T* xg = x + (n * p.c_in + g * cin_g) * p.h_in * p.w_in;
+        const T* cp = xg;
+        if (!pointwise) {
+          im2col(p, xg, cin_g, col.data());
+          cp = col.data();
+        }
+        MapR<T> out(y + (n * p.c_out + g * cout_g) * hw_out, cout_g, hw_out);
+        out.noalias() = CMapR<T>(w + g * cout_g * ckk, cout_g, ckk) * CMapR<T>(cp, ckk, hw_out);
+        if (b) out.colwise() += Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(b + g * cout_g, cout_g);
+      }
+    }
+  }
+}
+
+template <class T>
+void backward_typed(const Conv2dParams& p, T* gx, T* gw, T* gb, const T* gy, const T* x, const T* w) {
+  const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
+  const int64_t ckk = cin_g * p.kh * p.kw, hw_out = p.h_out * p.w_out;
+  const int64_t wsize = p.c_out * ckk;
+  const int threads = omp_get_max_threads();
+  std::vector<T> gw_partial(gw ? size_t(threads) * size_t(wsize) : 0, T(0));
+  if (gx) std::memset(gx, 0, sizeof(T) * size_t(p.n * p.c_in * p.h_in * p.w_in));
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T> col(size_t(ckk * hw_out));
+    T* my_gw = gw ? gw_partial.data() + size_t(omp_get_thread_num()) * size_t(wsize) : nullptr;
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < p.n; ++n) {
+      for (int64_t g = 0; g < p.groups; ++g) {
+        CMapR<T> gout(gy + (n * p.c_out + g * cout_g) * hw_out, cout_g, hw_out);
+        CMapR<T> wg(w + g * cout_g * ckk, cout_g, ckk);
+        if (my_gw) {
+          im2col(p, x + (n * p.c_in + g * cin_g) * p.h_in * p.w_in, cin_g, col.data());
+          MapR<T>(my_gw + g * cout_g * ckk, cout_g, ckk).noalias() +=
+              gout * CMapR<T>(col.data(), ckk, hw_out).transpose();
+        }
+        if (gx) {
+          MapR<T>(col.data(), ckk, hw_out).noalias() = wg.transpose() * gout;
+          col2im(p, col.data(), cin_g, gx + (n * p.c_in + g * cin_g) * p.h_in * p.w_in);
+        }
+      }
+    }
+  }
+  if (gw) {
+    for (int64_t i = 0; i < wsize; ++i) {
+      T s = T(0);
+      for (int t = 0; t < threads; ++t) s += gw_partial[size_t(t) * size_t(wsize) + size_t(i)];
+      gw[i] = s;
+    }
+  }
+  if (gb) {
+    for (int64_t c = 0; c < p.c_out; ++c) {
+      double s = 0;
+      for (int64_t n = 0; n < p.n; ++n) {
+        const T* row = gy + (n * p.c_out + c) * hw_out;
+        for (int64_t i = 0; i < hw_out; ++i) s += double(row[i]);
+      }
+      gb[c] = T(s);
+    }
+  }
+}
+
+template <class F>
+void dispatch_float(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    default: fail(op, ": the CPU kernel takes f32 or f64 (got ", dtype_name(t),
+                  "); convert with .to(kiln::DType::f32)");
+  }
+}
+
+}  // namespace
+
+void CpuBackend::conv2d_forward(const Conv2dParams& p, const View& out, const View& in,
+                                const View& weight, const View& bias) {
+  dispatch_float(in.dtype, "conv2d", [&](auto tag) {
+    using T = decltype(tag);
+    forward_typed<T>(p, out.ptr<T>(), in.ptr<T>(), weight.ptr<T>(), bias.ptr<T>());
+  });
+}
+
+void CpuBackend::conv2d_backward(const Conv2dParams& p, const View& grad_in, const View& grad_weight,
+                                 const View& grad_bias, const View& grad_out, const View& in,
+                                 const View& weight) {
+  dispatch_float(grad_out.dtype, "conv2d backward", [&](auto tag) {
+    using T = decltype(tag);
+    backward_typed<T>(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(),
+                      grad_out.ptr<T>(), in.ptr<T>(), weight.ptr<T>());
+  });
+}
+
+}  // namespace kiln::kernels::cpu

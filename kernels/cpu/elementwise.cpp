@@ -1,0 +1,358 @@
+// CPU elementwise kernels: copies with casts, fills, unary and binary maps, where, random numbers.
+// Each op is a small functor instantiated into the strided loop of loops.h, so the switch on the
+// op runs once per call, not once per element; dense operands become one flat loop.
+#include <omp.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include "core/error.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/loops.h"
+#include "kernels/philox.h"
+
+namespace kiln::kernels {
+
+Backend& cpu_backend() {
+  static cpu::CpuBackend backend;
+  return backend;
+}
+
+void set_num_threads(int n) {
+  KILN_CHECK(n >= 1, "set_num_threads: expected a thread count >= 1, got ", n);
+  omp_set_num_threads(n);
+}
+int get_num_threads() { return omp_get_max_threads(); }
+
+namespace cpu {
+
+void* CpuBackend::allocate(size_t nbytes) {
+  if (nbytes == 0) return nullptr;
+  // 64-byte alignment: whole cache lines and full AVX-512 vectors.
+  size_t rounded = (nbytes + 63) & ~size_t(63);
+  void* p = std::aligned_alloc(64, rounded);
+  KILN_CHECK(p, "out of CPU memory: could not allocate ", nbytes, " bytes");
+  return p;
+}
+void CpuBackend::deallocate(void* ptr, size_t) { std::free(ptr); }
+void CpuBackend::copy_from_host(void* dst, const void* src, size_t n) {
+  if (n) std::memcpy(dst, src, n);
+}
+void CpuBackend::copy_to_host(void* dst, const void* src, size_t n) {
+  if (n) std::memcpy(dst, src, n);
+}
+
+namespace {
+
+template <class O, class I, class F>
+void map1(const View& out, const View& in, F f) {
+  const View* vs[2] = {&out, &in};
+  auto g = coalesce<2>(vs);
+  O* o = out.ptr<O>();
+  const I* a = in.ptr<I>();
+  for_each_run<2>(g, [&](const int64_t* off, int64_t n, const int64_t* st) {
+    O* po = o + off[0];
+    const I* pa = a + off[1];
+    if (st[0] == 1 && st[1] == 1) {
+      for (int64_t i = 0; i < n; ++i) po[i] = O(f(compute_t<I>(pa[i])));
+    } else {
+      for (int64_t i = 0; i < n; ++i) po[i * st[0]] = O(f(compute_t<I>(pa[i * st[1]])));
+    }
+  });
+}
+
+template <class O, class I, class F>
+void map2(const View& out, const View& x, const View& y, F f) {
+  const View* vs[3] = {&out, &x, &y};
+  auto g = coalesce<3>(vs);
+  O* o = out.ptr<O>();
+  const I* a = x.ptr<I>();
+  const I* b = y.ptr<I>();
+  for_each_run<3>(g, [&](const int64_t* off, int64_t n, const int64_t* st) {
+    O* po = o + off[0];
+    const I* pa = a + off[1];
+    const I* pb = b + off[2];
+    using C = compute_t<I>;
+    if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
+      for (int64_t i = 0; i < n; ++i) po[i] = O(f(C(pa[i]), C(pb[i])));
+    } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {
+      const C s = C(pb[0]);
+      for (int64_t i = 0; i < n; ++i) po[i] = O(f(C(pa[i]), s));
+    } else if (st[0] == 1 && st[1] == 0 && st[2] == 1) {
+      const C s = C(pa[0]);
+      for (int64_t i = 0; i < n; ++i) po[i] = O(f(s, C(pb[i])));
+    } else {
+      for (int64_t i = 0; i < n; ++i) po[i * st[0]] = O(f(C(pa[i * st[1]]), C(pb[i * st[2]])));
+    }
+  });
+}
+
+template <class T>
+constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, Half> ||
+                            std::is_same_v<T, BFloat16>;
+
+constexpr double kSqrt1_2 = 0.70710678118654752440;
+constexpr double kSqrt2OverPi = 0.79788456080286535588;
+
+template <class T>
+void unary_typed(UnaryOp op, const View& out, const View& in, double a, double b) {
+  using C = compute_t<T>;
+  const C ca = C(a), cb = C(b);
+  switch (op) {
+    case UnaryOp::neg: return map1<T, T>(out, in, [](C x) { return C(-x); });
+    case UnaryOp::abs: return map1<T, T>(out, in, [](C x) { return x < C(0) ? C(-x) : x; });
+    case UnaryOp::square: return map1<T, T>(out, in, [](C x) { return C(x * x); });
+    case UnaryOp::sign:
+      return map1<T, T>(out, in, [](C x) { return C((x > C(0)) - (x < C(0))); });
+    case UnaryOp::affine: return map1<T, T>(out, in, [=](C x) { return C(ca * x + cb); });
+    case UnaryOp::clamp: {
+      const bool has_lo = !std::isnan(a), has_hi = !std::isnan(b);
+      return map1<T, T>(out, in, [=](C x) {
+        if constexpr (is_float_v<T>) {
+          if (x != x) return x;  // NaN passes through, as in PyTorch
+        }
+        if (has_lo && x < ca) x = ca;
+        if (has_hi && x > cb) x = cb;
+        return x;
+      });
+    }
+    case UnaryOp::relu: return map1<T, T>(out, in, [](C x) { return x > C(0) ? x : C(0); });
+    case UnaryOp::logical_not: return map1<T, T>(out, in, [](C x) { return C(!x); });
+    default: break;
+  }
+  if constexpr (is_float_v<T>) {
+    switch (op) {
+      case UnaryOp::exp: return map1<T, T>(out, in, [](C x) { return std::exp(x); });
+      case UnaryOp::log: return map1<T, T>(out, in, [](C x) { return std::log(x); });
+      case UnaryOp::sqrt: return map1<T, T>(out, in, [](C x) { return std::sqrt(x); });
+      case UnaryOp::rsqrt: return map1<T, T>(out, in, [](C x) { return C(1) / std::sqrt(x); });
+      case UnaryOp::reciprocal: return map1<T, T>(out, in, [](C x) { return C(1) / x; });
+      case UnaryOp::sigmoid:
+        return map1<T, T>(out, in, [](C x) { return C(1) / (C(1) + std::exp(-x)); });
+      case UnaryOp::tanh: return map1<T, T>(out, in, [](C x) { return std::tanh(x); });
+      case UnaryOp::gelu:
+        return map1<T, T>(out, in, [](C x) { return C(0.5) * x * (C(1) + std::erf(x * C(kSqrt1_2))); });
+      case UnaryOp::gelu_tanh:
+        return map1<T, T>(out, in, [](C x) {
+          C inner = C(kSqrt2OverPi) * (x + C(0.044715) * x * x * x);
+          return C(0.5) * x * (C(1) + std::tanh(inner));
+        });
+      case UnaryOp::leaky_relu: return map1<T, T>(out, in, [=](C x) { return x > C(0) ? x : x * ca; });
+      case UnaryOp::pow_scalar:
+        if (a == 2.0) return map1<T, T>(out, in, [](C x) { return x * x; });
+        if (a == 0.5) return map1<T, T>(out, in, [](C x) { return std::sqrt(x); });
+        return map1<T, T>(out, in, [=](C x) { return C(std::pow(x, ca)); });
+      default: break;
+    }
+  }
+  fail("unary kernel: op ", int(op), " is not defined for dtype ", dtype_name(in.dtype));
+}
+
+template <class T>
+void binary_typed(BinaryOp op, const View& out, const View& x, const View& y, double alpha,
+                  double beta) {
+  using C = compute_t<T>;
+  const C al = C(alpha), be = C(beta);
+  switch (op) {
+    case BinaryOp::add: return map2<T, T>(out, x, y, [](C a, C b) { return C(a + b); });
+    case BinaryOp::sub: return map2<T, T>(out, x, y, [](C a, C b) { return C(a - b); });
+    case BinaryOp::mul: return map2<T, T>(out, x, y, [](C a, C b) { return C(a * b); });
+    case BinaryOp::add_scaled: return map2<T, T>(out, x, y, [=](C a, C b) { return C(a + al * b); });
+    case BinaryOp::maximum:
+      return map2<T, T>(out, x, y, [](C a, C b) {
+        if constexpr (is_float_v<T>) {
+          if (a != a || b != b) return std::numeric_limits<C>::quiet_NaN();
+        }
+        return a > b ? a : b;
+      });
+    case BinaryOp::minimum:
+      return map2<T, T>(out, x, y, [](C a, C b) {
+        if constexpr (is_float_v<T>) {
+          if (a != a || b != b) return std::numeric_limits<C>::quiet_NaN();
+        }
+        return a < b ? a : b;
+      });
+    case BinaryOp::eq: return map2<bool, T>(out, x, y, [](C a, C b) { return a == b; });
+    case BinaryOp::ne: return map2<bool, T>(out, x, y, [](C a, C b) { return a != b; });
+    case BinaryOp::lt: return map2<bool, T>(out, x, y, [](C a, C b) { return a < b; });
+    case BinaryOp::le: return map2<bool, T>(out, x, y, [](C a, C b) { return a <= b; });
+    case BinaryOp::gt: return map2<bool, T>(out, x, y, [](C a, C b) { return a > b; });
+    case BinaryOp::ge: return map2<bool, T>(out, x, y, [](C a, C b) { return a >= b; });
+    case BinaryOp::logical_and: return map2<bool, T>(out, x, y, [](C a, C b) { return a && b; });
+    case BinaryOp::logical_or: return map2<bool, T>(out, x, y, [](C a, C b) { return a || b; });
+    case BinaryOp::div:
+      if constexpr (is_float_v<T>) return map2<T, T>(out, x, y, [](C a, C b) { return a / b; });
+      break;
+    default: break;
+  }
+  if constexpr (is_float_v<T>) {
+    switch (op) {
+      case BinaryOp::pow: return map2<T, T>(out, x, y, [](C a, C b) { return C(std::pow(a, b)); });
+      case BinaryOp::relu_backward:
+        return map2<T, T>(out, x, y, [](C g, C v) { return v > C(0) ? g : C(0); });
+      case BinaryOp::leaky_relu_backward:
+        return map2<T, T>(out, x, y, [=](C g, C v) { return v > C(0) ? g : C(g * al); });
+      case BinaryOp::gelu_backward:
+        return map2<T, T>(out, x, y, [](C g, C v) {
+          C cdf = C(0.5) * (C(1) + std::erf(v * C(kSqrt1_2)));
+          C pdf = std::exp(C(-0.5) * v * v) * C(0.39894228040143267794);
+          return g * (cdf + v * pdf);
+        });
+      case BinaryOp::gelu_tanh_backward:
+        return map2<T, T>(out, x, y, [](C g, C v) {
+          C k = C(kSqrt2OverPi);
+          C inner = k * (v + C(0.044715) * v * v * v);
+          C t = std::tanh(inner);
+          C dinner = k * (C(1) + C(3 * 0.044715) * v * v);
+          return g * (C(0.5) * (C(1) + t) + C(0.5) * v * (C(1) - t * t) * dinner);
+        });
+      case BinaryOp::sigmoid_backward:
+        return map2<T, T>(out, x, y, [](C g, C s) { return g * s * (C(1) - s); });
+      case BinaryOp::tanh_backward:
+        return map2<T, T>(out, x, y, [](C g, C t) { return g * (C(1) - t * t); });
+      case BinaryOp::clamp_backward: {
+        const bool has_lo = !std::isnan(alpha), has_hi = !std::isnan(beta);
+        return map2<T, T>(out, x, y, [=](C g, C v) {
+          bool pass = (!has_lo || v >= al) && (!has_hi || v <= be);
+          return pass ? g : C(0);
+        });
+      }
+      default: break;
+    }
+  } else if (op == BinaryOp::div) {
+    // Integer division is refused by core (PyTorch's true division promotes to float).
+  }
+  fail("binary kernel: op ", int(op), " is not defined for dtype ", dtype_name(x.dtype));
+}
+
+}  // namespace
+
+void CpuBackend::copy(const View& out, const View& in) {
+  KILN_DISPATCH_ALL(out.dtype, "copy", [&](auto otag) {
+    using O = decltype(otag);
+    KILN_DISPATCH_ALL(in.dtype, "copy", [&](auto itag) {
+      using I = decltype(itag);
+      if constexpr (std::is_same_v<O, I>) {
+        if (out.is_contiguous() && in.is_contiguous()) {
+          std::memcpy(out.data, in.data, size_t(out.numel()) * sizeof(O));
+          return;
+        }
+      }
+      if constexpr (std::is_same_v<O, bool>) {
+        map1<O, I>(out, in, [](auto v) { return v != decltype(v)(0); });
+      } else if constexpr (std::is_same_v<O, Half> || std::is_same_v<O, BFloat16>) {
+        map1<O, I>(out, in, [](auto v) { return float(v); });
+      } else {
+        map1<O, I>(out, in, [](auto v) { return O(v); });
+      }
+    });
+  });
+}
+
+void CpuBackend::fill(const View& out, double value) {
+  KILN_DISPATCH_ALL(out.dtype, "fill", [&](auto tag) {
+    using T = decltype(tag);
+    const T v = T(compute_t<T>(value));
+    const View* vs[1] = {&out};
+    auto g = coalesce<1>(vs);
+    T* o = out.ptr<T>();
+    for_each_run<1>(g, [&](const int64_t* off, int64_t n, const int64_t* st) {
+      T* p = o + off[0];
+      for (int64_t i = 0; i < n; ++i) p[i * st[0]] = v;
+    });
+  });
+}
+
+void CpuBackend::arange(const View& out, double start, double step) {
+  KILN_DISPATCH_ALL(out.dtype, "arange", [&](auto tag) {
+    using T = decltype(tag);
+    T* o = out.ptr<T>();
+    const int64_t n = out.numel();
+    for (int64_t i = 0; i < n; ++i) o[i] = T(compute_t<T>(start + double(i) * step));
+  });
+}
+
+void CpuBackend::unary(UnaryOp op, const View& out, const View& in, double a, double b) {
+  KILN_DISPATCH_ALL(in.dtype, "unary", [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, bool>) {
+      if (op == UnaryOp::logical_not)
+        return map1<bool, bool>(out, in, [](bool x) { return !x; });
+      fail("unary kernel: op ", int(op), " is not defined for bool");
+    } else {
+      unary_typed<T>(op, out, in, a, b);
+    }
+  });
+}
+
+void CpuBackend::binary(BinaryOp op, const View& out, const View& x, const View& y, double alpha,
+                        double beta) {
+  KILN_DISPATCH_ALL(x.dtype, "binary", [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, bool>) {
+      switch (op) {
+        case BinaryOp::logical_and: case BinaryOp::mul:
+          return map2<bool, bool>(out, x, y, [](bool a, bool b) { return a && b; });
+        case BinaryOp::logical_or: case BinaryOp::add:
+          return map2<bool, bool>(out, x, y, [](bool a, bool b) { return a || b; });
+        case BinaryOp::eq: return map2<bool, bool>(out, x, y, [](bool a, bool b) { return a == b; });
+        case BinaryOp::ne: return map2<bool, bool>(out, x, y, [](bool a, bool b) { return a != b; });
+        default: fail("binary kernel: op ", int(op), " is not defined for bool");
+      }
+    } else {
+      binary_typed<T>(op, out, x, y, alpha, beta);
+    }
+  });
+}
+
+void CpuBackend::where(const View& out, const View& cond, const View& x, const View& y) {
+  KILN_DISPATCH_ALL(out.dtype, "where", [&](auto tag) {
+    using T = decltype(tag);
+    const View* vs[4] = {&out, &cond, &x, &y};
+    auto g = coalesce<4>(vs);
+    T* o = out.ptr<T>();
+    const bool* c = cond.ptr<bool>();
+    const T* a = x.ptr<T>();
+    const T* b = y.ptr<T>();
+    for_each_run<4>(g, [&](const int64_t* off, int64_t n, const int64_t* st) {
+      for (int64_t i = 0; i < n; ++i)
+        o[off[0] + i * st[0]] = c[off[1] + i * st[1]] ? a[off[2] + i * st[2]] : b[off[3] + i * st[3]];
+    });
+  });
+}
+
+namespace {
+
+template <class T>
+void random_typed(RandomKind kind, T* o, int64_t n, uint64_t seed, uint64_t offset, double a, double b) {
+  const int threads = n >= kParallelGrain ? omp_get_max_threads() : 1;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t i = 0; i < n; ++i) {
+    double v = 0;
+    switch (kind) {
+      case RandomKind::uniform: v = a + (b - a) * double(philox_uniform(seed, offset, uint64_t(i))); break;
+      case RandomKind::normal: v = a + b * double(philox_normal(seed, offset, uint64_t(i))); break;
+      case RandomKind::randint:
+        v = a + double(uint64_t(philox_bits(seed, offset, uint64_t(i))) % uint64_t(b - a));
+        break;
+      case RandomKind::bernoulli: v = philox_uniform(seed, offset, uint64_t(i)) < a ? 1.0 : 0.0; break;
+    }
+    o[i] = T(compute_t<T>(v));
+  }
+}
+
+}  // namespace
+
+void CpuBackend::random(RandomKind kind, const View& out, uint64_t seed, uint64_t offset, double a,
+                        double b) {
+  KILN_CHECK(out.is_contiguous(), "random kernel: expected a dense output");
+  KILN_DISPATCH_ALL(out.dtype, "random", [&](auto tag) {
+    using T = decltype(tag);
+    random_typed<T>(kind, out.ptr<T>(), out.numel(), seed, offset, a, b);
+  });
+}
+
+}  // namespace cpu
+}  // namespace kiln::kernels

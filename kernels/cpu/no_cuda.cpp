@@ -1,0 +1,9 @@
+// Stand-ins for the CUDA backend's entry points in builds without CUDA.
+#include "kernels/backend.h"
+
+namespace kiln::kernels {
+
+Backend* cuda_backend() { return nullptr; }
+int cuda_device_count() { return 0; }
+
+}  // namespace kiln::kernels

@@ -1,0 +1,142 @@
+// CPU max and average pooling on dense NCHW tensors, one (n, c) plane per iteration across
+// threads. Max pooling records the flat position (ih * w_in + iw) of each maximum for backward.
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/error.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/loops.h"
+
+namespace kiln::kernels::cpu {
+namespace {
+
+template <class F>
+void dispatch_float(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    case DType::f16: return f(Half{});
+    case DType::bf16: return f(BFloat16{});
+    default: fail(op, ": expected a floating-point tensor, got ", dtype_name(t));
+  }
+}
+
+}  // namespace
+
+void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices,
+                                    const View& in) {
+  dispatch_float(in.dtype, "max_pool2d", [&](auto tag) {
+    using T = decltype(tag);
+    using C = compute_t<T>;
+    const T* x = in.ptr<T>();
+    T* y = out.ptr<T>();
+    int64_t* idx = indices.ptr<int64_t>();
+#pragma omp parallel for schedule(static)
+    for (int64_t plane = 0; plane < p.n * p.c; ++plane) {
+      const T* xp = x + plane * p.h_in * p.w_in;
+      T* yp = y + plane * p.h_out * p.w_out;
+      int64_t* ip = idx ? idx + plane * p.h_out * p.w_out : nullptr;
+      for (int64_t oh = 0; oh < p.h_out; ++oh) {
+        const int64_t h0 = oh * p.stride_h - p.pad_h;
+        const int64_t hs = std::max<int64_t>(h0, 0), he = std::min(h0 + p.kh, p.h_in);
+        for (int64_t ow = 0; ow < p.w_out; ++ow) {
+          const int64_t w0 = ow * p.stride_w - p.pad_w;
+          const int64_t ws = std::max<int64_t>(w0, 0), we = std::min(w0 + p.kw, p.w_in);
+          C best = -std::numeric_limits<C>::infinity();
+          int64_t best_i = hs * p.w_in + ws;
+          for (int64_t ih = hs; ih < he; ++ih)
+            for (int64_t iw = ws; iw < we; ++iw) {
+              C v = C(xp[ih * p.w_in + iw]);
+              if (v > best || v != v) { best = v; best_i = ih * p.w_in + iw; }
+              if (v != v) { ih = he; break; }
+            }
+          yp[oh * p.w_out + ow] = T(best);
+          if (ip) ip[oh * p.w_out + ow] = best_i;
+        }
+      }
+    }
+  });
+}
+
+void CpuBackend::max_pool2d_backward(const Pool2dParams& p, const View& grad_in,
+                                     const View& grad_out, const View& indices) {
+  dispatch_float(grad_out.dtype, "max_pool2d backward", [&](auto tag) {
+    using T = decltype(tag);
+    using C = compute_t<T>;
+    const T* gy = grad_out.ptr<T>();
+    T* gx = grad_in.ptr<T>();
+    const int64_t* idx = indices.ptr<int64_t>();
+#pragma omp parallel for schedule(static)
+    for (int64_t plane = 0; plane < p.n * p.c; ++plane) {
+      T* gxp = gx + plane * p.h_in * p.w_in;
+      for (int64_t i = 0; i < p.h_in * p.w_in; ++i) gxp[i] = T(0);
+      const T* gyp = gy + plane * p.h_out * p.w_out;
+      const int64_t* ip = idx + plane * p.h_out * p.w_out;
+      for (int64_t o = 0; o < p.h_out * p.w_out; ++o) gxp[ip[o]] = T(C(gxp[ip[o]]) + C(gyp[o]));
+    }
+  });
+}
+
+void CpuBackend::avg_pool2d_forward(const Pool2dParams& p, const View& out, const View& in) {
+  dispatch_float(in.dtype, "avg_pool2d", [&](auto tag) {
+    using T = decltype(tag);
+    using C = compute_t<T>;
+    const T* x = in.ptr<T>();
+    T* y = out.ptr<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t plane = 0; plane < p.n * p.c; ++plane) {
+      const T* xp = x + plane * p.h_in * p.w_in;
+      T* yp = y + plane * p.h_out * p.w_out;
+      for (int64_t oh = 0; oh < p.h_out; ++oh) {
+        const int64_t h0 = oh * p.stride_h - p.pad_h;
+        const int64_t hs = std::max<int64_t>(h0, 0), he = std::min(h0 + p.kh, p.h_in);
+        const int64_t hp = std::min(h0 + p.kh, p.h_in + p.pad_h) - h0;
+        for (int64_t ow = 0; ow < p.w_out; ++ow) {
+          const int64_t w0 = ow * p.stride_w - p.pad_w;
+          const int64_t ws = std::max<int64_t>(w0, 0), we = std::min(w0 + p.kw, p.w_in);
+          const int64_t wp = std::min(w0 + p.kw, p.w_in + p.pad_w) - w0;
+          C s = 0;
+          for (int64_t ih = hs; ih < he; ++ih)
+            for (int64_t iw = ws; iw < we; ++iw) s += C(xp[ih * p.w_in + iw]);
+          const int64_t count = p.count_include_pad ? hp * wp : (he - hs) * (we - ws);
+          yp[oh * p.w_out + ow] = T(s / C(count));
+        }
+      }
+    }
+  });
+}
+
+void CpuBackend::avg_pool2d_backward(const Pool2dParams& p, const View& grad_in,
+                                     const View& grad_out) {
+  dispatch_float(grad_out.dtype, "avg_pool2d backward", [&](auto tag) {
+    using T = decltype(tag);
+    using C = compute_t<T>;
+    const T* gy = grad_out.ptr<T>();
+    T* gx = grad_in.ptr<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t plane = 0; plane < p.n * p.c; ++plane) {
+      T* gxp = gx + plane * p.h_in * p.w_in;
+      for (int64_t i = 0; i < p.h_in * p.w_in; ++i) gxp[i] = T(0);
+      const T* gyp = gy + plane * p.h_out * p.w_out;
+      for (int64_t oh = 0; oh < p.h_out; ++oh) {
+        const int64_t h0 = oh * p.stride_h - p.pad_h;
+        const int64_t hs = std::max<int64_t>(h0, 0), he = std::min(h0 + p.kh, p.h_in);
+        const int64_t hp = std::min(h0 + p.kh, p.h_in + p.pad_h) - h0;
+        for (int64_t ow = 0; ow < p.w_out; ++ow) {
+          const int64_t w0 = ow * p.stride_w - p.pad_w;
+          const int64_t ws = std::max<int64_t>(w0, 0), we = std::min(w0 + p.kw, p.w_in);
+          const int64_t wp = std::min(w0 + p.kw, p.w_in + p.pad_w) - w0;
+          const int64_t count = p.count_include_pad ? hp * wp : (he - hs) * (we - ws);
+          const C g = C(gyp[oh * p.w_out + ow]) / C(count);
+          for (int64_t ih = hs; ih < he; ++ih)
+            for (int64_t iw = ws; iw < we; ++iw) gxp[ih * p.w_in + iw] = T(C(gxp[ih * p.w_in + iw]) + g);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace kiln::kernels::cpu

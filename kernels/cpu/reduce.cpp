@@ -1,0 +1,194 @@
+// CPU reductions. Each output element reduces a (coalesced) strided sub-space of the input; float
+// sums accumulate in double, so f32 results match a float64 reference to f32 rounding. Threads
+// split the outputs, or the reduced range when there are few outputs (a full sum).
+#include <omp.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/loops.h"
+
+namespace kiln::kernels::cpu {
+namespace {
+
+struct Split {
+  int nk = 0, nr = 0;  // kept and reduced dims (coalesced)
+  int64_t ksizes[kMaxDims], kstrides[kMaxDims], rsizes[kMaxDims], rstrides[kMaxDims];
+  int64_t kept_numel = 1, red_numel = 1;
+};
+
+// Splits `in`'s dims into kept (out size == in size) and reduced (out size 1, in size > 1).
+Split split_dims(const View& out, const View& in) {
+  Split s;
+  for (int d = 0; d < in.ndim; ++d) {
+    if (in.sizes[d] == 1) continue;
+    bool reduced = out.sizes[d] == 1;
+    int64_t* sz = reduced ? s.rsizes : s.ksizes;
+    int64_t* st = reduced ? s.rstrides : s.kstrides;
+    int& n = reduced ? s.nr : s.nk;
+    if (n > 0 && st[n - 1] == in.strides[d] * in.sizes[d]) {
+      sz[n - 1] *= in.sizes[d];
+      st[n - 1] = in.strides[d];
+    } else {
+      sz[n] = in.sizes[d];
+      st[n] = in.strides[d];
+      ++n;
+    }
+    (reduced ? s.red_numel : s.kept_numel) *= in.sizes[d];
+  }
+  return s;
+}
+
+inline int64_t offset_of(int64_t linear, int n, const int64_t* sizes, const int64_t* strides) {
+  int64_t off = 0;
+  for (int d = n - 1; d >= 0; --d) {
+    off += (linear % sizes[d]) * strides[d];
+    linear /= sizes[d];
+  }
+  return off;
+}
+
+template <class T>
+constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, Half> ||
+                            std::is_same_v<T, BFloat16>;
+
+template <class T, class Acc, class Op>
+void reduce_impl(const View& out, const View& in, Acc init, Op op, bool mean_of = false) {
+  (void)mean_of;
+  Split s = split_dims(out, in);
+  const T* src = in.ptr<T>();
+  T* dst = out.ptr<T>();
+  const int64_t inner_n = s.nr ? s.rsizes[s.nr - 1] : 1;
+  const int64_t inner_st = s.nr ? s.rstrides[s.nr - 1] : 0;
+  const int64_t outer_n = s.red_numel / inner_n;
+
+  auto reduce_range = [&](int64_t base, int64_t r0, int64_t r1) {
+    Acc acc = init;
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* p = src + base + offset_of(r, s.nr - 1, s.rsizes, s.rstrides);
+      if (inner_st == 1) {
+        for (int64_t i = 0; i < inner_n; ++i) acc = op(acc, Acc(compute_t<T>(p[i])));
+      } else {
+        for (int64_t i = 0; i < inner_n; ++i) acc = op(acc, Acc(compute_t<T>(p[i * inner_st])));
+      }
+    }
+    return acc;
+  };
+
+  const int64_t total = s.kept_numel * s.red_numel;
+  const int threads = total >= kParallelGrain ? omp_get_max_threads() : 1;
+  if (s.kept_numel >= threads || outer_n < threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t k = 0; k < s.kept_numel; ++k) {
+      int64_t base = offset_of(k, s.nk, s.ksizes, s.kstrides);
+      dst[k] = T(compute_t<T>(reduce_range(base, 0, outer_n)));
+    }
+    return;
+  }
+  // Few outputs, much to reduce: split the reduced range and combine the partial results.
+  for (int64_t k = 0; k < s.kept_numel; ++k) {
+    int64_t base = offset_of(k, s.nk, s.ksizes, s.kstrides);
+    std::vector<Acc> partial(size_t(threads), init);
+#pragma omp parallel num_threads(threads)
+    {
+      int t = omp_get_thread_num();
+      int64_t chunk = (outer_n + threads - 1) / threads;
+      int64_t r0 = std::min(outer_n, t * chunk), r1 = std::min(outer_n, r0 + chunk);
+      partial[size_t(t)] = reduce_range(base, r0, r1);
+    }
+    Acc acc = init;
+    for (Acc v : partial) acc = op(acc, v);
+    dst[k] = T(compute_t<T>(acc));
+  }
+}
+
+}  // namespace
+
+void CpuBackend::reduce(ReduceOp op, const View& out, const View& in) {
+  KILN_DISPATCH_ALL(in.dtype, "reduce", [&](auto tag) {
+    using T = decltype(tag);
+    using C = compute_t<T>;
+    if constexpr (std::is_same_v<T, bool>) {
+      if (op == ReduceOp::any) return reduce_impl<bool, bool>(out, in, false, [](bool a, bool b) { return a || b; });
+      if (op == ReduceOp::all) return reduce_impl<bool, bool>(out, in, true, [](bool a, bool b) { return a && b; });
+      if (op == ReduceOp::sum) fail("reduce: sum of bool tensors: convert to an integer dtype first");
+      fail("reduce: op ", int(op), " is not defined for bool");
+    } else {
+      using Acc = std::conditional_t<is_float_v<T>, double, int64_t>;
+      switch (op) {
+        case ReduceOp::sum: return reduce_impl<T, Acc>(out, in, Acc(0), [](Acc a, Acc b) { return a + b; });
+        case ReduceOp::prod: return reduce_impl<T, Acc>(out, in, Acc(1), [](Acc a, Acc b) { return a * b; });
+        case ReduceOp::max:
+          return reduce_impl<T, C>(out, in, std::numeric_limits<C>::lowest(), [](C a, C b) {
+            if constexpr (is_float_v<T>) { if (a != a || b != b) return std::numeric_limits<C>::quiet_NaN(); }
+            return a > b ? a : b;
+          });
+        case ReduceOp::min:
+          return reduce_impl<T, C>(out, in, std::numeric_limits<C>::max(), [](C a, C b) {
+            if constexpr (is_float_v<T>) { if (a != a || b != b) return std::numeric_limits<C>::quiet_NaN(); }
+            return a < b ? a : b;
+          });
+        default: break;
+      }
+      fail("reduce: op ", int(op), " is not defined for ", dtype_name(in.dtype));
+    }
+  });
+}
+
+namespace {
+
+template <class T>
+void reduce_index_typed(bool want_max, const View& values, const View& indices, const View& in, int dim) {
+  using C = compute_t<T>;
+  const int64_t n = in.sizes[dim], st = in.strides[dim];
+  int64_t outer = 1;
+  int64_t osizes[kMaxDims], ostrides[kMaxDims];
+  int no = 0;
+  for (int d = 0; d < in.ndim; ++d) {
+    if (d == dim) continue;
+    osizes[no] = in.sizes[d];
+    ostrides[no] = in.strides[d];
+    outer *= in.sizes[d];
+    ++no;
+  }
+  const T* src = in.ptr<T>();
+  T* vals = values.ptr<T>();
+  int64_t* idx = indices.ptr<int64_t>();
+  const int threads = outer * n >= kParallelGrain ? omp_get_max_threads() : 1;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t o = 0; o < outer; ++o) {
+    const T* p = src + offset_of(o, no, osizes, ostrides);
+    C best = C(p[0]);
+    int64_t best_i = 0;
+    for (int64_t i = 1; i < n; ++i) {
+      C v = C(p[i * st]);
+      if constexpr (is_float_v<T>) {
+        if (best != best) break;  // NaN wins and stays
+        if (v != v) { best = v; best_i = i; break; }
+      }
+      if (want_max ? v > best : v < best) { best = v; best_i = i; }
+    }
+    if (vals) vals[o] = T(best);
+    if (idx) idx[o] = best_i;
+  }
+}
+
+}  // namespace
+
+void CpuBackend::reduce_index(ReduceOp op, const View& values, const View& indices, const View& in,
+                              int dim) {
+  const bool want_max = op == ReduceOp::max || op == ReduceOp::argmax;
+  KILN_DISPATCH_ALL(in.dtype, "reduce_index", [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, bool>) {
+      fail("max/min/argmax/argmin: not defined for bool tensors");
+    } else {
+      reduce_index_typed<T>(want_max, values, indices, in, dim);
+    }
+  });
+}
+
+}  // namespace kiln::kernels::cpu

@@ -1,0 +1,12 @@
+// kiln: a C++ tensor, autograd and training framework. Include this one header.
+//   #include <kiln/kiln.h>
+//   auto x = kiln::randn({8, 4});
+#pragma once
+
+#include "core/autograd.h"
+#include "core/device.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/gradcheck.h"
+#include "core/ops.h"
+#include "core/tensor.h"
