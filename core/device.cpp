@@ -25,6 +25,9 @@ Device Device::parse(std::string_view s) {
   fail("Device: cannot parse '", s, "'; expected \"cpu\", \"cuda\" or \"cuda:N\"");
 }
 
+void set_num_threads(int n) { kernels::set_num_threads(n); }
+int get_num_threads() { return kernels::get_num_threads(); }
+
 namespace cuda {
 bool is_available() { return kernels::cuda_device_count() > 0; }
 int device_count() { return kernels::cuda_device_count(); }

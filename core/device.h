@@ -26,6 +26,10 @@ struct Device {
 
 inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
 
+// Threads used by CPU kernels (OpenMP). Defaults to OMP_NUM_THREADS, else the machine's cores.
+void set_num_threads(int n);
+int get_num_threads();
+
 namespace cuda {
 // True when kiln was built with its CUDA backend and this machine has at least one usable GPU.
 bool is_available();

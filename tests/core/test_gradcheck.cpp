@@ -14,7 +14,8 @@ Tensor rnd(Shape s, double lo = -1, double hi = 1) {
 void expect_grad(const char* what, const std::function<Tensor(const std::vector<Tensor>&)>& fn,
                  std::vector<Tensor> inputs) {
   auto r = gradcheck(fn, std::move(inputs));
-  INFO(std::string(what) + ": " + r.message);
+  const std::string label = std::string(what) + ": " + r.message;
+  INFO(label);
   CHECK(r.ok);
 }
 

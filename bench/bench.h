@@ -1,0 +1,28 @@
+// kiln_bench: one program, several modes. Each mode lives in its own file and registers a
+// function with this signature; the last line it prints is one JSON object.
+//   kiln_bench --mode train --device cpu --precision 32-true --batch-size 128 --threads 2 --steps 30
+#pragma once
+
+#include <string>
+
+namespace kiln::bench {
+
+struct Args {
+  std::string mode = "train";       // train | infer | loader | kernels
+  std::string device = "cpu";       // cpu | cuda
+  std::string precision = "32-true";
+  int batch_size = 128;
+  int threads = 0;                  // 0: kiln's default (all cores)
+  int steps = 30;
+  int warmup = 5;
+  int num_workers = 2;
+  std::string filter;               // kernels mode: run only benchmarks whose name contains this
+};
+
+// Implemented in train.cpp (train, infer), loader.cpp (loader), kernels.cpp (kernels).
+int run_train(const Args& args);
+int run_infer(const Args& args);
+int run_loader(const Args& args);
+int run_kernels(const Args& args);
+
+}  // namespace kiln::bench

@@ -1,0 +1,57 @@
+// kiln_bench: argument parsing and dispatch to the benchmark modes.
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "bench.h"
+#include "kiln.h"
+
+namespace {
+
+void usage() {
+  std::cerr << "usage: kiln_bench --mode train|infer|loader|kernels [--device cpu|cuda] [--precision P]\n"
+               "                  [--batch-size N] [--threads N] [--steps N] [--warmup N]\n"
+               "                  [--num-workers N] [--filter NAME]\n";
+}
+
+int to_int(const std::string& flag, const char* v) {
+  char* end = nullptr;
+  long x = std::strtol(v, &end, 10);
+  if (!*v || *end || x < 0) throw kiln::Error("kiln_bench: " + flag + " expects a non-negative integer, got '" + v + "'");
+  return int(x);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  kiln::bench::Args a;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      std::string f = argv[i];
+      if (f == "-h" || f == "--help") { usage(); return 0; }
+      if (i + 1 >= argc) throw kiln::Error("kiln_bench: " + f + " needs a value");
+      const char* v = argv[++i];
+      if (f == "--mode") a.mode = v;
+      else if (f == "--device") a.device = v;
+      else if (f == "--precision") a.precision = v;
+      else if (f == "--batch-size") a.batch_size = to_int(f, v);
+      else if (f == "--threads") a.threads = to_int(f, v);
+      else if (f == "--steps") a.steps = to_int(f, v);
+      else if (f == "--warmup") a.warmup = to_int(f, v);
+      else if (f == "--num-workers") a.num_workers = to_int(f, v);
+      else if (f == "--filter") a.filter = v;
+      else throw kiln::Error("kiln_bench: unknown flag " + f);
+    }
+    if (a.threads > 0) kiln::set_num_threads(a.threads);
+    if (a.mode == "train") return kiln::bench::run_train(a);
+    if (a.mode == "infer") return kiln::bench::run_infer(a);
+    if (a.mode == "loader") return kiln::bench::run_loader(a);
+    if (a.mode == "kernels") return kiln::bench::run_kernels(a);
+    throw kiln::Error("kiln_bench: unknown --mode " + a.mode + " (expected train, infer, loader or kernels)");
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+    usage();
+    return 2;
+  }
+}

@@ -1,0 +1,16 @@
+// Modes whose source file is not part of this build report so, instead of failing to link.
+#include "bench.h"
+#include "core/error.h"
+
+namespace kiln::bench {
+#if !KILN_BENCH_HAVE_TRAIN
+int run_train(const Args&) { fail("kiln_bench: the train mode is not built"); }
+int run_infer(const Args&) { fail("kiln_bench: the infer mode is not built"); }
+#endif
+#if !KILN_BENCH_HAVE_LOADER
+int run_loader(const Args&) { fail("kiln_bench: the loader mode is not built"); }
+#endif
+#if !KILN_BENCH_HAVE_KERNELS
+int run_kernels(const Args&) { fail("kiln_bench: the kernels mode is not built"); }
+#endif
+}  // namespace kiln::bench
