@@ -8,7 +8,7 @@ set -euo pipefail
 pkgs=(meson ninja-build pkg-config g++ libeigen3-dev doctest-dev libgloo-dev zlib1g-dev
       dataset-fashion-mnist nlohmann-json3-dev python3)
 if [[ "${1:-}" == "--peers" ]]; then
-  pkgs+=(python3-torch libopenblas0-pthread python3-numpy)
+  pkgs+=(python3-torch python3-torchvision libopenblas0-pthread python3-numpy)
 fi
 
 missing=()
