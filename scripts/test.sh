@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine (Debian packages), builds kiln and runs every test suite, then prints
+# the totals on one line: "N passed, N failed[, N skipped]". Exit status 0 only if all passed.
+#   scripts/test.sh                 # everything
+#   scripts/test.sh --suite unit    # extra arguments go to `meson test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+scripts/setup.sh
+[[ -d /usr/local/cuda/bin ]] && export PATH="$PATH:/usr/local/cuda/bin"
+
+build=${KILN_BUILD_DIR:-build}
+opts=(-Dtests=true -Dbench=true -Dexamples=true)
+# CI compiles the CUDA backend for one architecture to keep its time down.
+if [[ "${CI:-}" == "true" ]]; then opts+=(-Dgpu_arch=90); fi
+if [[ -f "$build/build.ninja" ]]; then
+  meson configure "$build" "${opts[@]}" >/dev/null
+else
+  meson setup "$build" "${opts[@]}"
+fi
+meson compile -C "$build"
+
+status=0
+meson test -C "$build" --print-errorlogs --num-processes 1 "$@" || status=$?
+
+# Totals over the doctest cases of every suite that ran (meson counts whole executables).
+python3 - "$build/meson-logs/testlog.json" <<'PY' || true
+import json, re, sys
+passed = failed = skipped = 0
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    out = t.get("stdout", "") or ""
+    m = re.findall(r"test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed\s*\|\s*(\d+) skipped", out)
+    if m:
+        _, p, f, s = map(int, m[-1])
+        passed += p; failed += f; skipped += s
+    else:  # a test that is not a doctest executable counts as one case
+        r = t.get("result", "")
+        if r == "OK": passed += 1
+        elif r == "SKIP": skipped += 1
+        else: failed += 1
+print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
+PY
+exit $status
