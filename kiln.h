@@ -3,6 +3,7 @@
 //   auto x = kiln::randn({8, 4});
 #pragma once
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/device.h"
 #include "core/dtype.h"

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/autocast.h"
 #include "core/ops/internal.h"
 
 namespace kiln {
@@ -153,6 +154,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 Tensor pow(const Tensor& a, const Tensor& b) {
+  if (autocast::wants_f32({&a, &b})) return pow(autocast::to_f32(a), autocast::to_f32(b));
   Tensor out = binary_raw(BinaryOp::pow, a, b);
   if (autograd::needs_grad({&a, &b})) {
     SavedTensor sa(a), sb(b), so(out);
@@ -167,6 +169,7 @@ Tensor pow(const Tensor& a, const Tensor& b) {
 }
 
 Tensor pow(const Tensor& a, double e) {
+  if (autocast::wants_f32({&a})) return pow(autocast::to_f32(a), e);
   KILN_CHECK(is_floating(a.dtype()), "pow: expected a floating-point tensor, got ", a.dtype());
   Tensor out = unary_raw(UnaryOp::pow_scalar, a, e);
   if (autograd::needs_grad({&a})) {
@@ -305,11 +308,13 @@ Tensor abs(const Tensor& x) {
                          [](const Tensor& g, const Tensor& v) { return mul(g, sign(v)); });
 }
 Tensor exp(const Tensor& x) {
+  if (autocast::wants_f32({&x})) return exp(autocast::to_f32(x));
   require_float(x, "exp");
   return unary_with_grad("exp", UnaryOp::exp, x, true, 0, 0,
                          [](const Tensor& g, const Tensor& y) { return mul(g, y); });
 }
 Tensor log(const Tensor& x) {
+  if (autocast::wants_f32({&x})) return log(autocast::to_f32(x));
   require_float(x, "log");
   return unary_with_grad("log", UnaryOp::log, x, false, 0, 0,
                          [](const Tensor& g, const Tensor& v) { return div(g, v); });

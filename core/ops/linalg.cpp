@@ -1,6 +1,7 @@
 // Matrix products: matmul with PyTorch's broadcasting rules, bmm, mm and linear. Everything
 // funnels into one batched kernel call; transposed operands are passed as strided views, which
 // the kernels map without copying.
+#include "core/autocast.h"
 #include "core/ops/internal.h"
 
 namespace kiln {
@@ -23,6 +24,7 @@ void check_mm(const char* op, const Tensor& a, const Tensor& b) {
 }  // namespace
 
 Tensor bmm(const Tensor& a, const Tensor& b) {
+  if (autocast::wants_low({&a, &b})) return bmm(autocast::to_low(a), autocast::to_low(b));
   check_mm("bmm", a, b);
   KILN_CHECK(a.dim() == 3 && b.dim() == 3, "bmm: expected 3-D tensors, got shapes ", a.sizes(),
              " and ", b.sizes());
@@ -50,6 +52,7 @@ Tensor mm(const Tensor& a, const Tensor& b) {
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
+  if (autocast::wants_low({&a, &b})) return matmul(autocast::to_low(a), autocast::to_low(b));
   check_mm("matmul", a, b);
   KILN_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both operands need at least 1 dim, got shapes ",
              a.sizes(), " and ", b.sizes());
@@ -77,6 +80,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  if (autocast::wants_low({&x, &w, &b}))
+    return linear(autocast::to_low(x), autocast::to_low(w), autocast::to_low(b));
   check_mm("linear", x, w);
   KILN_CHECK(w.dim() == 2, "linear: weight must be [out_features, in_features], got ", w.sizes());
   KILN_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input of shape ", x.sizes(),

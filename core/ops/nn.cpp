@@ -3,6 +3,7 @@
 // normalisations are compositions of differentiable ops.
 #include <cmath>
 
+#include "core/autocast.h"
 #include "core/ops/internal.h"
 
 namespace kiln {
@@ -24,6 +25,8 @@ Tensor dense(const Tensor& t) { return t.detach().contiguous(); }
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, std::pair<int64_t, int64_t> stride,
               std::pair<int64_t, int64_t> padding, std::pair<int64_t, int64_t> dilation, int64_t groups) {
+  if (autocast::wants_low({&x, &w, &b}))
+    return conv2d(autocast::to_low(x), autocast::to_low(w), autocast::to_low(b), stride, padding, dilation, groups);
   detail::check_same_device("conv2d", x, w);
   KILN_CHECK(w.dim() == 4, "conv2d: weight must be [out_channels, in_channels/groups, kH, kW], got ",
              w.sizes());
@@ -54,17 +57,23 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, std::pair<int64
   p.w_out = conv_out(p.w_in, p.kw, p.stride_w, p.pad_w, p.dil_w);
   KILN_CHECK(p.h_out > 0 && p.w_out > 0, "conv2d: input ", x.sizes(), " is smaller than the ",
              "(dilated) kernel ", w.sizes(), " with padding (", p.pad_h, ", ", p.pad_w, ")");
-  Tensor xc = dense(x), wc = dense(w), bc = b.defined() ? dense(b) : Tensor();
-  Tensor out = detail::make_empty({p.n, p.c_out, p.h_out, p.w_out}, x.dtype(), x.device());
+  // The CPU kernel computes in f32/f64: 16-bit tensors are widened there and rounded once on the
+  // way out (f32 accumulation, as the precision policy asks).
+  const DType kdt = x.device().is_cpu() && (x.dtype() == DType::f16 || x.dtype() == DType::bf16)
+                        ? DType::f32 : x.dtype();
+  Tensor xc = detail::cast(dense(x), kdt), wc = detail::cast(dense(w), kdt);
+  Tensor bc = b.defined() ? detail::cast(dense(b), kdt) : Tensor();
+  Tensor out = detail::make_empty({p.n, p.c_out, p.h_out, p.w_out}, kdt, x.device());
   if (out.numel())
     detail::backend(x.device()).conv2d_forward(p, detail::view_of(out), detail::view_of(xc), detail::view_of(wc),
-                                               bc.defined() ? detail::view_of(bc) : detail::null_view(x.dtype()));
+                                               bc.defined() ? detail::view_of(bc) : detail::null_view(kdt));
+  out = detail::cast(out, x.dtype());
   if (autograd::needs_grad({&x, &w, &b})) {
     SavedTensor sx(xc), sw(wc);
     const bool need_x = x.requires_grad(), need_w = w.requires_grad(), need_b = b.defined() && b.requires_grad();
     autograd::record("conv2d", {x, w, b}, {out}, [p, sx, sw, need_x, need_w, need_b](const std::vector<Tensor>& g) {
       Tensor xv = sx.unpack("conv2d"), wv = sw.unpack("conv2d");
-      Tensor go = dense(g[0]);
+      Tensor go = detail::cast(dense(g[0]), xv.dtype());  // the engine casts the grads back
       Tensor gx = need_x ? detail::make_empty(xv.sizes(), xv.dtype(), xv.device()) : Tensor();
       Tensor gw = need_w ? detail::make_empty(wv.sizes(), wv.dtype(), wv.device()) : Tensor();
       Tensor gb = need_b ? detail::make_empty({p.c_out}, wv.dtype(), wv.device()) : Tensor();
@@ -181,6 +190,8 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
 
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                   const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps) {
+  if (autocast::wants_f32({&x}))  // statistics in f32; the output follows the widest input
+    return batch_norm(autocast::to_f32(x), running_mean, running_var, weight, bias, training, momentum, eps);
   KILN_CHECK(x.dim() >= 2, "batch_norm: expected [N, C, ...] input, got ", x.sizes());
   const int64_t C = x.size(1);
   auto check_vec = [&](const Tensor& t, const char* what) {
@@ -224,6 +235,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
 
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                   const Tensor& bias, double eps) {
+  if (autocast::wants_f32({&x, &weight, &bias}))
+    return layer_norm(autocast::to_f32(x), normalized_shape, autocast::to_f32(weight), autocast::to_f32(bias), eps);
   const int64_t k = int64_t(normalized_shape.size());
   KILN_CHECK(k >= 1 && k <= x.dim(), "layer_norm: normalized_shape ", normalized_shape,
              " does not fit input of shape ", x.sizes());
@@ -247,6 +260,7 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 // ---------------------------------------------------------------- softmax
 
 static Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
+  if (autocast::wants_f32({&x})) return softmax_impl(autocast::to_f32(x), dim, log);
   const char* name = log ? "log_softmax" : "softmax";
   KILN_CHECK(is_floating(x.dtype()), name, ": expected a floating-point tensor, got ", x.dtype());
   if (x.dim() == 0) return log ? zeros_like(x) : ones_like(x);
@@ -320,6 +334,8 @@ Tensor reduce_loss(const Tensor& per_sample, Reduction r, const Tensor& weight_s
 
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const Tensor& weight, Reduction reduction,
                 int64_t ignore_index) {
+  if (autocast::wants_f32({&log_probs, &weight}))
+    return nll_loss(autocast::to_f32(log_probs), target, autocast::to_f32(weight), reduction, ignore_index);
   detail::check_same_device("nll_loss", log_probs, target);
   auto [lp, t] = flatten_classes(log_probs, target, "nll_loss");
   const int64_t n = lp.size(0), c = lp.size(1);
@@ -366,6 +382,9 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const Tensor& wei
 
 Tensor cross_entropy(const Tensor& input, const Tensor& target, const Tensor& weight, Reduction reduction,
                      int64_t ignore_index, double label_smoothing) {
+  if (autocast::wants_f32({&input, &weight}))
+    return cross_entropy(autocast::to_f32(input), target, autocast::to_f32(weight), reduction, ignore_index,
+                         label_smoothing);
   KILN_CHECK(label_smoothing >= 0 && label_smoothing <= 1, "cross_entropy: label_smoothing must be "
              "in [0, 1], got ", label_smoothing);
   KILN_CHECK(input.dim() >= 1, "cross_entropy: input must be [N, C] logits, got ", input.sizes());
@@ -400,6 +419,8 @@ Tensor cross_entropy(const Tensor& input, const Tensor& target, const Tensor& we
 }
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  if (autocast::wants_f32({&input, &target}))
+    return mse_loss(autocast::to_f32(input), autocast::to_f32(target), reduction);
   KILN_CHECK(broadcast_shapes(input.sizes(), target.sizes()) == input.sizes(), "mse_loss: target of shape ",
              target.sizes(), " does not match input ", input.sizes());
   Tensor d = sub(input, target);

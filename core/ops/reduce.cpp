@@ -2,6 +2,7 @@
 // gradients (broadcast back; max/min share the gradient among ties).
 #include <limits>
 
+#include "core/autocast.h"
 #include "core/ops/internal.h"
 
 namespace kiln {
@@ -58,6 +59,7 @@ Tensor reduce_raw(ReduceOp op, const Tensor& x, const std::vector<bool>& mask, D
 }  // namespace
 
 Tensor sum(const Tensor& x, Shape dims, bool keepdim) {
+  if (autocast::wants_f32({&x})) return sum(autocast::to_f32(x), std::move(dims), keepdim);
   auto mask = detail::reduce_mask(x, dims, "sum");
   DType dt = is_floating(x.dtype()) ? x.dtype() : DType::i64;
   Tensor out = reduce_raw(ReduceOp::sum, x, mask, dt);
@@ -73,6 +75,7 @@ Tensor sum(const Tensor& x, Shape dims, bool keepdim) {
 }
 
 Tensor mean(const Tensor& x, Shape dims, bool keepdim) {
+  if (autocast::wants_f32({&x})) return mean(autocast::to_f32(x), std::move(dims), keepdim);
   KILN_CHECK(is_floating(x.dtype()), "mean: expected a floating-point tensor, got ", x.dtype(),
              "; convert with .to(kiln::DType::f32)");
   auto mask = detail::reduce_mask(x, dims, "mean");
@@ -83,6 +86,7 @@ Tensor mean(const Tensor& x, Shape dims, bool keepdim) {
 }
 
 Tensor var(const Tensor& x, Shape dims, int64_t correction, bool keepdim) {
+  if (autocast::wants_f32({&x})) return var(autocast::to_f32(x), std::move(dims), correction, keepdim);
   KILN_CHECK(is_floating(x.dtype()), "var: expected a floating-point tensor, got ", x.dtype());
   auto mask = detail::reduce_mask(x, dims, "var");
   int64_t count = 1;
@@ -185,7 +189,10 @@ Tensor all(const Tensor& x) {
   return reduce_raw(ReduceOp::all, detail::cast(x, DType::boolean), mask, DType::boolean).reshape({});
 }
 
-Tensor norm(const Tensor& x) { return sqrt(sum(mul(x, x))); }
+Tensor norm(const Tensor& x) {
+  if (autocast::wants_f32({&x})) return norm(autocast::to_f32(x));
+  return sqrt(sum(mul(x, x)));
+}
 
 Tensor sum_to(const Tensor& x, const Shape& shape) {
   if (x.sizes() == shape) return x;
