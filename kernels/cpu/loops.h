@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "core/error.h"
 #include "kernels/backend.h"
 
 namespace kiln::kernels::cpu {
@@ -16,6 +17,19 @@ namespace kiln::kernels::cpu {
 // The type arithmetic is done in: f32 for the 16-bit floats, the type itself otherwise.
 template <class T>
 using compute_t = std::conditional_t<std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>, float, T>;
+
+// Calls f(T{}) for the floating dtypes (f32, f64, f16, bf16); anything else is an error naming op.
+template <class F>
+void dispatch_floating(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    case DType::f16: return f(Half{});
+    case DType::bf16: return f(BFloat16{});
+    default: break;
+  }
+  fail(op, ": expected a floating-point tensor, got ", dtype_name(t));
+}
 
 // Work below this many elements runs on one thread.
 constexpr int64_t kParallelGrain = 32768;

@@ -9,24 +9,9 @@
 #include "kernels/cpu/loops.h"
 
 namespace kiln::kernels::cpu {
-namespace {
-
-template <class F>
-void dispatch_float(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    case DType::f16: return f(Half{});
-    case DType::bf16: return f(BFloat16{});
-    default: fail(op, ": expected floating-point parameters, got ", dtype_name(t));
-  }
-}
-
-}  // namespace
-
 void CpuBackend::adam_step(const AdamParams& p, const View& param, const View& grad,
                            const View& exp_avg, const View& exp_avg_sq, const View& max_exp_avg_sq) {
-  dispatch_float(param.dtype, "adam", [&](auto tag) {
+  dispatch_floating(param.dtype, "adam", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
     const int64_t n = param.numel();
@@ -67,7 +52,7 @@ void CpuBackend::adam_step(const AdamParams& p, const View& param, const View& g
 
 void CpuBackend::sgd_step(const SgdParams& p, const View& param, const View& grad,
                           const View& momentum_buffer) {
-  dispatch_float(param.dtype, "sgd", [&](auto tag) {
+  dispatch_floating(param.dtype, "sgd", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
     const int64_t n = param.numel();

@@ -11,24 +11,9 @@
 #include "kernels/cpu/loops.h"
 
 namespace kiln::kernels::cpu {
-namespace {
-
-template <class F>
-void dispatch_float(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    case DType::f16: return f(Half{});
-    case DType::bf16: return f(BFloat16{});
-    default: fail(op, ": expected a floating-point tensor, got ", dtype_name(t));
-  }
-}
-
-}  // namespace
-
 void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices,
                                     const View& in) {
-  dispatch_float(in.dtype, "max_pool2d", [&](auto tag) {
+  dispatch_floating(in.dtype, "max_pool2d", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
     const T* x = in.ptr<T>();
@@ -63,7 +48,7 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
 
 void CpuBackend::max_pool2d_backward(const Pool2dParams& p, const View& grad_in,
                                      const View& grad_out, const View& indices) {
-  dispatch_float(grad_out.dtype, "max_pool2d backward", [&](auto tag) {
+  dispatch_floating(grad_out.dtype, "max_pool2d backward", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
     const T* gy = grad_out.ptr<T>();
@@ -81,7 +66,7 @@ void CpuBackend::max_pool2d_backward(const Pool2dParams& p, const View& grad_in,
 }
 
 void CpuBackend::avg_pool2d_forward(const Pool2dParams& p, const View& out, const View& in) {
-  dispatch_float(in.dtype, "avg_pool2d", [&](auto tag) {
+  dispatch_floating(in.dtype, "avg_pool2d", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
     const T* x = in.ptr<T>();
@@ -111,7 +96,7 @@ void CpuBackend::avg_pool2d_forward(const Pool2dParams& p, const View& out, cons
 
 void CpuBackend::avg_pool2d_backward(const Pool2dParams& p, const View& grad_in,
                                      const View& grad_out) {
-  dispatch_float(grad_out.dtype, "avg_pool2d backward", [&](auto tag) {
+  dispatch_floating(grad_out.dtype, "avg_pool2d backward", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
     const T* gy = grad_out.ptr<T>();

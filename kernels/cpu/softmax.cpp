@@ -11,24 +11,9 @@
 #include "kernels/cpu/loops.h"
 
 namespace kiln::kernels::cpu {
-namespace {
-
-template <class F>
-void dispatch_float(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    case DType::f16: return f(Half{});
-    case DType::bf16: return f(BFloat16{});
-    default: fail(op, ": expected a floating-point tensor, got ", dtype_name(t));
-  }
-}
-
-}  // namespace
-
 void CpuBackend::softmax_forward(const View& out, const View& in, int64_t outer, int64_t dim,
                                  int64_t inner, bool log) {
-  dispatch_float(in.dtype, "softmax", [&](auto tag) {
+  dispatch_floating(in.dtype, "softmax", [&](auto tag) {
     using T = decltype(tag);
     using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
     const T* x = in.ptr<T>();
@@ -57,7 +42,7 @@ void CpuBackend::softmax_forward(const View& out, const View& in, int64_t outer,
 
 void CpuBackend::softmax_backward(const View& grad_in, const View& grad_out, const View& out,
                                   int64_t outer, int64_t dim, int64_t inner, bool log) {
-  dispatch_float(out.dtype, "softmax backward", [&](auto tag) {
+  dispatch_floating(out.dtype, "softmax backward", [&](auto tag) {
     using T = decltype(tag);
     using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
     const T* gy = grad_out.ptr<T>();
@@ -89,7 +74,7 @@ void CpuBackend::softmax_backward(const View& grad_in, const View& grad_out, con
 
 void CpuBackend::nll_forward(const View& loss, const View& weight_out, const View& logp,
                              const View& target, const View& weight, int64_t ignore_index) {
-  dispatch_float(logp.dtype, "nll_loss", [&](auto tag) {
+  dispatch_floating(logp.dtype, "nll_loss", [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = logp.sizes[0], c = logp.sizes[1];
     const T* lp = logp.ptr<T>();
@@ -113,7 +98,7 @@ void CpuBackend::nll_forward(const View& loss, const View& weight_out, const Vie
 
 void CpuBackend::nll_backward(const View& grad_logp, const View& grad_loss, const View& target,
                               const View& weight, int64_t ignore_index) {
-  dispatch_float(grad_logp.dtype, "nll_loss backward", [&](auto tag) {
+  dispatch_floating(grad_logp.dtype, "nll_loss backward", [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = grad_logp.sizes[0], c = grad_logp.sizes[1];
     T* g = grad_logp.ptr<T>();
@@ -145,7 +130,7 @@ int64_t CpuBackend::index_select_rows(const View& out, const View& weight, const
 }
 
 void CpuBackend::index_add_rows(const View& grad_weight, const View& grad_out, const View& index) {
-  dispatch_float(grad_weight.dtype, "embedding backward", [&](auto tag) {
+  dispatch_floating(grad_weight.dtype, "embedding backward", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
     const int64_t n = index.numel(), v = grad_weight.sizes[0];
