@@ -1,0 +1,264 @@
+// Module: registration, traversal under dotted names, mode switches, in-place conversion and
+// state_dict loading. Traversal order is registration order throughout, as in PyTorch.
+#include "nn/module.h"
+
+#include <cxxabi.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <sstream>
+#include <typeinfo>
+#include <unordered_set>
+
+#include "core/autograd.h"
+
+namespace kiln::nn {
+namespace {
+
+std::string join(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+
+std::string join_list(const std::vector<std::string>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + ("\"" + v[i] + "\"");
+  return s;
+}
+
+// Gives `dst` the contents of `src` while keeping dst's TensorImpl (and so its autograd meta,
+// hooks and every handle to it) alive: this is how parameters change dtype/device in place.
+void assign_in_place(const Tensor& dst, const Tensor& src) {
+  TensorImpl* d = dst.impl();
+  const TensorImpl* s = src.impl();
+  d->storage = s->storage;
+  d->sizes = s->sizes;
+  d->strides = s->strides;
+  d->offset = s->offset;
+  d->dtype = s->dtype;
+}
+
+}  // namespace
+
+Tensor Module::forward(const Tensor&) {
+  fail(name(), "::forward: this module does not implement forward(const Tensor&); override it, "
+       "or call the module's own forward with the inputs it takes");
+}
+
+std::string Module::name() const {
+  const char* mangled = typeid(*this).name();
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  std::string n = status == 0 && demangled ? demangled : mangled;
+  std::free(demangled);
+  for (const std::string prefix : {"kiln::nn::", "kiln::"})
+    if (n.rfind(prefix, 0) == 0) n = n.substr(prefix.size());
+  return n;
+}
+
+void Module::check_new_name(const std::string& n, const char* what) const {
+  KILN_CHECK(!n.empty() && n.find('.') == std::string::npos, name(), "::", what, ": name '", n,
+             "' must be non-empty and contain no '.' (dots separate submodule names)");
+  KILN_CHECK(!parameters_.contains(n) && !buffers_.contains(n) && !children_.contains(n), name(),
+             "::", what, ": '", n, "' is already registered in this module; pick another name");
+}
+
+Tensor Module::register_parameter(const std::string& n, Tensor tensor, bool requires_grad) {
+  check_new_name(n, "register_parameter");
+  if (!tensor.defined()) return tensor;
+  // A parameter must be a leaf so gradients accumulate in it rather than flowing through it.
+  if (!tensor.is_leaf()) tensor = tensor.detach();
+  tensor.requires_grad_(requires_grad && tensor.is_floating_point());
+  parameters_.insert(n, tensor);
+  return tensor;
+}
+
+Tensor Module::register_buffer(const std::string& n, Tensor tensor, bool persistent) {
+  check_new_name(n, "register_buffer");
+  if (!tensor.defined()) return tensor;
+  buffers_.insert(n, BufferSlot{tensor, persistent});
+  return tensor;
+}
+
+void Module::register_module_impl(const std::string& n, std::shared_ptr<Module> module) {
+  check_new_name(n, "register_module");
+  KILN_CHECK(module, name(), "::register_module: submodule '", n, "' is null; create it with "
+             "std::make_shared first");
+  KILN_CHECK(module.get() != this, name(), "::register_module: a module cannot contain itself");
+  children_.insert(n, std::move(module));
+}
+
+void Module::collect_params(const std::string& prefix, bool recurse, OrderedDict<Tensor>& out,
+                            std::vector<const TensorImpl*>& seen) const {
+  for (const auto& [n, t] : parameters_) {
+    if (std::find(seen.begin(), seen.end(), t.impl()) != seen.end()) continue;
+    seen.push_back(t.impl());
+    out.insert(join(prefix, n), t);
+  }
+  if (!recurse) return;
+  for (const auto& [n, child] : children_) child->collect_params(join(prefix, n), true, out, seen);
+}
+
+std::vector<Tensor> Module::parameters(bool recurse) const { return named_parameters(recurse).values(); }
+
+OrderedDict<Tensor> Module::named_parameters(bool recurse) const {
+  OrderedDict<Tensor> out;
+  std::vector<const TensorImpl*> seen;
+  collect_params("", recurse, out, seen);
+  return out;
+}
+
+void Module::collect_buffers(const std::string& prefix, bool recurse, OrderedDict<Tensor>& out) const {
+  for (const auto& [n, slot] : buffers_) out.insert(join(prefix, n), slot.tensor);
+  if (!recurse) return;
+  for (const auto& [n, child] : children_) child->collect_buffers(join(prefix, n), true, out);
+}
+
+std::vector<Tensor> Module::buffers(bool recurse) const { return named_buffers(recurse).values(); }
+
+OrderedDict<Tensor> Module::named_buffers(bool recurse) const {
+  OrderedDict<Tensor> out;
+  collect_buffers("", recurse, out);
+  return out;
+}
+
+std::vector<std::shared_ptr<Module>> Module::children() const { return children_.values(); }
+OrderedDict<std::shared_ptr<Module>> Module::named_children() const { return children_; }
+
+std::vector<std::shared_ptr<Module>> Module::modules() const {
+  std::vector<std::shared_ptr<Module>> out;
+  std::unordered_set<const Module*> seen;
+  std::function<void(const Module&)> visit = [&](const Module& m) {
+    for (const auto& [n, child] : m.children_) {
+      if (!seen.insert(child.get()).second) continue;
+      out.push_back(child);
+      visit(*child);
+    }
+  };
+  visit(*this);
+  return out;
+}
+
+void Module::apply(const std::function<void(Module&)>& fn) {
+  for (auto& [n, child] : children_) child->apply(fn);
+  fn(*this);
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& [n, child] : children_) child->train(on);
+}
+
+void Module::convert(const std::function<Tensor(const Tensor&)>& fn, bool floating_only) {
+  NoGradGuard no_grad;
+  auto convert_one = [&](const Tensor& t) {
+    if (floating_only && !t.is_floating_point()) return;
+    Tensor converted = fn(t);
+    if (!converted.is_same(t)) assign_in_place(t, converted);
+    Tensor g = t.grad();
+    if (g.defined()) {
+      Tensor gc = fn(g);
+      if (!gc.is_same(g)) assign_in_place(g, gc);
+    }
+  };
+  for (auto& [n, t] : parameters_) convert_one(t);
+  for (auto& [n, slot] : buffers_) convert_one(slot.tensor);
+  for (auto& [n, child] : children_) child->convert(fn, floating_only);
+}
+
+Module& Module::to(Device device) {
+  convert([&](const Tensor& t) { return t.device() == device ? t : t.to(device); }, false);
+  return *this;
+}
+
+Module& Module::to(DType dtype) {
+  convert([&](const Tensor& t) { return t.dtype() == dtype ? t : t.to(dtype); }, true);
+  return *this;
+}
+
+Module& Module::to(Device device, DType dtype) {
+  to(device);
+  return to(dtype);
+}
+
+void Module::zero_grad(bool set_to_none) {
+  NoGradGuard no_grad;
+  for (Tensor& p : parameters()) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    if (set_to_none) {
+      p.set_grad(Tensor());
+    } else {
+      g.zero_();
+    }
+  }
+}
+
+void Module::collect_state(const std::string& prefix, StateDict& out) const {
+  for (const auto& [n, t] : parameters_) out.insert(join(prefix, n), t.detach());
+  for (const auto& [n, slot] : buffers_)
+    if (slot.persistent) out.insert(join(prefix, n), slot.tensor.detach());
+  for (const auto& [n, child] : children_) child->collect_state(join(prefix, n), out);
+}
+
+StateDict Module::state_dict() const {
+  StateDict out;
+  collect_state("", out);
+  return out;
+}
+
+LoadResult Module::load_state_dict(const StateDict& dict, bool strict) {
+  StateDict own = state_dict();
+  LoadResult result;
+  std::vector<std::pair<Tensor, Tensor>> copies;  // (destination, source)
+  for (const auto& [key, dst] : own) {
+    const Tensor* src = dict.find(key);
+    if (!src) {
+      result.missing_keys.push_back(key);
+      continue;
+    }
+    KILN_CHECK(src->defined(), "load_state_dict: the tensor for '", key, "' is undefined");
+    KILN_CHECK(src->sizes() == dst.sizes(), "load_state_dict: size mismatch for ", key,
+               ": copying a tensor of shape ", src->sizes(), " from the state dict, but the shape "
+               "in the current model is ", dst.sizes());
+    KILN_CHECK(src->dtype() == dst.dtype(), "load_state_dict: dtype mismatch for ", key, ": the "
+               "state dict holds ", src->dtype(), " but the model has ", dst.dtype(), "; convert "
+               "the model with to(", src->dtype(), ") or the tensor with .to(", dst.dtype(), ")");
+    copies.emplace_back(dst, *src);
+  }
+  for (const auto& [key, t] : dict)
+    if (!own.contains(key)) result.unexpected_keys.push_back(key);
+  if (strict && (!result.missing_keys.empty() || !result.unexpected_keys.empty())) {
+    std::string msg = "load_state_dict: error(s) in loading state_dict for " + name() + ":";
+    if (!result.missing_keys.empty()) msg += " missing key(s): " + join_list(result.missing_keys) + ".";
+    if (!result.unexpected_keys.empty())
+      msg += " unexpected key(s): " + join_list(result.unexpected_keys) + ".";
+    fail(msg, " Pass strict=false to load the keys that match.");
+  }
+  NoGradGuard no_grad;
+  for (auto& [dst, src] : copies) dst.copy_(src);
+  return result;
+}
+
+namespace {
+void print_module(std::ostream& os, const Module& m, const std::string& indent) {
+  os << m.name() << "(" << m.extra_repr();
+  auto children = m.named_children();
+  if (!children.empty()) {
+    os << "\n";
+    for (const auto& [n, child] : children) {
+      os << indent << "  (" << n << "): ";
+      print_module(os, *child, indent + "  ");
+      os << "\n";
+    }
+    os << indent;
+  }
+  os << ")";
+}
+}  // namespace
+
+std::ostream& operator<<(std::ostream& os, const Module& m) {
+  print_module(os, m, "");
+  return os;
+}
+
+}  // namespace kiln::nn
