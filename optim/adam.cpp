@@ -1,0 +1,93 @@
+// Adam/AdamW: one fused backend update per parameter (moments, bias correction and the
+// parameter write in a single pass), the step count kept on the host.
+#include "optim/adam.h"
+
+#include "core/autograd.h"
+#include "core/dispatch.h"
+
+namespace kiln::optim {
+namespace {
+
+AdamOptions from_adamw(const AdamWOptions& o) {
+  return {o.lr, o.betas, o.eps, o.weight_decay, o.amsgrad, o.maximize};
+}
+
+std::vector<ParamGroup> single_group(std::vector<Tensor> params) {
+  return {ParamGroup{std::move(params)}};
+}
+
+}  // namespace
+
+void to_json(nlohmann::json& j, const AdamOptions& o) {
+  j = {{"lr", o.lr}, {"betas", {o.betas.first, o.betas.second}}, {"eps", o.eps},
+       {"weight_decay", o.weight_decay}, {"amsgrad", o.amsgrad}, {"maximize", o.maximize}};
+}
+
+void from_json(const nlohmann::json& j, AdamOptions& o) {
+  o.lr = j.at("lr").get<double>();
+  const auto& b = j.at("betas");
+  KILN_CHECK(b.is_array() && b.size() == 2, "Adam: betas must be a pair of numbers, got ", b.dump());
+  o.betas = {b[0].get<double>(), b[1].get<double>()};
+  o.eps = j.at("eps").get<double>();
+  o.weight_decay = j.at("weight_decay").get<double>();
+  o.amsgrad = j.at("amsgrad").get<bool>();
+  o.maximize = j.at("maximize").get<bool>();
+}
+
+Adam::Adam(std::vector<Tensor> params, double lr) : Adam(std::move(params), AdamOptions{.lr = lr}) {}
+Adam::Adam(std::vector<Tensor> params, AdamOptions defaults)
+    : Adam(single_group(std::move(params)), defaults, false) {}
+Adam::Adam(std::vector<ParamGroup> groups, AdamOptions defaults) : Adam(std::move(groups), defaults, false) {}
+Adam::Adam(std::vector<ParamGroup> groups, AdamOptions defaults, bool decoupled)
+    : Optimizer(nlohmann::json(defaults)), decoupled_(decoupled) {
+  init_groups(std::move(groups));
+}
+
+AdamW::AdamW(std::vector<Tensor> params, double lr) : AdamW(std::move(params), AdamWOptions{.lr = lr}) {}
+AdamW::AdamW(std::vector<Tensor> params, AdamWOptions defaults)
+    : Adam(single_group(std::move(params)), from_adamw(defaults), true) {}
+AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions defaults)
+    : Adam(std::move(groups), from_adamw(defaults), true) {}
+
+void Adam::check_options(const nlohmann::json& j) const {
+  AdamOptions o;
+  try {
+    o = j.get<AdamOptions>();
+  } catch (const nlohmann::json::exception& e) {
+    fail(name(), ": malformed options ", j.dump(), ": ", e.what());
+  }
+  KILN_CHECK(o.lr >= 0.0, name(), ": Invalid learning rate: ", o.lr);
+  KILN_CHECK(o.eps >= 0.0, name(), ": Invalid epsilon value: ", o.eps);
+  KILN_CHECK(o.betas.first >= 0.0 && o.betas.first < 1.0, name(), ": Invalid beta parameter at index 0: ",
+             o.betas.first);
+  KILN_CHECK(o.betas.second >= 0.0 && o.betas.second < 1.0, name(),
+             ": Invalid beta parameter at index 1: ", o.betas.second);
+  KILN_CHECK(o.weight_decay >= 0.0, name(), ": Invalid weight_decay value: ", o.weight_decay);
+}
+
+void Adam::step() {
+  NoGradGuard no_grad;
+  for (const auto& group : param_groups()) {
+    const auto o = group.options.get<AdamOptions>();
+    for (const auto& p : group.params) {
+      Tensor g = dense_grad(p, name().c_str());
+      if (!g.defined()) continue;
+      ParamState& st = state(p);
+      Tensor m = state_tensor(st, "exp_avg", p);
+      Tensor v = state_tensor(st, "exp_avg_sq", p);
+      Tensor vmax = o.amsgrad ? state_tensor(st, "max_exp_avg_sq", p) : Tensor();
+      st.step += 1;
+      kernels::AdamParams ap{o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, st.step,
+                             decoupled_, o.amsgrad, o.maximize};
+      detail::backend(p.device()).adam_step(ap, detail::view_of(p), detail::view_of(g),
+                                           detail::view_of(m), detail::view_of(v),
+                                           vmax.defined() ? detail::view_of(vmax) : detail::null_view(p.dtype()));
+      p.bump_version();
+      m.bump_version();
+      v.bump_version();
+      if (vmax.defined()) vmax.bump_version();
+    }
+  }
+}
+
+}  // namespace kiln::optim

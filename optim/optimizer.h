@@ -1,0 +1,99 @@
+// kiln::optim::Optimizer: the base of SGD, Adam and AdamW. Parameters live in groups, each with its
+// own options (a JSON object such as {"lr": 0.1, "momentum": 0.9}, PyTorch's param_group dict);
+// per-parameter state is created on the first step and saved under PyTorch's names.
+//   kiln::optim::SGD opt({{backbone->parameters(), {{"lr", 1e-3}}}, {head->parameters()}},
+//                        {.lr = 1e-2, .momentum = 0.9});
+//   opt.zero_grad(); loss.backward(); opt.step();
+#pragma once
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace kiln::optim {
+
+struct ParamGroup {
+  std::vector<Tensor> params;
+  // Overrides of the optimizer's defaults for this group; the optimizer fills in the rest.
+  nlohmann::json options = nlohmann::json::object();
+  double lr() const { return options.at("lr").get<double>(); }
+};
+
+// What a checkpoint stores: tensors under "state.<param index>.<name>" (exp_avg, exp_avg_sq,
+// max_exp_avg_sq, momentum_buffer, step) and a JSON description of the groups and options.
+struct OptimizerState {
+  std::map<std::string, Tensor> tensors;
+  nlohmann::json meta;
+};
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  // One update of every parameter that has a gradient.
+  virtual void step() = 0;
+  // "SGD", "Adam", "AdamW": recorded in checkpoints and checked on load.
+  virtual std::string name() const = 0;
+
+  // Drops (set_to_none) or zeroes the gradients of every parameter.
+  void zero_grad(bool set_to_none = true);
+
+  std::vector<ParamGroup>& param_groups() { return groups_; }
+  const std::vector<ParamGroup>& param_groups() const { return groups_; }
+  const nlohmann::json& defaults() const { return defaults_; }
+  // Adds a group; options it leaves out come from the defaults. Errors on unknown options,
+  // invalid values and parameters that are already in another group.
+  void add_param_group(ParamGroup group);
+  // Every parameter, group by group (the index order used by the state names).
+  std::vector<Tensor> parameters() const;
+
+  double lr(size_t group = 0) const;
+  void set_lr(double lr);  // every group
+
+  // The per-parameter state tensors (name -> tensor, sharing storage with the optimizer's).
+  std::map<std::string, Tensor> state_tensors() const;
+  // {"optimizer": name, "defaults": {...}, "param_groups": [{...options, "params": [0, 1]}]}.
+  nlohmann::json hyper_params() const;
+  // Restores what state_tensors() and hyper_params() produced, converting state tensors to each
+  // parameter's dtype and device. Checks everything before changing anything.
+  void load(const std::map<std::string, Tensor>& tensors, const nlohmann::json& hyper_params);
+
+  OptimizerState state_dict() const { return {state_tensors(), hyper_params()}; }
+  void load_state_dict(const OptimizerState& state) { load(state.tensors, state.meta); }
+
+ protected:
+  explicit Optimizer(nlohmann::json defaults) : defaults_(std::move(defaults)) {}
+  // Derived constructors call this once their option checks are in place.
+  void init_groups(std::vector<ParamGroup> groups);
+  // Throws kiln::Error for invalid values ("Invalid learning rate: -0.1").
+  virtual void check_options(const nlohmann::json& options) const = 0;
+  // Adam-like optimizers count steps per parameter and save the count as "step".
+  virtual bool tracks_step() const { return false; }
+
+  struct ParamState {
+    int64_t step = 0;
+    std::map<std::string, Tensor> tensors;
+  };
+  // The parameter's state, created empty on first use.
+  ParamState& state(const Tensor& param) { return state_[param.impl()]; }
+  // A state tensor for `param`: created as zeros on first use, and moved to the parameter's
+  // dtype and device if the model was converted since.
+  Tensor state_tensor(ParamState& st, const std::string& key, const Tensor& param, bool* created = nullptr);
+  // The parameter's gradient as a dense tensor of the parameter's dtype (undefined if none).
+  static Tensor dense_grad(const Tensor& param, const char* op);
+
+ private:
+  nlohmann::json merged_options(const nlohmann::json& overrides, size_t group_index) const;
+
+  nlohmann::json defaults_;
+  std::vector<ParamGroup> groups_;
+  std::unordered_map<const TensorImpl*, ParamState> state_;
+};
+
+}  // namespace kiln::optim

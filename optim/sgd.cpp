@@ -1,0 +1,66 @@
+// SGD: options checks as PyTorch words them, then one fused backend update per parameter.
+#include "optim/sgd.h"
+
+#include "core/autograd.h"
+#include "core/dispatch.h"
+
+namespace kiln::optim {
+
+void to_json(nlohmann::json& j, const SGDOptions& o) {
+  j = {{"lr", o.lr}, {"momentum", o.momentum}, {"dampening", o.dampening},
+       {"weight_decay", o.weight_decay}, {"nesterov", o.nesterov}, {"maximize", o.maximize}};
+}
+
+void from_json(const nlohmann::json& j, SGDOptions& o) {
+  o.lr = j.at("lr").get<double>();
+  o.momentum = j.at("momentum").get<double>();
+  o.dampening = j.at("dampening").get<double>();
+  o.weight_decay = j.at("weight_decay").get<double>();
+  o.nesterov = j.at("nesterov").get<bool>();
+  o.maximize = j.at("maximize").get<bool>();
+}
+
+SGD::SGD(std::vector<Tensor> params, double lr) : SGD(std::move(params), SGDOptions{.lr = lr}) {}
+
+SGD::SGD(std::vector<Tensor> params, SGDOptions defaults)
+    : SGD(std::vector<ParamGroup>{ParamGroup{std::move(params)}}, defaults) {}
+
+SGD::SGD(std::vector<ParamGroup> groups, SGDOptions defaults) : Optimizer(nlohmann::json(defaults)) {
+  init_groups(std::move(groups));
+}
+
+void SGD::check_options(const nlohmann::json& j) const {
+  SGDOptions o;
+  try {
+    o = j.get<SGDOptions>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("SGD: malformed options ", j.dump(), ": ", e.what());
+  }
+  KILN_CHECK(o.lr >= 0.0, "SGD: Invalid learning rate: ", o.lr);
+  KILN_CHECK(o.momentum >= 0.0, "SGD: Invalid momentum value: ", o.momentum);
+  KILN_CHECK(o.weight_decay >= 0.0, "SGD: Invalid weight_decay value: ", o.weight_decay);
+  KILN_CHECK(!o.nesterov || (o.momentum > 0.0 && o.dampening == 0.0), "SGD: Nesterov momentum "
+             "requires a momentum and zero dampening (got momentum ", o.momentum, ", dampening ",
+             o.dampening, ")");
+}
+
+void SGD::step() {
+  NoGradGuard no_grad;
+  for (const auto& group : param_groups()) {
+    const auto o = group.options.get<SGDOptions>();
+    for (const auto& p : group.params) {
+      Tensor g = dense_grad(p, "SGD");
+      if (!g.defined()) continue;
+      Tensor buf;
+      bool first = false;
+      if (o.momentum != 0.0) buf = state_tensor(state(p), "momentum_buffer", p, &first);
+      kernels::SgdParams sp{o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov, o.maximize, first};
+      detail::backend(p.device()).sgd_step(sp, detail::view_of(p), detail::view_of(g),
+                                          buf.defined() ? detail::view_of(buf) : detail::null_view(p.dtype()));
+      p.bump_version();
+      if (buf.defined()) buf.bump_version();
+    }
+  }
+}
+
+}  // namespace kiln::optim
