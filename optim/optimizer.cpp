@@ -24,7 +24,9 @@ nlohmann::json Optimizer::merged_options(const nlohmann::json& overrides, size_t
 
 void Optimizer::init_groups(std::vector<ParamGroup> groups) {
   check_options(defaults_);
-  KILN_CHECK(!groups.empty(), name(), ": optimizer got an empty parameter list");
+  size_t total = 0;
+  for (const auto& g : groups) total += g.params.size();
+  KILN_CHECK(total > 0, name(), ": optimizer got an empty parameter list");
   for (auto& g : groups) add_param_group(std::move(g));
 }
 
