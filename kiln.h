@@ -11,3 +11,5 @@
 #include "core/gradcheck.h"
 #include "core/ops.h"
 #include "core/tensor.h"
+#include "nn/nn.h"
+#include "optim/optim.h"
