@@ -1,0 +1,95 @@
+// The CUDA implementation of kernels::Backend: handwritten kernels for elementwise, reduction,
+// pooling, softmax, loss and optimizer work; cuBLAS for matrix products and cuDNN for
+// convolutions. Every kernel runs on the current stream of the current device; memory comes
+// from one caching allocator per device. Member functions are defined in the file of their kind
+// (device.cpp, elementwise.cu, reduce.cu, matmul.cu, conv.cu, nn.cu, optim.cu).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/cuda/allocator.h"
+
+typedef struct cublasContext* cublasHandle_t;
+typedef struct cudnnContext* cudnnHandle_t;
+
+namespace kiln::kernels::cuda {
+
+// Public helpers for core/, bench/ and tests (the Backend interface stays narrow).
+cudaStream_t current_stream();             // of this thread's current device
+void set_current_stream(cudaStream_t s);   // nullptr: back to the device's default kiln stream
+int current_device();
+MemoryStats memory_stats(int device = -1);  // -1: the current device
+void empty_cache(int device = -1);
+// Temporary device memory from the caching allocator, returned on destruction (stream-ordered).
+class Workspace {
+ public:
+  explicit Workspace(size_t nbytes);
+  ~Workspace();
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  void* get() const { return ptr_; }
+  template <class T> T* as() const { return static_cast<T*>(ptr_); }
+
+ private:
+  void* ptr_ = nullptr;
+};
+cublasHandle_t cublas_handle();  // bound to the current stream
+cudnnHandle_t cudnn_handle();    // bound to the current stream
+int sm_count();
+
+class CudaBackend final : public Backend {
+ public:
+  void* allocate(size_t nbytes) override;
+  void deallocate(void* ptr, size_t nbytes) override;
+  void copy_from_host(void* dst, const void* src, size_t nbytes) override;
+  void copy_to_host(void* dst, const void* src, size_t nbytes) override;
+  void synchronize() override;
+  void set_device(int index) override;
+
+  void copy(const View& out, const View& in) override;
+  void fill(const View& out, double value) override;
+  void arange(const View& out, double start, double step) override;
+  void unary(UnaryOp op, const View& out, const View& in, double a, double b) override;
+  void binary(BinaryOp op, const View& out, const View& x, const View& y, double alpha,
+              double beta) override;
+  void where(const View& out, const View& cond, const View& x, const View& y) override;
+  void reduce(ReduceOp op, const View& out, const View& in) override;
+  void reduce_index(ReduceOp op, const View& values, const View& indices, const View& in,
+                    int dim) override;
+  void random(RandomKind kind, const View& out, uint64_t seed, uint64_t offset, double a,
+              double b) override;
+  void matmul(const View& out, const View& a, const View& b, double beta) override;
+  void conv2d_forward(const Conv2dParams& p, const View& out, const View& in, const View& weight,
+                      const View& bias) override;
+  void conv2d_backward(const Conv2dParams& p, const View& grad_in, const View& grad_weight,
+                       const View& grad_bias, const View& grad_out, const View& in,
+                       const View& weight) override;
+  void max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices,
+                          const View& in) override;
+  void max_pool2d_backward(const Pool2dParams& p, const View& grad_in, const View& grad_out,
+                           const View& indices) override;
+  void avg_pool2d_forward(const Pool2dParams& p, const View& out, const View& in) override;
+  void avg_pool2d_backward(const Pool2dParams& p, const View& grad_in,
+                           const View& grad_out) override;
+  void softmax_forward(const View& out, const View& in, int64_t outer, int64_t dim, int64_t inner,
+                       bool log) override;
+  void softmax_backward(const View& grad_in, const View& grad_out, const View& out, int64_t outer,
+                        int64_t dim, int64_t inner, bool log) override;
+  void nll_forward(const View& loss, const View& weight_out, const View& logp, const View& target,
+                   const View& weight, int64_t ignore_index) override;
+  void nll_backward(const View& grad_logp, const View& grad_loss, const View& target,
+                    const View& weight, int64_t ignore_index) override;
+  int64_t index_select_rows(const View& out, const View& weight, const View& index) override;
+  void index_add_rows(const View& grad_weight, const View& grad_out, const View& index) override;
+  void adam_step(const AdamParams& p, const View& param, const View& grad, const View& exp_avg,
+                 const View& exp_avg_sq, const View& max_exp_avg_sq) override;
+  void sgd_step(const SgdParams& p, const View& param, const View& grad,
+                const View& momentum_buffer) override;
+};
+
+}  // namespace kiln::kernels::cuda

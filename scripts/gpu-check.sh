@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# One-shot check of the CUDA backend on a GPU machine without network or apt: configure with the
+# header-only dependencies from .deps (scripts/fetch-gpu-deps.sh), build the library, the gpu test
+# suite and kiln_bench for sm_90, then run the gpu suite, the same suite under compute-sanitizer
+# memcheck, and the kernel benchmarks. Every step runs whatever happened before (no early exit),
+# with its own time limit, and writes one flat log; summary.txt holds each step's exit code.
+#   scripts/gpu-check.sh LOGDIR      # LOGDIR/{build,gpu-tests,memcheck,bench-kernels}.log, summary.txt
+set -uo pipefail
+LOG=${1:?usage: scripts/gpu-check.sh LOGDIR}
+mkdir -p "$LOG"
+LOG=$(cd "$LOG" && pwd)
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BUILD=${KILN_GPU_BUILD:-$ROOT/build-gpu-check}
+ARCH=${KILN_GPU_ARCH:-90}
+DEPS=$ROOT/.deps/usr
+SUMMARY=$LOG/summary.txt
+: > "$SUMMARY"
+T0=$(date +%s)
+
+export PATH=/usr/local/cuda/bin:$PATH
+if [ -d "$DEPS" ]; then
+  export PKG_CONFIG_PATH=$DEPS/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+  export LD_LIBRARY_PATH=$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export LIBRARY_PATH=$DEPS/lib${LIBRARY_PATH:+:$LIBRARY_PATH}
+  export CMAKE_PREFIX_PATH=$DEPS${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
+  command -v pkg-config >/dev/null || export PATH=$PATH:$DEPS/bin
+else
+  echo "note: no .deps (run scripts/fetch-gpu-deps.sh first where packages exist)" >> "$SUMMARY"
+fi
+JOBS=$(nproc 2>/dev/null || echo 4)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+
+# step NAME LOGFILE TIMEOUT_S COMMAND...: runs, records "NAME rc=N seconds=S" in summary.txt.
+step() {
+  local name=$1 log=$2 limit=$3
+  shift 3
+  local s=$(date +%s)
+  echo "== $name: $*" >> "$log"
+  timeout --kill-after=10 "$limit" "$@" >> "$log" 2>&1
+  local rc=$?
+  local e=$(( $(date +%s) - s ))
+  [ $rc -eq 124 ] && echo "== $name: TIMED OUT after ${limit}s" >> "$log"
+  echo "$name rc=$rc seconds=$e" | tee -a "$SUMMARY"
+  return $rc
+}
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown) $(git status --porcelain 2>/dev/null | wc -l) changed files"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+  echo "nvcc: $(nvcc --version 2>&1 | tail -1)"
+  echo "meson: $(meson --version 2>&1) ninja: $(ninja --version 2>&1) cores: $JOBS"
+} >> "$SUMMARY"
+
+# -- build: the library, the gpu suite and kiln_bench only (examples and other suites are not needed)
+BUILD_LOG=$LOG/build.log
+: > "$BUILD_LOG"
+if [ ! -f "$BUILD/build.ninja" ]; then
+  step configure "$BUILD_LOG" 120 meson setup "$BUILD" -Dcuda=enabled -Dgpu_arch="$ARCH" \
+    -Dtests=true -Dbench=true -Dexamples=false -Dbuildtype=release \
+    -Dpkg_config_path="${PKG_CONFIG_PATH:-}" -Dcmake_prefix_path="$DEPS"
+else
+  step reconfigure "$BUILD_LOG" 120 meson setup --reconfigure "$BUILD" -Dgpu_arch="$ARCH"
+fi
+step build "$BUILD_LOG" 330 ninja -C "$BUILD" -j "$JOBS" tests/test_gpu bench/kiln_bench
+TEST=$BUILD/tests/test_gpu
+BENCH=$BUILD/bench/kiln_bench
+export KILN_SOURCE_ROOT=$ROOT KILN_BUILD_ROOT=$BUILD
+
+# -- the gpu suite
+if [ -x "$TEST" ]; then
+  step gpu-tests "$LOG/gpu-tests.log" 150 "$TEST" --duration=true
+  grep -E "^\[doctest\] (test cases|assertions|Status)" "$LOG/gpu-tests.log" | sed 's/^/  /' >> "$SUMMARY"
+else
+  echo "gpu-tests rc=missing-binary" >> "$SUMMARY"
+fi
+
+# -- memcheck on the same suite (slower: the biggest cases are excluded to fit the time)
+if [ -x "$TEST" ] && command -v compute-sanitizer >/dev/null; then
+  step memcheck "$LOG/memcheck.log" 170 compute-sanitizer --tool memcheck --leak-check no \
+    --error-exitcode 99 --print-limit 20 "$TEST" -tce="*reuses memory*"
+  grep -E "ERROR SUMMARY|^\[doctest\] (test cases|Status)" "$LOG/memcheck.log" | sed 's/^/  /' >> "$SUMMARY"
+else
+  echo "memcheck rc=skipped (no binary or no compute-sanitizer)" >> "$SUMMARY"
+fi
+
+# -- kernel benchmarks
+if [ -x "$BENCH" ]; then
+  step bench-kernels "$LOG/bench-kernels.log" 120 "$BENCH" --mode kernels --device cuda
+  tail -1 "$LOG/bench-kernels.log" | sed 's/^/  json: /' >> "$SUMMARY"
+else
+  echo "bench-kernels rc=missing-binary" >> "$SUMMARY"
+fi
+
+echo "total seconds=$(( $(date +%s) - T0 ))" >> "$SUMMARY"
+cat "$SUMMARY"
+exit 0

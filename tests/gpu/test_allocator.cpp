@@ -1,0 +1,109 @@
+// The caching allocator's bookkeeping on a fake device (no GPU needed): rounding, reuse, split and
+// merge, per-stream pools, empty_cache, and the out-of-memory path (release cache, retry, error).
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <map>
+#include <string>
+
+#include "core/error.h"
+#include "kernels/cuda/allocator.h"
+
+namespace {
+
+using kiln::kernels::cuda::CachingAllocator;
+
+class FakeMemory final : public kiln::kernels::cuda::RawMemory {
+ public:
+  size_t capacity = size_t(1) << 40;
+  size_t used = 0;
+  std::map<void*, size_t> live;
+  void* malloc(size_t n) override {
+    if (used + n > capacity) return nullptr;
+    void* p = std::malloc(n);
+    live[p] = n;
+    used += n;
+    return p;
+  }
+  void free(void* p) override {
+    used -= live.at(p);
+    live.erase(p);
+    std::free(p);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cuda allocator: rounds to 512 bytes and reuses freed blocks without new segments") {
+  FakeMemory raw;
+  {
+    CachingAllocator a(raw);
+    CHECK(CachingAllocator::round_size(1) == 512);
+    CHECK(CachingAllocator::round_size(512) == 512);
+    CHECK(CachingAllocator::round_size(513) == 1024);
+    void* p = a.allocate(1000, 1);
+    CHECK(a.stats().allocated == 1024);
+    CHECK(a.stats().num_device_mallocs == 1);
+    a.free(p);
+    CHECK(a.stats().allocated == 0);
+    // Steady state: the same sizes again come from the cache.
+    for (int step = 0; step < 100; ++step) {
+      void* x = a.allocate(1000, 1);
+      void* y = a.allocate(300000, 1);
+      void* z = a.allocate(5 << 20, 1);
+      a.free(y);
+      a.free(x);
+      a.free(z);
+    }
+    auto s = a.stats();
+    CHECK(s.num_device_mallocs == 2);  // one small segment, one large
+    CHECK(s.allocated == 0);
+    CHECK(s.peak_allocated >= 1024 + 300032 + (5 << 20));
+    CHECK(s.reserved == raw.used);
+  }
+}
+
+TEST_CASE("cuda allocator: splits segments, merges neighbours, keeps streams apart") {
+  FakeMemory raw;
+  CachingAllocator a(raw);
+  char* p1 = static_cast<char*>(a.allocate(4096, 1));
+  char* p2 = static_cast<char*>(a.allocate(4096, 1));
+  CHECK(p2 == p1 + 4096);  // carved from one 2 MiB small segment
+  CHECK(a.stats().num_device_mallocs == 1);
+  a.free(p1);
+  a.free(p2);
+  // After merging, the whole segment is one free block again: a 1 MiB request fits in place.
+  void* big = a.allocate(1 << 20, 1);
+  CHECK(big == p1);
+  a.free(big);
+  // Another stream does not take stream 1's cached blocks.
+  void* other = a.allocate(4096, 2);
+  CHECK(a.stats().num_device_mallocs == 2);
+  a.free(other);
+  a.empty_cache();
+  CHECK(a.stats().reserved == 0);
+  CHECK(raw.used == 0);
+}
+
+TEST_CASE("cuda allocator: out of memory releases the cache, retries, then reports") {
+  FakeMemory raw;
+  raw.capacity = size_t(64) << 20;
+  CachingAllocator a(raw);
+  void* x = a.allocate(size_t(40) << 20, 1);
+  a.free(x);  // 40 MiB cached
+  // 50 MiB does not fit beside the cached 40 MiB: the cache goes, the retry succeeds.
+  void* y = a.allocate(size_t(50) << 20, 1);
+  CHECK(y != nullptr);
+  CHECK(a.stats().num_device_frees == 1);
+  std::string msg;
+  try {
+    a.allocate(size_t(100) << 20, 1);
+  } catch (const kiln::Error& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("out of memory") != std::string::npos);
+  CHECK(msg.find("104857600 bytes") != std::string::npos);
+  CHECK(msg.find("reserved") != std::string::npos);
+  CHECK(a.stats().num_ooms == 1);
+  a.free(y);
+}
