@@ -1,0 +1,214 @@
+#include "fabric/checkpoint.h"
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/autograd.h"
+#include "fabric/safetensors.h"
+
+#ifndef KILN_VERSION
+#define KILN_VERSION "unknown"
+#endif
+
+namespace kiln {
+namespace {
+
+using nlohmann::json;
+
+template <class... F>
+struct Overload : F... {
+  using F::operator()...;
+};
+template <class... F>
+Overload(F...) -> Overload<F...>;
+
+void check_key(const std::string& key) {
+  KILN_CHECK(!key.empty() && key.find('.') == std::string::npos && key != "__metadata__",
+             "save_checkpoint: invalid state key '", key,
+             "'; use a non-empty name without dots, such as \"model\" or \"optimizer\"");
+}
+
+// The tensors of `file` under "<key>." with the prefix removed.
+std::map<std::string, Tensor> take_prefix(std::map<std::string, Tensor>& file, const std::string& key) {
+  std::map<std::string, Tensor> out;
+  const std::string prefix = key + ".";
+  for (auto it = file.lower_bound(prefix); it != file.end() && it->first.rfind(prefix, 0) == 0;) {
+    out.emplace(it->first.substr(prefix.size()), it->second);
+    it = file.erase(it);
+  }
+  return out;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const State& state) {
+  std::map<std::string, Tensor> tensors;
+  json objects = json::object();
+  for (const auto& [key, value] : state) {
+    check_key(key);
+    json& entry = objects[key];
+    std::visit(Overload{
+                   [&](const std::shared_ptr<nn::Module>& m) {
+                     KILN_CHECK(m, "save_checkpoint: module '", key, "' is null");
+                     entry = {{"kind", "module"}, {"type", m->name()}};
+                     for (const auto& [name, t] : m->state_dict()) tensors[key + "." + name] = t;
+                   },
+                   [&](const std::shared_ptr<optim::Optimizer>& o) {
+                     KILN_CHECK(o, "save_checkpoint: optimizer '", key, "' is null");
+                     entry = {{"kind", "optimizer"}, {"hyper_params", o->hyper_params()}};
+                     for (const auto& [name, t] : o->state_tensors()) tensors[key + "." + name] = t;
+                   },
+                   [&](const std::shared_ptr<optim::LRScheduler>& s) {
+                     KILN_CHECK(s, "save_checkpoint: scheduler '", key, "' is null");
+                     entry = {{"kind", "scheduler"}, {"state", s->state_dict()}};
+                   },
+                   [&](const Tensor& t) {
+                     KILN_CHECK(t.defined(), "save_checkpoint: tensor '", key, "' is undefined");
+                     entry = {{"kind", "tensor"}};
+                     tensors[key] = t;
+                   },
+                   [&](int64_t v) { entry = {{"kind", "int"}, {"value", v}}; },
+                   [&](double v) { entry = {{"kind", "float"}, {"value", v}}; },
+                   [&](const std::string& v) { entry = {{"kind", "string"}, {"value", v}}; },
+                   [&](bool v) { entry = {{"kind", "bool"}, {"value", v}}; },
+               },
+               value);
+  }
+  std::map<std::string, std::string> meta{
+      {"format", "pt"},
+      {"kiln.format_version", std::to_string(kCheckpointFormatVersion)},
+      {"kiln.version", KILN_VERSION},
+      {"kiln.state", objects.dump()},
+  };
+  save_safetensors(path, tensors, meta);
+}
+
+State load_checkpoint(const std::string& path, State& state, bool strict) {
+  SafetensorsData file = load_safetensors(path);
+  auto meta_it = file.metadata.find("kiln.state");
+  KILN_CHECK(meta_it != file.metadata.end(), "load_checkpoint ", path,
+             ": __metadata__ has no kiln.state entry; this safetensors file is not a kiln "
+             "checkpoint (load plain tensors with kiln::load_safetensors)");
+  int version = std::atoi(file.metadata["kiln.format_version"].c_str());
+  KILN_CHECK(version >= 1 && version <= kCheckpointFormatVersion, "load_checkpoint ", path,
+             ": checkpoint format version ", file.metadata["kiln.format_version"],
+             " is not supported by kiln ", KILN_VERSION, " (which reads 1..",
+             kCheckpointFormatVersion, ")");
+  json objects;
+  try {
+    objects = json::parse(meta_it->second);
+  } catch (const json::exception& e) {
+    fail("load_checkpoint ", path, ": __metadata__ kiln.state is not valid JSON: ", e.what());
+  }
+  KILN_CHECK(objects.is_object(), "load_checkpoint ", path, ": kiln.state is not a JSON object");
+
+  auto kind_of = [&](const std::string& key) -> std::string {
+    if (!objects.contains(key)) return "";
+    const json& e = objects[key];
+    KILN_CHECK(e.is_object() && e.contains("kind") && e["kind"].is_string(), "load_checkpoint ",
+               path, ": entry '", key, "' has no kind");
+    return e["kind"];
+  };
+  auto wrong_kind = [&](const std::string& key, const char* want, const std::string& got) {
+    fail("load_checkpoint ", path, ": '", key, "' is a ", want, " in the state but a ", got,
+         " in the checkpoint");
+  };
+
+  // Check that every requested key is present and of the right kind before changing anything.
+  std::set<std::string> requested;
+  for (const auto& [key, value] : state) {
+    std::string kind = kind_of(key);
+    if (kind.empty()) {
+      KILN_CHECK(!strict, "load_checkpoint ", path, ": missing key '", key,
+                 "': the checkpoint holds ", objects.size(), " entries (",
+                 [&] {
+                   std::string s;
+                   for (auto it = objects.begin(); it != objects.end(); ++it)
+                     s += (s.empty() ? "" : ", ") + it.key();
+                   return s;
+                 }(),
+                 "); pass strict=false to skip it");
+      continue;
+    }
+    const char* want = std::visit(Overload{
+        [](const std::shared_ptr<nn::Module>&) { return "module"; },
+        [](const std::shared_ptr<optim::Optimizer>&) { return "optimizer"; },
+        [](const std::shared_ptr<optim::LRScheduler>&) { return "scheduler"; },
+        [](const Tensor&) { return "tensor"; }, [](int64_t) { return "int"; },
+        [](double) { return "float"; }, [](const std::string&) { return "string"; },
+        [](bool) { return "bool"; }}, value);
+    bool numeric = (kind == "int" || kind == "float") && (std::string(want) == "int" || std::string(want) == "float");
+    if (kind != want && !numeric) wrong_kind(key, want, kind);
+    if (kind == "tensor") {
+      KILN_CHECK(file.tensors.count(key), "load_checkpoint ", path, ": tensor '", key,
+                 "' is listed in __metadata__ but missing from the file");
+      const Tensor& dst = std::get<Tensor>(value);
+      const Tensor& src = file.tensors.at(key);
+      if (dst.defined()) {
+        KILN_CHECK(dst.sizes() == src.sizes() && dst.dtype() == src.dtype(), "load_checkpoint ",
+                   path, ": tensor '", key, "' is ", src.dtype(), " ", src.sizes(),
+                   " in the checkpoint but ", dst.dtype(), " ", dst.sizes(), " in the state");
+      }
+    }
+    requested.insert(key);
+  }
+
+  // Restore. Object loaders check their own entries before writing.
+  for (auto& [key, value] : state) {
+    if (!requested.count(key)) continue;
+    const json& e = objects[key];
+    auto context = [&](const Error& err) {
+      fail("load_checkpoint ", path, ": '", key, "': ", err.what());
+    };
+    try {
+      std::visit(Overload{
+          [&](std::shared_ptr<nn::Module>& m) {
+            nn::StateDict sd;
+            for (auto& [name, t] : take_prefix(file.tensors, key)) sd.insert(name, t);
+            m->load_state_dict(sd, strict);
+          },
+          [&](std::shared_ptr<optim::Optimizer>& o) {
+            o->load(take_prefix(file.tensors, key), e.at("hyper_params"));
+          },
+          [&](std::shared_ptr<optim::LRScheduler>& s) { s->load_state_dict(e.at("state")); },
+          [&](Tensor& t) {
+            Tensor src = file.tensors.at(key);
+            file.tensors.erase(key);
+            if (t.defined()) {
+              NoGradGuard g;
+              t.copy_(src);
+            } else {
+              t = src;
+            }
+          },
+          [&](int64_t& v) { v = e.at("value").get<int64_t>(); },
+          [&](double& v) { v = e.at("value").get<double>(); },
+          [&](std::string& v) { v = e.at("value").get<std::string>(); },
+          [&](bool& v) { v = e.at("value").get<bool>(); }}, value);
+    } catch (const Error& err) {
+      context(err);
+    } catch (const json::exception& err) {
+      fail("load_checkpoint ", path, ": '", key, "': malformed metadata: ", err.what());
+    }
+  }
+
+  // The remainder: plain values and tensors nobody asked for.
+  State rest;
+  for (auto it = objects.begin(); it != objects.end(); ++it) {
+    const std::string& key = it.key();
+    if (requested.count(key)) continue;
+    std::string kind = kind_of(key);
+    const json& e = it.value();
+    if (kind == "int") rest[key] = e.at("value").get<int64_t>();
+    else if (kind == "float") rest[key] = e.at("value").get<double>();
+    else if (kind == "string") rest[key] = e.at("value").get<std::string>();
+    else if (kind == "bool") rest[key] = e.at("value").get<bool>();
+    else if (kind == "tensor" && file.tensors.count(key)) rest[key] = file.tensors.at(key);
+  }
+  // Tensors of objects that were not requested (a model's weights, say) under their full names.
+  for (const auto& [name, t] : file.tensors)
+    if (!rest.count(name) && !requested.count(name.substr(0, name.find('.')))) rest[name] = t;
+  return rest;
+}
+
+}  // namespace kiln

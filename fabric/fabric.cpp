@@ -1,0 +1,204 @@
+#include "fabric/fabric.h"
+
+#include <algorithm>
+
+#include "core/autograd.h"
+#include "optim/clip_grad.h"
+
+namespace kiln {
+namespace {
+
+const std::vector<std::string> kAccelerators = {"auto", "cpu", "gpu", "cuda"};
+const std::vector<std::string> kPrecisions = {"32-true", "64-true", "bf16-mixed", "bf16-true",
+                                              "16-mixed", "16-true"};
+const std::vector<std::string> kStrategies = {"auto", "single_device", "ddp"};
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "\"" : ", \"") + x + "\"";
+  return s;
+}
+
+void check_one_of(const std::string& what, const std::string& value,
+                  const std::vector<std::string>& accepted) {
+  KILN_CHECK(std::find(accepted.begin(), accepted.end(), value) != accepted.end(), "Fabric: unknown ",
+             what, " \"", value, "\"; use one of ", join(accepted));
+}
+
+// "auto" -> 1; "3" -> 3; "0,1" -> 2 (a list of ids). Anything else is an error.
+int parse_device_count(const std::string& devices) {
+  if (devices == "auto") return 1;
+  int count = 0;
+  size_t pos = 0;
+  bool list = devices.find(',') != std::string::npos || devices.find('[') != std::string::npos;
+  std::string s = devices;
+  std::erase_if(s, [](char c) { return c == '[' || c == ']' || c == ' '; });
+  while (pos <= s.size()) {
+    size_t end = s.find(',', pos);
+    std::string part = s.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+    KILN_CHECK(!part.empty() && part.find_first_not_of("0123456789") == std::string::npos,
+               "Fabric: invalid devices \"", devices,
+               "\"; use \"auto\", a count such as \"1\", or device ids such as \"0,1\"");
+    count += list ? 1 : std::stoi(part);
+    if (end == std::string::npos) break;
+    pos = end + 1;
+  }
+  KILN_CHECK(count > 0, "Fabric: devices \"", devices, "\" selects no device; use \"auto\" or \"1\"");
+  return count;
+}
+
+}  // namespace
+
+Fabric::Fabric(FabricOptions options) : options_(std::move(options)) {
+  const std::string& acc = options_.accelerator;
+  check_one_of("accelerator", acc, kAccelerators);
+  check_one_of("precision", options_.precision, kPrecisions);
+  check_one_of("strategy", options_.strategy, kStrategies);
+  KILN_CHECK(options_.num_nodes >= 1, "Fabric: num_nodes must be >= 1, got ", options_.num_nodes);
+  int count = parse_device_count(options_.devices);
+
+  bool gpu = acc == "gpu" || acc == "cuda" || (acc == "auto" && cuda::is_available());
+  if (gpu) {
+    KILN_CHECK(cuda::is_available(), "Fabric: accelerator \"", acc, "\" asks for a GPU, but ",
+               "this machine has none that kiln can use (no CUDA device, or kiln was built "
+               "without its CUDA backend); use accelerator \"cpu\" or \"auto\"");
+    KILN_CHECK(count <= cuda::device_count(), "Fabric: devices \"", options_.devices, "\" asks for ",
+               count, " GPUs but this machine has ", cuda::device_count());
+    device_ = Device::cuda(0);
+  }
+  const std::string& prec = options_.precision;
+  if (!gpu && prec == "16-mixed")
+    fail("Fabric: precision \"16-mixed\" needs a GPU (fp16 loss scaling on a CPU is slow and "
+         "inaccurate); on the CPU use \"bf16-mixed\" or \"32-true\"");
+  if (prec == "16-mixed")
+    fail("Fabric: precision \"16-mixed\" (fp16 autocast with a dynamic GradScaler) is not "
+         "supported yet: kiln has no GradScaler; use \"bf16-mixed\" or \"32-true\"");
+  if (count > 1 || options_.num_nodes > 1 || options_.strategy == "ddp")
+    fail("Fabric: strategy \"", options_.strategy, "\" with devices \"", options_.devices,
+         "\" and num_nodes ", options_.num_nodes, " needs several processes, which this build of ",
+         "kiln cannot start yet (distributed/ is not part of it); use devices \"1\" and strategy "
+         "\"auto\"");
+  precision_ = prec;
+  strategy_ = "single_device";
+  loggers_ = options_.loggers;
+  for (const auto& l : loggers_) KILN_CHECK(l, "Fabric: a logger in options.loggers is null");
+}
+
+void Fabric::launch() { launched_ = true; }
+
+std::optional<DType> Fabric::param_dtype() const {
+  if (precision_ == "64-true") return DType::f64;
+  if (precision_ == "bf16-true") return DType::bf16;
+  if (precision_ == "16-true") return DType::f16;
+  return std::nullopt;
+}
+
+void Fabric::setup_module_impl(const std::shared_ptr<nn::Module>& model) {
+  KILN_CHECK(model, "Fabric::setup: the model is null; create it first (std::make_shared<Net>())");
+  for (const auto& [name, p] : model->named_parameters())
+    KILN_CHECK(p.defined(), "Fabric::setup: parameter '", name, "' of ", model->name(),
+               " is not initialised; create every parameter before setup()");
+  model->to(device_);
+  if (auto dt = param_dtype()) model->to(*dt);
+  setup_objects_.insert(model.get());
+}
+
+void Fabric::setup_optimizer_impl(const std::shared_ptr<optim::Optimizer>& optimizer) {
+  KILN_CHECK(optimizer, "Fabric::setup: the optimizer is null");
+  setup_objects_.insert(optimizer.get());
+}
+
+std::shared_ptr<DeviceDataLoader> Fabric::setup_dataloaders(std::shared_ptr<data::DataLoader> loader) {
+  KILN_CHECK(loader, "Fabric::setup_dataloaders: the loader is null");
+  return std::make_shared<DeviceDataLoader>(std::move(loader), device_, param_dtype());
+}
+
+void Fabric::backward(const Tensor& loss) {
+  KILN_CHECK(loss.defined() && loss.numel() == 1, "Fabric::backward: expected a scalar loss",
+             loss.defined() ? ", got shape " + shape_str(loss.sizes()) : std::string(", got an undefined tensor"));
+  loss.backward();
+}
+
+Tensor Fabric::clip_gradients(const std::shared_ptr<nn::Module>& module,
+                              const std::shared_ptr<optim::Optimizer>& optimizer,
+                              std::optional<double> clip_val, std::optional<double> max_norm,
+                              double norm_type) {
+  KILN_CHECK(module && optimizer, "Fabric::clip_gradients: module and optimizer must not be null");
+  KILN_CHECK(clip_val.has_value() != max_norm.has_value(),
+             "Fabric::clip_gradients: pass exactly one of clip_val and max_norm");
+  if (clip_val) {
+    optim::clip_grad_value_(module->parameters(), *clip_val);
+    return {};
+  }
+  return optim::clip_grad_norm_(module->parameters(), *max_norm, norm_type);
+}
+
+std::unique_ptr<AutocastGuard> Fabric::autocast() const {
+  bool mixed = precision_ == "bf16-mixed" || precision_ == "16-mixed";
+  DType low = precision_ == "16-mixed" ? DType::f16 : DType::bf16;
+  return std::make_unique<AutocastGuard>(device_.type, low, mixed);
+}
+
+Tensor Fabric::to_device(const Tensor& t) const {
+  if (!t.defined() || t.device() == device_) return t;
+  return t.to(device_);
+}
+
+data::Batch Fabric::to_device(const data::Batch& b) const {
+  return {to_device(b.data), to_device(b.target)};
+}
+
+Tensor Fabric::broadcast(const Tensor& t, int src) const {
+  KILN_CHECK(src == 0, "Fabric::broadcast: src rank ", src, " does not exist (world size 1)");
+  return t;
+}
+
+Tensor Fabric::all_gather(const Tensor& t) const { return t.unsqueeze(0); }
+
+Tensor Fabric::all_reduce(const Tensor& t, const std::string& reduce_op) const {
+  KILN_CHECK(reduce_op == "mean" || reduce_op == "sum" || reduce_op == "max" || reduce_op == "min",
+             "Fabric::all_reduce: unknown reduce_op \"", reduce_op, "\"; use \"mean\", \"sum\", \"max\" or \"min\"");
+  return t;
+}
+
+Fabric::NoBackwardSync Fabric::no_backward_sync(const std::shared_ptr<nn::Module>& module,
+                                                bool enabled) const {
+  KILN_CHECK(module && setup_objects_.count(module.get()),
+             "Fabric::no_backward_sync: the module was not set up; call fabric.setup(model, ...) first");
+  return {};
+}
+
+uint64_t Fabric::seed_everything(uint64_t seed) {
+  manual_seed(seed);
+  return seed;
+}
+
+void Fabric::log(const std::string& name, double value, std::optional<int64_t> step) {
+  log_dict({{name, value}}, step);
+}
+
+void Fabric::log_dict(const std::map<std::string, double>& metrics, std::optional<int64_t> step) {
+  if (!is_global_zero()) return;
+  int64_t s = step.value_or(log_step_);
+  log_step_ = s + 1;
+  for (const auto& l : loggers_) l->log_metrics(metrics, s);
+}
+
+void Fabric::save(const std::string& path, const State& state) const {
+  if (is_global_zero()) save_checkpoint(path, state);
+  barrier("save");
+}
+
+State Fabric::load(const std::string& path, State& state, bool strict) const {
+  for (const auto& [key, value] : state) {
+    const void* obj = nullptr;
+    if (auto m = std::get_if<std::shared_ptr<nn::Module>>(&value)) obj = m->get();
+    if (auto o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value)) obj = o->get();
+    KILN_CHECK(!obj || setup_objects_.count(obj), "Fabric::load: '", key,
+               "' has not been set up; call fabric.setup(model, optimizer) before fabric.load() so "
+               "the state lands on the right device and dtype");
+  }
+  return load_checkpoint(path, state, strict);
+}
+
+}  // namespace kiln

@@ -1,0 +1,147 @@
+// kiln::Fabric: the facade modelled on Lightning Fabric. A user keeps their own training loop and
+// hands devices, precision, checkpoints and logging to Fabric by changing a few lines.
+//   kiln::Fabric fabric({.accelerator = "cpu", .precision = "32-true"});
+//   fabric.launch();
+//   std::tie(model, optimizer) = fabric.setup(model, optimizer);
+//   auto loader = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(ds, opts));
+//   for (auto& [x, y] : *loader) {
+//     optimizer->zero_grad();
+//     auto loss = kiln::cross_entropy(model->forward(x), y);
+//     fabric.backward(loss);
+//     optimizer->step();
+//   }
+//   fabric.save("ckpt.safetensors", {{"model", model}, {"optimizer", optimizer}, {"epoch", int64_t(1)}});
+#pragma once
+
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/autocast.h"
+#include "data/dataloader.h"
+#include "fabric/checkpoint.h"
+#include "fabric/device_loader.h"
+#include "fabric/loggers.h"
+#include "fabric/safetensors.h"
+
+namespace kiln {
+
+struct FabricOptions {
+  std::string accelerator = "auto";  // "auto", "cpu", "gpu" / "cuda"
+  std::string devices = "auto";      // "auto", a count ("1"), or device ids ("0,1")
+  int num_nodes = 1;
+  std::string precision = "32-true"; // "32-true" "64-true" "bf16-mixed" "bf16-true" "16-true" "16-mixed"
+  std::string strategy = "auto";     // "auto", "single_device", "ddp"
+  std::vector<std::shared_ptr<Logger>> loggers = {};
+};
+
+class Fabric {
+ public:
+  explicit Fabric(FabricOptions options = {});
+
+  // Starts the processes of a multi-device run (one process: nothing to start).
+  void launch();
+  template <class F>
+  auto launch(F&& fn) {
+    launch();
+    return fn(*this);
+  }
+
+  // Moves the model to the device and dtype of the precision; the optimizer keeps working on the
+  // same parameter objects. Returns the same objects, so `std::tie(model, opt) = setup(...)` works.
+  template <class M, class O>
+  std::pair<std::shared_ptr<M>, std::shared_ptr<O>> setup(std::shared_ptr<M> model,
+                                                           std::shared_ptr<O> optimizer) {
+    setup_module_impl(model);
+    setup_optimizer_impl(optimizer);
+    return {std::move(model), std::move(optimizer)};
+  }
+  template <class M>
+  std::shared_ptr<M> setup_module(std::shared_ptr<M> model) {
+    setup_module_impl(model);
+    return model;
+  }
+  template <class O>
+  std::shared_ptr<O> setup_optimizers(std::shared_ptr<O> optimizer) {
+    setup_optimizer_impl(optimizer);
+    return optimizer;
+  }
+  // Batches come out on device() and, for the "-true" precisions, in the precision's dtype.
+  std::shared_ptr<DeviceDataLoader> setup_dataloaders(std::shared_ptr<data::DataLoader> loader);
+
+  // loss.backward() with the precision plugin's scaling (none for the supported precisions).
+  void backward(const Tensor& loss);
+  // Clips the gradients of `module`'s parameters by total norm (max_norm) or value (clip_val);
+  // returns the total norm before clipping (undefined for clip_val).
+  Tensor clip_gradients(const std::shared_ptr<nn::Module>& module,
+                        const std::shared_ptr<optim::Optimizer>& optimizer,
+                        std::optional<double> clip_val = std::nullopt,
+                        std::optional<double> max_norm = std::nullopt, double norm_type = 2.0);
+  // The precision's autocast scope ("-mixed" precisions); a no-op scope otherwise. Wrap the forward
+  // pass and the loss in it: { auto ac = fabric.autocast(); loss = ...; }
+  std::unique_ptr<AutocastGuard> autocast() const;
+
+  Tensor to_device(const Tensor& t) const;
+  data::Batch to_device(const data::Batch& b) const;
+  Device device() const { return device_; }
+  const std::string& precision() const { return precision_; }
+  const std::string& strategy() const { return strategy_; }
+
+  int global_rank() const { return 0; }
+  int local_rank() const { return 0; }
+  int node_rank() const { return 0; }
+  int world_size() const { return 1; }
+  bool is_global_zero() const { return global_rank() == 0; }
+  template <class... Args>
+  void print(const Args&... args) const {
+    if (!is_global_zero()) return;
+    ((std::cout << args), ...);
+    std::cout << std::endl;
+  }
+
+  // Collectives. With one process they return their input (all_gather adds a leading dim of 1).
+  void barrier(const std::string& name = "") const {}
+  Tensor broadcast(const Tensor& t, int src = 0) const;
+  Tensor all_gather(const Tensor& t) const;
+  Tensor all_reduce(const Tensor& t, const std::string& reduce_op = "mean") const;
+
+  // Skips the gradient all-reduce of `module` in its scope (gradient accumulation). Nothing to
+  // skip with one process; the scope still checks that the module was set up.
+  class NoBackwardSync {
+   public:
+    NoBackwardSync() = default;
+  };
+  NoBackwardSync no_backward_sync(const std::shared_ptr<nn::Module>& module, bool enabled = true) const;
+
+  // Seeds kiln's generator (weights, dropout, shuffling, augmentation). Returns the seed.
+  static uint64_t seed_everything(uint64_t seed);
+
+  const std::vector<std::shared_ptr<Logger>>& loggers() const { return loggers_; }
+  std::shared_ptr<Logger> logger() const { return loggers_.empty() ? nullptr : loggers_[0]; }
+  void log(const std::string& name, double value, std::optional<int64_t> step = std::nullopt);
+  void log_dict(const std::map<std::string, double>& metrics, std::optional<int64_t> step = std::nullopt);
+
+  // Checkpoints (fabric/checkpoint.h). Only global rank 0 writes. load() restores set-up objects in
+  // place and returns what the state did not ask for.
+  void save(const std::string& path, const State& state) const;
+  State load(const std::string& path, State& state, bool strict = true) const;
+
+ private:
+  void setup_module_impl(const std::shared_ptr<nn::Module>& model);
+  void setup_optimizer_impl(const std::shared_ptr<optim::Optimizer>& optimizer);
+  std::optional<DType> param_dtype() const;  // the "-true" precisions' dtype
+
+  FabricOptions options_;
+  Device device_ = Device::cpu();
+  std::string precision_, strategy_;
+  std::vector<std::shared_ptr<Logger>> loggers_;
+  std::set<const void*> setup_objects_;
+  bool launched_ = false;
+  int64_t log_step_ = 0;
+};
+
+}  // namespace kiln

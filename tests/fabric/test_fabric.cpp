@@ -1,0 +1,105 @@
+// Fabric: option parsing and its errors, setup/precision, single-process collectives, logging.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "fabric/fabric.h"
+#include "helpers.h"
+#include "nn/nn.h"
+#include "optim/optim.h"
+
+namespace fs = std::filesystem;
+using namespace kiln;
+
+namespace {
+std::string error_of(const FabricOptions& o) {
+  try {
+    Fabric f(o);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST_CASE("Fabric: options are parsed and invalid ones explained") {
+  CHECK(error_of({}).empty());
+  CHECK(error_of({.accelerator = "cpu", .devices = "1", .precision = "64-true"}).empty());
+  CHECK(has(error_of({.accelerator = "tpu"}), "unknown accelerator \"tpu\"; use one of \"auto\", \"cpu\""));
+  CHECK(has(error_of({.precision = "fp8"}), "\"bf16-mixed\""));
+  CHECK(has(error_of({.strategy = "deepspeed"}), "unknown strategy"));
+  CHECK(has(error_of({.devices = "two"}), "invalid devices \"two\""));
+  CHECK(has(error_of({.accelerator = "cpu", .precision = "16-mixed"}), "use \"bf16-mixed\" or \"32-true\""));
+  if (!cuda::is_available()) {
+    CHECK(has(error_of({.accelerator = "gpu"}), "has none"));
+    CHECK(Fabric(FabricOptions{}).device() == Device::cpu());
+  }
+  CHECK(has(error_of({.accelerator = "cpu", .devices = "2"}), "devices \"1\""));
+  CHECK(has(error_of({.accelerator = "cpu", .strategy = "ddp"}), "strategy \"auto\""));
+  Fabric f({.accelerator = "cpu"});
+  CHECK(f.world_size() == 1);
+  CHECK(f.global_rank() == 0);
+  CHECK(f.is_global_zero());
+}
+
+TEST_CASE("Fabric: setup converts for 64-true, collectives are identities, load needs setup") {
+  Fabric fabric({.accelerator = "cpu", .precision = "64-true"});
+  fabric.launch();
+  auto model = std::make_shared<nn::Linear>(3, 2);
+  auto opt = std::make_shared<optim::SGD>(model->parameters(), 0.1);
+  auto fresh = std::make_shared<nn::Linear>(3, 2);
+  auto dir = fs::temp_directory_path() / ("kiln_test_fabric_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  auto path = (dir / "c.safetensors").string();
+  fabric.save(path, {{"model", model}});
+  State early{{"model", std::static_pointer_cast<nn::Module>(fresh)}};
+  CHECK_THROWS_WITH_AS(fabric.load(path, early), doctest::Contains("before fabric.load()"), Error);
+
+  std::tie(model, opt) = fabric.setup(model, opt);
+  CHECK(model->weight.dtype() == DType::f64);
+  auto x = fabric.to_device(randn({4, 3})).to(DType::f64);
+  opt->zero_grad();
+  auto loss = model->forward(x).sum();
+  fabric.backward(loss);
+  CHECK(model->weight.grad().dtype() == DType::f64);
+  Tensor norm = fabric.clip_gradients(model, opt, std::nullopt, 0.5);
+  CHECK(norm.item<double>() > 0);
+  CHECK_THROWS_AS(fabric.backward(model->forward(x)), Error);
+
+  auto t = arange(3.0, {.dtype = DType::f32});
+  CHECK(equal(fabric.all_reduce(t), t));
+  CHECK(equal(fabric.broadcast(t), t));
+  CHECK(fabric.all_gather(t).sizes() == Shape{1, 3});
+  { [[maybe_unused]] auto guard = fabric.no_backward_sync(model); }
+  CHECK_THROWS_AS(fabric.no_backward_sync(fresh), Error);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("Fabric: bf16-mixed runs the forward in autocast with f32 master weights") {
+  Fabric fabric({.accelerator = "cpu", .precision = "bf16-mixed"});
+  auto model = fabric.setup_module(std::make_shared<nn::Linear>(4, 2));
+  CHECK(model->weight.dtype() == DType::f32);
+  Tensor out;
+  {
+    auto ac = fabric.autocast();
+    out = model->forward(randn({3, 4}));
+  }
+  CHECK(out.dtype() == DType::bf16);
+  fabric.backward(out.to(DType::f32).sum());
+  CHECK(model->weight.grad().dtype() == DType::f32);
+}
+
+TEST_CASE("Fabric: log and log_dict reach every logger") {
+  auto root = fs::temp_directory_path() / ("kiln_test_fabric_log_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  auto csv = std::make_shared<CSVLogger>(root.string(), "run");
+  auto tb = std::make_shared<TensorBoardLogger>(root.string(), "run");
+  Fabric fabric({.accelerator = "cpu", .loggers = {csv, tb}});
+  fabric.log("loss", 1.5, 10);
+  fabric.log_dict({{"loss", 1.0}, {"acc", 0.5}}, 11);
+  CHECK(fs::exists(csv->metrics_path()));
+  CHECK(fs::exists(tb->event_file()));
+  CHECK(fabric.logger() == csv);
+  fs::remove_all(root);
+}
