@@ -1,0 +1,12 @@
+// kiln's distributed layer in one include: environment, rendezvous store, launcher,
+// communicators and DDP's Reducer.
+//   auto env = kiln::distributed::launch(2);
+//   auto comm = kiln::distributed::init_process_group(env);
+//   kiln::distributed::Reducer reducer(comm, params);
+#pragma once
+
+#include "distributed/communicator.h"
+#include "distributed/env.h"
+#include "distributed/launch.h"
+#include "distributed/reducer.h"
+#include "distributed/store.h"

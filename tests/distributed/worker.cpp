@@ -1,0 +1,334 @@
+// The worker process of the distributed tests: started 2 or 3 times by the tests (through
+// run_workers, kiln-run or launch()), it runs one scenario named by argv[1] and exits 0 when every
+// check held. Failures print the rank and the mismatch to stderr and exit 1.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <string>
+
+#include "distributed/distributed.h"
+#include "kiln.h"
+
+namespace kd = kiln::distributed;
+using kiln::DType;
+using kiln::Tensor;
+
+namespace {
+
+int g_rank = -1;
+int g_failures = 0;
+
+void expect(bool ok, const std::string& what) {
+  if (!ok) {
+    std::cerr << "rank " << g_rank << ": check failed: " << what << "\n";
+    ++g_failures;
+  }
+}
+
+void expect_values(const Tensor& t, const std::vector<double>& want, const std::string& what,
+                   double tol = 0) {
+  auto got = t.contiguous().to_vector<double>();
+  bool ok = got.size() == want.size();
+  for (size_t i = 0; ok && i < got.size(); ++i)
+    ok = std::abs(got[i] - want[i]) <= tol * (1 + std::abs(want[i]));
+  if (!ok) {
+    std::string s = what + ": got [";
+    for (double v : got) s += std::to_string(v) + " ";
+    s += "] want [";
+    for (double v : want) s += std::to_string(v) + " ";
+    expect(false, s + "]");
+  }
+}
+
+kd::ProcessGroupOptions options() {
+  kd::ProcessGroupOptions o;
+  o.timeout = std::chrono::seconds(20);
+  if (const char* t = std::getenv("KILN_TEST_TIMEOUT_MS")) o.timeout = kd::Milliseconds(std::atoi(t));
+  return o;
+}
+
+const DType kDtypes[] = {DType::f32, DType::f64, DType::f16, DType::bf16, DType::i32, DType::i64};
+
+int collectives() {
+  auto comm = kd::init_process_group(options());
+  int r = comm->rank(), w = comm->world_size();
+  g_rank = r;
+  const int n = 7;
+  for (DType dt : kDtypes) {
+    std::string name(kiln::dtype_name(dt));
+    bool integral = kiln::is_integral(dt);
+    for (auto op : {kd::ReduceOp::sum, kd::ReduceOp::avg, kd::ReduceOp::max, kd::ReduceOp::min}) {
+      std::vector<double> mine(n), want(n);
+      for (int i = 0; i < n; ++i) {
+        mine[i] = double((r + 1) * (i + 1)) * (i % 2 ? -1 : 1);
+        double s = (i + 1) * w * (w + 1) / 2.0 * (i % 2 ? -1 : 1);
+        double hi = double(w * (i + 1)), lo = double(i + 1);
+        if (i % 2) std::swap(hi, lo), hi = -hi, lo = -lo;
+        switch (op) {
+          case kd::ReduceOp::sum: want[i] = s; break;
+          case kd::ReduceOp::avg: want[i] = integral ? std::trunc(s / w) : s / w; break;
+          case kd::ReduceOp::max: want[i] = hi; break;
+          case kd::ReduceOp::min: want[i] = lo; break;
+        }
+      }
+      Tensor t = kiln::tensor(mine, {n}, {.dtype = DType::f64}).to(dt);
+      comm->all_reduce(t, op);
+      expect(t.dtype() == dt, "all_reduce kept the dtype");
+      expect_values(t, want, "all_reduce " + std::string(kd::reduce_op_name(op)) + " " + name);
+    }
+    // Non-contiguous input: a transposed view is reduced in place.
+    Tensor base = kiln::full({2, 3}, double(r + 1), {.dtype = dt});
+    Tensor tv = base.t();
+    comm->all_reduce(tv, kd::ReduceOp::sum);
+    expect_values(base, std::vector<double>(6, w * (w + 1) / 2.0), "all_reduce strided " + name);
+
+    // Broadcast from the last rank.
+    std::vector<double> b(5), bw(5);
+    for (int i = 0; i < 5; ++i) b[i] = r * 10 + i, bw[i] = (w - 1) * 10 + i;
+    Tensor bt = kiln::tensor(b, {5}, {.dtype = DType::f64}).to(dt);
+    comm->broadcast(bt, w - 1);
+    expect_values(bt, bw, "broadcast " + name);
+
+    // All-gather: [world, 2, 2].
+    std::vector<double> g(4), gw;
+    for (int i = 0; i < 4; ++i) g[i] = r * 20 + i;
+    for (int q = 0; q < w; ++q)
+      for (int i = 0; i < 4; ++i) gw.push_back(q * 20 + i);
+    Tensor gt = comm->all_gather(kiln::tensor(g, {2, 2}, {.dtype = DType::f64}).to(dt));
+    expect(gt.sizes() == kiln::Shape{w, 2, 2}, "all_gather shape " + name);
+    expect_values(gt, gw, "all_gather " + name);
+
+    // Reduce-scatter of [2w, 3]: element (j, c) is (rank + 1) * (j + c); this rank gets rows
+    // 2r, 2r + 1 of the sum.
+    std::vector<double> rs, rsw;
+    for (int j = 0; j < 2 * w; ++j)
+      for (int c = 0; c < 3; ++c) rs.push_back((r + 1) * (j + c));
+    for (int j = 2 * r; j < 2 * r + 2; ++j)
+      for (int c = 0; c < 3; ++c) rsw.push_back((j + c) * w * (w + 1) / 2.0);
+    Tensor rt = comm->reduce_scatter(kiln::tensor(rs, {2 * w, 3}, {.dtype = DType::f64}).to(dt));
+    expect(rt.sizes() == kiln::Shape{2, 3}, "reduce_scatter shape " + name);
+    expect_values(rt, rsw, "reduce_scatter " + name);
+  }
+  comm->barrier();
+  return g_failures ? 1 : 0;
+}
+
+// ---- DDP: a two-layer MLP in f64; the reference is the single-process gradient of the whole
+// batch, computed in every rank on its own copy of the parameters. ----
+std::vector<Tensor> make_params(uint64_t seed) {
+  kiln::Generator gen(seed);
+  auto o = kiln::TensorOptions{.dtype = DType::f64};
+  std::vector<Tensor> ps = {kiln::randn({8, 4}, o, &gen), kiln::randn({8}, o, &gen),
+                            kiln::randn({3, 8}, o, &gen), kiln::randn({3}, o, &gen)};
+  for (auto& p : ps) p.requires_grad_(true);
+  return ps;
+}
+
+Tensor loss_of(const std::vector<Tensor>& p, const Tensor& x, const Tensor& y) {
+  auto h = kiln::relu(kiln::linear(x, p[0], p[1]));
+  return kiln::mse_loss(kiln::linear(h, p[2], p[3]), y);
+}
+
+
+void check_close(const Tensor& a, const Tensor& b, double rtol, const std::string& what) {
+  auto av = a.to_vector<double>(), bv = b.to_vector<double>();
+  bool ok = av.size() == bv.size();
+  double worst = 0;
+  for (size_t i = 0; ok && i < av.size(); ++i) {
+    double e = std::abs(av[i] - bv[i]) / (1e-12 + std::abs(bv[i]));
+    worst = std::max(worst, e);
+  }
+  expect(ok && worst <= rtol, what + ": relative error " + std::to_string(worst));
+}
+
+int ddp() {
+  auto comm = kd::init_process_group(options());
+  int r = comm->rank(), w = comm->world_size();
+  g_rank = r;
+  const int64_t B = 5;
+  kiln::Generator dgen(7);
+  auto o = kiln::TensorOptions{.dtype = DType::f64};
+  Tensor X = kiln::randn({2 * w * B, 4}, o, &dgen), Y = kiln::randn({2 * w * B, 3}, o, &dgen);
+  auto local = [&](int mb) {
+    return std::pair{X.narrow(0, (mb * w + r) * B, B), Y.narrow(0, (mb * w + r) * B, B)};
+  };
+  auto global = [&](int mb) {
+    return std::pair{X.narrow(0, mb * w * B, w * B), Y.narrow(0, mb * w * B, w * B)};
+  };
+
+  auto params = make_params(100 + r);  // different on every rank until the broadcast
+  auto ref = make_params(100);
+  kd::broadcast_tensors(*comm, params, 0);
+  for (size_t k = 0; k < params.size(); ++k)
+    check_close(params[k], ref[k], 0, "broadcast parameter " + std::to_string(k));
+
+  kd::Reducer reducer(comm, params, {.bucket_cap_bytes = 100});  // several buckets
+  expect(reducer.bucket_indices().size() >= 3, "several buckets");
+  expect(reducer.bucket_indices().front().front() == params.size() - 1,
+         "buckets in reverse parameter order");
+
+  // Step 1: one micro-batch.
+  {
+    auto [x, y] = local(0);
+    loss_of(params, x, y).backward();
+    reducer.finalize();
+    auto [gx, gy] = global(0);
+    loss_of(ref, gx, gy).backward();
+    for (size_t k = 0; k < params.size(); ++k)
+      check_close(params[k].grad(), ref[k].grad(), 1e-12, "DDP gradient " + std::to_string(k));
+  }
+  // SGD step on both copies, then gradient accumulation over two micro-batches with no_sync.
+  for (int step = 0; step < 3; ++step) {
+    {
+      kiln::NoGradGuard ng;
+      for (size_t k = 0; k < params.size(); ++k) {
+        params[k].add_(params[k].grad(), -0.1);
+        ref[k].add_(ref[k].grad(), -0.1);
+        params[k].mutable_grad() = Tensor();
+        ref[k].mutable_grad() = Tensor();
+      }
+    }
+    {
+      auto guard = reducer.no_sync();
+      auto [x, y] = local(0);
+      loss_of(params, x, y).backward();
+    }
+    reducer.finalize();  // nothing to do: no gradient became ready with sync on
+    auto [x1, y1] = local(1);
+    loss_of(params, x1, y1).backward();
+    reducer.finalize();
+    for (int mb = 0; mb < 2; ++mb) {
+      auto [gx, gy] = global(mb);
+      loss_of(ref, gx, gy).backward();
+    }
+    for (size_t k = 0; k < params.size(); ++k)
+      check_close(params[k].grad(), ref[k].grad(), 1e-12,
+                  "no_sync accumulated gradient " + std::to_string(k) + " step " + std::to_string(step));
+  }
+  // Parameters identical on every rank.
+  for (size_t k = 0; k < params.size(); ++k) {
+    Tensor all = comm->all_gather(params[k].detach());
+    for (int q = 0; q < w; ++q)
+      check_close(all[q], params[k].detach(), 0, "parameters equal across ranks " + std::to_string(k));
+    check_close(params[k].detach(), ref[k].detach(), 1e-12, "parameters equal the reference");
+  }
+  auto st = reducer.stats();
+  expect(st.steps == 4, "four reduced steps, got " + std::to_string(st.steps));
+  return g_failures ? 1 : 0;
+}
+
+// A rank dies mid-training; the others must end with an error quickly. SIGTERM is ignored so the
+// supervisor's stop does not hide whether the survivors fail on their own.
+int crash() {
+  ::signal(SIGTERM, SIG_IGN);
+  auto comm = kd::init_process_group(options());
+  int r = comm->rank(), w = comm->world_size();
+  g_rank = r;
+  Tensor t = kiln::ones({1000});
+  comm->all_reduce(t);
+  if (r == w - 1) ::_exit(3);
+  std::string out = std::getenv("KILN_TEST_OUT") ? std::getenv("KILN_TEST_OUT") : "/tmp";
+  try {
+    for (int i = 0; i < 100000; ++i) comm->all_reduce(t);
+  } catch (const kiln::Error& e) {
+    std::ofstream(out + "/rank" + std::to_string(r) + ".err") << e.what();
+    return 7;
+  }
+  return 1;
+}
+
+// Debug mode: ranks calling different collectives get an error naming the call and the ranks.
+int out_of_step() {
+  auto o = options();
+  o.debug = true;
+  auto comm = kd::init_process_group(o);
+  int r = comm->rank();
+  g_rank = r;
+  std::string msg;
+  try {
+    if (r == 0) {
+      comm->barrier();
+    } else {
+      Tensor t = kiln::ones({4});
+      comm->all_reduce(t);
+    }
+  } catch (const kiln::Error& e) {
+    msg = e.what();
+  }
+  expect(msg.find("out of step") != std::string::npos, "out-of-step error, got: " + msg);
+  expect(msg.find("barrier") != std::string::npos && msg.find("all_reduce") != std::string::npos,
+         "the error names both calls: " + msg);
+  // Now rank 0 alone reaches a barrier: it must name the missing ranks.
+  if (r == 0) {
+    comm->set_timeout(std::chrono::milliseconds(1500));
+    msg.clear();
+    try {
+      comm->barrier();
+    } catch (const kiln::Error& e) {
+      msg = e.what();
+    }
+    expect(msg.find("ranks [1") != std::string::npos, "names the missing ranks, got: " + msg);
+  }
+  return g_failures ? 1 : 0;
+}
+
+// launch() re-executes this program: the outer process becomes rank 0.
+int launched(bool fail_rank2) {
+  if (!std::getenv("KILN_TEST_CHILD"))
+    for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK",
+                          "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT"})
+      ::unsetenv(v);
+  auto env = kd::launch(3, {.extra_env = {{"KILN_TEST_CHILD", "1"}}});
+  g_rank = env.rank;
+  auto comm = kd::init_process_group(env, options());
+  expect(comm->world_size() == 3, "world size 3");
+  Tensor t = kiln::full({3}, double(env.rank));
+  if (fail_rank2) {
+    Tensor warm = kiln::ones({3});
+    comm->all_reduce(warm);
+    if (env.rank == 2) return 5;
+  }
+  try {
+    for (int i = 0; i < (fail_rank2 ? 100000 : 1); ++i) comm->all_reduce(t);
+  } catch (const kiln::Error& e) {
+    std::string m = e.what();
+    if (env.rank == 0) {
+      // The error may come from the store or Gloo; the launcher's exit status is what counts.
+      std::cerr << "rank 0 saw: " << m << "\n";
+      for (int i = 0; i < 200 && kd::launched_worker_exit_code() == 0; ++i) ::usleep(10000);
+      return kd::launched_worker_exit_code();
+    }
+    return 1;
+  }
+  expect_values(t, {3, 3, 3}, "launched all_reduce");
+  return g_failures ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::function<int()>> scenarios = {
+      {"collectives", collectives},
+      {"ddp", ddp},
+      {"crash", crash},
+      {"out_of_step", out_of_step},
+      {"launch", [] { return launched(false); }},
+      {"launch_fail", [] { return launched(true); }},
+  };
+  if (argc < 2 || !scenarios.count(argv[1])) {
+    std::cerr << "usage: kiln_dist_worker collectives|ddp|crash|out_of_step|launch|launch_fail\n";
+    return 2;
+  }
+  try {
+    return scenarios[argv[1]]();
+  } catch (const std::exception& e) {
+    std::cerr << "rank " << g_rank << ": " << argv[1] << ": " << e.what() << "\n";
+    return 1;
+  }
+}
