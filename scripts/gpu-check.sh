@@ -63,14 +63,14 @@ if [ ! -f "$BUILD/build.ninja" ]; then
 else
   step reconfigure "$BUILD_LOG" 120 meson setup --reconfigure "$BUILD" -Dgpu_arch="$ARCH"
 fi
-step build "$BUILD_LOG" 330 ninja -C "$BUILD" -j "$JOBS" tests/test_gpu bench/kiln_bench
+step build "$BUILD_LOG" 300 ninja -C "$BUILD" -j "$JOBS" tests/test_gpu bench/kiln_bench
 TEST=$BUILD/tests/test_gpu
 BENCH=$BUILD/bench/kiln_bench
 export KILN_SOURCE_ROOT=$ROOT KILN_BUILD_ROOT=$BUILD
 
 # -- the gpu suite
 if [ -x "$TEST" ]; then
-  step gpu-tests "$LOG/gpu-tests.log" 150 "$TEST" --duration=true
+  step gpu-tests "$LOG/gpu-tests.log" 90 "$TEST" --duration=true
   grep -E "^\[doctest\] (test cases|assertions|Status)" "$LOG/gpu-tests.log" | sed 's/^/  /' >> "$SUMMARY"
 else
   echo "gpu-tests rc=missing-binary" >> "$SUMMARY"
@@ -78,7 +78,7 @@ fi
 
 # -- memcheck on the same suite (slower: the biggest cases are excluded to fit the time)
 if [ -x "$TEST" ] && command -v compute-sanitizer >/dev/null; then
-  step memcheck "$LOG/memcheck.log" 170 compute-sanitizer --tool memcheck --leak-check no \
+  step memcheck "$LOG/memcheck.log" 110 compute-sanitizer --tool memcheck --leak-check no \
     --error-exitcode 99 --print-limit 20 "$TEST" -tce="*reuses memory*"
   grep -E "ERROR SUMMARY|^\[doctest\] (test cases|Status)" "$LOG/memcheck.log" | sed 's/^/  /' >> "$SUMMARY"
 else
@@ -87,7 +87,7 @@ fi
 
 # -- kernel benchmarks
 if [ -x "$BENCH" ]; then
-  step bench-kernels "$LOG/bench-kernels.log" 120 "$BENCH" --mode kernels --device cuda
+  step bench-kernels "$LOG/bench-kernels.log" 60 "$BENCH" --mode kernels --device cuda
   tail -1 "$LOG/bench-kernels.log" | sed 's/^/  json: /' >> "$SUMMARY"
 else
   echo "bench-kernels rc=missing-binary" >> "$SUMMARY"

@@ -7,6 +7,7 @@
 // 32 neighbouring columns per step. Accumulation: f32 for f32/f16/bf16, f64 for f64, i64 for
 // integers. reduce_index (max/argmax/...) walks one row per thread, first index wins ties, NaN
 // wins over numbers (as on the CPU).
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -202,7 +203,7 @@ void run_reduce(const View& out, const View& in, Op op, A init) {
     return;
   }
   const int threads = g.red <= 64 ? 32 : (g.red <= 4096 ? 128 : 256);
-  const int64_t target_blocks = int64_t(sms) * 4;
+  const int64_t target_blocks = int64_t(sms) * 8;
   int64_t splits = 1;
   if (g.kept < target_blocks && g.red >= 16384) {
     splits = std::min<int64_t>((target_blocks + g.kept - 1) / g.kept, g.red / 8192);
