@@ -1,0 +1,81 @@
+// Integration: the reference program trains on a Fashion-MNIST slice, writes a checkpoint and logs,
+// reaches well above chance, and resumes from its checkpoint with the epoch after the saved one.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "fabric/checkpoint.h"
+#include "fabric/safetensors.h"
+#include "helpers.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+struct Result {
+  int status;
+  std::string out;
+};
+Result run(const std::string& cmd) {
+  Result r{0, ""};
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  REQUIRE(p);
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  r.status = ::pclose(p);
+  MESSAGE(cmd << "\n" << r.out);
+  return r;
+}
+}  // namespace
+
+TEST_CASE("train_cifar: short Fashion-MNIST run, checkpoint, logs, resume") {
+  const char* build = std::getenv("KILN_BUILD_ROOT");
+  std::string exe = std::string(build ? build : ".") + "/examples/train_cifar";
+  if (!fs::exists(exe)) {
+    MESSAGE("skipped: " << exe << " is not built (meson option examples=false?)");
+    return;
+  }
+  if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
+    MESSAGE("skipped: Fashion-MNIST is not installed (scripts/setup.sh installs dataset-fashion-mnist)");
+    return;
+  }
+  fs::path dir = fs::temp_directory_path() / ("kiln_train_cifar_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  std::string common = exe + " --dataset fashion-mnist --num-workers 1 --batch-size 64 --max-train-batches 40 "
+                       "--max-eval-batches 8 --checkpoint " + (dir / "ck" / "last.safetensors").string() +
+                       " --log-dir " + (dir / "logs").string();
+  auto first = run(common + " --epochs 2");
+  REQUIRE(first.status == 0);
+  CHECK(first.out.find("Epoch 1 | Val Acc:") != std::string::npos);
+  CHECK(first.out.find("Epoch 2 | Val Acc:") != std::string::npos);
+  auto pos = first.out.find("Test accuracy: ");
+  REQUIRE(pos != std::string::npos);
+  double acc = std::atof(first.out.c_str() + pos + 15);
+  CHECK(acc > 40.0);  // chance is 10%
+
+  auto ck = kiln::load_safetensors((dir / "ck" / "last.safetensors").string());
+  CHECK(ck.tensors.count("model.conv1.weight"));
+  CHECK(ck.tensors.at("model.conv1.weight").sizes() == kiln::Shape{32, 1, 3, 3});
+  CHECK(ck.tensors.count("optimizer.state.0.exp_avg"));
+  CHECK(fs::exists(dir / "logs" / "train_cifar" / "version_0" / "metrics.csv"));
+  CHECK(fs::exists(dir / "logs" / "train_cifar" / "version_0" / "hparams.yaml"));
+  bool events = false;
+  for (auto& e : fs::directory_iterator(dir / "logs" / "train_cifar" / "version_0"))
+    events |= e.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
+  CHECK(events);
+
+  auto resumed = run(common + " --epochs 3 --resume " + (dir / "ck" / "last.safetensors").string());
+  REQUIRE(resumed.status == 0);
+  CHECK(resumed.out.find("Resumed from") != std::string::npos);
+  CHECK(resumed.out.find("Epoch 2 | Val Acc:") == std::string::npos);
+  CHECK(resumed.out.find("Epoch 3 | Val Acc:") != std::string::npos);
+  CHECK(fs::exists(dir / "logs" / "train_cifar" / "version_1" / "metrics.csv"));
+
+  auto bad = run(exe + " --epochs nope");
+  CHECK(bad.status != 0);
+  CHECK(bad.out.find("usage:") != std::string::npos);
+  fs::remove_all(dir);
+}
