@@ -43,7 +43,7 @@ Tensor flatten(const Tensor& x, int64_t start_dim = 1, int64_t end_dim = -1);
 
 // ---- Losses (reduction: "mean", "sum" or "none") ----
 struct CrossEntropyOptions {
-  Tensor weight;               // per-class weights [C], optional
+  Tensor weight = {};  // per-class weights [C], optional
   int64_t ignore_index = -100;
   std::string reduction = "mean";
   double label_smoothing = 0.0;
@@ -51,7 +51,7 @@ struct CrossEntropyOptions {
 Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntropyOptions& options = {});
 
 struct NLLLossOptions {
-  Tensor weight;
+  Tensor weight = {};
   int64_t ignore_index = -100;
   std::string reduction = "mean";
 };

@@ -124,17 +124,20 @@ OrderedDict<Tensor> Module::named_buffers(bool recurse) const {
 std::vector<std::shared_ptr<Module>> Module::children() const { return children_.values(); }
 OrderedDict<std::shared_ptr<Module>> Module::named_children() const { return children_; }
 
-std::vector<std::shared_ptr<Module>> Module::modules() const {
-  std::vector<std::shared_ptr<Module>> out;
+std::vector<std::shared_ptr<Module>> Module::modules() const { return named_modules().values(); }
+
+OrderedDict<std::shared_ptr<Module>> Module::named_modules() const {
+  OrderedDict<std::shared_ptr<Module>> out;
   std::unordered_set<const Module*> seen;
-  std::function<void(const Module&)> visit = [&](const Module& m) {
+  std::function<void(const Module&, const std::string&)> visit = [&](const Module& m,
+                                                                      const std::string& prefix) {
     for (const auto& [n, child] : m.children_) {
       if (!seen.insert(child.get()).second) continue;
-      out.push_back(child);
-      visit(*child);
+      out.insert(join(prefix, n), child);
+      visit(*child, join(prefix, n));
     }
   };
-  visit(*this);
+  visit(*this, "");
   return out;
 }
 

@@ -62,6 +62,8 @@ class Module {
   OrderedDict<std::shared_ptr<Module>> named_children() const;
   // Every module below this one, depth first, this one excluded (it is not owned by a shared_ptr).
   std::vector<std::shared_ptr<Module>> modules() const;
+  // The same modules under dotted names ("block.conv1").
+  OrderedDict<std::shared_ptr<Module>> named_modules() const;
   // Calls fn on this module and every submodule (children first, as PyTorch's apply does).
   void apply(const std::function<void(Module&)>& fn);
 

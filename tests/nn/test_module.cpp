@@ -30,6 +30,9 @@ TEST_CASE("Module: parameters, buffers and children keep registration order and 
                                                               "bn.running_var", "bn.num_batches_tracked"});
   CHECK(b.named_children().keys() == std::vector<std::string>{"fc", "bn"});
   CHECK(b.modules().size() == 2);
+  nn::Sequential outer;
+  outer.push_back("block", std::make_shared<Block>());
+  CHECK(outer.named_modules().keys() == std::vector<std::string>{"block", "block.fc", "block.bn"});
   for (const auto& p : b.parameters()) {
     CHECK(p.requires_grad());
     CHECK(p.is_leaf());
