@@ -17,6 +17,7 @@ struct Args {
   int warmup = 5;
   int num_workers = 2;
   std::string filter;               // kernels mode: run only benchmarks whose name contains this
+  std::string dataset;              // loader mode: fashion-mnist (default) | cifar10
 };
 
 // Implemented in train.cpp (train, infer), loader.cpp (loader), kernels.cpp (kernels).

@@ -12,7 +12,7 @@ namespace {
 void usage() {
   std::cerr << "usage: kiln_bench --mode train|infer|loader|kernels [--device cpu|cuda] [--precision P]\n"
                "                  [--batch-size N] [--threads N] [--steps N] [--warmup N]\n"
-               "                  [--num-workers N] [--filter NAME]\n";
+               "                  [--num-workers N] [--filter NAME] [--dataset fashion-mnist|cifar10]\n";
 }
 
 int to_int(const std::string& flag, const char* v) {
@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
       else if (f == "--warmup") a.warmup = to_int(f, v);
       else if (f == "--num-workers") a.num_workers = to_int(f, v);
       else if (f == "--filter") a.filter = v;
+      else if (f == "--dataset") a.dataset = v;
       else throw kiln::Error("kiln_bench: unknown flag " + f);
     }
     if (a.threads > 0) kiln::set_num_threads(a.threads);

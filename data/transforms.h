@@ -39,6 +39,7 @@ class Compose : public Transform {
   explicit Compose(T... ts) : Compose(std::vector<TransformPtr>{std::make_shared<T>(std::move(ts))...}) {}
   Tensor apply_batch(const Tensor& batch, std::span<Generator> gens) const override;
   Tensor operator()(const Tensor& image, Generator& gen) const override;
+  using Transform::operator();
   const std::vector<TransformPtr>& transforms() const { return transforms_; }
 
  private:
@@ -55,6 +56,7 @@ class ToTensor : public Transform {
   explicit ToTensor(Layout from = Layout::CHW) : from_(from) {}
   Tensor apply_batch(const Tensor& batch, std::span<Generator> gens) const override;
   Tensor operator()(const Tensor& image, Generator& gen) const override;
+  using Transform::operator();
 
  private:
   Layout from_;
