@@ -6,6 +6,7 @@
 #pragma once
 
 #include "distributed/communicator.h"
+#include "distributed/ddp.h"
 #include "distributed/env.h"
 #include "distributed/launch.h"
 #include "distributed/reducer.h"

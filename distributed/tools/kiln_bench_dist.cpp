@@ -5,6 +5,7 @@
 // Starts its own processes through kiln::distributed::launch; rank 0 prints.
 #include <chrono>
 #include <cstdio>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -79,9 +80,16 @@ int bench_ddp(std::shared_ptr<kd::Communicator> comm) {
         auto g = reducer.no_sync();
         m.loss(x, y).backward();
       }
-      for (auto& t : m.p) {  // one all-reduce per gradient after backward: no overlap
-        auto gr = t.grad();
-        comm->all_reduce(gr, kd::ReduceOp::avg);
+      // After backward, one coalesced all-reduce of every gradient: no overlap.
+      std::vector<kiln::Tensor> flat;
+      for (auto& t : m.p) flat.push_back(t.grad().reshape({-1}));
+      auto all = kiln::cat(flat);
+      comm->all_reduce(all, kd::ReduceOp::avg);
+      int64_t off = 0;
+      kiln::NoGradGuard ng;
+      for (auto& t : m.p) {
+        t.mutable_grad().copy_(all.narrow(0, off, t.numel()).view(t.sizes()));
+        off += t.numel();
       }
     }
     return ms_since(t0);

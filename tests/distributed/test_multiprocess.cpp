@@ -53,6 +53,10 @@ TEST_CASE("DDP gradients equal the single-process gradient of the whole batch (f
   }
 }
 
+TEST_CASE("DDP on the reference CNN: 3 AdamW steps equal one process with the whole batch") {
+  CHECK(run({worker(), "cnn"}, 2).exit_code == 0);
+}
+
 TEST_CASE("a killed rank ends the others with an error, not a hang") {
   auto dir = std::filesystem::temp_directory_path() /
              ("kiln_crash_" + std::to_string(::getpid()));

@@ -13,7 +13,10 @@
 #include <string>
 
 #include "distributed/distributed.h"
+#include "examples/simple_cnn.h"
 #include "kiln.h"
+#include "nn/functional.h"
+#include "optim/adam.h"
 
 namespace kd = kiln::distributed;
 using kiln::DType;
@@ -223,6 +226,47 @@ int ddp() {
   return g_failures ? 1 : 0;
 }
 
+// The reference CNN under DDP for a few AdamW steps: parameters identical on every rank and equal
+// (to f32 rounding) to one process training on the concatenated batch.
+int cnn() {
+  auto comm = kd::init_process_group(options());
+  int r = comm->rank(), w = comm->world_size();
+  g_rank = r;
+  const int64_t B = 2;
+  kiln::manual_seed(1000 + r);  // different initial weights until DDP's broadcast
+  auto model = std::make_shared<SimpleCNN>(3, 10);
+  model->eval();                // no dropout: the single-process run must see the same network
+  kiln::manual_seed(1000);
+  auto ref = std::make_shared<SimpleCNN>(3, 10);
+  ref->eval();
+  kd::DistributedDataParallel ddp(model, comm, {.bucket_cap_bytes = 1 << 20});
+  auto p = model->parameters(), q = ref->parameters();
+  for (size_t k = 0; k < p.size(); ++k) check_close(p[k].detach(), q[k].detach(), 0, "initial weights");
+  kiln::optim::AdamW opt(p, 3e-4), ropt(q, 3e-4);
+  kiln::Generator g(5);
+  for (int step = 0; step < 3; ++step) {
+    auto x = kiln::randn({w * B, 3, 32, 32}, {}, &g);
+    auto y = kiln::randint(0, 10, {w * B}, {.dtype = DType::i64}, &g);
+    opt.zero_grad();
+    kiln::nn::functional::cross_entropy(model->forward(x.narrow(0, r * B, B)), y.narrow(0, r * B, B))
+        .backward();
+    ddp.finalize();
+    opt.step();
+    ropt.zero_grad();
+    kiln::nn::functional::cross_entropy(ref->forward(x), y).backward();
+    ropt.step();
+  }
+  for (size_t k = 0; k < p.size(); ++k) {
+    Tensor all = comm->all_gather(p[k].detach());
+    for (int o = 0; o < w; ++o) check_close(all[o], p[k].detach(), 0, "CNN parameters equal across ranks");
+    auto a = p[k].detach().to_vector<double>(), b = q[k].detach().to_vector<double>();
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / (1e-6 + std::abs(b[i])));
+    expect(worst < 1e-4, "CNN parameter " + std::to_string(k) + " vs single process: " + std::to_string(worst));
+  }
+  return g_failures ? 1 : 0;
+}
+
 // A rank dies mid-training; the others must end with an error quickly. SIGTERM is ignored so the
 // supervisor's stop does not hide whether the survivors fail on their own.
 int crash() {
@@ -316,6 +360,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::function<int()>> scenarios = {
       {"collectives", collectives},
       {"ddp", ddp},
+      {"cnn", cnn},
       {"crash", crash},
       {"out_of_step", out_of_step},
       {"launch", [] { return launched(false); }},
