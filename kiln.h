@@ -13,3 +13,4 @@
 #include "core/tensor.h"
 #include "nn/nn.h"
 #include "optim/optim.h"
+#include "fabric/fabric.h"
