@@ -11,3 +11,4 @@
 #include "distributed/launch.h"
 #include "distributed/reducer.h"
 #include "distributed/store.h"
+#include "distributed/zero.h"

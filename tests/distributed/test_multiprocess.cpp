@@ -57,6 +57,13 @@ TEST_CASE("DDP on the reference CNN: 3 AdamW steps equal one process with the wh
   CHECK(run({worker(), "cnn"}, 2).exit_code == 0);
 }
 
+TEST_CASE("the sharded optimizer equals DDP and splits the optimizer state") {
+  for (int n : {2, 3}) {
+    CAPTURE(n);
+    CHECK(run({worker(), "zero"}, n).exit_code == 0);
+  }
+}
+
 TEST_CASE("a killed rank ends the others with an error, not a hang") {
   auto dir = std::filesystem::temp_directory_path() /
              ("kiln_crash_" + std::to_string(::getpid()));

@@ -267,6 +267,44 @@ int cnn() {
   return g_failures ? 1 : 0;
 }
 
+// The sharded optimizer against plain DDP: the same parameters after a few AdamW steps, and the
+// optimizer state split over the ranks.
+int zero() {
+  auto comm = kd::init_process_group(options());
+  int r = comm->rank(), w = comm->world_size();
+  g_rank = r;
+  const int64_t B = 4;
+  auto a = make_params(100), b = make_params(100);
+  kd::Reducer ra(comm, a), rb(comm, b);
+  kiln::optim::AdamW full(a, 1e-2);
+  kd::ZeroRedundancyOptimizer sharded(comm, b, [](std::vector<Tensor> p) {
+    return std::make_shared<kiln::optim::AdamW>(p, 1e-2);
+  });
+  kiln::Generator g(9);
+  auto o = kiln::TensorOptions{.dtype = DType::f64};
+  for (int step = 0; step < 4; ++step) {
+    auto x = kiln::randn({w * B, 4}, o, &g), y = kiln::randn({w * B, 3}, o, &g);
+    auto xs = x.narrow(0, r * B, B), ys = y.narrow(0, r * B, B);
+    full.zero_grad();
+    sharded.zero_grad();
+    loss_of(a, xs, ys).backward();
+    ra.finalize();
+    full.step();
+    loss_of(b, xs, ys).backward();
+    rb.finalize();
+    sharded.step();
+  }
+  for (size_t k = 0; k < a.size(); ++k)
+    check_close(b[k].detach(), a[k].detach(), 1e-12, "sharded vs DDP parameter " + std::to_string(k));
+  int64_t full_state = 0;
+  for (auto& [name, t] : full.state_tensors()) full_state += t.numel();
+  Tensor mine = kiln::tensor(std::vector<int64_t>{sharded.local_state_numel()});
+  comm->all_reduce(mine, kd::ReduceOp::sum);
+  expect(mine.item<int64_t>() == full_state, "the shards' state adds up to the full state");
+  expect(sharded.local_state_numel() < full_state, "each rank holds only part of the state");
+  return g_failures ? 1 : 0;
+}
+
 // A rank dies mid-training; the others must end with an error quickly. SIGTERM is ignored so the
 // supervisor's stop does not hide whether the survivors fail on their own.
 int crash() {
@@ -361,6 +399,7 @@ int main(int argc, char** argv) {
       {"collectives", collectives},
       {"ddp", ddp},
       {"cnn", cnn},
+      {"zero", zero},
       {"crash", crash},
       {"out_of_step", out_of_step},
       {"launch", [] { return launched(false); }},
