@@ -11,6 +11,7 @@
 #include "core/gradcheck.h"
 #include "core/ops.h"
 #include "core/tensor.h"
+#include "data/data.h"
 #include "nn/nn.h"
 #include "optim/optim.h"
 #include "fabric/fabric.h"

@@ -90,9 +90,47 @@ Compose::Compose(std::vector<TransformPtr> transforms) : transforms_(std::move(t
     KILN_CHECK(transforms_[i] != nullptr, "Compose: transform ", i, " is null");
 }
 
+// ToTensor then Normalize in one pass through a per-channel table of the 256 results, computed
+// with the same float operations as the two separate steps, so the output is bit for bit equal.
+static Tensor to_normalized(const Tensor& batch, const Normalize& norm) {
+  Tensor src = image_batch(batch, "ToTensor");
+  KILN_CHECK(src.dtype() == DType::u8, "ToTensor: expected uint8 images, got ", src.dtype(),
+             "; the images are already float, so drop ToTensor from the pipeline");
+  const int64_t b = src.size(0), c = src.size(1), plane = src.size(2) * src.size(3);
+  const auto& mean = norm.mean();
+  const auto& stdev = norm.std();
+  KILN_CHECK(mean.size() == 1 || int64_t(mean.size()) == c, "Normalize: ", mean.size(),
+             " mean/std values for images with ", c, " channels");
+  std::vector<float> table(size_t(c) * 256);
+  for (int64_t ch = 0; ch < c; ++ch)
+    for (int v = 0; v < 256; ++v) {
+      const size_t k = mean.size() == 1 ? 0 : size_t(ch);
+      table[size_t(ch) * 256 + size_t(v)] = (float(v) / 255.0f - mean[k]) / stdev[k];
+    }
+  Tensor out = empty({b, c, src.size(2), src.size(3)});
+  const uint8_t* in = src.data_ptr<uint8_t>();
+  float* o = out.data_ptr<float>();
+  for (int64_t n = 0; n < b; ++n)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const float* t = table.data() + ch * 256;
+      const int64_t base = (n * c + ch) * plane;
+      for (int64_t p = 0; p < plane; ++p) o[base + p] = t[in[base + p]];
+    }
+  return out;
+}
+
 Tensor Compose::apply_batch(const Tensor& batch, std::span<Generator> gens) const {
   Tensor x = batch;
-  for (const auto& t : transforms_) x = t->apply_batch(x, gens);
+  for (size_t i = 0; i < transforms_.size(); ++i) {
+    auto* to_tensor = dynamic_cast<const ToTensor*>(transforms_[i].get());
+    auto* norm = i + 1 < transforms_.size() ? dynamic_cast<const Normalize*>(transforms_[i + 1].get()) : nullptr;
+    if (to_tensor && norm && to_tensor->layout() == Layout::CHW && x.dim() == 4) {
+      x = to_normalized(x, *norm);
+      ++i;
+    } else {
+      x = transforms_[i]->apply_batch(x, gens);
+    }
+  }
   return x;
 }
 
@@ -113,14 +151,15 @@ Tensor ToTensor::apply_batch(const Tensor& batch, std::span<Generator>) const {
   Tensor out = empty({b, c, h, w});
   const uint8_t* in = src.data_ptr<uint8_t>();
   float* o = out.data_ptr<float>();
-  constexpr float scale = 1.0f / 255.0f;
+  // Divided, not multiplied by 1/255: the same floats as torchvision's ToTensor.
+  constexpr float scale = 255.0f;
   if (from_ == Layout::CHW) {
-    for (int64_t i = 0, n = src.numel(); i < n; ++i) o[i] = float(in[i]) * scale;
+    for (int64_t i = 0, n = src.numel(); i < n; ++i) o[i] = float(in[i]) / scale;
   } else {
     for (int64_t n = 0; n < b; ++n)
       for (int64_t ch = 0; ch < c; ++ch)
         for (int64_t p = 0; p < h * w; ++p)
-          o[(n * c + ch) * h * w + p] = float(in[(n * h * w + p) * c + ch]) * scale;
+          o[(n * c + ch) * h * w + p] = float(in[(n * h * w + p) * c + ch]) / scale;
   }
   return out;
 }

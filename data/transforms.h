@@ -57,6 +57,7 @@ class ToTensor : public Transform {
   Tensor apply_batch(const Tensor& batch, std::span<Generator> gens) const override;
   Tensor operator()(const Tensor& image, Generator& gen) const override;
   using Transform::operator();
+  Layout layout() const { return from_; }
 
  private:
   Layout from_;
@@ -67,6 +68,8 @@ class Normalize : public Transform {
  public:
   Normalize(std::vector<double> mean, std::vector<double> std);
   Tensor apply_batch(const Tensor& batch, std::span<Generator> gens) const override;
+  const std::vector<float>& mean() const { return mean_; }
+  const std::vector<float>& std() const { return std_; }
 
  private:
   std::vector<float> mean_, std_;
