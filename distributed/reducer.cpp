@@ -28,6 +28,7 @@ struct Bucket {
 
 struct ReducerState {
   std::shared_ptr<Communicator> comm;
+  int world_size = 1;
   std::vector<Tensor> params;
   std::vector<size_t> param_bucket;
   std::vector<bool> param_ready;
@@ -46,7 +47,7 @@ struct ReducerState {
 
   void mark_ready(size_t i) {
     std::lock_guard<std::mutex> g(mu);
-    if (!sync) return;
+    if (!sync || world_size == 1) return;  // one process: nothing to average
     KILN_CHECK(!param_ready[i], "DDP: the gradient of parameter ", i, " became ready twice before "
                "the optimizer step; run one backward per step, or run the earlier ones inside "
                "no_backward_sync(model) / reducer.no_sync()");
@@ -121,6 +122,7 @@ Reducer::Reducer(std::shared_ptr<Communicator> comm, std::vector<Tensor> paramet
   auto& s = *state_;
   s.comm = std::move(comm);
   KILN_CHECK(s.comm, "Reducer: no communicator");
+  s.world_size = s.comm->world_size();
   s.params = std::move(parameters);
   s.param_bucket.resize(s.params.size());
   s.param_ready.assign(s.params.size(), false);
