@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/gemm.h"
 
 namespace kiln::kernels::cpu {
 namespace {
@@ -18,8 +19,28 @@ template <class T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <class T>
 using MapR = Eigen::Map<RowMat<T>>;
-template <class T>
-using CMapR = Eigen::Map<const RowMat<T>>;
+
+// C = op(A) @ op(B) (+ C when beta is 1), row-major: f32 through the ISA-dispatched sgemm, f64
+// through Eigen.
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  sgemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+}
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
+          const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  using S = Eigen::OuterStride<>;
+  using R = Eigen::Map<const RowMat<double>, 0, S>;
+  using C = Eigen::Map<const Eigen::MatrixXd, 0, S>;
+  Eigen::Map<RowMat<double>, 0, S> cm(c, m, n, S(ldc));
+  auto go = [&](const auto& ma, const auto& mb) {
+    if (beta == 0) cm.noalias() = ma * mb;
+    else cm.noalias() += ma * mb;
+  };
+  if (!ta && !tb) go(R(a, m, k, S(lda)), R(b, k, n, S(ldb)));
+  else if (!ta) go(R(a, m, k, S(lda)), C(b, k, n, S(ldb)));
+  else if (!tb) go(C(a, m, k, S(lda)), R(b, k, n, S(ldb)));
+  else go(C(a, m, k, S(lda)), C(b, k, n, S(ldb)));
+}
 
 // col[(c*kh + i)*kw + j, oh*w_out + ow] = x[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 outside).
 template <class T>
@@ -99,8 +120,9 @@ void forward_typed(const Conv2dParams& p, T* y, const T* x, const T* w, const T*
           im2col(p, xg, cin_g, col.data());
           cp = col.data();
         }
-        MapR<T> out(y + (n * p.c_out + g * cout_g) * hw_out, cout_g, hw_out);
-        out.noalias() = CMapR<T>(w + g * cout_g * ckk, cout_g, ckk) * CMapR<T>(cp, ckk, hw_out);
+        T* yo = y + (n * p.c_out + g * cout_g) * hw_out;
+        gemm(false, false, cout_g, hw_out, ckk, w + g * cout_g * ckk, ckk, cp, hw_out, T(0), yo, hw_out);
+        MapR<T> out(yo, cout_g, hw_out);
         if (b) out.colwise() += Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(b + g * cout_g, cout_g);
       }
     }
@@ -122,15 +144,15 @@ void backward_typed(const Conv2dParams& p, T* gx, T* gw, T* gb, const T* gy, con
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < p.n; ++n) {
       for (int64_t g = 0; g < p.groups; ++g) {
-        CMapR<T> gout(gy + (n * p.c_out + g * cout_g) * hw_out, cout_g, hw_out);
-        CMapR<T> wg(w + g * cout_g * ckk, cout_g, ckk);
+        const T* gout = gy + (n * p.c_out + g * cout_g) * hw_out;
+        const T* wg = w + g * cout_g * ckk;
         if (my_gw) {
           im2col(p, x + (n * p.c_in + g * cin_g) * p.h_in * p.w_in, cin_g, col.data());
-          MapR<T>(my_gw + g * cout_g * ckk, cout_g, ckk).noalias() +=
-              gout * CMapR<T>(col.data(), ckk, hw_out).transpose();
+          gemm(false, true, cout_g, ckk, hw_out, gout, hw_out, col.data(), hw_out, T(1),
+               my_gw + g * cout_g * ckk, ckk);
         }
         if (gx) {
-          MapR<T>(col.data(), ckk, hw_out).noalias() = wg.transpose() * gout;
+          gemm(true, false, ckk, hw_out, cout_g, wg, ckk, gout, hw_out, T(0), col.data(), hw_out);
           col2im(p, col.data(), cin_g, gx + (n * p.c_in + g * cin_g) * p.h_in * p.w_in);
         }
       }

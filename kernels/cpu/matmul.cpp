@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/loops.h"
 
 namespace kiln::kernels::cpu {
@@ -34,6 +35,41 @@ void with_map(const T* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs, F&
     for (int64_t i = 0; i < rows; ++i)
       for (int64_t j = 0; j < cols; ++j) packed(i, j) = p[i * rs + j * cs];
     f(packed);
+  }
+}
+
+// f32 through the ISA-dispatched sgemm: an operand with a unit inner stride maps in place
+// (transposed when its row stride is 1), anything else is packed row-major first.
+void matmul_f32(const View& out, const View& a, const View& b, double beta) {
+  const int64_t B = out.sizes[0], M = out.sizes[1], N = out.sizes[2], K = a.sizes[2];
+  auto one = [&](int64_t i) {
+    float* c = out.ptr<float>() + i * M * N;
+    const float* pa = a.ptr<float>() + i * a.strides[0];
+    const float* pb = b.ptr<float>() + i * b.strides[0];
+    std::vector<float> pack_a, pack_b;
+    auto layout = [](const float* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
+                     std::vector<float>& pack, bool& trans, int64_t& ld) -> const float* {
+      if (cs == 1 && (rs >= cols || rows == 1)) { trans = false; ld = rows > 1 ? rs : cols; return p; }
+      if (rs == 1 && (cs >= rows || cols == 1)) { trans = true; ld = cols > 1 ? cs : rows; return p; }
+      pack.resize(size_t(rows * cols));
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c2 = 0; c2 < cols; ++c2) pack[size_t(r * cols + c2)] = p[r * rs + c2 * cs];
+      trans = false;
+      ld = cols;
+      return pack.data();
+    };
+    bool ta, tb;
+    int64_t lda, ldb;
+    const float* ma = layout(pa, M, K, a.strides[1], a.strides[2], pack_a, ta, lda);
+    const float* mb = layout(pb, K, N, b.strides[1], b.strides[2], pack_b, tb, ldb);
+    sgemm(ta, tb, M, N, K, ma, lda, mb, ldb, beta == 0 ? 0.f : 1.f, c, N);
+  };
+  const bool batch_parallel = B > 1 && M * N * K < (1 << 18);
+  if (batch_parallel) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < B; ++i) one(i);
+  } else {
+    for (int64_t i = 0; i < B; ++i) one(i);
   }
 }
 
@@ -89,7 +125,7 @@ void CpuBackend::matmul(const View& out, const View& a, const View& b, double be
   KILN_CHECK(out.ndim == 3 && a.ndim == 3 && b.ndim == 3 && out.is_contiguous(),
              "matmul kernel: expected [B, M, K] x [B, K, N] into a dense [B, M, N]");
   switch (out.dtype) {
-    case DType::f32: return matmul_typed<float>(out, a, b, beta);
+    case DType::f32: return matmul_f32(out, a, b, beta);
     case DType::f64: return matmul_typed<double>(out, a, b, beta);
     case DType::i32: return matmul_int<int32_t>(out, a, b, beta);
     case DType::i64: return matmul_int<int64_t>(out, a, b, beta);
@@ -110,7 +146,7 @@ void CpuBackend::matmul(const View& out, const View& a, const View& b, double be
       copy(wa, a);
       copy(wb, b);
       if (beta != 0) copy(wc, out);
-      matmul_typed<float>(wc, wa, wb, beta);
+      matmul_f32(wc, wa, wb, beta);
       copy(out, wc);
       return;
     }

@@ -1,0 +1,81 @@
+#!/usr/bin/python3
+"""PyTorch CPU peer of `kiln_bench --mode train|infer`: the same SimpleCNN, step, batch and threads
+on random CIFAR-shaped input; warm-up excluded; prints the median rate as one JSON line.
+Run with Debian's interpreter (python3-torch 1.13 + libopenblas0-pthread):
+  /usr/bin/python3 bench/peers/torch_cpu.py --mode train --batch-size 128 --threads 2
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SimpleCNN(nn.Module):
+    def __init__(self, in_channels=3, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.conv3 = nn.Conv2d(64, 128, 3, padding=1)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.fc1 = nn.Linear(128 * 4 * 4, 256)
+        self.fc2 = nn.Linear(256, num_classes)
+        self.dropout = nn.Dropout(0.25)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = self.pool(F.relu(self.conv3(x)))
+        x = torch.flatten(x, 1)
+        x = self.dropout(F.relu(self.fc1(x)))
+        return self.fc2(x)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=["train", "infer"], default="train")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model = SimpleCNN()
+    x = torch.randn(a.batch_size, 3, 32, 32)
+    y = torch.randint(0, 10, (a.batch_size,))
+    times = []
+    if a.mode == "train":
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-2)
+        for s in range(a.warmup + a.steps):
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            if s >= a.warmup:
+                times.append(time.perf_counter() - t0)
+        bench = "train_step"
+    else:
+        model.eval()
+        with torch.no_grad():
+            for s in range(a.warmup + a.steps):
+                t0 = time.perf_counter()
+                model(x)
+                if s >= a.warmup:
+                    times.append(time.perf_counter() - t0)
+        bench = "infer"
+    step = statistics.median(times)
+    print(json.dumps({"bench": bench, "peer": "torch " + torch.__version__, "device": "cpu",
+                      "precision": "32-true", "batch_size": a.batch_size,
+                      "threads": torch.get_num_threads(), "steps": a.steps,
+                      "median_step_ms": round(step * 1e3, 3),
+                      "images_per_s": round(a.batch_size / step, 1)}))
+
+
+if __name__ == "__main__":
+    main()

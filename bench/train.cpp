@@ -1,0 +1,172 @@
+// kiln_bench --mode train|infer: the reference SimpleCNN of DESIGN.md (examples/simple_cnn.h) on random CIFAR-shaped input.
+// train times the whole step (zero_grad, forward, cross-entropy, backward, AdamW step); infer
+// times the forward pass under NoGradGuard in eval mode. Warm-up steps are excluded and the
+// reported rate is the median over the timed steps. With KILN_BENCH_PROFILE=1 the step's phases
+// and each layer's kernels (forward and backward, timed on their own) go to stderr.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "bench.h"
+#include "core/dispatch.h"
+#include "examples/simple_cnn.h"
+#include "kiln.h"
+
+namespace kiln::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+bool profiling() {
+  const char* e = std::getenv("KILN_BENCH_PROFILE");
+  return e && *e && std::string(e) != "0";
+}
+
+void check_args(const Args& a) {
+  if (a.device != "cpu") fail("kiln_bench: --device ", a.device, " is not supported by the train mode yet (use cpu)");
+  if (a.precision != "32-true") fail("kiln_bench: --precision ", a.precision, " is not supported by the train mode yet (use 32-true)");
+  if (a.batch_size <= 0 || a.steps <= 0) fail("kiln_bench: --batch-size and --steps must be positive");
+}
+
+void print_json(const char* bench, const Args& a, int batch, double img_s, double step_ms) {
+  std::printf("{\"bench\":\"%s\",\"device\":\"%s\",\"precision\":\"%s\",\"batch_size\":%d,"
+              "\"threads\":%d,\"steps\":%d,\"median_step_ms\":%.3f,\"images_per_s\":%.1f}\n",
+              bench, a.device.c_str(), a.precision.c_str(), batch, kiln::get_num_threads(), a.steps,
+              step_ms, img_s);
+}
+
+// Median time of f over `reps` calls after two warm-up calls, in milliseconds.
+double time_ms(const std::function<void()>& f, int reps = 7) {
+  f();
+  f();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    auto t0 = Clock::now();
+    f();
+    t.push_back(seconds_since(t0) * 1e3);
+  }
+  return median(t);
+}
+
+// Each layer's kernels timed on their own: where the step's time goes.
+void profile_layers(SimpleCNN& m, int64_t batch) {
+  auto& be = detail::backend(Device::cpu());
+  struct ConvCase { const char* name; int64_t cin, cout, hw; int w; };
+  const ConvCase convs[] = {{"conv1", 3, 32, 32, 0}, {"conv2", 32, 64, 16, 2}, {"conv3", 64, 128, 8, 4}};
+  std::fprintf(stderr, "layer kernels at batch %lld (median ms):\n", (long long)batch);
+  for (const auto& c : convs) {
+    Tensor x = kiln::randn({batch, c.cin, c.hw, c.hw});
+    auto& conv = c.w == 0 ? m.conv1 : c.w == 2 ? m.conv2 : m.conv3;
+    Tensor w = conv->weight.detach(), b = conv->bias.detach();
+    kernels::Conv2dParams p{batch, c.cin, c.hw, c.hw, c.cout, 3, 3, c.hw, c.hw, 1, 1, 1, 1, 1, 1, 1};
+    Tensor y = kiln::empty({batch, c.cout, c.hw, c.hw});
+    Tensor gx = kiln::empty_like(x), gw = kiln::empty_like(w), gb = kiln::empty_like(b);
+    auto v = [](const Tensor& t) { return detail::view_of(t); };
+    double f = time_ms([&] { be.conv2d_forward(p, v(y), v(x), v(w), v(b)); });
+    double bw = time_ms([&] {
+      be.conv2d_backward(p, detail::null_view(), v(gw), v(gb), v(y), v(x), v(w));
+    });
+    double bx = time_ms([&] {
+      be.conv2d_backward(p, v(gx), detail::null_view(), detail::null_view(), v(y), v(x), v(w));
+    });
+    const double gflop = 2.0 * double(batch * c.cout * c.hw * c.hw * c.cin * 9) * 1e-9;
+    std::fprintf(stderr, "  %s fwd %7.2f (%5.1f GFLOP/s)  bwd_w+b %7.2f (%5.1f)  bwd_x %7.2f (%5.1f)\n",
+                 c.name, f, gflop / f * 1e3, bw, gflop / bw * 1e3, bx, gflop / bx * 1e3);
+    Tensor r = kiln::empty({batch, c.cout, c.hw, c.hw});
+    double relu_ms = time_ms([&] { be.unary(kernels::UnaryOp::relu, v(r), v(y), 0, 0); });
+    double relu_bw = time_ms([&] { be.binary(kernels::BinaryOp::relu_backward, v(r), v(y), v(y), 0, 0); });
+    Tensor pooled = kiln::empty({batch, c.cout, c.hw / 2, c.hw / 2});
+    Tensor idx = kiln::empty({batch, c.cout, c.hw / 2, c.hw / 2}, {.dtype = DType::i64});
+    kernels::Pool2dParams pp{batch, c.cout, c.hw, c.hw, c.hw / 2, c.hw / 2, 2, 2, 2, 2, 0, 0, true};
+    double pool_f = time_ms([&] { be.max_pool2d_forward(pp, v(pooled), v(idx), v(y)); });
+    double pool_b = time_ms([&] { be.max_pool2d_backward(pp, v(r), v(pooled), v(idx)); });
+    std::fprintf(stderr, "  %s relu fwd %.2f bwd %.2f  maxpool fwd %.2f bwd %.2f\n", c.name, relu_ms,
+                 relu_bw, pool_f, pool_b);
+  }
+  Tensor h = kiln::randn({batch, 2048});
+  Tensor w1 = m.fc1->weight.detach();
+  double fc1 = time_ms([&] { NoGradGuard g; (void)linear(h, w1); });
+  Tensor go = kiln::randn({batch, 256});
+  double fc1_bw = time_ms([&] { NoGradGuard g; (void)matmul(transpose(go, 0, 1), h); });
+  double fc1_bx = time_ms([&] { NoGradGuard g; (void)matmul(go, w1); });
+  std::fprintf(stderr, "  fc1 fwd %.2f  bwd_w %.2f  bwd_x %.2f\n", fc1, fc1_bw, fc1_bx);
+}
+
+}  // namespace
+
+int run_train(const Args& a) {
+  check_args(a);
+  const int64_t batch = a.batch_size;
+  kiln::manual_seed(0);
+  SimpleCNN model;
+  model.train();
+  kiln::optim::AdamW opt(model.parameters(), kiln::optim::AdamWOptions{.lr = 3e-4, .weight_decay = 1e-2});
+  Tensor x = kiln::randn({batch, 3, 32, 32});
+  Tensor y = kiln::randint(0, 10, {batch});
+  const bool prof = profiling();
+  std::vector<double> t_step, t_fwd, t_bwd, t_opt;
+  float last_loss = 0;
+  for (int s = 0; s < a.warmup + a.steps; ++s) {
+    auto t0 = Clock::now();
+    opt.zero_grad();
+    Tensor loss = cross_entropy(model.forward(x), y);
+    auto t1 = Clock::now();
+    loss.backward();
+    auto t2 = Clock::now();
+    opt.step();
+    auto t3 = Clock::now();
+    if (s >= a.warmup) {
+      t_step.push_back(std::chrono::duration<double>(t3 - t0).count());
+      t_fwd.push_back(std::chrono::duration<double>(t1 - t0).count());
+      t_bwd.push_back(std::chrono::duration<double>(t2 - t1).count());
+      t_opt.push_back(std::chrono::duration<double>(t3 - t2).count());
+    }
+    if (s + 1 == a.warmup + a.steps) last_loss = loss.item<float>();
+  }
+  const double step = median(t_step);
+  if (prof) {
+    std::fprintf(stderr, "train step median %.2f ms: forward+loss %.2f, backward %.2f, adamw %.2f (loss %.4f)\n",
+                 step * 1e3, median(t_fwd) * 1e3, median(t_bwd) * 1e3, median(t_opt) * 1e3, last_loss);
+    profile_layers(model, batch);
+  }
+  print_json("train_step", a, int(batch), double(batch) / step, step * 1e3);
+  return 0;
+}
+
+int run_infer(const Args& a) {
+  check_args(a);
+  const int64_t batch = a.batch_size;
+  kiln::manual_seed(0);
+  SimpleCNN model;
+  model.eval();
+  Tensor x = kiln::randn({batch, 3, 32, 32});
+  std::vector<double> t;
+  NoGradGuard guard;
+  for (int s = 0; s < a.warmup + a.steps; ++s) {
+    auto t0 = Clock::now();
+    Tensor out = model.forward(x);
+    if (s >= a.warmup) t.push_back(seconds_since(t0));
+  }
+  const double step = median(t);
+  if (profiling()) {
+    std::fprintf(stderr, "infer step median %.2f ms\n", step * 1e3);
+    profile_layers(model, batch);
+  }
+  print_json("infer", a, int(batch), double(batch) / step, step * 1e3);
+  return 0;
+}
+
+}  // namespace kiln::bench
