@@ -18,6 +18,8 @@ namespace kiln::distributed {
 // avg divides the sum by the world size (truncating toward zero for integer tensors, as NCCL does).
 enum class ReduceOp { sum, avg, max, min };
 const char* reduce_op_name(ReduceOp op);
+// Fabric's and PyTorch's spellings: "sum", "mean" / "avg", "max", "min".
+ReduceOp parse_reduce_op(const std::string& name);
 
 class Communicator {
  public:

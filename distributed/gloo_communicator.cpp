@@ -33,6 +33,14 @@ const char* reduce_op_name(ReduceOp op) {
   return "?";
 }
 
+ReduceOp parse_reduce_op(const std::string& name) {
+  if (name == "sum") return ReduceOp::sum;
+  if (name == "mean" || name == "avg") return ReduceOp::avg;
+  if (name == "max") return ReduceOp::max;
+  if (name == "min") return ReduceOp::min;
+  fail("all_reduce: unknown reduce op '", name, "'; use \"sum\", \"mean\", \"max\" or \"min\"");
+}
+
 namespace {
 
 // Gloo's rendezvous Store over kiln's: get() waits for the key with kiln's timeout.

@@ -87,3 +87,11 @@ TEST_CASE("a world of one: collectives are identities") {
   comm->barrier();
   CHECK_THROWS_WITH_AS(comm->broadcast(t, 1), doctest::Contains("src rank 1"), kiln::Error);
 }
+
+TEST_CASE("reduce op names") {
+  CHECK(kd::parse_reduce_op("mean") == kd::ReduceOp::avg);
+  CHECK(kd::parse_reduce_op("sum") == kd::ReduceOp::sum);
+  CHECK(kd::parse_reduce_op("max") == kd::ReduceOp::max);
+  CHECK_THROWS_WITH_AS(kd::parse_reduce_op("prod"), doctest::Contains("unknown reduce op 'prod'"),
+                       kiln::Error);
+}
