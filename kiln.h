@@ -15,3 +15,8 @@
 #include "nn/nn.h"
 #include "optim/optim.h"
 #include "fabric/fabric.h"
+
+// The distributed layer is built where Gloo is found (-Ddistributed=auto).
+#if __has_include("distributed/distributed.h")
+#include "distributed/distributed.h"
+#endif
