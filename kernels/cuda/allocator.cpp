@@ -28,9 +28,7 @@ CachingAllocator::Block* CachingAllocator::find_free(Pool& pool, uintptr_t strea
   Block key{stream, size, nullptr, false, false};
   auto it = pool.lower_bound(&key);
   if (it == pool.end() || (*it)->stream != stream) return nullptr;
-  // A huge cached block is not split for a small large-pool request: it would pin the segment.
   Block* b = *it;
-  if (!b->small && size < kLargeSegmentMin && b->size >= kLargeSegmentMin) return nullptr;
   pool.erase(it);
   return b;
 }
