@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 
 #include "core/error.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -28,15 +31,65 @@ int get_num_threads() { return omp_get_max_threads(); }
 
 namespace cpu {
 
+namespace {
+
+// Large blocks are cached by size instead of going back to glibc, which unmaps them at every free
+// and so makes each training step fault in and zero its activations afresh. Blocks of 1 MiB and
+// up are rounded to 64 KiB and kept on a free list per size, up to 1 GiB in all; smaller ones use
+// malloc directly (its own free lists already serve them well).
+class LargeBlockCache {
+ public:
+  static constexpr size_t kMin = size_t(1) << 20, kGrain = size_t(64) << 10;
+  static constexpr size_t kMaxCached = size_t(1) << 30;
+  static size_t rounded(size_t nbytes) {
+    return nbytes >= kMin ? (nbytes + kGrain - 1) & ~(kGrain - 1) : (nbytes + 63) & ~size_t(63);
+  }
+  void* take(size_t size) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = free_.find(size);
+    if (it == free_.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached_ -= size;
+    return p;
+  }
+  bool give(void* p, size_t size) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cached_ + size > kMaxCached) return false;
+    free_[size].push_back(p);
+    cached_ += size;
+    return true;
+  }
+ private:
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0;
+};
+
+// Never destroyed: tensors with static lifetime may free their storage after it would have been.
+LargeBlockCache& large_blocks() {
+  static LargeBlockCache* cache = new LargeBlockCache;
+  return *cache;
+}
+
+}  // namespace
+
 void* CpuBackend::allocate(size_t nbytes) {
   if (nbytes == 0) return nullptr;
   // 64-byte alignment: whole cache lines and full AVX-512 vectors.
-  size_t rounded = (nbytes + 63) & ~size_t(63);
-  void* p = std::aligned_alloc(64, rounded);
+  const size_t size = LargeBlockCache::rounded(nbytes);
+  if (size >= LargeBlockCache::kMin)
+    if (void* p = large_blocks().take(size)) return p;
+  void* p = std::aligned_alloc(64, size);
   KILN_CHECK(p, "out of CPU memory: could not allocate ", nbytes, " bytes");
   return p;
 }
-void CpuBackend::deallocate(void* ptr, size_t) { std::free(ptr); }
+void CpuBackend::deallocate(void* ptr, size_t nbytes) {
+  if (!ptr) return;
+  const size_t size = LargeBlockCache::rounded(nbytes);
+  if (size >= LargeBlockCache::kMin && large_blocks().give(ptr, size)) return;
+  std::free(ptr);
+}
 void CpuBackend::copy_from_host(void* dst, const void* src, size_t n) {
   if (n) std::memcpy(dst, src, n);
 }
