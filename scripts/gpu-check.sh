@@ -77,8 +77,10 @@ else
 fi
 
 # -- memcheck on the same suite (slower: the biggest cases are excluded to fit the time)
-if [ -x "$TEST" ] && command -v compute-sanitizer >/dev/null; then
-  step memcheck "$LOG/memcheck.log" 110 compute-sanitizer --tool memcheck --leak-check no \
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/compute-sanitizer/compute-sanitizer \
+      /usr/local/cuda*/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+if [ -x "$TEST" ] && [ -n "$SAN" ]; then
+  step memcheck "$LOG/memcheck.log" 110 "$SAN" --tool memcheck --leak-check no \
     --error-exitcode 99 --print-limit 20 "$TEST" -tce="*reuses memory*"
   grep -E "ERROR SUMMARY|^\[doctest\] (test cases|Status)" "$LOG/memcheck.log" | sed 's/^/  /' >> "$SUMMARY"
 else
