@@ -22,8 +22,8 @@ TEST_CASE("Fashion-MNIST: sizes, class balance and known pixels") {
     for (int64_t l : ds->labels().to_vector<int64_t>()) ++counts[size_t(l)];
     for (int64_t c : counts) CHECK(c == ds->size() / 10);
   }
-  CHECK(std::vector<int64_t>(train.labels().to_vector<int64_t>().begin(), train.labels().to_vector<int64_t>().begin() + 10) ==
-        std::vector<int64_t>{9, 0, 0, 3, 0, 2, 7, 2, 5, 5});
+  const auto labels = train.labels().to_vector<int64_t>();
+  CHECK(std::vector<int64_t>(labels.begin(), labels.begin() + 10) == std::vector<int64_t>{9, 0, 0, 3, 0, 2, 7, 2, 5, 5});
   auto row = [](const VisionDataset& ds, int64_t i, int64_t r) {
     return ds.images()[i][0][r].to_vector<int>();
   };
