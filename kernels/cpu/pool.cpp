@@ -24,6 +24,26 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
       const T* xp = x + plane * p.h_in * p.w_in;
       T* yp = y + plane * p.h_out * p.w_out;
       int64_t* ip = idx ? idx + plane * p.h_out * p.w_out : nullptr;
+      if (p.kh == 2 && p.kw == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 &&
+          p.pad_w == 0) {
+        // The common 2x2/2 case without the general loop's bounds arithmetic (a hot spot of CNN
+        // training); same first-maximum and NaN-propagating rule.
+        for (int64_t oh = 0; oh < p.h_out; ++oh) {
+          const T* r0 = xp + 2 * oh * p.w_in;
+          const T* r1 = r0 + p.w_in;
+          for (int64_t ow = 0; ow < p.w_out; ++ow) {
+            const C v[4] = {C(r0[2 * ow]), C(r0[2 * ow + 1]), C(r1[2 * ow]), C(r1[2 * ow + 1])};
+            const int64_t at[4] = {2 * oh * p.w_in + 2 * ow, 2 * oh * p.w_in + 2 * ow + 1,
+                                   (2 * oh + 1) * p.w_in + 2 * ow, (2 * oh + 1) * p.w_in + 2 * ow + 1};
+            int k = 0;
+            for (int q = 1; q < 4; ++q)
+              if (v[q] > v[k] || (v[q] != v[q] && v[k] == v[k])) k = q;
+            yp[oh * p.w_out + ow] = T(v[k]);
+            if (ip) ip[oh * p.w_out + ow] = at[k];
+          }
+        }
+        continue;
+      }
       for (int64_t oh = 0; oh < p.h_out; ++oh) {
         const int64_t h0 = oh * p.stride_h - p.pad_h;
         const int64_t hs = std::max<int64_t>(h0, 0), he = std::min(h0 + p.kh, p.h_in);
