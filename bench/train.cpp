@@ -17,6 +17,9 @@
 #include "core/dispatch.h"
 #include "examples/simple_cnn.h"
 #include "kiln.h"
+#if KILN_WITH_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 namespace kiln::bench {
 namespace {
@@ -35,17 +38,43 @@ bool profiling() {
   return e && *e && std::string(e) != "0";
 }
 
-void check_args(const Args& a) {
-  if (a.device != "cpu") fail("kiln_bench: --device ", a.device, " is not supported by the train mode yet (use cpu)");
-  if (a.precision != "32-true") fail("kiln_bench: --precision ", a.precision, " is not supported by the train mode yet (use 32-true)");
+// The precision of a run: "32-true", or a mixed mode (autocast to bf16/f16 around forward and
+// loss; "16-mixed" also scales the loss with a GradScaler).
+struct Precision {
+  bool mixed = false;
+  DType low = DType::bf16;
+};
+
+Precision check_args(const Args& a) {
+  Device d = Device::parse(a.device);
+  if (d.is_cuda() && !kiln::cuda::is_available())
+    fail("kiln_bench: --device ", a.device, " asked for, but no CUDA GPU is available here");
   if (a.batch_size <= 0 || a.steps <= 0) fail("kiln_bench: --batch-size and --steps must be positive");
+  if (a.precision == "32-true") return {};
+  if (a.precision == "bf16-mixed") return {true, DType::bf16};
+  if (a.precision == "16-mixed") {
+    if (d.is_cpu()) fail("kiln_bench: 16-mixed needs a GPU; use bf16-mixed or 32-true on the CPU");
+    return {true, DType::f16};
+  }
+  fail("kiln_bench: --precision ", a.precision, " is not one of 32-true, bf16-mixed, 16-mixed");
+}
+
+// Waits for queued GPU work so host timers see it finish.
+void sync(Device d) {
+  if (d.is_cuda()) kiln::cuda::synchronize();
 }
 
 void print_json(const char* bench, const Args& a, int batch, double img_s, double step_ms) {
+  double peak_mb = -1;
+#if KILN_WITH_CUDA
+  if (Device::parse(a.device).is_cuda()) peak_mb = double(kernels::cuda::memory_stats().peak_allocated) / (1 << 20);
+#endif
   std::printf("{\"bench\":\"%s\",\"device\":\"%s\",\"precision\":\"%s\",\"batch_size\":%d,"
-              "\"threads\":%d,\"steps\":%d,\"median_step_ms\":%.3f,\"images_per_s\":%.1f}\n",
+              "\"threads\":%d,\"steps\":%d,\"median_step_ms\":%.3f,\"images_per_s\":%.1f",
               bench, a.device.c_str(), a.precision.c_str(), batch, kiln::get_num_threads(), a.steps,
               step_ms, img_s);
+  if (peak_mb >= 0) std::printf(",\"peak_mem_mb\":%.1f", peak_mb);
+  std::printf("}\n");
 }
 
 // Median time of f over `reps` calls after two warm-up calls, in milliseconds.
@@ -108,25 +137,34 @@ void profile_layers(SimpleCNN& m, int64_t batch) {
 }  // namespace
 
 int run_train(const Args& a) {
-  check_args(a);
+  const Precision prec = check_args(a);
+  const Device dev = Device::parse(a.device);
   const int64_t batch = a.batch_size;
   kiln::manual_seed(0);
   SimpleCNN model;
+  model.to(dev);
   model.train();
   kiln::optim::AdamW opt(model.parameters(), kiln::optim::AdamWOptions{.lr = 3e-4, .weight_decay = 1e-2});
-  Tensor x = kiln::randn({batch, 3, 32, 32});
-  Tensor y = kiln::randint(0, 10, {batch});
-  const bool prof = profiling();
+  kiln::optim::GradScaler scaler({.enabled = prec.mixed && prec.low == DType::f16});
+  Tensor x = kiln::randn({batch, 3, 32, 32}).to(dev);
+  Tensor y = kiln::randint(0, 10, {batch}).to(dev);
+  const bool prof = profiling() && dev.is_cpu();
   std::vector<double> t_step, t_fwd, t_bwd, t_opt;
   float last_loss = 0;
   for (int s = 0; s < a.warmup + a.steps; ++s) {
     auto t0 = Clock::now();
     opt.zero_grad();
-    Tensor loss = cross_entropy(model.forward(x), y);
+    Tensor loss;
+    {
+      AutocastGuard ac(dev.type, prec.low, prec.mixed);
+      loss = cross_entropy(model.forward(x), y);
+    }
     auto t1 = Clock::now();
-    loss.backward();
+    scaler.scale(loss).backward();
     auto t2 = Clock::now();
-    opt.step();
+    scaler.step(opt);
+    scaler.update();
+    sync(dev);
     auto t3 = Clock::now();
     if (s >= a.warmup) {
       t_step.push_back(std::chrono::duration<double>(t3 - t0).count());
@@ -147,21 +185,25 @@ int run_train(const Args& a) {
 }
 
 int run_infer(const Args& a) {
-  check_args(a);
+  const Precision prec = check_args(a);
+  const Device dev = Device::parse(a.device);
   const int64_t batch = a.batch_size;
   kiln::manual_seed(0);
   SimpleCNN model;
+  model.to(dev);
   model.eval();
-  Tensor x = kiln::randn({batch, 3, 32, 32});
+  Tensor x = kiln::randn({batch, 3, 32, 32}).to(dev);
   std::vector<double> t;
   NoGradGuard guard;
+  AutocastGuard ac(dev.type, prec.low, prec.mixed);
   for (int s = 0; s < a.warmup + a.steps; ++s) {
     auto t0 = Clock::now();
     Tensor out = model.forward(x);
+    sync(dev);
     if (s >= a.warmup) t.push_back(seconds_since(t0));
   }
   const double step = median(t);
-  if (profiling()) {
+  if (profiling() && dev.is_cpu()) {
     std::fprintf(stderr, "infer step median %.2f ms\n", step * 1e3);
     profile_layers(model, batch);
   }
