@@ -62,6 +62,10 @@ void save_checkpoint(const std::string& path, const State& state) {
                      KILN_CHECK(s, "save_checkpoint: scheduler '", key, "' is null");
                      entry = {{"kind", "scheduler"}, {"state", s->state_dict()}};
                    },
+                   [&](const std::shared_ptr<optim::GradScaler>& g) {
+                     KILN_CHECK(g, "save_checkpoint: grad scaler '", key, "' is null");
+                     entry = {{"kind", "grad_scaler"}, {"state", g->state_dict()}};
+                   },
                    [&](const Tensor& t) {
                      KILN_CHECK(t.defined(), "save_checkpoint: tensor '", key, "' is undefined");
                      entry = {{"kind", "tensor"}};
@@ -134,6 +138,7 @@ State load_checkpoint(const std::string& path, State& state, bool strict) {
         [](const std::shared_ptr<nn::Module>&) { return "module"; },
         [](const std::shared_ptr<optim::Optimizer>&) { return "optimizer"; },
         [](const std::shared_ptr<optim::LRScheduler>&) { return "scheduler"; },
+        [](const std::shared_ptr<optim::GradScaler>&) { return "grad_scaler"; },
         [](const Tensor&) { return "tensor"; }, [](int64_t) { return "int"; },
         [](double) { return "float"; }, [](const std::string&) { return "string"; },
         [](bool) { return "bool"; }}, value);
@@ -171,6 +176,7 @@ State load_checkpoint(const std::string& path, State& state, bool strict) {
             o->load(take_prefix(file.tensors, key), e.at("hyper_params"));
           },
           [&](std::shared_ptr<optim::LRScheduler>& s) { s->load_state_dict(e.at("state")); },
+          [&](std::shared_ptr<optim::GradScaler>& g) { g->load_state_dict(e.at("state")); },
           [&](Tensor& t) {
             Tensor src = file.tensors.at(key);
             file.tensors.erase(key);

@@ -1,4 +1,4 @@
-// Checkpoints: one safetensors file holding models, optimizers, schedulers, tensors and plain
+// Checkpoints: one safetensors file holding models, optimizers, schedulers, grad scalers, tensors and plain
 // values. Tensors are stored under "<key>.<state_dict name>" (model.conv1.weight,
 // optimizer.state.0.exp_avg), so PyTorch's safetensors package reads them directly; everything else
 // (format version, plain values, optimizer hyper-parameters and groups, scheduler state) is JSON in
@@ -17,13 +17,15 @@
 
 #include "core/tensor.h"
 #include "nn/module.h"
+#include "optim/grad_scaler.h"
 #include "optim/lr_scheduler.h"
 #include "optim/optimizer.h"
 
 namespace kiln {
 
 using StateValue = std::variant<std::shared_ptr<nn::Module>, std::shared_ptr<optim::Optimizer>,
-                                std::shared_ptr<optim::LRScheduler>, Tensor, int64_t, double,
+                                std::shared_ptr<optim::LRScheduler>,
+                                std::shared_ptr<optim::GradScaler>, Tensor, int64_t, double,
                                 std::string, bool>;
 using State = std::map<std::string, StateValue>;
 
@@ -32,7 +34,7 @@ inline constexpr int kCheckpointFormatVersion = 1;
 
 void save_checkpoint(const std::string& path, const State& state);
 
-// Restores each object of `state` in place (modules, optimizers, schedulers, tensors with copy_)
+// Restores each object of `state` in place (modules, optimizers, schedulers, grad scalers, tensors)
 // and overwrites its plain values with the saved ones. Returns the saved entries that `state` did
 // not ask for (plain values and tensors). strict: every key of `state` must be in the file and
 // every module must match exactly; otherwise missing entries are left as they are.

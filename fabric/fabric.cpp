@@ -72,7 +72,8 @@ Fabric::Fabric(FabricOptions options) : options_(std::move(options)) {
          "inaccurate); on the CPU use \"bf16-mixed\" or \"32-true\"");
   if (prec == "16-mixed")
     fail("Fabric: precision \"16-mixed\" (fp16 autocast with a dynamic GradScaler) is not "
-         "supported yet: kiln has no GradScaler; use \"bf16-mixed\" or \"32-true\"");
+         "supported by Fabric yet (it does not drive optim::GradScaler); use \"bf16-mixed\" or "
+         "\"32-true\", or scale the loss yourself with kiln::optim::GradScaler");
   if (count > 1 || options_.num_nodes > 1 || options_.strategy == "ddp")
     fail("Fabric: strategy \"", options_.strategy, "\" with devices \"", options_.devices,
          "\" and num_nodes ", options_.num_nodes, " needs several processes, which this build of ",

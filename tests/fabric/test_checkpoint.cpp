@@ -62,7 +62,9 @@ TEST_CASE("checkpoint: modules, optimizers, schedulers, tensors and plain values
   sched->step();
   sched->step();
   Tensor extra = arange(5.0, {.dtype = DType::f32});
+  auto scaler = std::make_shared<optim::GradScaler>(optim::GradScalerOptions{.init_scale = 1024.0});
   save_checkpoint(path, {{"model", model}, {"optimizer", opt}, {"scheduler", sched}, {"extra", extra},
+                         {"scaler", scaler},
                          {"epoch", int64_t(7)}, {"best", 0.875}, {"tag", std::string("run-a")},
                          {"done", true}, {"unasked", int64_t(42)}});
 
@@ -81,7 +83,9 @@ TEST_CASE("checkpoint: modules, optimizers, schedulers, tensors and plain values
   auto opt2 = std::make_shared<optim::AdamW>(model2->parameters(), 1e-2);
   auto sched2 = std::make_shared<optim::CosineAnnealingLR>(*opt2, 10);
   Tensor extra2 = zeros({5});
+  auto scaler2 = std::make_shared<optim::GradScaler>();
   State state{{"model", model2}, {"optimizer", opt2}, {"scheduler", sched2}, {"extra", extra2},
+              {"scaler", scaler2},
               {"epoch", int64_t(0)}, {"best", 0.0}, {"tag", std::string()}, {"done", false}};
   State rest = load_checkpoint(path, state);
   CHECK(std::get<int64_t>(state["epoch"]) == 7);
@@ -95,6 +99,7 @@ TEST_CASE("checkpoint: modules, optimizers, schedulers, tensors and plain values
     CHECK(equal(t, model2->state_dict().at(name)));
   CHECK(opt2->lr() == doctest::Approx(opt->lr()));
   CHECK(sched2->last_epoch() == 2);
+  CHECK(scaler2->get_scale() == 1024.0);
 
   // Both continue identically.
   manual_seed(5);
