@@ -4,7 +4,7 @@
 # suite and kiln_bench for sm_90, then run the gpu suite, the same suite under compute-sanitizer
 # memcheck, and the kernel benchmarks. Every step runs whatever happened before (no early exit),
 # with its own time limit, and writes one flat log; summary.txt holds each step's exit code.
-#   scripts/gpu-check.sh LOGDIR      # LOGDIR/{build,gpu-tests,memcheck,bench-kernels}.log, summary.txt
+#   scripts/gpu-check.sh LOGDIR      # LOGDIR/{build,gpu-tests,bench-kernels,train,memcheck}.log, summary.txt
 set -uo pipefail
 LOG=${1:?usage: scripts/gpu-check.sh LOGDIR}
 mkdir -p "$LOG"
@@ -76,6 +76,34 @@ else
   echo "gpu-tests rc=missing-binary" >> "$SUMMARY"
 fi
 
+# -- kernel benchmarks
+if [ -x "$BENCH" ]; then
+  step bench-kernels "$LOG/bench-kernels.log" 60 "$BENCH" --mode kernels --device cuda
+  tail -1 "$LOG/bench-kernels.log" | sed 's/^/  json: /' >> "$SUMMARY"
+else
+  echo "bench-kernels rc=missing-binary" >> "$SUMMARY"
+fi
+
+# -- the reference CNN's training step: kiln and PyTorch + Lightning Fabric on this GPU, same
+#    model, step and batches, data already on the device (bench/peers/fabric_cnn.py)
+if [ -x "$BENCH" ]; then
+  train_all() {
+    for p in 32-true bf16-mixed 16-mixed; do
+      for b in 128 512; do
+        "$BENCH" --mode train --device cuda --precision "$p" --batch-size "$b" --steps 30 --warmup 5 || true
+      done
+    done
+  }
+  export -f train_all
+  export BENCH
+  step train-kiln "$LOG/train.log" 90 bash -c train_all
+fi
+if command -v python3 >/dev/null; then
+  step train-peer "$LOG/train.log" 120 python3 "$ROOT/bench/peers/fabric_cnn.py" --accelerator cuda \
+    --precision 32-true bf16-mixed 16-mixed --batch-size 128 512 --steps 30 --warmup 5 --repeats 3
+fi
+grep -E '^\{"bench"' "$LOG/train.log" | sed 's/^/  /' >> "$SUMMARY"
+
 # -- memcheck on the same suite (slower: the biggest cases are excluded to fit the time)
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/compute-sanitizer/compute-sanitizer \
       /usr/local/cuda*/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
@@ -85,14 +113,6 @@ if [ -x "$TEST" ] && [ -n "$SAN" ]; then
   grep -E "ERROR SUMMARY|^\[doctest\] (test cases|Status)" "$LOG/memcheck.log" | sed 's/^/  /' >> "$SUMMARY"
 else
   echo "memcheck rc=skipped (no binary or no compute-sanitizer)" >> "$SUMMARY"
-fi
-
-# -- kernel benchmarks
-if [ -x "$BENCH" ]; then
-  step bench-kernels "$LOG/bench-kernels.log" 60 "$BENCH" --mode kernels --device cuda
-  tail -1 "$LOG/bench-kernels.log" | sed 's/^/  json: /' >> "$SUMMARY"
-else
-  echo "bench-kernels rc=missing-binary" >> "$SUMMARY"
 fi
 
 echo "total seconds=$(( $(date +%s) - T0 ))" >> "$SUMMARY"
