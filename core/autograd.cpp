@@ -195,10 +195,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
     accumulate_leaf(*meta, g);
     for (auto& hook : meta->post_accumulate_hooks) hook(meta->grad);
   }
-  if (!any_node) {
-    if (!retain_graph) t.nodes.clear();
-    return;
-  }
+  if (!any_node) return;
 
   // Pass 1: which nodes reach a root, and how many of them feed each leaf.
   std::vector<Node*> order;
@@ -215,8 +212,14 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
     order.push_back(n);
     for (auto& in : n->inputs) {
       if (!in) continue;
-      if (in->is_leaf) ++leaf_uses[in.get()];
-      else needed.insert(in.get());
+      if (in->is_leaf) {
+        ++leaf_uses[in.get()];
+      } else {
+        KILN_CHECK(!in->grad_fn.expired(), "backward: part of the graph behind ", n->name, " was "
+                   "already freed by an earlier backward(); pass retain_graph=true to that call, or "
+                   "recompute the forward pass");
+        needed.insert(in.get());
+      }
     }
   }
 
@@ -255,7 +258,14 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
       }
     }
   }
-  if (!retain_graph) t.nodes.clear();
+  if (!retain_graph) {
+    // Free what this backward walked; other graphs on the tape stay (dead ones are pruned later).
+    std::unordered_set<const Node*> done(order.begin(), order.end());
+    auto& nodes = t.nodes;
+    nodes.erase(std::remove_if(nodes.begin(), nodes.end(),
+                               [&](const std::shared_ptr<Node>& n) { return done.count(n.get()) > 0; }),
+                nodes.end());
+  }
 }
 
 }  // namespace autograd

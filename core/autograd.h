@@ -1,6 +1,7 @@
 // Tape-based reverse-mode autograd. Each op whose inputs need gradients appends one Node to a
 // thread-local tape; backward() walks the tape in reverse, accumulates into leaves' .grad, fires
-// their post-accumulate hooks as soon as a leaf's gradient is final, and clears the tape.
+// their post-accumulate hooks as soon as a leaf's gradient is final, and frees the nodes it walked
+// (other graphs recorded on the same tape stay usable).
 //   { kiln::NoGradGuard g; w.sub_(w.grad() * lr); }   // nothing is recorded inside
 #pragma once
 

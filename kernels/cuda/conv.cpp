@@ -215,9 +215,14 @@ void CudaBackend::conv2d_backward(const Conv2dParams& p, const View& grad_in, co
     }
   }
   if (grad_bias.data) {
+    // The bias gradient is a sum over (n, h, w): kiln's own reduction, which takes every dtype
+    // (cuDNN's backward-bias refuses bfloat16).
+    View gb = grad_bias;
+    gb.ndim = 4;
+    gb.sizes[0] = 1; gb.sizes[1] = p.c_out; gb.sizes[2] = 1; gb.sizes[3] = 1;
+    gb.strides[0] = p.c_out; gb.strides[1] = 1; gb.strides[2] = 1; gb.strides[3] = 1;
     if (empty) fill(grad_bias, 0.0);
-    else KILN_CUDNN_CHECK(cudnnConvolutionBackwardBias(h, one, plan.y, grad_out.data, zero, plan.bias,
-                                                       grad_bias.data));
+    else reduce(ReduceOp::sum, gb, grad_out);
   }
 }
 

@@ -123,3 +123,22 @@ TEST_CASE("max/min gradients go to the arg positions; ties share") {
   std::get<0>(max(y, 1)).sum().backward();
   check_values(y.grad(), {0, 1, 0, 1});
 }
+
+TEST_CASE("two graphs on one tape: backward of one leaves the other intact") {
+  auto a = ones({2}, {.requires_grad = true});
+  auto b = ones({2}, {.requires_grad = true});
+  auto ya = (a * 2).sum();
+  auto yb = (b * 3);  // recorded before ya's backward
+  ya.backward();
+  (yb * 1.0).sum().backward();
+  check_values(a.grad(), {2, 2});
+  REQUIRE(b.grad().defined());
+  check_values(b.grad(), {3, 3});
+}
+
+TEST_CASE("a graph freed by an earlier backward is an error, not a silent zero gradient") {
+  auto w = ones({2}, {.requires_grad = true});
+  auto h = w * 2;
+  (h * 1.0).sum().backward();       // frees h's node
+  CHECK_THROWS_WITH_AS((h * 5.0).sum().backward(), doctest::Contains("already freed"), Error);
+}

@@ -181,8 +181,8 @@ TEST_CASE("gpu: reductions over dims") {
     expect_close(sum(y.to(kGpu)), sum(y), 1e-4, 1e-3, "full sum n=" + std::to_string(n));
     expect_close(max(y.to(kGpu)), max(y), 0, 0, "full max n=" + std::to_string(n));
   }
-  Tensor t = sum(xg.t(), {0});  // a non-contiguous input
-  expect_close(t, sum(x.t(), {0}), 1e-4, 1e-4, "sum transposed");
+  Tensor t = sum(xg.transpose(0, 2), {0});  // a non-contiguous input
+  expect_close(t, sum(x.transpose(0, 2), {0}), 1e-4, 1e-4, "sum transposed");
   Tensor b = gt(x, 0.0), bg = b.to(kGpu);
   CHECK(any(bg).item<bool>() == any(b).item<bool>());
   CHECK(all(bg).item<bool>() == all(b).item<bool>());
@@ -191,7 +191,7 @@ TEST_CASE("gpu: reductions over dims") {
   expect_close(mv, cv, 0, 0, "max(dim) values");
   expect_close(mi, ci, 0, 0, "max(dim) indices");
   expect_close(argmin(xg, 2), argmin(x, 2), 0, 0, "argmin");
-  expect_close(argmax(xg.t(), 0), argmax(x.t(), 0), 0, 0, "argmax transposed");
+  expect_close(argmax(xg.transpose(0, 2), 0), argmax(x.transpose(0, 2), 0), 0, 0, "argmax transposed");
   Tensor xi = randint(-3, 4, {33, 17});
   expect_close(sum(xi.to(kGpu), {1}), sum(xi, {1}), 0, 0, "int sum");
   Tensor xh = rnd({64, 1023}, DType::bf16);
