@@ -52,6 +52,7 @@ bool GradScaler::step(Optimizer& optimizer) {
   if (!st.unscaled) unscale_(optimizer);
   st.stepped = true;
   const bool skip = st.found_inf.defined() && st.found_inf.item<bool>();
+  st.host_found_inf = skip ? 1 : 0;
   if (!skip) optimizer.step();
   return !skip;
 }
@@ -62,7 +63,9 @@ void GradScaler::update() {
   for (auto& [opt, st] : per_optimizer_) {
     if (!st.unscaled) continue;
     any = true;
-    if (st.found_inf.defined() && st.found_inf.item<bool>()) found_inf = true;
+    const bool inf = st.host_found_inf >= 0 ? st.host_found_inf == 1
+                                            : st.found_inf.defined() && st.found_inf.item<bool>();
+    if (inf) found_inf = true;
   }
   if (any) {
     if (found_inf) {

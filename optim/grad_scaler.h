@@ -52,6 +52,7 @@ class GradScaler {
     bool unscaled = false;
     bool stepped = false;
     Tensor found_inf;  // 0-d bool on the gradients' device
+    int host_found_inf = -1;  // read back once by step(); -1 until then
   };
   PerOptimizer& state_of(const Optimizer& opt) { return per_optimizer_[&opt]; }
 
