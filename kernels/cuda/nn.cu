@@ -1,9 +1,12 @@
 // CUDA kernels for the network layers and optimizers on dense tensors:
 // - max/avg pooling NCHW, one thread per output; backward zero-fills grad_in and scatters with
 //   atomicAdd (windows may overlap);
-// - softmax/log_softmax over the middle dim of [outer, dim, inner]: with inner == 1 a block owns a
-//   row (three passes: max, sum of exp, write; warp shuffles), otherwise a thread owns one
-//   (outer, inner) column and neighbouring threads read neighbouring addresses;
+// - softmax/log_softmax over the middle dim of [outer, dim, inner]: with inner == 1 and rows of
+//   up to 1024 elements a warp owns a row and keeps it in registers (all of a lane's loads in
+//   flight at once, max and sum by shuffles, one exp per element), so the input is read once and
+//   the output written once; longer rows get a block each (one read for an online max and sum,
+//   one read to write). With inner > 1 a thread owns one (outer, inner) column and neighbouring
+//   threads read neighbouring addresses;
 // - nll forward/backward (one thread per sample), embedding gather/scatter (one thread per element,
 //   atomicAdd for repeated indices);
 // - Adam/AdamW and SGD: one fused pass reading param, grad and state once and writing them once.
@@ -119,23 +122,103 @@ __device__ A block_all_reduce(A v, Op op) {
 struct Add {
   template <class A> __device__ A operator()(A a, A b) const { return a + b; }
 };
-struct Max {
-  template <class A> __device__ A operator()(A a, A b) const { return a > b ? a : b; }
-};
 
-// inner == 1: block per row.
+// inner == 1, dim <= 32 * E: a warp per row, E elements per lane held in registers.
+template <class T, int E>
+__global__ void __launch_bounds__(128) softmax_rows_warp(T* __restrict__ y, const T* __restrict__ x,
+                                                         int64_t rows, int dim, bool log) {
+  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t r = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += warps) {
+    const T* xr = x + r * dim;
+    T* yr = y + r * dim;
+    A v[E];
+#pragma unroll
+    for (int j = 0; j < E; ++j) {
+      const int d = lane + 32 * j;
+      v[j] = d < dim ? A(load_c(xr[d])) : A(-INFINITY);
+    }
+    A mx = v[0];
+#pragma unroll
+    for (int j = 1; j < E; ++j) mx = max(mx, v[j]);
+    mx = warp_max(mx);
+    A s = 0;
+    if (log) {
+#pragma unroll
+      for (int j = 0; j < E; ++j)
+        if (lane + 32 * j < dim) s += exp(v[j] - mx);
+      s = warp_sum(s);
+      const A lse = mx + ::log(s);
+#pragma unroll
+      for (int j = 0; j < E; ++j) {
+        const int d = lane + 32 * j;
+        if (d < dim) yr[d] = store_c<T>(v[j] - lse);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < E; ++j) {
+        v[j] = lane + 32 * j < dim ? exp(v[j] - mx) : A(0);
+        s += v[j];
+      }
+      s = warp_sum(s);
+      const A inv = A(1) / s;
+#pragma unroll
+      for (int j = 0; j < E; ++j) {
+        const int d = lane + 32 * j;
+        if (d < dim) yr[d] = store_c<T>(v[j] * inv);
+      }
+    }
+  }
+}
+
+// Folds (m2, s2) into a running (max, sum of exp(x - max)); -inf maxima contribute nothing.
+template <class A>
+__device__ __forceinline__ void online_merge(A& m, A& s, A m2, A s2) {
+  if (m2 == A(-INFINITY)) return;
+  if (m == A(-INFINITY)) {
+    m = m2;
+    s = s2;
+    return;
+  }
+  const A nm = max(m, m2);
+  s = s * exp(m - nm) + s2 * exp(m2 - nm);
+  m = nm;
+}
+
+// inner == 1, long rows: block per row; one read computes max and sum together.
 template <class T>
 __global__ void softmax_rows(T* y, const T* x, int64_t rows, int64_t dim, bool log) {
   using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  __shared__ A sm[32], ss[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * dim;
     T* yr = y + r * dim;
-    A mx = -INFINITY;
-    for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) mx = max(mx, A(load_c(xr[d])));
-    mx = block_all_reduce(mx, Max{});
-    A s = 0;
-    for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) s += exp(A(load_c(xr[d])) - mx);
-    s = block_all_reduce(s, Add{});
+    A mx = -INFINITY, s = 0;
+    for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
+      const A xv = A(load_c(xr[d]));
+      if (xv > mx) {
+        s = s * exp(mx - xv) + A(1);
+        mx = xv;
+      } else if (xv != A(-INFINITY)) {  // exp(-inf - -inf) would be NaN; -inf adds nothing
+        s += exp(xv - mx);
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const A m2 = __shfl_xor_sync(0xffffffffu, mx, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+      online_merge(mx, s, m2, s2);
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    __syncthreads();  // sm/ss may still be read for the previous row
+    if (lane == 0) {
+      sm[warp] = mx;
+      ss[warp] = s;
+    }
+    __syncthreads();
+    mx = sm[0];
+    s = ss[0];
+    for (int i = 1; i < nw; ++i) online_merge(mx, s, sm[i], ss[i]);
     if (log) {
       const A lse = mx + ::log(s);
       for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) yr[d] = store_c<T>(A(load_c(xr[d])) - lse);
@@ -251,31 +334,66 @@ struct AdamArgs {
   bool decoupled, amsgrad, maximize;
 };
 
+// One element of the Adam/AdamW update, in the arithmetic type; vmax is touched only with amsgrad.
+template <class C, class Args>
+__device__ __forceinline__ void adam_update(const Args& a, C& wi, C gi, C& mi, C& vi, C* vmax) {
+  if (a.maximize) gi = -gi;
+  if (a.wd != C(0)) {
+    if (a.decoupled) wi = wi * (C(1) - a.lr * a.wd);
+    else gi = gi + a.wd * wi;
+  }
+  mi = mi + (gi - mi) * (C(1) - a.b1);
+  vi = vi * a.b2 + (C(1) - a.b2) * gi * gi;
+  C vv = vi;
+  if (a.amsgrad) {
+    vv = max(*vmax, vi);
+    *vmax = vv;
+  }
+  const C denom = sqrt(vv) / a.bc2_sqrt + a.eps;
+  wi = wi - a.step_size * (mi / denom);
+}
+
 template <class T>
 __global__ void adam_kernel(AdamArgs<T> a, T* __restrict__ w, const T* __restrict__ g,
                             T* __restrict__ m, T* __restrict__ v, T* __restrict__ vmax, int64_t n) {
   using C = typename AdamArgs<T>::C;
   KILN_GRID_LOOP(i, n) {
-    C gi = C(load_c(g[i]));
-    if (a.maximize) gi = -gi;
-    C wi = C(load_c(w[i]));
-    if (a.wd != C(0)) {
-      if (a.decoupled) wi = wi * (C(1) - a.lr * a.wd);
-      else gi = gi + a.wd * wi;
-    }
-    C mi = C(load_c(m[i]));
-    mi = mi + (gi - mi) * (C(1) - a.b1);
-    const C vi = C(load_c(v[i])) * a.b2 + (C(1) - a.b2) * gi * gi;
-    C vv = vi;
-    if (a.amsgrad) {
-      vv = max(C(load_c(vmax[i])), vi);
-      vmax[i] = store_c<T>(vv);
-    }
-    const C denom = sqrt(vv) / a.bc2_sqrt + a.eps;
-    wi = wi - a.step_size * (mi / denom);
+    C wi = C(load_c(w[i])), mi = C(load_c(m[i])), vi = C(load_c(v[i]));
+    C vm = a.amsgrad ? C(load_c(vmax[i])) : C(0);
+    adam_update(a, wi, C(load_c(g[i])), mi, vi, &vm);
+    if (a.amsgrad) vmax[i] = store_c<T>(vm);
     m[i] = store_c<T>(mi);
     v[i] = store_c<T>(vi);
     w[i] = store_c<T>(wi);
+  }
+}
+
+// f32 with every pointer 16-byte aligned: four elements per 16-byte load and store of each
+// tensor (param, grad, m, v in flight together), the n % 4 tail element by element.
+__global__ void adam_kernel_f32x4(AdamArgs<float> a, float* __restrict__ w, const float* __restrict__ g,
+                                  float* __restrict__ m, float* __restrict__ v, float* __restrict__ vmax,
+                                  int64_t n) {
+  using P = Pack<float, 4>;
+  const int64_t n4 = n / 4;
+  KILN_GRID_LOOP(i, n4) {
+    P wp = reinterpret_cast<const P*>(w)[i];
+    const P gp = reinterpret_cast<const P*>(g)[i];
+    P mp = reinterpret_cast<const P*>(m)[i];
+    P vp = reinterpret_cast<const P*>(v)[i];
+    P xp{};
+    if (a.amsgrad) xp = reinterpret_cast<const P*>(vmax)[i];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) adam_update(a, wp.v[e], gp.v[e], mp.v[e], vp.v[e], &xp.v[e]);
+    if (a.amsgrad) reinterpret_cast<P*>(vmax)[i] = xp;
+    reinterpret_cast<P*>(m)[i] = mp;
+    reinterpret_cast<P*>(v)[i] = vp;
+    reinterpret_cast<P*>(w)[i] = wp;
+  }
+  KILN_GRID_LOOP(j, n - n4 * 4) {
+    const int64_t i = n4 * 4 + j;
+    float x = a.amsgrad ? vmax[i] : 0.0f;
+    adam_update(a, w[i], g[i], m[i], v[i], &x);
+    if (a.amsgrad) vmax[i] = x;
   }
 }
 
@@ -357,7 +475,19 @@ void CudaBackend::softmax_forward(const View& out, const View& in, int64_t outer
     using T = decltype(tag);
     if (outer * dim * inner == 0) return;
     cudaStream_t s = current_stream();
-    if (inner == 1) {
+    if (inner == 1 && dim <= 1024) {
+      constexpr int kWarps = 4;
+      const unsigned blocks = unsigned(std::min<int64_t>((outer + kWarps - 1) / kWarps, int64_t(sm_count()) * 64));
+      auto launch = [&](auto e) {
+        softmax_rows_warp<T, decltype(e)::value><<<blocks, 32 * kWarps, 0, s>>>(out.ptr<T>(), in.ptr<T>(), outer,
+                                                                                int(dim), log);
+      };
+      if (dim <= 32) launch(std::integral_constant<int, 1>{});
+      else if (dim <= 128) launch(std::integral_constant<int, 4>{});
+      else if (dim <= 256) launch(std::integral_constant<int, 8>{});
+      else if (dim <= 512) launch(std::integral_constant<int, 16>{});
+      else launch(std::integral_constant<int, 32>{});
+    } else if (inner == 1) {
       const unsigned blocks = unsigned(std::min<int64_t>(outer, int64_t(sm_count()) * 32));
       softmax_rows<T><<<blocks, row_threads(dim), 0, s>>>(out.ptr<T>(), in.ptr<T>(), outer, dim, log);
     } else {
@@ -478,8 +608,17 @@ void CudaBackend::adam_step(const AdamParams& p, const View& param, const View& 
     a.decoupled = p.decoupled;
     a.amsgrad = p.amsgrad;
     a.maximize = p.maximize;
-    adam_kernel<T><<<grid_for(n), kThreads, 0, current_stream()>>>(
-        a, param.ptr<T>(), grad.ptr<T>(), exp_avg.ptr<T>(), exp_avg_sq.ptr<T>(), max_exp_avg_sq.ptr<T>(), n);
+    T *w = param.ptr<T>(), *m = exp_avg.ptr<T>(), *v = exp_avg_sq.ptr<T>(), *vmax = max_exp_avg_sq.ptr<T>();
+    const T* g = grad.ptr<T>();
+    if constexpr (std::is_same_v<T, float>) {
+      if (aligned16(w) && aligned16(g) && aligned16(m) && aligned16(v) && (!p.amsgrad || aligned16(vmax))) {
+        adam_kernel_f32x4<<<grid_for(std::max<int64_t>(n / 4, 1)), kThreads, 0, current_stream()>>>(
+            a, w, g, m, v, vmax, n);
+        KILN_LAUNCH_CHECK("adam (f32x4)");
+        return;
+      }
+    }
+    adam_kernel<T><<<grid_for(n), kThreads, 0, current_stream()>>>(a, w, g, m, v, vmax, n);
     KILN_LAUNCH_CHECK("adam");
   });
 }

@@ -1,8 +1,11 @@
 // CUDA reductions over arbitrary dims. The input's dims are split into kept and reduced ones
-// (each coalesced). When the reduced dims are the fast-moving ones, a block reduces each output
-// (threads stride over the reduced range with 4 independent loads in flight, then warp shuffles
-// and one shared-memory step); when few outputs face a long range, the range is also split over
-// blocks that write f32/f64 partials, and a second pass combines them. When a kept dim is the
+// (each coalesced). When the reduced range is contiguous, it is read with 16-byte packed loads
+// (a scalar head up to the first aligned address, a scalar tail), four packs in flight per thread:
+// the sum is memory-bound, and 64 bytes outstanding per thread at full occupancy keeps HBM busy.
+// Rows of up to 4096 elements go one warp per row (no block barrier per row); longer rows one
+// block per row; when few outputs face a long range (a full sum), the range is also split over
+// blocks that write f32/f64 partials, and a second tiny pass combines them. Other reduced strides
+// walk the range with 4 independent scalar loads per thread. When a kept dim is the
 // contiguous one (column sums), one thread per output walks the reduced range, so a warp reads
 // 32 neighbouring columns per step. Accumulation: f32 for f32/f16/bf16, f64 for f64, i64 for
 // integers. reduce_index (max/argmax/...) walks one row per thread, first index wins ties, NaN
@@ -109,6 +112,57 @@ struct ReduceGeom {
   int splits;
 };
 
+// Reduces p[r0, r1) (stride 1) into one value per calling thread: t is the thread's index among
+// nt cooperating threads. Packs of 16 bytes from the first aligned address; 4 packs in flight.
+template <class T, class A, class Op>
+__device__ __forceinline__ A contiguous_partial(const T* __restrict__ p, int64_t r0, int64_t r1, int t,
+                                                int nt, Op op, A init) {
+  constexpr int N = 16 / sizeof(T);
+  using P = Pack<T, N>;
+  A acc = init;
+  const T* q = p + r0;
+  const int64_t len = r1 - r0;
+  if (len <= 0) return acc;
+  const int64_t head =
+      min(len, int64_t(((16 - (reinterpret_cast<uintptr_t>(q) & 15)) & 15) / sizeof(T)));
+  if (t < head) acc = op(acc, A(load_c(q[t])));
+  const int64_t nvec = (len - head) / N;
+  const P* v = reinterpret_cast<const P*>(q + head);
+  int64_t i = t;
+  for (; i + 3 * nt < nvec; i += 4 * int64_t(nt)) {
+    P a[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) a[u] = v[i + u * nt];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      A s = A(load_c(a[u].v[0]));
+#pragma unroll
+      for (int e = 1; e < N; ++e) s = op(s, A(load_c(a[u].v[e])));
+      acc = op(acc, s);
+    }
+  }
+  for (; i < nvec; i += nt) {
+    const P a = v[i];
+#pragma unroll
+    for (int e = 0; e < N; ++e) acc = op(acc, A(load_c(a.v[e])));
+  }
+  for (int64_t r = head + nvec * N + t; r < len; r += nt) acc = op(acc, A(load_c(q[r])));
+  return acc;
+}
+
+// One warp per output over a contiguous reduced range (rows up to a few thousand elements).
+template <class T, class A, class Op>
+__global__ void reduce_warps(const T* __restrict__ in, T* out, ReduceGeom g, Op op, A init) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t k = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); k < g.kept; k += warps) {
+    const int64_t base = offset_of(k, g.nk, g.ksizes, g.kstrides);
+    A acc = contiguous_partial<T, A>(in + base, 0, g.red, lane, 32, op, init);
+    acc = warp_reduce(acc, op);
+    if (lane == 0) out[k] = store_c<T>(acc);
+  }
+}
+
 // Block (k, split): reduces in[base(k) + offset(r)] for r in the split's chunk.
 // out_final: the T output (splits == 1); out_partial: A partials [kept, splits] otherwise.
 template <class T, class A, class Op>
@@ -119,7 +173,9 @@ __global__ void reduce_blocks(const T* __restrict__ in, T* out_final, A* out_par
     const int64_t r0 = int64_t(blockIdx.y) * g.chunk;
     const int64_t r1 = min(g.red, r0 + g.chunk);
     A acc = init;
-    if (g.nr == 1) {
+    if (g.nr == 1 && g.rstrides[0] == 1) {
+      acc = contiguous_partial<T, A>(in + base, r0, r1, threadIdx.x, blockDim.x, op, init);
+    } else if (g.nr == 1) {
       const int64_t st = g.rstrides[0];
       const T* p = in + base;
       int64_t r = r0 + threadIdx.x;
@@ -202,8 +258,17 @@ void run_reduce(const View& out, const View& in, Op op, A init) {
     KILN_LAUNCH_CHECK("reduce_columns");
     return;
   }
-  const int threads = g.red <= 64 ? 32 : (g.red <= 4096 ? 128 : 256);
+  const bool unit = g.nr == 1 && g.rstrides[0] == 1;
   const int64_t target_blocks = int64_t(sms) * 8;
+  if (unit && g.red <= 4096 && g.kept >= target_blocks) {
+    constexpr int kWarpsPerBlock = 8;
+    const int64_t want = (g.kept + kWarpsPerBlock - 1) / kWarpsPerBlock;
+    const unsigned blocks = unsigned(std::min<int64_t>(want, int64_t(sms) * 16));
+    reduce_warps<T, A><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(src, dst, g, op, init);
+    KILN_LAUNCH_CHECK("reduce_warps");
+    return;
+  }
+  const int threads = g.red <= 64 ? 32 : (g.red <= 4096 ? 128 : 256);
   int64_t splits = 1;
   if (g.kept < target_blocks && g.red >= 16384) {
     splits = std::min<int64_t>((target_blocks + g.kept - 1) / g.kept, g.red / 8192);
@@ -211,6 +276,8 @@ void run_reduce(const View& out, const View& in, Op op, A init) {
   }
   g.splits = int(splits);
   g.chunk = (g.red + splits - 1) / splits;
+  // Chunks of whole 16-byte packs (kept 4 KiB-aligned), so splits of an aligned row stay aligned.
+  if (splits > 1) g.chunk = (g.chunk + 1023) / 1024 * 1024;
   const unsigned gx = unsigned(std::min<int64_t>(g.kept, int64_t(sms) * 32));
   if (splits == 1) {
     reduce_blocks<T, A><<<dim3(gx, 1), threads, 0, stream>>>(src, dst, nullptr, g, op, init);
