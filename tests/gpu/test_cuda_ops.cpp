@@ -196,6 +196,21 @@ TEST_CASE("gpu: reductions over dims") {
   expect_close(sum(xi.to(kGpu), {1}), sum(xi, {1}), 0, 0, "int sum");
   Tensor xh = rnd({64, 1023}, DType::bf16);
   expect_close(sum(xh.to(kGpu), {1}), sum(xh, {1}), 2e-2, 1e-1, "bf16 sum");
+  // Contiguous rows: one warp per row (many short rows; odd lengths leave rows unaligned), one
+  // block per row (few long rows), and a full sum starting off a 16-byte boundary.
+  for (Shape s : std::vector<Shape>{{2000, 1}, {2000, 3}, {2000, 37}, {1500, 1024}, {1200, 4099}, {5, 5000}}) {
+    const std::string n = std::to_string(s[0]) + "x" + std::to_string(s[1]);
+    Tensor r = rnd(s), rg = r.to(kGpu);
+    expect_close(sum(rg, {1}), sum(r, {1}), 1e-4, 1e-4, "row sum " + n);
+    expect_close(amax(rg, {1}), amax(r, {1}), 0, 0, "row amax " + n);
+    Tensor ri = randint(-3, 4, s);
+    expect_close(sum(ri.to(kGpu), {1}), sum(ri, {1}), 0, 0, "row int sum " + n);
+  }
+  Tensor flat = rnd({(1 << 20) + 9});
+  expect_close(sum(flat.to(kGpu).narrow(0, 1, 1 << 20)), sum(flat.narrow(0, 1, 1 << 20)), 1e-4, 1e-3,
+               "full sum unaligned");
+  expect_close(sum(flat.to(kGpu).narrow(0, 3, 4099)), sum(flat.narrow(0, 3, 4099)), 1e-4, 1e-4,
+               "short sum unaligned");
 }
 
 TEST_CASE("gpu: matmul (f32 exact, f16/bf16, transposed, batched)") {
@@ -288,6 +303,23 @@ TEST_CASE("gpu: pooling, softmax, losses, embedding with gradients") {
   }
   Tensor wide = rnd({4, 5000});
   expect_close(softmax(wide.to(kGpu), 1), softmax(wide, 1), 1e-5, 1e-8, "softmax 5000");
+  expect_close(log_softmax(wide.to(kGpu), 1), log_softmax(wide, 1), 1e-5, 1e-6, "log_softmax 5000");
+  // Row lengths at each register-tile boundary of the warp-per-row kernel, past it, and dim == 1.
+  for (int64_t dim : {1, 2, 31, 32, 33, 128, 129, 256, 257, 512, 513, 1000, 1024, 1025}) {
+    Tensor r = rnd({37, dim}) * 4.0;
+    const std::string n = std::to_string(dim);
+    expect_close(softmax(r.to(kGpu), 1), softmax(r, 1), 1e-5, 1e-7, "softmax rows of " + n);
+    expect_close(log_softmax(r.to(kGpu), 1), log_softmax(r, 1), 1e-5, 1e-6, "log_softmax rows of " + n);
+  }
+  // Masked rows (-inf entries, as attention masks make) in the warp and block kernels.
+  for (int64_t dim : {100, 3000}) {
+    Tensor r = rnd({9, dim});
+    r = where(lt(rand({9, dim}), 0.5), full({9, dim}, -INFINITY), r);
+    expect_close(softmax(r.to(kGpu), 1), softmax(r, 1), 1e-5, 1e-7, "softmax masked " + std::to_string(dim));
+    // -inf outputs: compared through exp (inf - inf would count as a mismatch).
+    expect_close(exp(log_softmax(r.to(kGpu), 1)), exp(log_softmax(r, 1)), 1e-5, 1e-7,
+                 "log_softmax masked " + std::to_string(dim));
+  }
   // Cross-entropy: class weights and ignore_index.
   Tensor logits = rnd({67, 10}), target = randint(0, 10, {67});
   target = where(lt(rand({67}), 0.1), full({67}, -100.0, {.dtype = DType::i64}), target);
@@ -372,6 +404,19 @@ TEST_CASE("gpu: optimizer kernels (Adam, AdamW, AMSGrad, SGD) match the CPU") {
       kernels::cuda_backend()->adam_step(p, view(g[0]), view(g[1]), view(g[2]), view(g[3]), view(g[4]));
       const double tol = t == DType::f32 ? 1e-5 : 8e-3;
       for (int i : {0, 2, 3, 4}) expect_close(g[size_t(i)], c[size_t(i)], tol, 1e-7, "adam variant " + std::to_string(variant));
+    }
+    {  // Views off a 16-byte boundary take the element-wise kernel.
+      kernels::AdamParams p{1e-3, 0.9, 0.999, 1e-8, 1e-2, 2, true, false, false};
+      std::vector<Tensor> c = {rnd({1002}, t), rnd({1002}, t), rnd({1002}, t) * 0.1, abs(rnd({1002}, t)) * 0.01};
+      std::vector<Tensor> g;
+      for (auto& v : c) g.push_back(v.to(kGpu));
+      auto part = [&](const Tensor& x) { return view(x.narrow(0, 1, 1001)); };
+      View none;
+      none.dtype = t;
+      kernels::cpu_backend().adam_step(p, part(c[0]), part(c[1]), part(c[2]), part(c[3]), none);
+      kernels::cuda_backend()->adam_step(p, part(g[0]), part(g[1]), part(g[2]), part(g[3]), none);
+      const double tol = t == DType::f32 ? 1e-5 : 8e-3;
+      for (int i : {0, 2, 3}) expect_close(g[size_t(i)], c[size_t(i)], tol, 1e-7, "adamw unaligned");
     }
     kernels::SgdParams sp{0.1, 0.9, 0.1, 1e-4, true, false, false};
     std::vector<Tensor> c = {rnd({n}, t), rnd({n}, t), rnd({n}, t)};
