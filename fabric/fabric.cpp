@@ -70,10 +70,7 @@ Fabric::Fabric(FabricOptions options) : options_(std::move(options)) {
   if (!gpu && prec == "16-mixed")
     fail("Fabric: precision \"16-mixed\" needs a GPU (fp16 loss scaling on a CPU is slow and "
          "inaccurate); on the CPU use \"bf16-mixed\" or \"32-true\"");
-  if (prec == "16-mixed")
-    fail("Fabric: precision \"16-mixed\" (fp16 autocast with a dynamic GradScaler) is not "
-         "supported by Fabric yet (it does not drive optim::GradScaler); use \"bf16-mixed\" or "
-         "\"32-true\", or scale the loss yourself with kiln::optim::GradScaler");
+  if (prec == "16-mixed") scaler_ = std::make_shared<optim::GradScaler>();
   if (count > 1 || options_.num_nodes > 1 || options_.strategy == "ddp")
     fail("Fabric: strategy \"", options_.strategy, "\" with devices \"", options_.devices,
          "\" and num_nodes ", options_.num_nodes, " needs several processes, which this build of ",
@@ -117,7 +114,30 @@ std::shared_ptr<DeviceDataLoader> Fabric::setup_dataloaders(std::shared_ptr<data
 void Fabric::backward(const Tensor& loss) {
   KILN_CHECK(loss.defined() && loss.numel() == 1, "Fabric::backward: expected a scalar loss",
              loss.defined() ? ", got shape " + shape_str(loss.sizes()) : std::string(", got an undefined tensor"));
-  loss.backward();
+  if (scaler_) {
+    scaler_->scale(loss).backward();
+    ++backward_count_;
+  } else {
+    loss.backward();
+  }
+}
+
+bool Fabric::step(const std::shared_ptr<optim::Optimizer>& optimizer) {
+  KILN_CHECK(optimizer && setup_objects_.count(optimizer.get()),
+             "Fabric::step: the optimizer was not set up; call fabric.setup(model, optimizer) first");
+  if (!scaler_) {
+    optimizer->step();
+    return true;
+  }
+  int64_t& last = stepped_at_[optimizer.get()];
+  KILN_CHECK(backward_count_ > last, "Fabric::step: precision \"16-mixed\" scales the loss, but no ",
+             "fabric.backward(loss) ran since this optimizer's last step; call fabric.backward(loss) ",
+             "instead of loss.backward(), or the unscaled gradients would be divided by the scale (",
+             scaler_->get_scale(), ")");
+  last = backward_count_;
+  bool stepped = scaler_->step(*optimizer);
+  scaler_->update();
+  return stepped;
 }
 
 Tensor Fabric::clip_gradients(const std::shared_ptr<nn::Module>& module,
@@ -127,6 +147,7 @@ Tensor Fabric::clip_gradients(const std::shared_ptr<nn::Module>& module,
   KILN_CHECK(module && optimizer, "Fabric::clip_gradients: module and optimizer must not be null");
   KILN_CHECK(clip_val.has_value() != max_norm.has_value(),
              "Fabric::clip_gradients: pass exactly one of clip_val and max_norm");
+  if (scaler_) scaler_->unscale_(*optimizer);
   if (clip_val) {
     optim::clip_grad_value_(module->parameters(), *clip_val);
     return {};

@@ -8,12 +8,13 @@
 //     optimizer->zero_grad();
 //     auto loss = kiln::cross_entropy(model->forward(x), y);
 //     fabric.backward(loss);
-//     optimizer->step();
+//     fabric.step(optimizer);   // optimizer->step() too, except under "16-mixed" (see step())
 //   }
 //   fabric.save("ckpt.safetensors", {{"model", model}, {"optimizer", optimizer}, {"epoch", int64_t(1)}});
 #pragma once
 
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -27,6 +28,7 @@
 #include "fabric/device_loader.h"
 #include "fabric/loggers.h"
 #include "fabric/safetensors.h"
+#include "optim/grad_scaler.h"
 
 namespace kiln {
 
@@ -73,10 +75,19 @@ class Fabric {
   // Batches come out on device() and, for the "-true" precisions, in the precision's dtype.
   std::shared_ptr<DeviceDataLoader> setup_dataloaders(std::shared_ptr<data::DataLoader> loader);
 
-  // loss.backward() with the precision plugin's scaling (none for the supported precisions).
+  // loss.backward() with the precision plugin's loss scaling ("16-mixed": loss * scale).
   void backward(const Tensor& loss);
+  // optimizer->step() through the precision plugin. Under "16-mixed" it unscales the gradients
+  // (unless clip_gradients already did), skips the step when one is inf/NaN, and updates the
+  // scale; a plain optimizer->step() there would apply gradients still multiplied by the scale.
+  // It is an error when no fabric.backward(loss) ran since this optimizer's last step (a direct
+  // loss.backward() leaves unscaled gradients the scaler would shrink by the scale). Returns
+  // whether the optimizer stepped. Every precision accepts it, so a loop written with it runs
+  // unchanged under all of them.
+  bool step(const std::shared_ptr<optim::Optimizer>& optimizer);
   // Clips the gradients of `module`'s parameters by total norm (max_norm) or value (clip_val);
-  // returns the total norm before clipping (undefined for clip_val).
+  // returns the total norm before clipping (undefined for clip_val). Under "16-mixed" the
+  // optimizer's gradients are unscaled first, so max_norm means the same as in fp32.
   Tensor clip_gradients(const std::shared_ptr<nn::Module>& module,
                         const std::shared_ptr<optim::Optimizer>& optimizer,
                         std::optional<double> clip_val = std::nullopt,
@@ -90,6 +101,10 @@ class Fabric {
   Device device() const { return device_; }
   const std::string& precision() const { return precision_; }
   const std::string& strategy() const { return strategy_; }
+  // The dynamic loss scaler of "16-mixed" (null for the other precisions). Put it in the state
+  // given to save() and load() so a resumed run continues with the same scale:
+  //   if (auto s = fabric.grad_scaler()) state["grad_scaler"] = s;
+  const std::shared_ptr<optim::GradScaler>& grad_scaler() const { return scaler_; }
 
   int global_rank() const { return 0; }
   int local_rank() const { return 0; }
@@ -140,6 +155,10 @@ class Fabric {
   std::string precision_, strategy_;
   std::vector<std::shared_ptr<Logger>> loggers_;
   std::set<const void*> setup_objects_;
+  std::shared_ptr<optim::GradScaler> scaler_;
+  // fabric.backward calls so far, and the count each optimizer last stepped at ("16-mixed").
+  int64_t backward_count_ = 0;
+  std::map<const optim::Optimizer*, int64_t> stepped_at_;
   bool launched_ = false;
   int64_t log_step_ = 0;
 };

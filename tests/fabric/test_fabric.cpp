@@ -1,6 +1,7 @@
 // Fabric: option parsing and its errors, setup/precision, single-process collectives, logging.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "fabric/fabric.h"
@@ -102,4 +103,56 @@ TEST_CASE("Fabric: log and log_dict reach every logger") {
   CHECK(fs::exists(tb->event_file()));
   CHECK(fabric.logger() == csv);
   fs::remove_all(root);
+}
+
+TEST_CASE("Fabric: step() is optimizer->step() without a scaler, and needs a set-up optimizer") {
+  Fabric fabric({.accelerator = "cpu"});
+  CHECK(fabric.grad_scaler() == nullptr);
+  auto model = std::make_shared<nn::Linear>(3, 1);
+  auto opt = std::make_shared<optim::SGD>(model->parameters(), 0.1);
+  auto stray = std::make_shared<optim::SGD>(model->parameters(), 0.1);
+  std::tie(model, opt) = fabric.setup(model, opt);
+  Tensor before = model->weight.clone();
+  fabric.backward(model->forward(ones({2, 3})).sum());
+  CHECK(fabric.step(opt));
+  CHECK_FALSE(allclose(model->weight, before));
+  CHECK_THROWS_WITH_AS(fabric.step(stray), doctest::Contains("was not set up"), Error);
+}
+
+TEST_CASE("Fabric: 16-mixed scales the loss, unscales at the step and catches loss.backward()") {
+  if (!cuda::is_available()) {
+    MESSAGE("skipped: 16-mixed needs a CUDA device");
+    return;
+  }
+  Fabric fabric({.accelerator = "cuda", .precision = "16-mixed"});
+  REQUIRE(fabric.grad_scaler());
+  CHECK(fabric.grad_scaler()->get_scale() == 65536.0);
+  auto model = std::make_shared<nn::Linear>(4, 1);
+  auto opt = std::make_shared<optim::SGD>(model->parameters(), 0.1);
+  std::tie(model, opt) = fabric.setup(model, opt);
+  CHECK(model->weight.device() == fabric.device());
+  CHECK(model->weight.dtype() == DType::f32);
+  // Small enough that the scaled gradients (x 65536) stay finite in f16.
+  auto x = fabric.to_device(full({2, 4}, 0.25));
+  Tensor w0 = model->weight.to(Device::cpu());
+
+  opt->zero_grad();
+  Tensor loss;
+  {
+    auto ac = fabric.autocast();
+    loss = model->forward(x).to(DType::f32).mean() * 0.25;
+  }
+  fabric.backward(loss);
+  // dloss/dw = 2 rows * 0.25 * 0.5 * 0.25 = 0.0625, db = 0.25; scaled until the step unscales.
+  CHECK(model->weight.grad().to(Device::cpu()).max().item<double>() == doctest::Approx(0.0625 * 65536));
+  Tensor norm = fabric.clip_gradients(model, opt, std::nullopt, 1e6);
+  CHECK(norm.to(Device::cpu()).item<double>() == doctest::Approx(std::sqrt(4 * 0.0625 * 0.0625 + 0.0625)).epsilon(1e-2));
+  CHECK(fabric.step(opt));
+  CHECK(fabric.grad_scaler()->get_scale() == 65536.0);
+  CHECK(allclose(model->weight.to(Device::cpu()), w0 - 0.00625, 1e-3, 1e-4));
+
+  // A direct loss.backward() leaves unscaled gradients: the step refuses them.
+  opt->zero_grad();
+  model->forward(x).sum().backward();
+  CHECK_THROWS_WITH_AS(fabric.step(opt), doctest::Contains("fabric.backward(loss)"), Error);
 }

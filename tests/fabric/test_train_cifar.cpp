@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "fabric/checkpoint.h"
 #include "fabric/safetensors.h"
@@ -44,7 +45,12 @@ TEST_CASE("train_cifar: short Fashion-MNIST run, checkpoint, logs, resume") {
   }
   fs::path dir = fs::temp_directory_path() / ("kiln_train_cifar_" + std::to_string(::getpid()));
   fs::remove_all(dir);
-  std::string common = exe + " --dataset fashion-mnist --num-workers 1 --batch-size 64 --max-train-batches 40 "
+  // --data-dir: a folder of its own holding the IDX files, as a user who copied them has.
+  fs::create_directories(dir / "fm");
+  for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
+    fs::create_symlink(fs::path("/usr/share/datasets/fashion-mnist") / f, dir / "fm" / f);
+  std::string common = exe + " --data-dir " + (dir / "fm").string() + " --num-workers 1 --batch-size 64 --max-train-batches 40 "
                        "--max-eval-batches 8 --checkpoint " + (dir / "ck" / "last.safetensors").string() +
                        " --log-dir " + (dir / "logs").string();
   auto first = run(common + " --epochs 2");
@@ -55,6 +61,15 @@ TEST_CASE("train_cifar: short Fashion-MNIST run, checkpoint, logs, resume") {
   REQUIRE(pos != std::string::npos);
   double acc = std::atof(first.out.c_str() + pos + 15);
   CHECK(acc > 40.0);  // chance is 10%
+  CHECK(first.out.find("training on Fashion-MNIST") != std::string::npos);
+  // The last line is a JSON summary.
+  auto last = first.out.rfind("{\"");
+  REQUIRE(last != std::string::npos);
+  auto summary = nlohmann::json::parse(first.out.substr(last, first.out.find('\n', last) - last));
+  CHECK(summary.at("test_acc").get<double>() == doctest::Approx(acc).epsilon(1e-3));
+  CHECK(summary.at("images_per_s").get<double>() > 0);
+  CHECK(summary.at("device") == "cpu");
+  CHECK(summary.at("precision") == "32-true");
 
   auto ck = kiln::load_safetensors((dir / "ck" / "last.safetensors").string());
   CHECK(ck.tensors.count("model.conv1.weight"));
