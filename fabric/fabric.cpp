@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "core/autograd.h"
+#include "data/sampler.h"
+#include "fabric/process_group.h"
 #include "optim/clip_grad.h"
 
 namespace kiln {
@@ -11,7 +13,7 @@ namespace {
 const std::vector<std::string> kAccelerators = {"auto", "cpu", "gpu", "cuda"};
 const std::vector<std::string> kPrecisions = {"32-true", "64-true", "bf16-mixed", "bf16-true",
                                               "16-mixed", "16-true"};
-const std::vector<std::string> kStrategies = {"auto", "single_device", "ddp"};
+const std::vector<std::string> kStrategies = {"auto", "single_device", "ddp", "fsdp", "zero"};
 
 std::string join(const std::vector<std::string>& v) {
   std::string s;
@@ -71,18 +73,36 @@ Fabric::Fabric(FabricOptions options) : options_(std::move(options)) {
     fail("Fabric: precision \"16-mixed\" needs a GPU (fp16 loss scaling on a CPU is slow and "
          "inaccurate); on the CPU use \"bf16-mixed\" or \"32-true\"");
   if (prec == "16-mixed") scaler_ = std::make_shared<optim::GradScaler>();
-  if (count > 1 || options_.num_nodes > 1 || options_.strategy == "ddp")
-    fail("Fabric: strategy \"", options_.strategy, "\" with devices \"", options_.devices,
-         "\" and num_nodes ", options_.num_nodes, " needs several processes, which this build of ",
-         "kiln cannot start yet (distributed/ is not part of it); use devices \"1\" and strategy "
-         "\"auto\"");
+  const std::string& strat = options_.strategy;
+  if (strat == "fsdp" || strat == "zero")
+    fail("Fabric: strategy \"", strat, "\" is not available through Fabric: kiln shards only the ",
+         "optimizer state (ZeRO stage 1, kiln::distributed::ZeroRedundancyOptimizer; gradients and ",
+         "parameters stay whole on every rank, so it is not FSDP), and Fabric cannot yet hand out ",
+         "that optimizer; use strategy \"ddp\", or build a ZeroRedundancyOptimizer yourself");
+  bool multi = count > 1 || options_.num_nodes > 1 || strat == "ddp";
+  KILN_CHECK(!(strat == "single_device" && multi), "Fabric: strategy \"single_device\" runs one ",
+             "process, but devices \"", options_.devices, "\" and num_nodes ", options_.num_nodes,
+             " ask for more; use strategy \"ddp\"");
   precision_ = prec;
-  strategy_ = "single_device";
+  strategy_ = multi ? "ddp" : "single_device";
+  processes_ = options_.devices == "auto" ? 0 : count;
   loggers_ = options_.loggers;
   for (const auto& l : loggers_) KILN_CHECK(l, "Fabric: a logger in options.loggers is null");
 }
 
-void Fabric::launch() { launched_ = true; }
+void Fabric::launch() {
+  if (launched_) return;
+  if (strategy_ == "ddp") {
+    group_ = detail::start_process_group(processes_);
+    if (device_.is_cuda()) device_ = Device::cuda(group_->local_rank());
+  }
+  launched_ = true;
+}
+
+int Fabric::global_rank() const { return group_ ? group_->rank() : 0; }
+int Fabric::local_rank() const { return group_ ? group_->local_rank() : 0; }
+int Fabric::node_rank() const { return group_ ? group_->node_rank() : 0; }
+int Fabric::world_size() const { return group_ ? group_->world_size() : 1; }
 
 std::optional<DType> Fabric::param_dtype() const {
   if (precision_ == "64-true") return DType::f64;
@@ -96,8 +116,11 @@ void Fabric::setup_module_impl(const std::shared_ptr<nn::Module>& model) {
   for (const auto& [name, p] : model->named_parameters())
     KILN_CHECK(p.defined(), "Fabric::setup: parameter '", name, "' of ", model->name(),
                " is not initialised; create every parameter before setup()");
+  KILN_CHECK(strategy_ != "ddp" || group_, "Fabric::setup: strategy \"ddp\" needs its processes; ",
+             "call fabric.launch() before fabric.setup()");
   model->to(device_);
   if (auto dt = param_dtype()) model->to(*dt);
+  if (group_) group_->wrap(model);
   setup_objects_.insert(model.get());
 }
 
@@ -108,6 +131,18 @@ void Fabric::setup_optimizer_impl(const std::shared_ptr<optim::Optimizer>& optim
 
 std::shared_ptr<DeviceDataLoader> Fabric::setup_dataloaders(std::shared_ptr<data::DataLoader> loader) {
   KILN_CHECK(loader, "Fabric::setup_dataloaders: the loader is null");
+  if (world_size() > 1 && !loader->options().sampler) {
+    data::DataLoaderOptions o = loader->options();
+    o.sampler = std::make_shared<data::DistributedSampler>(
+        loader->dataset().size(),
+        data::DistributedSamplerOptions{.num_replicas = world_size(), .rank = global_rank(),
+                                        .shuffle = o.shuffle, .seed = loader->seed()});
+    o.shuffle = false;
+    o.seed = loader->seed();
+    // The new loader shares the dataset, which the old one owns.
+    std::shared_ptr<const data::Dataset> dataset(loader, &loader->dataset());
+    loader = std::make_shared<data::DataLoader>(std::move(dataset), std::move(o));
+  }
   return std::make_shared<DeviceDataLoader>(std::move(loader), device_, param_dtype());
 }
 
@@ -120,6 +155,7 @@ void Fabric::backward(const Tensor& loss) {
   } else {
     loss.backward();
   }
+  if (group_) group_->finish_backward();
 }
 
 bool Fabric::step(const std::shared_ptr<optim::Optimizer>& optimizer) {
@@ -170,24 +206,32 @@ data::Batch Fabric::to_device(const data::Batch& b) const {
   return {to_device(b.data), to_device(b.target)};
 }
 
+void Fabric::barrier(const std::string& name) const {
+  if (group_) group_->barrier();
+}
+
 Tensor Fabric::broadcast(const Tensor& t, int src) const {
+  if (group_) return group_->broadcast(t, src);
   KILN_CHECK(src == 0, "Fabric::broadcast: src rank ", src, " does not exist (world size 1)");
   return t;
 }
 
-Tensor Fabric::all_gather(const Tensor& t) const { return t.unsqueeze(0); }
+Tensor Fabric::all_gather(const Tensor& t) const {
+  return group_ ? group_->all_gather(t) : t.unsqueeze(0);
+}
 
 Tensor Fabric::all_reduce(const Tensor& t, const std::string& reduce_op) const {
   KILN_CHECK(reduce_op == "mean" || reduce_op == "sum" || reduce_op == "max" || reduce_op == "min",
              "Fabric::all_reduce: unknown reduce_op \"", reduce_op, "\"; use \"mean\", \"sum\", \"max\" or \"min\"");
-  return t;
+  return group_ ? group_->all_reduce(t, reduce_op) : t;
 }
 
 Fabric::NoBackwardSync Fabric::no_backward_sync(const std::shared_ptr<nn::Module>& module,
                                                 bool enabled) const {
   KILN_CHECK(module && setup_objects_.count(module.get()),
              "Fabric::no_backward_sync: the module was not set up; call fabric.setup(model, ...) first");
-  return {};
+  if (!group_ || !enabled) return {};
+  return NoBackwardSync(group_->no_sync(module.get()));
 }
 
 uint64_t Fabric::seed_everything(uint64_t seed) {

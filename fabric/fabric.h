@@ -31,13 +31,17 @@
 #include "optim/grad_scaler.h"
 
 namespace kiln {
+namespace detail {
+class FabricProcessGroup;
+}
 
 struct FabricOptions {
   std::string accelerator = "auto";  // "auto", "cpu", "gpu" / "cuda"
   std::string devices = "auto";      // "auto", a count ("1"), or device ids ("0,1")
   int num_nodes = 1;
   std::string precision = "32-true"; // "32-true" "64-true" "bf16-mixed" "bf16-true" "16-true" "16-mixed"
-  std::string strategy = "auto";     // "auto", "single_device", "ddp"
+  // "auto", "single_device", "ddp"; "fsdp" and "zero" are explained errors (see fabric.cpp)
+  std::string strategy = "auto";
   std::vector<std::shared_ptr<Logger>> loggers = {};
 };
 
@@ -45,7 +49,9 @@ class Fabric {
  public:
   explicit Fabric(FabricOptions options = {});
 
-  // Starts the processes of a multi-device run (one process: nothing to start).
+  // Starts the processes of a multi-device run and joins their process group: without a
+  // torchrun/SLURM/mpirun environment the program is re-executed for ranks 1..N-1 and this process
+  // becomes rank 0 (every rank then runs the code after launch()). One process: nothing to start.
   void launch();
   template <class F>
   auto launch(F&& fn) {
@@ -53,8 +59,9 @@ class Fabric {
     return fn(*this);
   }
 
-  // Moves the model to the device and dtype of the precision; the optimizer keeps working on the
-  // same parameter objects. Returns the same objects, so `std::tie(model, opt) = setup(...)` works.
+  // Moves the model to the device and dtype of the precision; with strategy "ddp" also wraps it in
+  // DistributedDataParallel (weights broadcast from rank 0, gradients averaged during
+  // fabric.backward). The optimizer keeps working on the same parameter objects. Returns the same objects, so `std::tie(model, opt) = setup(...)` works.
   template <class M, class O>
   std::pair<std::shared_ptr<M>, std::shared_ptr<O>> setup(std::shared_ptr<M> model,
                                                            std::shared_ptr<O> optimizer) {
@@ -72,10 +79,13 @@ class Fabric {
     setup_optimizer_impl(optimizer);
     return optimizer;
   }
-  // Batches come out on device() and, for the "-true" precisions, in the precision's dtype.
+  // Batches come out on device() and, for the "-true" precisions, in the precision's dtype. With
+  // several processes a loader without a sampler of its own gets a DistributedSampler (this rank's
+  // share, shuffled as the loader was, padded so that every rank sees as many batches).
   std::shared_ptr<DeviceDataLoader> setup_dataloaders(std::shared_ptr<data::DataLoader> loader);
 
-  // loss.backward() with the precision plugin's loss scaling ("16-mixed": loss * scale).
+  // loss.backward() with the precision plugin's loss scaling ("16-mixed": loss * scale); under
+  // "ddp" it returns once the gradients are averaged over the ranks.
   void backward(const Tensor& loss);
   // optimizer->step() through the precision plugin. Under "16-mixed" it unscales the gradients
   // (unless clip_gradients already did), skips the step when one is inf/NaN, and updates the
@@ -106,10 +116,11 @@ class Fabric {
   //   if (auto s = fabric.grad_scaler()) state["grad_scaler"] = s;
   const std::shared_ptr<optim::GradScaler>& grad_scaler() const { return scaler_; }
 
-  int global_rank() const { return 0; }
-  int local_rank() const { return 0; }
-  int node_rank() const { return 0; }
-  int world_size() const { return 1; }
+  // From the process group once launch() ran (0, 0, 0 and 1 before it and with one process).
+  int global_rank() const;
+  int local_rank() const;
+  int node_rank() const;
+  int world_size() const;
   bool is_global_zero() const { return global_rank() == 0; }
   template <class... Args>
   void print(const Args&... args) const {
@@ -118,17 +129,23 @@ class Fabric {
     std::cout << std::endl;
   }
 
-  // Collectives. With one process they return their input (all_gather adds a leading dim of 1).
-  void barrier(const std::string& name = "") const {}
+  // Collectives over the process group (Gloo, CPU tensors); they return new tensors. With one
+  // process they return their input (all_gather adds a leading dim of 1).
+  void barrier(const std::string& name = "") const;
   Tensor broadcast(const Tensor& t, int src = 0) const;
   Tensor all_gather(const Tensor& t) const;
   Tensor all_reduce(const Tensor& t, const std::string& reduce_op = "mean") const;
 
-  // Skips the gradient all-reduce of `module` in its scope (gradient accumulation). Nothing to
-  // skip with one process; the scope still checks that the module was set up.
+  // Skips the gradient all-reduce of `module` in its scope (gradient accumulation: DDP's
+  // no_sync); the next backward outside it averages the accumulated sum. Nothing to skip with one
+  // process; the scope still checks that the module was set up.
   class NoBackwardSync {
    public:
     NoBackwardSync() = default;
+    explicit NoBackwardSync(std::shared_ptr<void> guard) : guard_(std::move(guard)) {}
+
+   private:
+    std::shared_ptr<void> guard_;
   };
   NoBackwardSync no_backward_sync(const std::shared_ptr<nn::Module>& module, bool enabled = true) const;
 
@@ -160,6 +177,8 @@ class Fabric {
   int64_t backward_count_ = 0;
   std::map<const optim::Optimizer*, int64_t> stepped_at_;
   bool launched_ = false;
+  int processes_ = 1;  // per node; 0: as many as the launcher's environment says
+  std::shared_ptr<detail::FabricProcessGroup> group_;
   int64_t log_step_ = 0;
 };
 

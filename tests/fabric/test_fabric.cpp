@@ -36,8 +36,17 @@ TEST_CASE("Fabric: options are parsed and invalid ones explained") {
     CHECK(has(error_of({.accelerator = "gpu"}), "has none"));
     CHECK(Fabric(FabricOptions{}).device() == Device::cpu());
   }
-  CHECK(has(error_of({.accelerator = "cpu", .devices = "2"}), "devices \"1\""));
-  CHECK(has(error_of({.accelerator = "cpu", .strategy = "ddp"}), "strategy \"auto\""));
+  // Several devices mean strategy "ddp"; its processes start at launch(), not here.
+  CHECK(Fabric({.accelerator = "cpu", .devices = "2"}).strategy() == "ddp");
+  CHECK(Fabric({.accelerator = "cpu", .strategy = "ddp"}).strategy() == "ddp");
+  CHECK(has(error_of({.accelerator = "cpu", .devices = "2", .strategy = "single_device"}), "use strategy \"ddp\""));
+  CHECK(has(error_of({.accelerator = "cpu", .strategy = "fsdp"}), "ZeRO stage 1"));
+  CHECK(has(error_of({.accelerator = "cpu", .strategy = "zero"}), "ZeroRedundancyOptimizer"));
+  {
+    Fabric ddp({.accelerator = "cpu", .devices = "2"});
+    CHECK_THROWS_WITH_AS(ddp.setup_module(std::make_shared<nn::Linear>(2, 2)),
+                         doctest::Contains("call fabric.launch() before fabric.setup()"), Error);
+  }
   Fabric f({.accelerator = "cpu"});
   CHECK(f.world_size() == 1);
   CHECK(f.global_rank() == 0);

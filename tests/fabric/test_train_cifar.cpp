@@ -94,3 +94,45 @@ TEST_CASE("train_cifar: short Fashion-MNIST run, checkpoint, logs, resume") {
   CHECK(bad.out.find("usage:") != std::string::npos);
   fs::remove_all(dir);
 }
+
+TEST_CASE("train_cifar: two processes with strategy ddp agree, and rank 0 alone writes") {
+  const char* build = std::getenv("KILN_BUILD_ROOT");
+  std::string exe = std::string(build ? build : ".") + "/examples/train_cifar";
+  if (!fs::exists(exe) || !fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
+    MESSAGE("skipped: train_cifar or Fashion-MNIST is missing");
+    return;
+  }
+  fs::path dir = fs::temp_directory_path() / ("kiln_train_cifar_ddp_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  // No launcher environment: Fabric::launch() starts rank 1 itself.
+  std::string cmd = "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE -u MASTER_ADDR "
+                    "-u MASTER_PORT -u NODE_RANK -u GROUP_RANK " + exe +
+                    " --dataset fashion-mnist --accelerator cpu --devices 2 --strategy ddp "
+                    "--num-workers 0 --batch-size 32 --max-steps 12 --max-eval-batches 2 --epochs 1 "
+                    "--checkpoint " + (dir / "ck" / "last.safetensors").string() +
+                    " --log-dir " + (dir / "logs").string();
+  auto r = run(cmd);
+  if (r.out.find("this build lacks") != std::string::npos) {
+    MESSAGE("skipped: kiln was built without distributed/");
+    return;
+  }
+  REQUIRE(r.status == 0);
+  // Rank 0 alone prints: one epoch line, one summary.
+  auto count = [&](const std::string& s) {
+    size_t n = 0;
+    for (size_t p = r.out.find(s); p != std::string::npos; p = r.out.find(s, p + 1)) ++n;
+    return n;
+  };
+  CHECK(count("Epoch 1 | Val Acc:") == 1);
+  auto pos = r.out.rfind("{\"");
+  REQUIRE(pos != std::string::npos);
+  auto summary = nlohmann::json::parse(r.out.substr(pos, r.out.find('\n', pos) - pos));
+  CHECK(summary.at("world_size") == 2);
+  CHECK(summary.at("steps") == 12);
+  CHECK(summary.at("ranks_in_sync") == true);
+  auto ck = kiln::load_safetensors((dir / "ck" / "last.safetensors").string());
+  CHECK(ck.tensors.count("model.conv1.weight"));
+  CHECK(fs::exists(dir / "logs" / "train_cifar" / "version_0" / "metrics.csv"));
+  CHECK_FALSE(fs::exists(dir / "logs" / "train_cifar" / "version_1"));
+  fs::remove_all(dir);
+}

@@ -1,0 +1,12 @@
+// Builds without distributed/ (no Gloo): the multi-process strategies are unavailable.
+#include "fabric/process_group.h"
+
+namespace kiln::detail {
+
+std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node) {
+  fail("Fabric::launch: ", processes_per_node, " processes need kiln's distributed layer, which ",
+       "this build lacks (Gloo, Debian's libgloo-dev, was not found when kiln was configured); ",
+       "install it and reconfigure, or use devices \"1\" and strategy \"auto\"");
+}
+
+}  // namespace kiln::detail
