@@ -26,20 +26,31 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
       int64_t* ip = idx ? idx + plane * p.h_out * p.w_out : nullptr;
       if (p.kh == 2 && p.kw == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 &&
           p.pad_w == 0) {
-        // The common 2x2/2 case without the general loop's bounds arithmetic (a hot spot of CNN
-        // training); same first-maximum and NaN-propagating rule.
+        // The common 2x2/2 case: branch-free selection (conditional moves), since on real
+        // activations which of the four wins is unpredictable and mispredicted branches cost more
+        // than the loads. Same rule as the general loop: the first maximum wins, NaN propagates.
         for (int64_t oh = 0; oh < p.h_out; ++oh) {
           const T* r0 = xp + 2 * oh * p.w_in;
           const T* r1 = r0 + p.w_in;
+          const int64_t top = 2 * oh * p.w_in, bottom = top + p.w_in;
           for (int64_t ow = 0; ow < p.w_out; ++ow) {
-            const C v[4] = {C(r0[2 * ow]), C(r0[2 * ow + 1]), C(r1[2 * ow]), C(r1[2 * ow + 1])};
-            const int64_t at[4] = {2 * oh * p.w_in + 2 * ow, 2 * oh * p.w_in + 2 * ow + 1,
-                                   (2 * oh + 1) * p.w_in + 2 * ow, (2 * oh + 1) * p.w_in + 2 * ow + 1};
-            int k = 0;
-            for (int q = 1; q < 4; ++q)
-              if (v[q] > v[k] || (v[q] != v[q] && v[k] == v[k])) k = q;
-            yp[oh * p.w_out + ow] = T(v[k]);
-            if (ip) ip[oh * p.w_out + ow] = at[k];
+            const C a = C(r0[2 * ow]), b = C(r0[2 * ow + 1]), c = C(r1[2 * ow]), d = C(r1[2 * ow + 1]);
+            const int64_t ia = top + 2 * ow, ib = ia + 1, ic = bottom + 2 * ow, id = ic + 1;
+            C m;
+            int64_t k;
+            if ((a != a) | (b != b) | (c != c) | (d != d)) [[unlikely]] {
+              m = a == a ? (b == b ? c : b) : a;
+              k = a == a ? (b == b ? ic : ib) : ia;
+              if (a == a && b == b && c == c) { m = d; k = id; }
+            } else {
+              m = a;
+              k = ia;
+              const bool gb = b > m; m = gb ? b : m; k = gb ? ib : k;
+              const bool gc = c > m; m = gc ? c : m; k = gc ? ic : k;
+              const bool gd = d > m; m = gd ? d : m; k = gd ? id : k;
+            }
+            yp[oh * p.w_out + ow] = T(m);
+            if (ip) ip[oh * p.w_out + ow] = k;
           }
         }
         continue;

@@ -1,5 +1,7 @@
 // Op forward values: hand-computed cases, PyTorch's reference values (golden/ops.safetensors),
 // broadcasting and promotion rules, and the errors for misuse.
+#include <cmath>
+
 #include "golden.h"
 
 using namespace kiln;
@@ -203,4 +205,19 @@ TEST_CASE("golden in float32: conv2d within 1e-4") {
   auto x = g.get("conv2d_plain.in0").to(DType::f32), w = g.get("conv2d_plain.in1").to(DType::f32),
        b = g.get("conv2d_plain.in2").to(DType::f32);
   check_close(conv2d(x, w, b, {1, 1}, {1, 1}), g.get("conv2d_plain.out"), 1e-4, 1e-5);
+}
+
+TEST_CASE("max_pool2d 2x2/2: first maximum wins, NaN propagates, indices point at the winner") {
+  auto x = tensor(std::vector<float>{1, 3, 5, 5,
+                                     3, 2, 0, 4,
+                                     NAN, 7, 2, 2,
+                                     9, NAN, 2, 2}, {1, 1, 4, 4});
+  auto [y, idx] = max_pool2d_with_indices(x, {2, 2});
+  auto yv = y.to_vector<float>();
+  CHECK(yv[0] == 3);
+  CHECK(yv[1] == 5);
+  CHECK(std::isnan(yv[2]));
+  CHECK(yv[3] == 2);
+  // Ties keep the first position in row-major window order; the first NaN is the one reported.
+  CHECK(idx.to_vector<int64_t>() == std::vector<int64_t>{1, 2, 8, 10});
 }
