@@ -25,14 +25,14 @@ ReferenceTransforms fashion_mnist_transforms();
 
 struct ReferenceDataOptions {
   std::string dataset = "fashion-mnist";  // or "cifar10"
-  std::string root;                       // "" : Debian's Fashion-MNIST, or "datasets" for CIFAR-10
+  std::string root = "";                  // "" : Debian's Fashion-MNIST, or "datasets" for CIFAR-10
   bool download = false;                  // CIFAR-10 only
   int64_t train_batch_size = 128;
   int64_t eval_batch_size = 256;
   int num_workers = 2;
-  std::optional<uint64_t> seed;
-  std::shared_ptr<Sampler> train_sampler;  // e.g. a DistributedSampler; otherwise shuffled
-  std::shared_ptr<Sampler> eval_sampler;
+  std::optional<uint64_t> seed = std::nullopt;
+  std::shared_ptr<Sampler> train_sampler = nullptr;  // e.g. a DistributedSampler; otherwise shuffled
+  std::shared_ptr<Sampler> eval_sampler = nullptr;
 };
 
 struct ReferenceData {

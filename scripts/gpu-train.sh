@@ -29,10 +29,10 @@ if [ ! -f "$BUILD/build.ninja" ]; then
 else
   meson configure "$BUILD" -Dexamples=true >> "$LOG/train-build.log" 2>&1
 fi
-ninja -C "$BUILD" examples/train_cifar >> "$LOG/train-build.log" 2>&1 || { echo "build failed"; tail -30 "$LOG/train-build.log"; exit 1; }
+ninja -C "$BUILD" examples/train_cifar10 >> "$LOG/train-build.log" 2>&1 || { echo "build failed"; tail -30 "$LOG/train-build.log"; exit 1; }
 for p in "${PRECISIONS[@]}"; do
-  echo "== train_cifar --accelerator gpu --precision $p --epochs $EPOCHS" | tee -a "$LOG/train-runs.log"
-  timeout 300 "$BUILD/examples/train_cifar" --dataset fashion-mnist --data-dir "$DATA" \
+  echo "== train_cifar10 --accelerator gpu --precision $p --epochs $EPOCHS" | tee -a "$LOG/train-runs.log"
+  timeout 300 "$BUILD/examples/train_cifar10" --dataset fashion-mnist --data-dir "$DATA" \
     --accelerator gpu --precision "$p" --epochs "$EPOCHS" --num-workers 8 --seed 0 \
     --log-dir "/tmp/kiln-train-logs/$p" >> "$LOG/train-runs.log" 2>&1
   echo "rc=$?" | tee -a "$LOG/train-runs.log"

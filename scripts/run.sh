@@ -11,4 +11,4 @@ if [[ ! -f "$build/build.ninja" ]]; then
   meson setup "$build" -Dnative=true
 fi
 meson compile -C "$build"
-exec "$build/examples/train_cifar" "$@"
+exec "$build/examples/train_cifar10" "$@"

@@ -32,9 +32,9 @@ Result run(const std::string& cmd) {
 }
 }  // namespace
 
-TEST_CASE("train_cifar: short Fashion-MNIST run, checkpoint, logs, resume") {
+TEST_CASE("train_cifar10: short Fashion-MNIST run, checkpoint, logs, resume") {
   const char* build = std::getenv("KILN_BUILD_ROOT");
-  std::string exe = std::string(build ? build : ".") + "/examples/train_cifar";
+  std::string exe = std::string(build ? build : ".") + "/examples/train_cifar10";
   if (!fs::exists(exe)) {
     MESSAGE("skipped: " << exe << " is not built (meson option examples=false?)");
     return;
@@ -43,7 +43,7 @@ TEST_CASE("train_cifar: short Fashion-MNIST run, checkpoint, logs, resume") {
     MESSAGE("skipped: Fashion-MNIST is not installed (scripts/setup.sh installs dataset-fashion-mnist)");
     return;
   }
-  fs::path dir = fs::temp_directory_path() / ("kiln_train_cifar_" + std::to_string(::getpid()));
+  fs::path dir = fs::temp_directory_path() / ("kiln_train_cifar10_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   // --data-dir: a folder of its own holding the IDX files, as a user who copied them has.
   fs::create_directories(dir / "fm");
@@ -75,10 +75,10 @@ TEST_CASE("train_cifar: short Fashion-MNIST run, checkpoint, logs, resume") {
   CHECK(ck.tensors.count("model.conv1.weight"));
   CHECK(ck.tensors.at("model.conv1.weight").sizes() == kiln::Shape{32, 1, 3, 3});
   CHECK(ck.tensors.count("optimizer.state.0.exp_avg"));
-  CHECK(fs::exists(dir / "logs" / "train_cifar" / "version_0" / "metrics.csv"));
-  CHECK(fs::exists(dir / "logs" / "train_cifar" / "version_0" / "hparams.yaml"));
+  CHECK(fs::exists(dir / "logs" / "train_cifar10" / "version_0" / "metrics.csv"));
+  CHECK(fs::exists(dir / "logs" / "train_cifar10" / "version_0" / "hparams.yaml"));
   bool events = false;
-  for (auto& e : fs::directory_iterator(dir / "logs" / "train_cifar" / "version_0"))
+  for (auto& e : fs::directory_iterator(dir / "logs" / "train_cifar10" / "version_0"))
     events |= e.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
   CHECK(events);
 
@@ -87,7 +87,7 @@ TEST_CASE("train_cifar: short Fashion-MNIST run, checkpoint, logs, resume") {
   CHECK(resumed.out.find("Resumed from") != std::string::npos);
   CHECK(resumed.out.find("Epoch 2 | Val Acc:") == std::string::npos);
   CHECK(resumed.out.find("Epoch 3 | Val Acc:") != std::string::npos);
-  CHECK(fs::exists(dir / "logs" / "train_cifar" / "version_1" / "metrics.csv"));
+  CHECK(fs::exists(dir / "logs" / "train_cifar10" / "version_1" / "metrics.csv"));
 
   auto bad = run(exe + " --epochs nope");
   CHECK(bad.status != 0);
@@ -95,14 +95,14 @@ TEST_CASE("train_cifar: short Fashion-MNIST run, checkpoint, logs, resume") {
   fs::remove_all(dir);
 }
 
-TEST_CASE("train_cifar: two processes with strategy ddp agree, and rank 0 alone writes") {
+TEST_CASE("train_cifar10: two processes with strategy ddp agree, and rank 0 alone writes") {
   const char* build = std::getenv("KILN_BUILD_ROOT");
-  std::string exe = std::string(build ? build : ".") + "/examples/train_cifar";
+  std::string exe = std::string(build ? build : ".") + "/examples/train_cifar10";
   if (!fs::exists(exe) || !fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
-    MESSAGE("skipped: train_cifar or Fashion-MNIST is missing");
+    MESSAGE("skipped: train_cifar10 or Fashion-MNIST is missing");
     return;
   }
-  fs::path dir = fs::temp_directory_path() / ("kiln_train_cifar_ddp_" + std::to_string(::getpid()));
+  fs::path dir = fs::temp_directory_path() / ("kiln_train_cifar10_ddp_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   // No launcher environment: Fabric::launch() starts rank 1 itself.
   std::string cmd = "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE -u MASTER_ADDR "
@@ -132,7 +132,7 @@ TEST_CASE("train_cifar: two processes with strategy ddp agree, and rank 0 alone 
   CHECK(summary.at("ranks_in_sync") == true);
   auto ck = kiln::load_safetensors((dir / "ck" / "last.safetensors").string());
   CHECK(ck.tensors.count("model.conv1.weight"));
-  CHECK(fs::exists(dir / "logs" / "train_cifar" / "version_0" / "metrics.csv"));
-  CHECK_FALSE(fs::exists(dir / "logs" / "train_cifar" / "version_1"));
+  CHECK(fs::exists(dir / "logs" / "train_cifar10" / "version_0" / "metrics.csv"));
+  CHECK_FALSE(fs::exists(dir / "logs" / "train_cifar10" / "version_1"));
   fs::remove_all(dir);
 }

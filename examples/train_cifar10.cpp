@@ -1,10 +1,10 @@
 // The reference program of kiln's design: the SimpleCNN trained on CIFAR-10 (or Fashion-MNIST padded
 // to 32x32, which Debian ships) with AdamW + cosine annealing, augmentation, per-epoch evaluation
 // without augmentation, a checkpoint every epoch, CSV and TensorBoard logs, and exact resume.
-//   train_cifar --epochs 3                          # Fashion-MNIST unless CIFAR-10 is in --data-dir
-//   train_cifar --resume checkpoints/last.safetensors --epochs 4
-//   train_cifar --accelerator gpu --precision 16-mixed --data-dir /usr/share/datasets/fashion-mnist
-//   train_cifar --accelerator cpu --devices 2 --strategy ddp     # two processes, Gloo
+//   train_cifar10 --epochs 3                          # Fashion-MNIST unless CIFAR-10 is in --data-dir
+//   train_cifar10 --resume checkpoints/last.safetensors --epochs 4
+//   train_cifar10 --accelerator gpu --precision 16-mixed --data-dir /usr/share/datasets/fashion-mnist
+//   train_cifar10 --accelerator cpu --devices 2 --strategy ddp     # two processes, Gloo
 // The last line of output is one JSON object with the test accuracy and the training speed.
 #include <unistd.h>
 
@@ -29,7 +29,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-const char* kUsage = R"(usage: train_cifar [flags]
+const char* kUsage = R"(usage: train_cifar10 [flags]
   --dataset cifar10|fashion-mnist  default: cifar10 if its files are in --data-dir, else fashion-mnist
   --data-dir DIR             CIFAR-10 root (holds cifar-10-batches-bin/) or Fashion-MNIST IDX folder
   --download                 fetch CIFAR-10 into --data-dir first
@@ -69,17 +69,17 @@ bool parse(int argc, char** argv, Args& a) {
       a.download = true;
       continue;
     }
-    if (i + 1 >= argc) return std::cerr << "train_cifar: " << flag << " needs a value\n" << kUsage, false;
+    if (i + 1 >= argc) return std::cerr << "train_cifar10: " << flag << " needs a value\n" << kUsage, false;
     std::string value = argv[++i];
     try {
       size_t used = 0;
       if (auto s = strings.find(flag); s != strings.end()) *s->second = value;
       else if (auto n = ints.find(flag); n != ints.end()) *n->second = std::stoll(value, &used);
       else if (flag == "--lr") a.lr = std::stod(value, &used);
-      else return std::cerr << "train_cifar: unknown flag " << flag << "\n" << kUsage, false;
+      else return std::cerr << "train_cifar10: unknown flag " << flag << "\n" << kUsage, false;
       if (used && used != value.size()) throw std::invalid_argument(value);
     } catch (const std::logic_error&) {
-      return std::cerr << "train_cifar: " << flag << " expects a number, got '" << value << "'\n" << kUsage, false;
+      return std::cerr << "train_cifar10: " << flag << " expects a number, got '" << value << "'\n" << kUsage, false;
     }
   }
   if (a.dataset.empty()) {
@@ -89,9 +89,9 @@ bool parse(int argc, char** argv, Args& a) {
     if (!cifar) std::cout << "CIFAR-10 not found in " << a.data_dir << "; training on Fashion-MNIST\n";
   }
   if (a.dataset != "cifar10" && a.dataset != "fashion-mnist")
-    return std::cerr << "train_cifar: --dataset must be cifar10 or fashion-mnist\n" << kUsage, false;
+    return std::cerr << "train_cifar10: --dataset must be cifar10 or fashion-mnist\n" << kUsage, false;
   if (a.epochs < 1 || a.batch_size < 1 || a.num_workers < 0 || !(a.lr > 0))
-    return std::cerr << "train_cifar: --epochs, --batch-size and --lr must be positive\n" << kUsage, false;
+    return std::cerr << "train_cifar10: --epochs, --batch-size and --lr must be positive\n" << kUsage, false;
   return true;
 }
 
@@ -153,8 +153,8 @@ double evaluate(kiln::Fabric& fabric, SimpleCNN& model, kiln::DeviceDataLoader& 
 }
 
 int run(const Args& a) {
-  auto csv = std::make_shared<kiln::CSVLogger>(a.log_dir, "train_cifar");
-  auto tb = std::make_shared<kiln::TensorBoardLogger>(a.log_dir, "train_cifar", csv->version());
+  auto csv = std::make_shared<kiln::CSVLogger>(a.log_dir, "train_cifar10");
+  auto tb = std::make_shared<kiln::TensorBoardLogger>(a.log_dir, "train_cifar10", csv->version());
   kiln::Fabric fabric({.accelerator = a.accelerator, .devices = a.devices, .precision = a.precision,
                        .strategy = a.strategy, .loggers = {csv, tb}});
   fabric.launch();
@@ -298,7 +298,7 @@ int main(int argc, char** argv) {
   try {
     return run(args);
   } catch (const kiln::Error& e) {
-    std::cerr << "train_cifar: " << e.what() << "\n";
+    std::cerr << "train_cifar10: " << e.what() << "\n";
     return 1;
   }
 }
