@@ -177,18 +177,37 @@ int run(const Args& a) {
     kiln::State state{{"model", model}, {"optimizer", optimizer}, {"scheduler", scheduler},
                       {"epoch", int64_t(0)}, {"rng_seed", int64_t(0)}, {"rng_offset", int64_t(0)}};
     if (auto scaler = fabric.grad_scaler()) state["grad_scaler"] = scaler;
-    fabric.load(a.resume, state);
+    kiln::State rest = fabric.load(a.resume, state);
     kiln::default_generator().manual_seed(uint64_t(std::get<int64_t>(state["rng_seed"])));
     kiln::default_generator().set_offset(uint64_t(std::get<int64_t>(state["rng_offset"])));
     start_epoch = std::get<int64_t>(state["epoch"]) + 1;
     fabric.print("Resumed from ", a.resume, " after epoch ", start_epoch);
+    // The cosine schedule spans --epochs. Resuming with the --epochs the checkpoint was trained
+    // for continues it exactly; with another value the schedule is re-planned over the new total
+    // and its rate applies from the next epoch on (otherwise that epoch would run at the old
+    // plan's rate, near zero at its end).
+    auto planned = rest.find("epochs");
+    if (planned != rest.end() && std::holds_alternative<int64_t>(planned->second) &&
+        std::get<int64_t>(planned->second) != a.epochs && start_epoch < a.epochs) {
+      const double before = optimizer->lr();
+      scheduler->set_epoch(scheduler->last_epoch());
+      char b[200];
+      std::snprintf(b, sizeof b, "The checkpoint was trained for --epochs %lld; the cosine schedule now spans "
+                    "%lld epochs: lr %.3g -> %.3g for epoch %lld", (long long)std::get<int64_t>(planned->second),
+                    (long long)a.epochs, before, optimizer->lr(), (long long)(start_epoch + 1));
+      fabric.print(b);
+    }
   }
   if (fabric.is_global_zero())
     fabric.logger()->log_hyperparams({{"dataset", a.dataset}, {"epochs", a.epochs}, {"batch_size", a.batch_size},
                                     {"lr", a.lr}, {"precision", a.precision}, {"seed", a.seed}});
   if (!fs::path(a.checkpoint).parent_path().empty()) fs::create_directories(fs::path(a.checkpoint).parent_path());
 
-  const bool tty = ::isatty(STDOUT_FILENO);
+  // A live progress line on rank 0 when stdout is a terminal; logs and pipes get the plain lines.
+  const bool progress = fabric.is_global_zero() && ::isatty(STDOUT_FILENO);
+  if (start_epoch >= a.epochs)
+    fabric.print("Nothing to train: the checkpoint is at epoch ", start_epoch, " and --epochs is ", a.epochs,
+                 "; pass a larger --epochs to train on. Evaluating the checkpoint's model.");
   int64_t batches = train_loader->size();
   if (a.max_train_batches >= 0) batches = std::min(batches, a.max_train_batches);
   double acc = 0;
@@ -227,14 +246,15 @@ int run(const Args& a) {
                       (long long)i, loss_sum / double(i), 100.0 * double(correct) / double(seen));
         fabric.print(b);
       }
-      if (tty) {
+      if (progress) {
         double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-        std::printf("\r  %lld/%lld  %.0f img/s  loss %.4f  %.0fs left   ", (long long)i, (long long)batches,
-                    double(seen) / secs, l, secs / double(i) * double(batches - i));
+        std::printf("\r  Epoch %lld/%lld  %lld/%lld  %.0f img/s  loss %.4f  %.0fs left   ",
+                    (long long)(epoch + 1), (long long)a.epochs, (long long)i, (long long)batches,
+                    double(seen) * fabric.world_size() / secs, l, secs / double(i) * double(batches - i));
         std::fflush(stdout);
       }
     }
-    if (tty) std::printf("\r%*s\r", 70, "");
+    if (progress) std::printf("\r%*s\r", 90, "");
     scheduler->step();
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     if (epoch == start_epoch) {
@@ -251,13 +271,14 @@ int run(const Args& a) {
     fabric.log_dict({{"val_acc", acc}, {"epoch", double(epoch)}, {"lr", optimizer->lr()},
                      {"train_loss_epoch", i ? loss_sum / double(i) : 0.0}}, (epoch + 1) * batches);
     kiln::State state{{"model", model}, {"optimizer", optimizer}, {"scheduler", scheduler},
-                      {"epoch", epoch},
+                      {"epoch", epoch}, {"epochs", a.epochs},
                       {"rng_seed", int64_t(kiln::default_generator().seed())},
                       {"rng_offset", int64_t(kiln::default_generator().offset())}};
     if (auto scaler = fabric.grad_scaler()) state["grad_scaler"] = scaler;
     fabric.save(a.checkpoint, state);
     if (a.max_steps >= 0 && steps >= a.max_steps) break;
   }
+  if (start_epoch >= a.epochs) acc = evaluate(fabric, *model, *test_loader, a.max_eval_batches);
   char line[64];
   std::snprintf(line, sizeof line, "Test accuracy: %.2f%%", acc);
   fabric.print(line);

@@ -19,6 +19,7 @@ LRScheduler::LRScheduler(Optimizer& opt) : optimizer_(opt) {
 }
 
 void LRScheduler::set_epoch(int64_t epoch) {
+  KILN_CHECK(epoch >= 0, name(), "::set_epoch: the epoch must be >= 0, got ", epoch);
   auto& groups = optimizer_.param_groups();
   KILN_CHECK(groups.size() == base_lrs_.size(), name(), ": the optimizer has ", groups.size(),
              " param groups but the scheduler was created for ", base_lrs_.size(), "; create the "

@@ -22,6 +22,10 @@ class LRScheduler {
 
   // Advances one epoch (or iteration) and writes the new rates into the optimizer's groups.
   virtual void step();
+  // Puts the scheduler at `epoch` and writes that epoch's rates into the optimizer's groups (step()
+  // is set_epoch(last_epoch() + 1)). A run resumed under a changed plan, a longer T_max say, calls
+  // set_epoch(last_epoch()) after loading so the new schedule's rate applies at once.
+  void set_epoch(int64_t epoch);
   // The rates written by the last step (or by construction), one per param group.
   std::vector<double> get_last_lr() const { return last_lr_; }
   int64_t last_epoch() const { return last_epoch_; }
@@ -35,11 +39,9 @@ class LRScheduler {
 
  protected:
   explicit LRScheduler(Optimizer& optimizer);
-  // The rate of each group at `epoch` (>= 0).
+  // The rate of each group at `epoch` (>= 0). Derived constructors call set_epoch(0) once their
+  // settings are stored (the "initial step" of PyTorch).
   virtual std::vector<double> lr_at(int64_t epoch) const = 0;
-  // Puts the scheduler at `epoch` and applies its rates; derived constructors call
-  // set_epoch(0) once their settings are stored (the "initial step" of PyTorch).
-  void set_epoch(int64_t epoch);
   // Called after each set_epoch, for schedulers that also drive other options (momentum).
   virtual void after_set_epoch() {}
   void set_base_lrs(std::vector<double> lrs) { base_lrs_ = std::move(lrs); }

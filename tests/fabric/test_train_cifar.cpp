@@ -87,7 +87,23 @@ TEST_CASE("train_cifar10: short Fashion-MNIST run, checkpoint, logs, resume") {
   CHECK(resumed.out.find("Resumed from") != std::string::npos);
   CHECK(resumed.out.find("Epoch 2 | Val Acc:") == std::string::npos);
   CHECK(resumed.out.find("Epoch 3 | Val Acc:") != std::string::npos);
+  // Trained for --epochs 2, resumed with 3: the cosine schedule is re-planned over 3 epochs, so
+  // epoch 3 does not run at the old plan's final rate (0).
+  CHECK(resumed.out.find("the cosine schedule now spans 3 epochs") != std::string::npos);
   CHECK(fs::exists(dir / "logs" / "train_cifar10" / "version_1" / "metrics.csv"));
+  kiln::State nothing;
+  auto saved = kiln::load_checkpoint((dir / "ck" / "last.safetensors").string(), nothing, false);
+  REQUIRE(saved.count("epochs"));
+  CHECK(std::get<int64_t>(saved.at("epochs")) == 3);
+
+  // Resuming a finished run trains nothing and reports the checkpoint's accuracy.
+  auto done = run(common + " --epochs 3 --resume " + (dir / "ck" / "last.safetensors").string());
+  REQUIRE(done.status == 0);
+  CHECK(done.out.find("Nothing to train") != std::string::npos);
+  CHECK(done.out.find("| Val Acc:") == std::string::npos);
+  pos = done.out.find("Test accuracy: ");
+  REQUIRE(pos != std::string::npos);
+  CHECK(std::atof(done.out.c_str() + pos + 15) > 40.0);
 
   auto bad = run(exe + " --epochs nope");
   CHECK(bad.status != 0);
