@@ -46,12 +46,16 @@ class Communicator {
 };
 
 struct ProcessGroupOptions {
-  std::string backend = "auto";  // "gloo", "nccl" or "auto" (gloo on a CPU build)
+  // "gloo" (CPU tensors), "nccl" (CUDA tensors) or "auto": Gloo for CPU tensors and, where kiln
+  // was built with NCCL and a GPU is present, NCCL for CUDA tensors (PyTorch's
+  // "cpu:gloo,cuda:nccl"); the NCCL communicator is created by the first collective on a CUDA
+  // tensor, on that tensor's device.
+  std::string backend = "auto";
   Milliseconds timeout = kDefaultTimeout;
   // Before each collective every rank publishes (call, dtype, shape) through the store and checks
   // that all ranks agree: a collective called out of step fails naming the call and the ranks.
   // Default: on when KILN_DISTRIBUTED_DEBUG is set to anything but 0.
-  std::optional<bool> debug;
+  std::optional<bool> debug = std::nullopt;
 };
 
 // Joins the job described by `env` (rank 0 serves the store) and returns its communicator, which
@@ -70,5 +74,14 @@ std::shared_ptr<Communicator> make_gloo_communicator(std::shared_ptr<Store> stor
                                                      int world_size,
                                                      const ProcessGroupOptions& options = {},
                                                      const std::string& hostname = "127.0.0.1");
+
+// NCCL for CUDA tensors on CUDA device `device` (-1: the current one); rank 0 shares the unique id
+// through `store`. Built with the CUDA backend where NCCL is found; elsewhere nccl_is_built() is
+// false and make_nccl_communicator is an error that says so.
+bool nccl_is_built();
+std::shared_ptr<Communicator> make_nccl_communicator(std::shared_ptr<Store> store, int rank,
+                                                     int world_size,
+                                                     const ProcessGroupOptions& options = {},
+                                                     int device = -1);
 
 }  // namespace kiln::distributed

@@ -3,6 +3,7 @@
 
 #include <mutex>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "distributed/communicator.h"
 
@@ -26,17 +27,77 @@ std::string gloo_hostname(const Environment& env) {
   return "127.0.0.1";
 }
 
+// Backend "auto" with NCCL built and a GPU present: CPU tensors through Gloo, CUDA tensors through
+// NCCL. Ranks call collectives in the same order, so creating the NCCL communicator at the first
+// CUDA collective happens on every rank at the same point; it lives on that tensor's device.
+class DeviceDispatchCommunicator final : public Communicator {
+ public:
+  DeviceDispatchCommunicator(std::shared_ptr<Communicator> gloo, ProcessGroupOptions options)
+      : gloo_(std::move(gloo)), options_(std::move(options)) {}
+
+  int rank() const override { return gloo_->rank(); }
+  int world_size() const override { return gloo_->world_size(); }
+  std::string backend() const override { return "cpu:gloo,cuda:nccl"; }
+  void all_reduce(Tensor& t, ReduceOp op) override { pick(t).all_reduce(t, op); }
+  void broadcast(Tensor& t, int src) override { pick(t).broadcast(t, src); }
+  Tensor all_gather(const Tensor& t) override { return pick(t).all_gather(t); }
+  Tensor reduce_scatter(const Tensor& t, ReduceOp op) override { return pick(t).reduce_scatter(t, op); }
+  void barrier() override { gloo_->barrier(); }
+  Milliseconds timeout() const override { return gloo_->timeout(); }
+  void set_timeout(Milliseconds t) override {
+    std::lock_guard<std::mutex> g(mu_);
+    gloo_->set_timeout(t);
+    if (nccl_) nccl_->set_timeout(t);
+    options_.timeout = t;
+  }
+  std::shared_ptr<Store> store() const override { return gloo_->store(); }
+
+ private:
+  Communicator& pick(const Tensor& t) {
+    if (!t.defined() || !t.is_cuda()) return *gloo_;
+    std::lock_guard<std::mutex> g(mu_);
+    if (!nccl_) {
+      nccl_ = make_nccl_communicator(gloo_->store(), rank(), world_size(), options_, t.device().index);
+      nccl_device_ = t.device().index;
+    }
+    KILN_CHECK(t.device().index == nccl_device_, "distributed: this rank's NCCL communicator is on "
+               "cuda:", nccl_device_, " but a collective got a tensor on ", t.device(), "; keep "
+               "each rank's tensors on one device (Fabric uses cuda:LOCAL_RANK)");
+    return *nccl_;
+  }
+
+  std::shared_ptr<Communicator> gloo_, nccl_;
+  ProcessGroupOptions options_;
+  int nccl_device_ = -1;
+  std::mutex mu_;
+};
+
+std::shared_ptr<Communicator> make_communicator(std::shared_ptr<TCPStore> store, int rank, int world,
+                                                const ProcessGroupOptions& options,
+                                                const std::string& hostname) {
+  const std::string& backend = options.backend;
+  KILN_CHECK(backend == "auto" || backend == "gloo" || backend == "nccl", "init_process_group: "
+             "unknown backend \"", backend, "\"; use \"gloo\" (CPU tensors), \"nccl\" (CUDA "
+             "tensors) or \"auto\" (both, each for its tensors)");
+  if (backend == "nccl") {
+    // A build without NCCL says so (make_nccl_communicator's error) before the GPU is looked for.
+    KILN_CHECK(!nccl_is_built() || cuda::is_available(), "init_process_group: backend \"nccl\" needs a GPU, and this "
+               "machine has none that kiln can use; use \"gloo\"");
+    return make_nccl_communicator(store, rank, world, options);
+  }
+  auto gloo = make_gloo_communicator(store, rank, world, options, hostname);
+  if (backend == "auto" && nccl_is_built() && cuda::is_available())
+    return std::make_shared<DeviceDispatchCommunicator>(gloo, options);
+  return gloo;
+}
+
 }  // namespace
 
 std::shared_ptr<Communicator> init_process_group(const Environment& env,
                                                  const ProcessGroupOptions& options) {
-  std::string backend = options.backend;
-  if (backend == "auto") backend = "gloo";
-  KILN_CHECK(backend == "gloo", "init_process_group: backend '", backend, "' is not available in "
-             "this build; use \"gloo\" (CPU tensors)");
   auto store = std::make_shared<TCPStore>(env.master_addr, env.master_port, env.rank == 0,
                                           options.timeout);
-  auto comm = make_gloo_communicator(store, env.rank, env.world_size, options, gloo_hostname(env));
+  auto comm = make_communicator(store, env.rank, env.world_size, options, gloo_hostname(env));
   std::lock_guard<std::mutex> g(g_mu);
   g_default = comm;
   return comm;
@@ -49,7 +110,7 @@ std::shared_ptr<Communicator> init_process_group(const ProcessGroupOptions& opti
     single.source = "single process";
     single.master_port = 0;
     auto store = std::make_shared<TCPStore>("127.0.0.1", 0, true, options.timeout);
-    auto comm = make_gloo_communicator(store, 0, 1, options);
+    auto comm = make_communicator(store, 0, 1, options, "127.0.0.1");
     std::lock_guard<std::mutex> g(g_mu);
     g_default = comm;
     return comm;
