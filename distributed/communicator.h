@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "distributed/env.h"
@@ -37,6 +38,11 @@ class Communicator {
   // Reduces `tensor` (dim 0 divisible by world_size) over ranks and returns this rank's slice of
   // dim 0: [size(0) / world_size, ...].
   virtual Tensor reduce_scatter(const Tensor& tensor, ReduceOp op = ReduceOp::sum) = 0;
+  // Uneven (MPI's Reduce_scatter with recvcounts): rank q gets rows [counts[0] + ... +
+  // counts[q-1], + counts[q]) of dim 0 of the reduction. counts has one entry per rank (zeros
+  // allowed) and sums to size(0). The default goes through all_reduce; Gloo's is a ring.
+  virtual Tensor reduce_scatter(const Tensor& tensor, const std::vector<int64_t>& counts,
+                                ReduceOp op = ReduceOp::sum);
   virtual void barrier() = 0;
 
   virtual Milliseconds timeout() const = 0;
@@ -70,6 +76,11 @@ std::shared_ptr<Communicator> default_communicator();  // throws when none was i
 void destroy_process_group();
 
 // A communicator over an existing store (for tests and for backends sharing one store).
+// Checks `counts` for Communicator::reduce_scatter (one non-negative count per rank, summing to
+// dim 0) and returns the first row of `rank`'s part.
+int64_t check_reduce_scatter_counts(const Tensor& tensor, const std::vector<int64_t>& counts,
+                                    int rank, int world_size);
+
 std::shared_ptr<Communicator> make_gloo_communicator(std::shared_ptr<Store> store, int rank,
                                                      int world_size,
                                                      const ProcessGroupOptions& options = {},

@@ -1,7 +1,9 @@
 // The Gloo backend: CPU tensors over TCP. Gloo rendezvous through kiln's TCPStore (GlooStore
 // below), every call carries the communicator's timeout, and Gloo's exceptions come back as
-// kiln::Errors naming the call. Calls are serialised by a mutex and tagged with a running count, so
-// a DDP communication thread and the main thread never interleave one collective's messages.
+// kiln::Errors naming the call. Reduce-scatter is kiln's own ring over Gloo's point-to-point
+// buffers (Gloo's reduce-scatter handles float only). Calls are serialised by a mutex and tagged
+// with a running count, so a DDP communication thread and the main thread never interleave one
+// collective's messages.
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
 #include <gloo/barrier.h>
@@ -9,10 +11,13 @@
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
+#include <gloo/transport/unbound_buffer.h>
+#include <gloo/types.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <type_traits>
 
@@ -62,6 +67,9 @@ class GlooStore : public gloo::rendezvous::Store {
  private:
   std::shared_ptr<kiln::distributed::Store> s_;
 };
+
+// Gloo's own collectives use slot prefixes 0x01..0x08; kiln's ring reduce-scatter uses its own.
+constexpr uint8_t kReduceScatterSlotPrefix = 0x20;
 
 template <class T>
 void reduce_fn(ReduceOp op, void* c_, const void* a_, const void* b_, size_t n) {
@@ -200,13 +208,34 @@ class GlooCommunicator : public Communicator {
 
   Tensor reduce_scatter(const Tensor& t, ReduceOp op) override {
     KILN_CHECK(t.dim() >= 1 && t.size(0) % world_ == 0, "reduce_scatter: dim 0 of a tensor of "
-               "shape ", t.sizes(), " is not divisible by the world size ", world_);
-    // Through a full all-reduce (Gloo's reduce-scatter handles float only): twice the traffic of
-    // a ring reduce-scatter, the same result.
-    Tensor full = t.clone();
-    all_reduce(full, op);
-    int64_t chunk = t.size(0) / world_;
-    return full.narrow(0, rank_ * chunk, chunk).clone();
+               "shape ", t.sizes(), " is not divisible by the world size ", world_,
+               "; pad it, or pass per-rank row counts");
+    return reduce_scatter(t, std::vector<int64_t>(size_t(world_), t.size(0) / world_), op);
+  }
+
+  Tensor reduce_scatter(const Tensor& t, const std::vector<int64_t>& counts, ReduceOp op) override {
+    int64_t first = check_reduce_scatter_counts(t, counts, rank_, world_);
+    std::lock_guard<std::mutex> g(mu_);
+    check("reduce_scatter", t);
+    std::string extra = reduce_op_name(op);
+    for (int64_t c : counts) extra += " " + std::to_string(c);
+    step("reduce_scatter", t, extra);
+    // The ring reduces in place in a private copy; this rank's part ends up reduced in it.
+    Tensor work = t.contiguous().clone();
+    int64_t row = t.size(0) ? t.numel() / t.size(0) : 0;
+    if (world_ > 1) {
+      guarded("reduce_scatter", t, [&] {
+        KILN_DISPATCH_ALL(work.dtype(), "reduce_scatter", [&](auto tag) {
+          using T = decltype(tag);
+          std::vector<size_t> elems;
+          for (int64_t c : counts) elems.push_back(size_t(c * row));
+          ring_reduce_scatter<T>(static_cast<T*>(work.raw_data()), elems, op);
+        });
+      });
+    }
+    Tensor mine = work.narrow(0, first, counts[size_t(rank_)]);
+    finish_avg(mine, op);
+    return mine.clone();
   }
 
   void barrier() override {
@@ -223,6 +252,41 @@ class GlooCommunicator : public Communicator {
 
  private:
   uint32_t next_tag() { return tag_++; }
+
+  // Ring reduce-scatter over Gloo's point-to-point buffers: in N-1 steps each rank sends one part
+  // to the next rank and adds the part arriving from the previous one, so part q travels
+  // q+1 -> q+2 -> ... -> q collecting every rank's contribution and ends, complete, on rank q.
+  // Every rank sends and receives (N-1)/N of the data once: half the traffic of all_reduce.
+  // Accumulates as reduce_fn does (float for f16/bf16). Parts of zero elements send nothing.
+  template <class T>
+  void ring_reduce_scatter(T* data, const std::vector<size_t>& elems, ReduceOp op) {
+    const int n = world_;
+    std::vector<size_t> offset(size_t(n), 0);
+    size_t largest = 0;
+    for (int q = 1; q < n; ++q) offset[size_t(q)] = offset[size_t(q) - 1] + elems[size_t(q) - 1];
+    for (size_t e : elems) largest = std::max(largest, e);
+    size_t total = offset.back() + elems.back();
+    if (largest == 0) return;
+    auto incoming = std::make_unique<T[]>(largest);
+    auto whole = ctx_->createUnboundBuffer(data, total * sizeof(T));
+    auto in = ctx_->createUnboundBuffer(incoming.get(), largest * sizeof(T));
+    const auto slot = gloo::Slot::build(kReduceScatterSlotPrefix, next_tag());
+    const int next = (rank_ + 1) % n, prev = (rank_ + n - 1) % n;
+    for (int s = 0; s < n - 1; ++s) {
+      // Rank r sends part r-s-1 (which it completed adding to last step) and receives part r-s-2.
+      size_t out_part = size_t((rank_ - s - 1 + 2 * n) % n);
+      size_t in_part = size_t((rank_ - s - 2 + 2 * n) % n);
+      if (elems[out_part]) whole->send(next, slot, offset[out_part] * sizeof(T), elems[out_part] * sizeof(T));
+      if (elems[in_part]) in->recv(prev, slot, 0, elems[in_part] * sizeof(T));
+      if (elems[out_part] && !whole->waitSend(timeout_))
+        fail("reduce_scatter: the send to rank ", next, " was aborted");
+      if (elems[in_part]) {
+        if (!in->waitRecv(timeout_)) fail("reduce_scatter: the receive from rank ", prev, " was aborted");
+        T* acc = data + offset[in_part];
+        reduce_fn<T>(op, acc, acc, incoming.get(), elems[in_part]);
+      }
+    }
+  }
 
   void check(const char* call, const Tensor& t) {
     KILN_CHECK(t.defined(), call, ": the tensor is undefined");

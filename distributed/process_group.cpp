@@ -118,6 +118,33 @@ std::shared_ptr<Communicator> init_process_group(const ProcessGroupOptions& opti
   return init_process_group(*env, options);
 }
 
+Tensor Communicator::reduce_scatter(const Tensor& tensor, const std::vector<int64_t>& counts,
+                                    ReduceOp op) {
+  int64_t start = check_reduce_scatter_counts(tensor, counts, rank(), world_size());
+  Tensor full = tensor.clone();
+  all_reduce(full, op);
+  return full.narrow(0, start, counts[size_t(rank())]).clone();
+}
+
+int64_t check_reduce_scatter_counts(const Tensor& tensor, const std::vector<int64_t>& counts,
+                                    int rank, int world_size) {
+  KILN_CHECK(tensor.defined() && tensor.dim() >= 1, "reduce_scatter: expected a tensor with at "
+             "least one dimension to split, got ", tensor.defined() ? shape_str(tensor.sizes()) :
+             std::string("an undefined tensor"));
+  KILN_CHECK(counts.size() == size_t(world_size), "reduce_scatter: ", counts.size(),
+             " counts for a world of ", world_size, "; pass one count of dim-0 rows per rank");
+  int64_t total = 0;
+  for (int64_t c : counts) {
+    KILN_CHECK(c >= 0, "reduce_scatter: negative count ", c);
+    total += c;
+  }
+  KILN_CHECK(total == tensor.size(0), "reduce_scatter: the counts add up to ", total,
+             " rows but dim 0 of the tensor (shape ", tensor.sizes(), ") has ", tensor.size(0));
+  int64_t start = 0;
+  for (int q = 0; q < rank; ++q) start += counts[size_t(q)];
+  return start;
+}
+
 bool is_initialized() {
   std::lock_guard<std::mutex> g(g_mu);
   return g_default != nullptr;
