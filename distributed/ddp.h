@@ -19,7 +19,7 @@ class DistributedDataParallel {
   DistributedDataParallel(std::shared_ptr<nn::Module> module, std::shared_ptr<Communicator> comm,
                           ReducerOptions options = {});
 
-  void finalize() { reducer_->finalize(); }
+  bool finalize() { return reducer_->finalize(); }
   Reducer::NoSyncGuard no_sync() { return reducer_->no_sync(); }
   // Rank 0's buffers (BatchNorm running statistics) to every rank, as PyTorch does each forward.
   void sync_buffers();

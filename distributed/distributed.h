@@ -1,5 +1,6 @@
 // kiln's distributed layer in one include: environment, rendezvous store, launcher,
-// communicators and DDP's Reducer.
+// communicators, DDP's Reducer, and the sharded strategies (ShardedDataParallel: ZeRO-2;
+// ZeroRedundancyOptimizer: ZeRO-1).
 //   auto env = kiln::distributed::launch(2);
 //   auto comm = kiln::distributed::init_process_group(env);
 //   kiln::distributed::Reducer reducer(comm, params);
@@ -10,5 +11,6 @@
 #include "distributed/env.h"
 #include "distributed/launch.h"
 #include "distributed/reducer.h"
+#include "distributed/sharded.h"
 #include "distributed/store.h"
 #include "distributed/zero.h"

@@ -33,6 +33,7 @@ struct ReducerState {
   std::vector<size_t> param_bucket;
   std::vector<bool> param_ready;
   std::vector<Bucket> buckets;
+  std::function<void(size_t, const std::vector<size_t>&)> reduce_bucket;
 
   mutable std::mutex mu;
   std::condition_variable cv;
@@ -47,7 +48,7 @@ struct ReducerState {
 
   void mark_ready(size_t i) {
     std::lock_guard<std::mutex> g(mu);
-    if (!sync || world_size == 1) return;  // one process: nothing to average
+    if (!sync || (world_size == 1 && !reduce_bucket)) return;  // one process: nothing to average
     KILN_CHECK(!param_ready[i], "DDP: the gradient of parameter ", i, " became ready twice before "
                "the optimizer step; run one backward per step, or run the earlier ones inside "
                "no_backward_sync(model) / reducer.no_sync()");
@@ -99,7 +100,8 @@ struct ReducerState {
       auto t0 = Clock::now();
       std::string err;
       try {
-        reduce(b);
+        if (reduce_bucket) reduce_bucket(next, b.params);
+        else reduce(b);
       } catch (const std::exception& e) {
         err = e.what();
       }
@@ -126,13 +128,19 @@ Reducer::Reducer(std::shared_ptr<Communicator> comm, std::vector<Tensor> paramet
   s.params = std::move(parameters);
   s.param_bucket.resize(s.params.size());
   s.param_ready.assign(s.params.size(), false);
-  // Reverse parameter order; a new bucket at the size cap or when the dtype changes.
+  s.reduce_bucket = std::move(options.reduce_bucket);
+  const auto& keys = options.bucket_keys;
+  KILN_CHECK(keys.empty() || keys.size() == s.params.size(), "Reducer: ", keys.size(),
+             " bucket keys for ", s.params.size(), " parameters; pass one per parameter or none");
+  // Reverse parameter order; a new bucket at the size cap or when the dtype or key changes.
+  int last_key = 0;
   for (size_t k = s.params.size(); k-- > 0;) {
     const Tensor& p = s.params[k];
     KILN_CHECK(p.defined() && p.requires_grad(), "Reducer: parameter ", k,
                " is undefined or does not require a gradient");
     size_t bytes = p.numel() * p.element_size();
-    bool fresh = s.buckets.empty() || s.buckets.back().dtype != p.dtype() ||
+    int key = keys.empty() ? 0 : keys[k];
+    bool fresh = s.buckets.empty() || s.buckets.back().dtype != p.dtype() || key != last_key ||
                  (s.buckets.back().numel * element_size(s.buckets.back().dtype) + bytes >
                       options.bucket_cap_bytes &&
                   !s.buckets.back().params.empty());
@@ -140,6 +148,7 @@ Reducer::Reducer(std::shared_ptr<Communicator> comm, std::vector<Tensor> paramet
       s.buckets.emplace_back();
       s.buckets.back().dtype = p.dtype();
     }
+    last_key = key;
     auto& b = s.buckets.back();
     b.params.push_back(k);
     b.numel += p.numel();
@@ -147,7 +156,9 @@ Reducer::Reducer(std::shared_ptr<Communicator> comm, std::vector<Tensor> paramet
   }
   for (auto& b : s.buckets) {
     b.pending = b.params.size();
-    b.flat = empty({b.numel}, {.dtype = b.dtype, .device = s.params[b.params[0]].device()});
+    // A custom reduction brings its own buffers (the sharded strategy keeps no full-size one).
+    if (!s.reduce_bucket)
+      b.flat = empty({b.numel}, {.dtype = b.dtype, .device = s.params[b.params[0]].device()});
   }
   std::weak_ptr<detail::ReducerState> weak = state_;
   for (size_t k = 0; k < s.params.size(); ++k)
@@ -167,11 +178,11 @@ Reducer::~Reducer() {
   state_->thread.join();
 }
 
-void Reducer::finalize() {
+bool Reducer::finalize() {
   auto& s = *state_;
   auto t0 = detail::Clock::now();
   std::unique_lock<std::mutex> lk(s.mu);
-  if (!s.active) return;
+  if (!s.active) return false;
   // Parameters without a gradient this step join as zeros, so every rank reduces every bucket.
   for (auto& b : s.buckets) {
     if (b.ready) continue;
@@ -199,8 +210,9 @@ void Reducer::finalize() {
   if (!s.error.empty()) {
     std::string e = s.error;
     s.error.clear();
-    fail("DDP gradient reduction failed: ", e);
+    fail(s.reduce_bucket ? "sharded" : "DDP", " gradient reduction failed: ", e);
   }
+  return true;
 }
 
 Reducer::NoSyncGuard::NoSyncGuard(Reducer& r) : r_(r), prev_(r.sync_enabled()) {

@@ -8,6 +8,7 @@
 //   { auto g = reducer.no_sync(); loss2.backward(); }   // accumulate locally, no communication
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -18,6 +19,14 @@ namespace kiln::distributed {
 
 struct ReducerOptions {
   size_t bucket_cap_bytes = 25u << 20;
+  // Parameters with different keys never share a bucket (one per parameter; empty: all alike).
+  // The sharded strategy keys by optimizer param group, so each bucket has one set of options.
+  std::vector<int> bucket_keys = {};
+  // What becomes of a bucket once all its gradients are ready, called on the communication
+  // thread with the bucket's index and its parameters' indices. Unset: the gradients are
+  // flattened, all-reduced (averaged) and copied back, as DDP does. Set, it also runs with one
+  // process (the sharded strategy reduce-scatters here, into gradient shards).
+  std::function<void(size_t bucket, const std::vector<size_t>& params)> reduce_bucket = {};
 };
 
 struct ReducerStats {
@@ -41,8 +50,9 @@ class Reducer {
 
   // Waits until every bucket of this step is reduced; parameters that got no gradient this step
   // are reduced as zeros (so every rank runs the same collectives). Throws the communication
-  // thread's error, if any. A no-op when no gradient became ready since the last call.
-  void finalize();
+  // thread's error, if any. A no-op when no gradient became ready since the last call. Returns
+  // whether buckets were reduced (false after a backward under no_sync, or none at all).
+  bool finalize();
 
   // While the guard lives, gradients accumulate locally; the next backward outside it reduces
   // the accumulated sum (PyTorch's no_sync, Fabric's no_backward_sync).
