@@ -5,6 +5,8 @@
 //   train_cifar10 --resume checkpoints/last.safetensors --epochs 4
 //   train_cifar10 --accelerator gpu --precision 16-mixed --data-dir /usr/share/datasets/fashion-mnist
 //   train_cifar10 --accelerator cpu --devices 2 --strategy ddp     # two processes, Gloo
+//   train_cifar10 --accelerator cpu --devices 2 --strategy zero    # ZeRO-2: sharded checkpoints
+//   kiln-run --nproc_per_node 2 train_cifar10 --accelerator cpu --strategy zero
 // The last line of output is one JSON object with the test accuracy and the training speed.
 #include <unistd.h>
 
@@ -34,7 +36,10 @@ const char* kUsage = R"(usage: train_cifar10 [flags]
   --data-dir DIR             CIFAR-10 root (holds cifar-10-batches-bin/) or Fashion-MNIST IDX folder
   --download                 fetch CIFAR-10 into --data-dir first
   --epochs N (20)  --batch-size N (128)  --lr X (3e-4)  --seed N (42)  --num-workers N (2)
-  --accelerator auto|cpu|gpu|cuda  --devices auto|N  --strategy auto|single_device|ddp
+  --accelerator auto|cpu|gpu|cuda  --devices auto|N
+  --strategy auto|single_device|ddp|zero|deepspeed|deepspeed_stage_2|fsdp
+                             the last four: ZeRO-2 (gradients and optimizer state sharded); the
+                             checkpoint is then an index plus one file per rank (kiln-consolidate)
   --precision 32-true|64-true|bf16-mixed|bf16-true|16-true|16-mixed (32-true)
   --checkpoint PATH (checkpoints/last.safetensors)  --resume PATH  --log-dir DIR (logs)
   --max-train-batches N  --max-eval-batches N    limit each epoch, for quick runs
@@ -300,7 +305,8 @@ int run(const Args& a) {
                          {"batch_size", a.batch_size}};
   if (auto scaler = fabric.grad_scaler()) summary["loss_scale"] = scaler->get_scale();
   if (fabric.world_size() > 1) {
-    // DDP keeps the replicas identical: compare a checksum of the parameters over the ranks.
+    // DDP and ZeRO-2 keep the replicas identical: compare a checksum of the parameters over the
+    // ranks.
     kiln::NoGradGuard no_grad;
     kiln::Tensor sum = kiln::zeros({1}, {.dtype = kiln::DType::f64});
     for (const auto& p : model->parameters()) sum = sum + p.to(kiln::Device::cpu(), kiln::DType::f64).abs().sum();

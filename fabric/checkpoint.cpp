@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/autograd.h"
+#include "fabric/checkpoint_io.h"
 #include "fabric/safetensors.h"
 
 #ifndef KILN_VERSION
@@ -28,24 +29,29 @@ void check_key(const std::string& key) {
              "'; use a non-empty name without dots, such as \"model\" or \"optimizer\"");
 }
 
-// The tensors of `file` under "<key>." with the prefix removed.
-std::map<std::string, Tensor> take_prefix(std::map<std::string, Tensor>& file, const std::string& key) {
+}  // namespace
+
+namespace detail {
+
+std::map<std::string, Tensor> take_prefix(std::map<std::string, Tensor>& tensors, const std::string& key) {
   std::map<std::string, Tensor> out;
   const std::string prefix = key + ".";
-  for (auto it = file.lower_bound(prefix); it != file.end() && it->first.rfind(prefix, 0) == 0;) {
+  for (auto it = tensors.lower_bound(prefix); it != tensors.end() && it->first.rfind(prefix, 0) == 0;) {
     out.emplace(it->first.substr(prefix.size()), it->second);
-    it = file.erase(it);
+    it = tensors.erase(it);
   }
   return out;
 }
 
-}  // namespace
-
-void save_checkpoint(const std::string& path, const State& state) {
-  std::map<std::string, Tensor> tensors;
-  json objects = json::object();
+CheckpointContents encode_state(const State& state, const ShardContext* ctx, bool sharded_only) {
+  CheckpointContents c;
+  auto& tensors = c.tensors;
+  json& objects = c.objects;
   for (const auto& [key, value] : state) {
     check_key(key);
+    auto o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value);
+    bool sharded = o && *o && ctx && ctx->layouts.count(o->get());
+    if (sharded_only && !sharded) continue;
     json& entry = objects[key];
     std::visit(Overload{
                    [&](const std::shared_ptr<nn::Module>& m) {
@@ -56,6 +62,7 @@ void save_checkpoint(const std::string& path, const State& state) {
                    [&](const std::shared_ptr<optim::Optimizer>& o) {
                      KILN_CHECK(o, "save_checkpoint: optimizer '", key, "' is null");
                      entry = {{"kind", "optimizer"}, {"hyper_params", o->hyper_params()}};
+                     if (sharded) entry["sharded"] = true;
                      for (const auto& [name, t] : o->state_tensors()) tensors[key + "." + name] = t;
                    },
                    [&](const std::shared_ptr<optim::LRScheduler>& s) {
@@ -78,17 +85,22 @@ void save_checkpoint(const std::string& path, const State& state) {
                },
                value);
   }
-  std::map<std::string, std::string> meta{
-      {"format", "pt"},
-      {"kiln.format_version", std::to_string(kCheckpointFormatVersion)},
-      {"kiln.version", KILN_VERSION},
-      {"kiln.state", objects.dump()},
-  };
-  save_safetensors(path, tensors, meta);
+  return c;
 }
 
-State load_checkpoint(const std::string& path, State& state, bool strict) {
+void write_contents(const std::string& path, CheckpointContents c) {
+  c.metadata["format"] = "pt";
+  c.metadata["kiln.format_version"] = std::to_string(kCheckpointFormatVersion);
+  c.metadata["kiln.version"] = KILN_VERSION;
+  c.metadata["kiln.state"] = c.objects.dump();
+  save_safetensors(path, c.tensors, c.metadata);
+}
+
+CheckpointContents read_contents(const std::string& path) {
   SafetensorsData file = load_safetensors(path);
+  KILN_CHECK(!file.metadata.count("kiln.sharded"), "load_checkpoint ", path, ": this is the index "
+             "of a sharded checkpoint, not one file; pass it to load_checkpoint or "
+             "consolidate_checkpoint");
   auto meta_it = file.metadata.find("kiln.state");
   KILN_CHECK(meta_it != file.metadata.end(), "load_checkpoint ", path,
              ": __metadata__ has no kiln.state entry; this safetensors file is not a kiln "
@@ -98,13 +110,24 @@ State load_checkpoint(const std::string& path, State& state, bool strict) {
              ": checkpoint format version ", file.metadata["kiln.format_version"],
              " is not supported by kiln ", KILN_VERSION, " (which reads 1..",
              kCheckpointFormatVersion, ")");
-  json objects;
+  CheckpointContents c;
   try {
-    objects = json::parse(meta_it->second);
+    c.objects = json::parse(meta_it->second);
   } catch (const json::exception& e) {
     fail("load_checkpoint ", path, ": __metadata__ kiln.state is not valid JSON: ", e.what());
   }
-  KILN_CHECK(objects.is_object(), "load_checkpoint ", path, ": kiln.state is not a JSON object");
+  KILN_CHECK(c.objects.is_object(), "load_checkpoint ", path, ": kiln.state is not a JSON object");
+  file.metadata.erase(meta_it);
+  c.tensors = std::move(file.tensors);
+  c.metadata = std::move(file.metadata);
+  return c;
+}
+
+namespace {
+
+State restore(const std::string& path, CheckpointContents& file, State& state, bool strict,
+              const ShardContext* ctx) {
+  json& objects = file.objects;
 
   auto kind_of = [&](const std::string& key) -> std::string {
     if (!objects.contains(key)) return "";
@@ -173,7 +196,16 @@ State load_checkpoint(const std::string& path, State& state, bool strict) {
             m->load_state_dict(sd, strict);
           },
           [&](std::shared_ptr<optim::Optimizer>& o) {
-            o->load(take_prefix(file.tensors, key), e.at("hyper_params"));
+            OptimizerEntry entry{take_prefix(file.tensors, key), e.at("hyper_params")};
+            const json* layout = nullptr;
+            if (ctx)
+              if (auto it = ctx->layouts.find(o.get()); it != ctx->layouts.end()) layout = &it->second;
+            bool sharded_entry = e.value("sharded", false);
+            KILN_CHECK(!sharded_entry || layout, "this file holds one rank's shard of a sharded "
+                       "checkpoint; load the checkpoint's index, or consolidate it "
+                       "(kiln-consolidate)");
+            if (layout && !sharded_entry) entry = shard_optimizer(*layout, ctx->rank, entry, path);
+            o->load(entry.tensors, entry.hyper_params);
           },
           [&](std::shared_ptr<optim::LRScheduler>& s) { s->load_state_dict(e.at("state")); },
           [&](std::shared_ptr<optim::GradScaler>& g) { g->load_state_dict(e.at("state")); },
@@ -215,6 +247,27 @@ State load_checkpoint(const std::string& path, State& state, bool strict) {
   for (const auto& [name, t] : file.tensors)
     if (!rest.count(name) && !requested.count(name.substr(0, name.find('.')))) rest[name] = t;
   return rest;
+}
+
+}  // namespace
+
+State load_checkpoint(const std::string& path, State& state, bool strict, const ShardContext* ctx) {
+  json index = read_index(path);
+  CheckpointContents file;
+  if (index.is_null()) file = read_contents(path);
+  else if (ctx && same_sharding(index, state, *ctx)) file = read_own_shard(path, index, ctx->rank);
+  else file = consolidate_index(path, index);
+  return restore(path, file, state, strict, ctx);
+}
+
+}  // namespace detail
+
+void save_checkpoint(const std::string& path, const State& state) {
+  detail::write_contents(path, detail::encode_state(state, nullptr, false));
+}
+
+State load_checkpoint(const std::string& path, State& state, bool strict) {
+  return detail::load_checkpoint(path, state, strict, nullptr);
 }
 
 }  // namespace kiln

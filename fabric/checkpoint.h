@@ -12,8 +12,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "core/tensor.h"
 #include "nn/module.h"
@@ -37,7 +39,46 @@ void save_checkpoint(const std::string& path, const State& state);
 // Restores each object of `state` in place (modules, optimizers, schedulers, grad scalers, tensors)
 // and overwrites its plain values with the saved ones. Returns the saved entries that `state` did
 // not ask for (plain values and tensors). strict: every key of `state` must be in the file and
-// every module must match exactly; otherwise missing entries are left as they are.
+// every module must match exactly; otherwise missing entries are left as they are. `path` may be
+// the index of a sharded checkpoint: its shards are consolidated in memory first.
 State load_checkpoint(const std::string& path, State& state, bool strict = true);
+
+// Sharded checkpoints (Fabric's sharded strategies: "zero", "deepspeed_stage_2", "fsdp"). `path`
+// is an index: a safetensors file without tensors whose __metadata__ "kiln.sharded" names one
+// file per rank beside it (<stem>.<save id>.rank<r>-of-<n>.safetensors) and how each sharded
+// optimizer's flat shards map onto its parameters. Rank 0's file holds every unsharded entry
+// (model weights, schedulers, plain values) and its own optimizer shards; the other ranks' files
+// hold their optimizer shards only. The shards are written first, the index last and atomically,
+// each save under a fresh id: a crash leaves the previous checkpoint whole.
+bool is_sharded_checkpoint(const std::string& path);
+// Reads the index at `index_path` and its shards and writes one full checkpoint to `out_path`:
+// the file save_checkpoint writes under DDP (optimizer.state.<param>.<name> with the parameters'
+// shapes), which any world size, or a single process, or PyTorch's safetensors reads.
+// The kiln-consolidate tool does this from the command line.
+void consolidate_checkpoint(const std::string& index_path, const std::string& out_path);
+
+namespace detail {
+// What Fabric's sharded strategy tells the checkpoint code: this rank, the world, and the layout
+// (ShardedDataParallel::layout()) of each optimizer it shards.
+struct ShardContext {
+  int rank = 0;
+  int world_size = 1;
+  std::map<const optim::Optimizer*, nlohmann::json> layouts;
+};
+// The shard file of `rank` for the index at `path` and save id `token`.
+std::string checkpoint_shard_path(const std::string& path, const std::string& token, int rank,
+                                  int world_size);
+// Each rank writes its shard; then rank 0, once every shard is written, the index.
+void save_checkpoint_shard(const std::string& path, const std::string& token, const State& state,
+                           const ShardContext& ctx);
+void save_checkpoint_index(const std::string& path, const std::string& token, const State& state,
+                           const ShardContext& ctx);
+// The shard files that the index at `path` names (none when there is no index there).
+std::vector<std::string> checkpoint_shard_files(const std::string& path);
+// load_checkpoint for a sharded run: optimizers in ctx receive this rank's shard of their state,
+// read straight from this rank's file when the checkpoint was saved with the same layout, else cut
+// from the per-parameter state of a full checkpoint (or of the consolidated shards).
+State load_checkpoint(const std::string& path, State& state, bool strict, const ShardContext* ctx);
+}  // namespace detail
 
 }  // namespace kiln

@@ -1,6 +1,10 @@
 #include "fabric/fabric.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <random>
 
 #include "core/autograd.h"
 #include "data/sampler.h"
@@ -13,7 +17,10 @@ namespace {
 const std::vector<std::string> kAccelerators = {"auto", "cpu", "gpu", "cuda"};
 const std::vector<std::string> kPrecisions = {"32-true", "64-true", "bf16-mixed", "bf16-true",
                                               "16-mixed", "16-true"};
-const std::vector<std::string> kStrategies = {"auto", "single_device", "ddp", "fsdp", "zero"};
+const std::vector<std::string> kStrategies = {"auto", "single_device", "ddp", "zero",
+                                              "deepspeed", "deepspeed_stage_2", "fsdp"};
+// The names under which Fabric users ask for sharding; kiln runs ZeRO stage 2 for each of them.
+const std::vector<std::string> kShardedStrategies = {"zero", "deepspeed", "deepspeed_stage_2", "fsdp"};
 
 std::string join(const std::vector<std::string>& v) {
   std::string s;
@@ -74,17 +81,18 @@ Fabric::Fabric(FabricOptions options) : options_(std::move(options)) {
          "inaccurate); on the CPU use \"bf16-mixed\" or \"32-true\"");
   if (prec == "16-mixed") scaler_ = std::make_shared<optim::GradScaler>();
   const std::string& strat = options_.strategy;
-  if (strat == "fsdp" || strat == "zero")
-    fail("Fabric: strategy \"", strat, "\" is not available through Fabric: kiln shards only the ",
-         "optimizer state (ZeRO stage 1, kiln::distributed::ZeroRedundancyOptimizer; gradients and ",
-         "parameters stay whole on every rank, so it is not FSDP), and Fabric cannot yet hand out ",
-         "that optimizer; use strategy \"ddp\", or build a ZeroRedundancyOptimizer yourself");
-  bool multi = count > 1 || options_.num_nodes > 1 || strat == "ddp";
+  const bool sharded =
+      std::find(kShardedStrategies.begin(), kShardedStrategies.end(), strat) != kShardedStrategies.end();
+  if (sharded && prec == "16-mixed")
+    fail("Fabric: strategy \"", strat, "\" does not combine with precision \"16-mixed\" yet: each ",
+         "rank would see inf/NaN only in its own gradient shard, and the loss scaler's skip decision "
+         "must be the same on every rank; use \"bf16-mixed\", or strategy \"ddp\"");
+  bool multi = count > 1 || options_.num_nodes > 1 || strat == "ddp" || sharded;
   KILN_CHECK(!(strat == "single_device" && multi), "Fabric: strategy \"single_device\" runs one ",
              "process, but devices \"", options_.devices, "\" and num_nodes ", options_.num_nodes,
              " ask for more; use strategy \"ddp\"");
   precision_ = prec;
-  strategy_ = multi ? "ddp" : "single_device";
+  strategy_ = sharded ? "zero" : multi ? "ddp" : "single_device";
   processes_ = options_.devices == "auto" ? 0 : count;
   loggers_ = options_.loggers;
   for (const auto& l : loggers_) KILN_CHECK(l, "Fabric: a logger in options.loggers is null");
@@ -92,10 +100,14 @@ Fabric::Fabric(FabricOptions options) : options_(std::move(options)) {
 
 void Fabric::launch() {
   if (launched_) return;
-  if (strategy_ == "ddp") {
-    group_ = detail::start_process_group(processes_);
+  if (strategy_ == "ddp" || strategy_ == "zero") {
+    group_ = detail::start_process_group(processes_, strategy_ == "zero");
     if (device_.is_cuda()) device_ = Device::cuda(group_->local_rank());
   }
+  if (options_.strategy == "fsdp" && is_global_zero())
+    std::cerr << "kiln: strategy \"fsdp\" runs as ZeRO stage 2 (\"zero\"): gradients, optimizer state "
+                 "and master weights are sharded over the " << world_size() << " processes, "
+                 "parameters stay whole on every rank (FSDP would shard those too)\n";
   launched_ = true;
 }
 
@@ -116,8 +128,8 @@ void Fabric::setup_module_impl(const std::shared_ptr<nn::Module>& model) {
   for (const auto& [name, p] : model->named_parameters())
     KILN_CHECK(p.defined(), "Fabric::setup: parameter '", name, "' of ", model->name(),
                " is not initialised; create every parameter before setup()");
-  KILN_CHECK(strategy_ != "ddp" || group_, "Fabric::setup: strategy \"ddp\" needs its processes; ",
-             "call fabric.launch() before fabric.setup()");
+  KILN_CHECK(strategy_ == "single_device" || group_, "Fabric::setup: strategy \"", strategy_,
+             "\" needs its processes; call fabric.launch() before fabric.setup()");
   model->to(device_);
   if (auto dt = param_dtype()) model->to(*dt);
   if (group_) group_->wrap(model);
@@ -126,6 +138,7 @@ void Fabric::setup_module_impl(const std::shared_ptr<nn::Module>& model) {
 
 void Fabric::setup_optimizer_impl(const std::shared_ptr<optim::Optimizer>& optimizer) {
   KILN_CHECK(optimizer, "Fabric::setup: the optimizer is null");
+  if (group_) group_->wrap_optimizer(optimizer);
   setup_objects_.insert(optimizer.get());
 }
 
@@ -161,6 +174,7 @@ void Fabric::backward(const Tensor& loss) {
 bool Fabric::step(const std::shared_ptr<optim::Optimizer>& optimizer) {
   KILN_CHECK(optimizer && setup_objects_.count(optimizer.get()),
              "Fabric::step: the optimizer was not set up; call fabric.setup(model, optimizer) first");
+  if (group_ && group_->step(*optimizer)) return true;  // the sharded step
   if (!scaler_) {
     optimizer->step();
     return true;
@@ -184,6 +198,8 @@ Tensor Fabric::clip_gradients(const std::shared_ptr<nn::Module>& module,
   KILN_CHECK(clip_val.has_value() != max_norm.has_value(),
              "Fabric::clip_gradients: pass exactly one of clip_val and max_norm");
   if (scaler_) scaler_->unscale_(*optimizer);
+  if (group_)
+    if (auto norm = group_->clip_gradients(module.get(), clip_val, max_norm, norm_type)) return *norm;
   if (clip_val) {
     optim::clip_grad_value_(module->parameters(), *clip_val);
     return {};
@@ -251,8 +267,33 @@ void Fabric::log_dict(const std::map<std::string, double>& metrics, std::optiona
 }
 
 void Fabric::save(const std::string& path, const State& state) const {
-  if (is_global_zero()) save_checkpoint(path, state);
-  barrier("save");
+  auto ctx = group_ ? group_->shard_context() : std::nullopt;
+  if (!ctx) {
+    if (is_global_zero()) save_checkpoint(path, state);
+    barrier("save");
+    return;
+  }
+  // Sharded: every rank writes its file under a fresh save id, then rank 0 the index. Files of
+  // the checkpoint this one replaces go once the new index is in place.
+  std::vector<std::string> old = detail::checkpoint_shard_files(path);
+  Tensor id = zeros({1}, {.dtype = DType::i64});
+  if (is_global_zero()) {
+    std::random_device rd;
+    uint64_t bits = (uint64_t(rd()) << 32) ^ rd() ^
+                    uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+    id.fill_(double(bits & ((uint64_t(1) << 48) - 1)));
+  }
+  char token[16];
+  std::snprintf(token, sizeof token, "%012llx", (unsigned long long)broadcast(id, 0).item<int64_t>());
+  detail::save_checkpoint_shard(path, token, state, *ctx);
+  barrier("save shards");
+  if (is_global_zero()) detail::save_checkpoint_index(path, token, state, *ctx);
+  barrier("save index");
+  std::error_code ec;
+  for (size_t j = 0; j < old.size(); ++j)
+    if (int(j % size_t(world_size())) == global_rank() &&
+        old[j] != detail::checkpoint_shard_path(path, token, int(j), world_size()))
+      std::filesystem::remove(old[j], ec);
 }
 
 State Fabric::load(const std::string& path, State& state, bool strict) const {
@@ -264,7 +305,8 @@ State Fabric::load(const std::string& path, State& state, bool strict) const {
                "' has not been set up; call fabric.setup(model, optimizer) before fabric.load() so "
                "the state lands on the right device and dtype");
   }
-  return load_checkpoint(path, state, strict);
+  auto ctx = group_ ? group_->shard_context() : std::nullopt;
+  return detail::load_checkpoint(path, state, strict, ctx ? &*ctx : nullptr);
 }
 
 }  // namespace kiln

@@ -8,9 +8,11 @@
 //     optimizer->zero_grad();
 //     auto loss = kiln::cross_entropy(model->forward(x), y);
 //     fabric.backward(loss);
-//     fabric.step(optimizer);   // optimizer->step() too, except under "16-mixed" (see step())
+//     fabric.step(optimizer);   // optimizer->step() too, except under "16-mixed" and "zero"
 //   }
 //   fabric.save("ckpt.safetensors", {{"model", model}, {"optimizer", optimizer}, {"epoch", int64_t(1)}});
+// Strategies: "ddp" (gradients all-reduced) and "zero" (ZeRO-2: gradients, optimizer state and
+// master weights sharded over the ranks) run the same loop unchanged.
 #pragma once
 
 #include <iostream>
@@ -40,7 +42,12 @@ struct FabricOptions {
   std::string devices = "auto";      // "auto", a count ("1"), or device ids ("0,1")
   int num_nodes = 1;
   std::string precision = "32-true"; // "32-true" "64-true" "bf16-mixed" "bf16-true" "16-true" "16-mixed"
-  // "auto", "single_device", "ddp"; "fsdp" and "zero" are explained errors (see fabric.cpp)
+  // "auto", "single_device", "ddp", or a sharded one: "zero" (kiln's name), "deepspeed" /
+  // "deepspeed_stage_2" (DeepSpeed's ZeRO stage 2, what kiln runs) or "fsdp". All sharded names
+  // run ZeRO stage 2 (kiln::distributed::ShardedDataParallel): gradients, optimizer state and the
+  // optimizer's master weights are split over the ranks, parameters stay whole on every rank. So
+  // "fsdp" shards less than PyTorch's FULL_SHARD (it is close to SHARD_GRAD_OP), and Fabric says
+  // so on rank 0 at launch. strategy() reports "zero" for each of them.
   std::string strategy = "auto";
   std::vector<std::shared_ptr<Logger>> loggers = {};
 };
@@ -61,7 +68,11 @@ class Fabric {
 
   // Moves the model to the device and dtype of the precision; with strategy "ddp" also wraps it in
   // DistributedDataParallel (weights broadcast from rank 0, gradients averaged during
-  // fabric.backward). The optimizer keeps working on the same parameter objects. Returns the same objects, so `std::tie(model, opt) = setup(...)` works.
+  // fabric.backward). The optimizer keeps working on the same parameter objects. Under the
+  // sharded strategy the model and its optimizer are wrapped together (the optimizer must hold
+  // exactly the model's trainable parameters and not have stepped yet): the optimizer's param
+  // groups are re-pointed at this rank's flat shards, keeping their options, so it must step
+  // through fabric.step(). Returns the same objects, so `std::tie(model, opt) = setup(...)` works.
   template <class M, class O>
   std::pair<std::shared_ptr<M>, std::shared_ptr<O>> setup(std::shared_ptr<M> model,
                                                            std::shared_ptr<O> optimizer) {
@@ -85,7 +96,9 @@ class Fabric {
   std::shared_ptr<DeviceDataLoader> setup_dataloaders(std::shared_ptr<data::DataLoader> loader);
 
   // loss.backward() with the precision plugin's loss scaling ("16-mixed": loss * scale); under
-  // "ddp" it returns once the gradients are averaged over the ranks.
+  // "ddp" it returns once the gradients are averaged over the ranks; under the sharded strategy
+  // once they are reduce-scattered into the optimizer's gradient shards (the parameters' own
+  // .grad is freed then).
   void backward(const Tensor& loss);
   // optimizer->step() through the precision plugin. Under "16-mixed" it unscales the gradients
   // (unless clip_gradients already did), skips the step when one is inf/NaN, and updates the
@@ -93,11 +106,14 @@ class Fabric {
   // It is an error when no fabric.backward(loss) ran since this optimizer's last step (a direct
   // loss.backward() leaves unscaled gradients the scaler would shrink by the scale). Returns
   // whether the optimizer stepped. Every precision accepts it, so a loop written with it runs
-  // unchanged under all of them.
+  // unchanged under all of them. Under the sharded strategy it is required: it steps this rank's
+  // shards and all-gathers the updated parameters (a bare optimizer->step() is reported as an error
+  // at the next backward).
   bool step(const std::shared_ptr<optim::Optimizer>& optimizer);
   // Clips the gradients of `module`'s parameters by total norm (max_norm) or value (clip_val);
   // returns the total norm before clipping (undefined for clip_val). Under "16-mixed" the
-  // optimizer's gradients are unscaled first, so max_norm means the same as in fp32.
+  // optimizer's gradients are unscaled first, so max_norm means the same as in fp32. Under the
+  // sharded strategy the norm is the global one over every rank's gradient shards.
   Tensor clip_gradients(const std::shared_ptr<nn::Module>& module,
                         const std::shared_ptr<optim::Optimizer>& optimizer,
                         std::optional<double> clip_val = std::nullopt,
@@ -157,8 +173,14 @@ class Fabric {
   void log(const std::string& name, double value, std::optional<int64_t> step = std::nullopt);
   void log_dict(const std::map<std::string, double>& metrics, std::optional<int64_t> step = std::nullopt);
 
-  // Checkpoints (fabric/checkpoint.h). Only global rank 0 writes. load() restores set-up objects in
-  // place and returns what the state did not ask for.
+  // Checkpoints (fabric/checkpoint.h). Only global rank 0 writes, except under the sharded
+  // strategy: there `path` becomes an index, and every rank writes its optimizer shard beside it
+  // (<stem>.<save id>.rank<r>-of-<n>.safetensors; rank 0's file also holds the model and every
+  // other entry). load() restores set-up objects in place and returns what the state did not ask
+  // for. It reads full and sharded checkpoints under every strategy: a sharded one on the same
+  // world size reads this rank's shard directly (exact resume), otherwise it is consolidated in
+  // memory (kiln::consolidate_checkpoint and kiln-consolidate write it as one full file) and, in a
+  // sharded run, cut into this rank's shards.
   void save(const std::string& path, const State& state) const;
   State load(const std::string& path, State& state, bool strict = true) const;
 

@@ -3,8 +3,9 @@
 
 namespace kiln::detail {
 
-std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node) {
-  fail("Fabric::launch: ", processes_per_node, " processes need kiln's distributed layer, which ",
+std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool sharded) {
+  fail("Fabric::launch: ", sharded ? "the sharded strategy needs" : "several processes need",
+       " kiln's distributed layer, which ",
        "this build lacks (Gloo, Debian's libgloo-dev, was not found when kiln was configured); ",
        "install it and reconfigure, or use devices \"1\" and strategy \"auto\"");
 }

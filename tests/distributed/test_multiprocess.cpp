@@ -64,6 +64,25 @@ TEST_CASE("the sharded optimizer equals DDP and splits the optimizer state") {
   }
 }
 
+TEST_CASE("ZeRO-2 equals DDP, and each rank holds 1/N of the gradients and optimizer state") {
+  for (int n : {2, 3}) {
+    CAPTURE(n);
+    CHECK(run({worker(), "zero2"}, n).exit_code == 0);
+  }
+  CHECK(run({worker(), "zero2_errors"}, 2).exit_code == 0);
+}
+
+TEST_CASE("Fabric strategy zero: DDP's results, sharded checkpoints, consolidation and resume") {
+  for (int n : {2, 3}) {
+    CAPTURE(n);
+    auto dir = std::filesystem::temp_directory_path() /
+               ("kiln_fabric_zero_" + std::to_string(::getpid()) + "_" + std::to_string(n));
+    std::filesystem::create_directories(dir);
+    CHECK(run({worker(), "fabric_zero"}, n, {{"KILN_TEST_OUT", dir.string()}}).exit_code == 0);
+    std::filesystem::remove_all(dir);
+  }
+}
+
 TEST_CASE("a killed rank ends the others with an error, not a hang") {
   auto dir = std::filesystem::temp_directory_path() /
              ("kiln_crash_" + std::to_string(::getpid()));

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -13,10 +14,12 @@
 #include <string>
 
 #include "distributed/distributed.h"
+#include "fabric/fabric.h"
 #include "examples/simple_cnn.h"
 #include "kiln.h"
 #include "nn/functional.h"
 #include "optim/adam.h"
+#include "optim/clip_grad.h"
 
 namespace kd = kiln::distributed;
 using kiln::DType;
@@ -117,6 +120,37 @@ int collectives() {
     Tensor rt = comm->reduce_scatter(kiln::tensor(rs, {2 * w, 3}, {.dtype = DType::f64}).to(dt));
     expect(rt.sizes() == kiln::Shape{2, 3}, "reduce_scatter shape " + name);
     expect_values(rt, rsw, "reduce_scatter " + name);
+
+    // Uneven reduce-scatter: rank q gets (q + 1) % 3 rows of 2 (so with 3 ranks the last gets
+    // none); element (j, c) is (rank + 1) * (2j + c + 1). Averaged, to cover the division too.
+    std::vector<int64_t> counts;
+    int64_t rows = 0, first = 0;
+    for (int q = 0; q < w; ++q) {
+      counts.push_back((q + 1) % 3);
+      if (q < r) first += counts.back();
+      rows += counts.back();
+    }
+    std::vector<double> uv, uw;
+    for (int64_t j = 0; j < rows; ++j)
+      for (int c = 0; c < 2; ++c) uv.push_back((r + 1) * (2 * j + c + 1));
+    for (int64_t j = first; j < first + counts[size_t(r)]; ++j)
+      for (int c = 0; c < 2; ++c) {
+        double s = (2 * j + c + 1) * (w + 1) / 2.0;  // the sum over ranks divided by w
+        uw.push_back(integral ? std::trunc(s) : s);
+      }
+    Tensor ut = comm->reduce_scatter(kiln::tensor(uv, {rows, 2}, {.dtype = DType::f64}).to(dt),
+                                     counts, kd::ReduceOp::avg);
+    expect(ut.sizes() == kiln::Shape{counts[size_t(r)], 2}, "uneven reduce_scatter shape " + name);
+    expect(ut.dtype() == dt, "uneven reduce_scatter dtype " + name);
+    expect_values(ut, uw, "uneven reduce_scatter avg " + name);
+    // A miscount is an error naming the rows, raised before any message is sent.
+    std::string msg;
+    try {
+      comm->reduce_scatter(kiln::zeros({3, 2}, {.dtype = dt}), std::vector<int64_t>(size_t(w), 1));
+    } catch (const kiln::Error& e) {
+      msg = e.what();
+    }
+    expect(w == 3 || msg.find("add up to") != std::string::npos, "miscounted rows: " + msg);
   }
   comm->barrier();
   return g_failures ? 1 : 0;
@@ -309,6 +343,345 @@ int zero() {
   return g_failures ? 1 : 0;
 }
 
+// ---- ZeRO-2 (ShardedDataParallel) against DDP: a two-layer MLP with two param groups (different
+// lr and weight decay), small buckets whose sizes the world size does not divide, gradient
+// accumulation under no_sync, and clip_grad_norm_. ----
+struct Mlp : kiln::nn::Module {
+  std::shared_ptr<kiln::nn::Linear> fc1 = register_module("fc1", std::make_shared<kiln::nn::Linear>(5, 7));
+  std::shared_ptr<kiln::nn::Linear> fc2 = register_module("fc2", std::make_shared<kiln::nn::Linear>(7, 3));
+  Tensor forward(const Tensor& x) override { return fc2->forward(kiln::relu(fc1->forward(x))); }
+};
+
+std::shared_ptr<kiln::optim::AdamW> grouped_adamw(Mlp& m) {
+  return std::make_shared<kiln::optim::AdamW>(
+      std::vector<kiln::optim::ParamGroup>{
+          {m.fc1->parameters(), {{"lr", 2e-2}, {"weight_decay", 0.1}}},
+          {m.fc2->parameters(), {{"lr", 1e-2}, {"weight_decay", 0.0}}}},
+      kiln::optim::AdamWOptions{});
+}
+
+double worst_relative(const Tensor& a, const Tensor& b) {
+  auto av = a.to_vector<double>(), bv = b.to_vector<double>();
+  double worst = av.size() == bv.size() ? 0 : 1e300;
+  for (size_t i = 0; i < av.size() && i < bv.size(); ++i)
+    worst = std::max(worst, std::abs(av[i] - bv[i]) / (1e-6 + std::abs(bv[i])));
+  return worst;
+}
+
+int zero2_in(const std::shared_ptr<kd::Communicator>& comm, DType dt, double rtol) {
+  int r = comm->rank(), w = comm->world_size();
+  g_rank = r;
+  const std::string tag = std::string(kiln::dtype_name(dt)) + " ";
+  const size_t cap = 25 * kiln::element_size(dt);  // fc2's bias and weight share a bucket
+  kiln::manual_seed(1000 + r);  // different on every rank until the broadcast
+  auto a = std::make_shared<Mlp>();
+  kiln::manual_seed(1000 + r);
+  auto b = std::make_shared<Mlp>();
+  a->to(dt);
+  b->to(dt);
+  auto oa = grouped_adamw(*a), ob = grouped_adamw(*b);
+  kd::DistributedDataParallel ddp(a, comm, {.bucket_cap_bytes = cap});
+  kd::ShardedDataParallel zero(b, ob, comm, {.bucket_cap_bytes = cap});
+  expect(zero.layout()["buckets"].size() == 3, tag + "three buckets, got " + zero.layout().dump());
+  expect(ob->param_groups().size() == 2 && ob->param_groups()[0].lr() == 2e-2,
+         tag + "the param groups keep their options");
+
+  const int64_t B = 3;
+  kiln::Generator g(9);
+  auto o = kiln::TensorOptions{.dtype = dt};
+  auto batch = [&] {
+    auto x = kiln::randn({w * B, 5}, o, &g), y = kiln::randn({w * B, 3}, o, &g);
+    return std::pair{x.narrow(0, r * B, B), y.narrow(0, r * B, B)};
+  };
+  auto loss = [](Mlp& m, const std::pair<Tensor, Tensor>& xy) {
+    return kiln::mse_loss(m.forward(xy.first), xy.second);
+  };
+  for (int step = 0; step < 5; ++step) {
+    oa->zero_grad();
+    ob->zero_grad();
+    auto xy = batch();
+    if (step == 1) {  // accumulate one micro-batch locally, then reduce the sum
+      auto x0 = batch();
+      {
+        auto ga = ddp.no_sync();
+        loss(*a, x0).backward();
+        ddp.finalize();
+      }
+      {
+        auto gb = zero.no_sync();
+        loss(*b, x0).backward();
+        zero.finalize();
+      }
+      expect(b->fc1->weight.grad().defined(), tag + "no_sync keeps the local gradient");
+    }
+    loss(*a, xy).backward();
+    ddp.finalize();
+    loss(*b, xy).backward();
+    zero.finalize();
+    // Between backward and step a rank holds only its gradient shards.
+    bool freed = true;
+    for (auto& p : b->parameters()) freed = freed && !p.grad().defined();
+    expect(freed, tag + "the full gradients are freed after backward");
+    expect(zero.local_grad_numel() == zero.local_master_numel(),
+           tag + "gradient elements held: " + std::to_string(zero.local_grad_numel()) + " vs shard " +
+               std::to_string(zero.local_master_numel()));
+    if (step == 2) {
+      Tensor na = kiln::optim::clip_grad_norm_(a->parameters(), 0.05);
+      Tensor nb = zero.clip_grad_norm_(0.05);
+      expect(worst_relative(nb, na) <= std::max(rtol, 1e-6 * double(dt != DType::f64)),
+             tag + "global gradient norm " + std::to_string(nb.item<double>()) + " vs DDP " +
+                 std::to_string(na.item<double>()));
+      expect(na.item<double>() > 0.05, tag + "the clip bites");
+    }
+    oa->step();
+    zero.step();
+  }
+  double worst = 0;
+  auto pa = a->parameters(), pb = b->parameters();
+  for (size_t k = 0; k < pa.size(); ++k) {
+    worst = std::max(worst, worst_relative(pb[k].detach(), pa[k].detach()));
+    Tensor all = comm->all_gather(pb[k].detach());
+    for (int q = 0; q < w; ++q)
+      expect(kiln::equal(all[q], pb[k].detach()), tag + "parameters equal on every rank");
+  }
+  if (r == 0) std::cerr << "zero2 " << tag << "world " << w << ": worst relative difference to DDP " << worst << "\n";
+  expect(worst <= rtol, tag + "sharded vs DDP parameters: relative difference " + std::to_string(worst));
+
+  // Memory: this rank holds about 1/N of the optimizer state and of the masters.
+  int64_t total = zero.total_numel(), buckets = int64_t(zero.layout()["buckets"].size());
+  int64_t full_state = 0;
+  for (auto& [name, t] : oa->state_tensors())
+    if (t.dim() > 0) full_state += t.numel();
+  expect(full_state == 2 * total, tag + "DDP's AdamW holds exp_avg and exp_avg_sq of every element");
+  expect(zero.local_state_numel() == 2 * zero.local_master_numel(), tag + "state = 2 x shard");
+  expect(zero.local_master_numel() <= total / w + buckets,
+         tag + "shard elements " + std::to_string(zero.local_master_numel()) + " of " + std::to_string(total));
+  Tensor sum = kiln::tensor(std::vector<int64_t>{zero.local_master_numel()});
+  comm->all_reduce(sum, kd::ReduceOp::sum);
+  int64_t padded = 0;
+  for (auto& bk : zero.layout()["buckets"]) padded += (bk["numel"].get<int64_t>() + w - 1) / w * w;
+  expect(sum.item<int64_t>() == padded, tag + "the shards cover every bucket once");
+
+  // A bare optimizer->step() updates the shard only; the next sharded call says so.
+  ob->step();
+  std::string msg;
+  try {
+    zero.step();
+  } catch (const kiln::Error& e) {
+    msg = e.what();
+  }
+  expect(msg.find("fabric.step(optimizer)") != std::string::npos, tag + "stepping alone is reported: " + msg);
+  return g_failures;
+}
+
+int zero2() {
+  // f64: equal to rounding. f32: reduce-scatter and all-reduce may add the ranks' gradients in a
+  // different order, which AdamW's m / sqrt(v) can magnify where a gradient nearly cancels.
+  auto comm = kd::init_process_group(options());
+  int failures = zero2_in(comm, DType::f64, 1e-12);
+  failures += zero2_in(comm, DType::f32, 1e-5);
+  return failures ? 1 : 0;
+}
+
+// The sharded strategy's errors: an optimizer that misses a trainable parameter, or that already
+// holds state.
+int zero2_errors() {
+  auto comm = kd::init_process_group(options());
+  g_rank = comm->rank();
+  auto m = std::make_shared<Mlp>();
+  auto partial = std::make_shared<kiln::optim::AdamW>(m->fc1->parameters(), 1e-3);
+  std::string msg;
+  try {
+    kd::ShardedDataParallel z(m, partial, comm);
+  } catch (const kiln::Error& e) {
+    msg = e.what();
+  }
+  expect(msg.find("'fc2.weight'") != std::string::npos, "names the missing parameter: " + msg);
+  auto stepped = std::make_shared<kiln::optim::AdamW>(m->parameters(), 1e-3);
+  kiln::mse_loss(m->forward(kiln::randn({2, 5})), kiln::randn({2, 3})).backward();
+  stepped->step();
+  msg.clear();
+  try {
+    kd::ShardedDataParallel z(m, stepped, comm);
+  } catch (const kiln::Error& e) {
+    msg = e.what();
+  }
+  expect(msg.find("already holds state") != std::string::npos, "refuses a stepped optimizer: " + msg);
+  return g_failures ? 1 : 0;
+}
+
+// ---- Fabric with strategy "zero" against a DDP reference on the same process group (float64):
+// backward / step / no_backward_sync / clip_gradients, then sharded checkpoints: the index and
+// one file per rank, consolidation equal to the DDP checkpoint, an exact resume from the shards,
+// a DDP checkpoint loaded into a sharded run, and the shards loaded in a single-process way. ----
+int fabric_zero() {
+  const std::string dir = std::getenv("KILN_TEST_OUT") ? std::getenv("KILN_TEST_OUT") : "/tmp";
+  kiln::Fabric fabric({.accelerator = "cpu", .precision = "64-true", .strategy = "zero"});
+  fabric.launch();
+  auto comm = kd::default_communicator();
+  int r = fabric.global_rank(), w = fabric.world_size();
+  g_rank = r;
+  expect(fabric.strategy() == "zero", "strategy name");
+  kiln::manual_seed(1000 + r);
+  auto a = std::make_shared<Mlp>();
+  kiln::manual_seed(1000 + r);
+  auto b = std::make_shared<Mlp>();
+  a->to(DType::f64);
+  auto oa = grouped_adamw(*a), ob = grouped_adamw(*b);
+  kd::DistributedDataParallel ddp(a, comm);
+  std::tie(b, ob) = fabric.setup(b, ob);
+
+  const int64_t B = 3;
+  kiln::Generator g(11);
+  auto o = kiln::TensorOptions{.dtype = DType::f64};
+  auto batch = [&] {
+    auto x = kiln::randn({w * B, 5}, o, &g), y = kiln::randn({w * B, 3}, o, &g);
+    return std::pair{x.narrow(0, r * B, B), y.narrow(0, r * B, B)};
+  };
+  auto loss = [](Mlp& m, const std::pair<Tensor, Tensor>& xy) {
+    return kiln::mse_loss(m.forward(xy.first), xy.second);
+  };
+  auto train_step = [&](int step, std::shared_ptr<Mlp> m, std::shared_ptr<kiln::optim::AdamW> opt,
+                        bool with_ref) {
+    if (with_ref) oa->zero_grad();
+    opt->zero_grad();
+    auto xy = batch();
+    if (step == 1) {
+      auto x0 = batch();
+      if (with_ref) {
+        auto guard = ddp.no_sync();
+        loss(*a, x0).backward();
+        ddp.finalize();
+      }
+      auto guard = fabric.no_backward_sync(m);
+      fabric.backward(loss(*m, x0));
+    }
+    if (with_ref) {
+      loss(*a, xy).backward();
+      ddp.finalize();
+    }
+    fabric.backward(loss(*m, xy));
+    if (step == 2) {
+      Tensor nb = fabric.clip_gradients(m, opt, std::nullopt, 0.05);
+      if (with_ref) {
+        Tensor na = kiln::optim::clip_grad_norm_(a->parameters(), 0.05);
+        expect(worst_relative(nb, na) < 1e-12, "fabric.clip_gradients norm equals DDP's");
+      }
+    }
+    if (with_ref) oa->step();
+    fabric.step(opt);
+  };
+  for (int step = 0; step < 3; ++step) train_step(step, b, ob, true);
+  auto close_to = [&](Mlp& m, Mlp& ref, double tol, const std::string& what) {
+    auto pm = m.parameters(), pr = ref.parameters();
+    double worst = 0;
+    for (size_t k = 0; k < pm.size(); ++k) worst = std::max(worst, worst_relative(pm[k].detach(), pr[k].detach()));
+    expect(worst <= tol, what + ": relative difference " + std::to_string(worst));
+  };
+  close_to(*b, *a, 1e-12, "Fabric zero vs DDP parameters");
+
+  // The optimizer state per rank is the expected fraction of DDP's.
+  int64_t mine = 0, full = 0;
+  for (auto& [name, t] : ob->state_tensors()) mine += t.dim() > 0 ? t.numel() : 0;
+  for (auto& [name, t] : oa->state_tensors()) full += t.dim() > 0 ? t.numel() : 0;
+  expect(mine * w <= full + 2 * 3 * w, "state per rank " + std::to_string(mine) + " of " + std::to_string(full));
+  Tensor sum = kiln::tensor(std::vector<int64_t>{mine});
+  comm->all_reduce(sum, kd::ReduceOp::sum);
+  expect(sum.item<int64_t>() >= full && sum.item<int64_t>() < full + 2 * 3 * w, "the shards add up");
+
+  // Save: the index and one file per rank; the DDP reference writes its full checkpoint.
+  const std::string index = dir + "/zero.safetensors", ref = dir + "/ddp.safetensors";
+  fabric.save(index, {{"model", b}, {"optimizer", ob}, {"step", int64_t(3)}});
+  if (r == 0) kiln::save_checkpoint(ref, {{"model", a}, {"optimizer", oa}, {"step", int64_t(3)}});
+  comm->barrier();
+  expect(kiln::is_sharded_checkpoint(index), "the path holds an index");
+  auto shards = kiln::detail::checkpoint_shard_files(index);
+  expect(int(shards.size()) == w, "one file per rank");
+  for (auto& f : shards) expect(std::filesystem::exists(f), "shard file " + f);
+  // Saving again replaces the files of the previous save.
+  fabric.save(index, {{"model", b}, {"optimizer", ob}, {"step", int64_t(3)}});
+  comm->barrier();
+  for (auto& f : shards) expect(!std::filesystem::exists(f), "the previous save's shard is removed: " + f);
+  shards = kiln::detail::checkpoint_shard_files(index);
+
+  // Consolidated = the DDP checkpoint: the same names, values and metadata.
+  if (r == 0) {
+    kiln::consolidate_checkpoint(index, dir + "/full.safetensors");
+    auto c = kiln::load_safetensors(dir + "/full.safetensors"), d = kiln::load_safetensors(ref);
+    expect(c.tensors.size() == d.tensors.size(), "consolidated tensor count " +
+           std::to_string(c.tensors.size()) + " vs DDP " + std::to_string(d.tensors.size()));
+    for (auto& [name, t] : d.tensors) {
+      auto it = c.tensors.find(name);
+      expect(it != c.tensors.end(), "consolidated has " + name);
+      if (it == c.tensors.end()) continue;
+      expect(it->second.sizes() == t.sizes() && it->second.dtype() == t.dtype(), name + " shape and dtype");
+      expect(worst_relative(it->second, t) < 1e-12, name + " value");
+    }
+    expect(nlohmann::json::parse(c.metadata.at("kiln.state")) == nlohmann::json::parse(d.metadata.at("kiln.state")),
+           "consolidated kiln.state " + c.metadata.at("kiln.state") + " vs DDP " + d.metadata.at("kiln.state"));
+  }
+  comm->barrier();
+
+  // Resume: fresh objects load the shards and then train exactly as the original does. A third
+  // set loads the consolidated file (a full checkpoint, cut into shards on load: the path a DDP
+  // checkpoint takes, and it equals the DDP one, as checked above) and must match bit for bit too.
+  kiln::manual_seed(7 + r);
+  auto c = std::make_shared<Mlp>();
+  auto oc = grouped_adamw(*c);
+  std::tie(c, oc) = fabric.setup(c, oc);
+  kiln::State sc{{"model", c}, {"optimizer", oc}, {"step", int64_t(0)}};
+  fabric.load(index, sc);
+  expect(std::get<int64_t>(sc["step"]) == 3, "plain values come back");
+  kiln::manual_seed(8 + r);
+  auto d = std::make_shared<Mlp>();
+  auto od = grouped_adamw(*d);
+  std::tie(d, od) = fabric.setup(d, od);
+  kiln::State sd{{"model", d}, {"optimizer", od}};
+  fabric.load(dir + "/full.safetensors", sd, /*strict=*/false);
+  auto same_state = [&](kiln::optim::Optimizer& x, kiln::optim::Optimizer& y, const std::string& what) {
+    auto tx = x.state_tensors(), ty = y.state_tensors();
+    bool ok = tx.size() == ty.size();
+    for (auto& [name, t] : tx) ok = ok && ty.count(name) && kiln::equal(t, ty.at(name));
+    expect(ok, what);
+  };
+  same_state(*oc, *ob, "the shard state after a sharded load");
+  same_state(*od, *ob, "the shard state after loading a full checkpoint");
+  kiln::Generator saved = g;
+  for (int step = 3; step < 5; ++step) train_step(step, b, ob, false);
+  g = saved;
+  for (int step = 3; step < 5; ++step) train_step(step, c, oc, false);
+  g = saved;
+  for (int step = 3; step < 5; ++step) train_step(step, d, od, false);
+  close_to(*c, *b, 0, "resumed from the shards");
+  close_to(*d, *b, 0, "resumed from the full checkpoint");
+
+  // The sharded checkpoint loads without any process group too (consolidated in memory).
+  if (r == 0) {
+    auto e = std::make_shared<Mlp>();
+    e->to(DType::f64);
+    auto oe = grouped_adamw(*e);
+    kiln::State se{{"model", e}, {"optimizer", oe}};
+    kiln::load_checkpoint(index, se, /*strict=*/false);
+    close_to(*e, *a, 1e-12, "a single process loads the sharded checkpoint");
+    auto te = oe->state_tensors(), ta = oa->state_tensors();
+    bool ok = te.size() == ta.size();
+    for (auto& [name, t] : ta) ok = ok && te.count(name) && worst_relative(te.at(name), t) < 1e-12;
+    expect(ok, "the consolidated optimizer state equals DDP's");
+  }
+  comm->barrier();
+
+  // optimizer->step() alone is caught at the next backward.
+  ob->step();
+  std::string msg;
+  try {
+    fabric.backward(loss(*b, batch()));
+  } catch (const kiln::Error& e) {
+    msg = e.what();
+  }
+  expect(msg.find("fabric.step(optimizer)") != std::string::npos, "a bare optimizer step is reported: " + msg);
+  return g_failures ? 1 : 0;
+}
+
 // A rank dies mid-training; the others must end with an error quickly. SIGTERM is ignored so the
 // supervisor's stop does not hide whether the survivors fail on their own.
 int crash() {
@@ -404,13 +777,18 @@ int main(int argc, char** argv) {
       {"ddp", ddp},
       {"cnn", cnn},
       {"zero", zero},
+      {"zero2", zero2},
+      {"zero2_errors", zero2_errors},
+      {"fabric_zero", fabric_zero},
       {"crash", crash},
       {"out_of_step", out_of_step},
       {"launch", [] { return launched(false); }},
       {"launch_fail", [] { return launched(true); }},
   };
   if (argc < 2 || !scenarios.count(argv[1])) {
-    std::cerr << "usage: kiln_dist_worker collectives|ddp|crash|out_of_step|launch|launch_fail\n";
+    std::cerr << "usage: kiln_dist_worker <scenario>; scenarios:";
+    for (const auto& [name, fn] : scenarios) std::cerr << " " << name;
+    std::cerr << "\n";
     return 2;
   }
   try {

@@ -29,7 +29,8 @@ TEST_CASE("Fabric: options are parsed and invalid ones explained") {
   CHECK(error_of({.accelerator = "cpu", .devices = "1", .precision = "64-true"}).empty());
   CHECK(has(error_of({.accelerator = "tpu"}), "unknown accelerator \"tpu\"; use one of \"auto\", \"cpu\""));
   CHECK(has(error_of({.precision = "fp8"}), "\"bf16-mixed\""));
-  CHECK(has(error_of({.strategy = "deepspeed"}), "unknown strategy"));
+  CHECK(has(error_of({.strategy = "deepspeed_stage_3"}), "unknown strategy \"deepspeed_stage_3\"; use one of"));
+  CHECK(has(error_of({.strategy = "deepspeed_stage_3"}), "\"ddp\", \"zero\""));
   CHECK(has(error_of({.devices = "two"}), "invalid devices \"two\""));
   CHECK(has(error_of({.accelerator = "cpu", .precision = "16-mixed"}), "use \"bf16-mixed\" or \"32-true\""));
   if (!cuda::is_available()) {
@@ -40,8 +41,16 @@ TEST_CASE("Fabric: options are parsed and invalid ones explained") {
   CHECK(Fabric({.accelerator = "cpu", .devices = "2"}).strategy() == "ddp");
   CHECK(Fabric({.accelerator = "cpu", .strategy = "ddp"}).strategy() == "ddp");
   CHECK(has(error_of({.accelerator = "cpu", .devices = "2", .strategy = "single_device"}), "use strategy \"ddp\""));
-  CHECK(has(error_of({.accelerator = "cpu", .strategy = "fsdp"}), "ZeRO stage 1"));
-  CHECK(has(error_of({.accelerator = "cpu", .strategy = "zero"}), "ZeroRedundancyOptimizer"));
+  // Every sharded name runs ZeRO-2, reported as "zero"; its processes also start at launch().
+  for (const char* name : {"zero", "deepspeed", "deepspeed_stage_2", "fsdp"}) {
+    CAPTURE(name);
+    CHECK(Fabric({.accelerator = "cpu", .strategy = name}).strategy() == "zero");
+  }
+  {
+    Fabric zero({.accelerator = "cpu", .devices = "2", .strategy = "zero"});
+    CHECK_THROWS_WITH_AS(zero.setup_module(std::make_shared<nn::Linear>(2, 2)),
+                         doctest::Contains("strategy \"zero\" needs its processes"), Error);
+  }
   {
     Fabric ddp({.accelerator = "cpu", .devices = "2"});
     CHECK_THROWS_WITH_AS(ddp.setup_module(std::make_shared<nn::Linear>(2, 2)),

@@ -152,3 +152,76 @@ TEST_CASE("train_cifar10: two processes with strategy ddp agree, and rank 0 alon
   CHECK_FALSE(fs::exists(dir / "logs" / "train_cifar10" / "version_1"));
   fs::remove_all(dir);
 }
+
+TEST_CASE("train_cifar10: strategy zero, launched by Fabric and by kiln-run; sharded checkpoint, "
+          "kiln-consolidate, and a single-process resume from the shards") {
+  const char* build = std::getenv("KILN_BUILD_ROOT");
+  std::string root = build ? build : ".";
+  std::string exe = root + "/examples/train_cifar10", kiln_run = root + "/distributed/tools/kiln-run";
+  std::string consolidate = root + "/fabric/tools/kiln-consolidate";
+  if (!fs::exists(exe) || !fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
+    MESSAGE("skipped: train_cifar10 or Fashion-MNIST is missing");
+    return;
+  }
+  if (!fs::exists(kiln_run)) {
+    MESSAGE("skipped: kiln was built without distributed/ (no kiln-run)");
+    return;
+  }
+  fs::path dir = fs::temp_directory_path() / ("kiln_train_cifar10_zero_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const std::string clean = "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE -u MASTER_ADDR "
+                            "-u MASTER_PORT -u NODE_RANK -u GROUP_RANK ";
+  auto flags = [&](const std::string& ck) {
+    return " --dataset fashion-mnist --accelerator cpu --num-workers 0 --batch-size 32 "
+           "--max-eval-batches 2 --checkpoint " + (dir / ck / "last.safetensors").string() +
+           " --log-dir " + (dir / ("logs_" + ck)).string();
+  };
+  auto summary_of = [](const std::string& out) {
+    auto pos = out.rfind("{\"");
+    REQUIRE(pos != std::string::npos);
+    return nlohmann::json::parse(out.substr(pos, out.find('\n', pos) - pos));
+  };
+
+  // Fabric::launch() starts rank 1 itself.
+  auto launched = run(clean + exe + " --devices 2 --strategy zero --max-steps 12 --epochs 1" + flags("ck"));
+  REQUIRE(launched.status == 0);
+  auto s1 = summary_of(launched.out);
+  CHECK(s1.at("world_size") == 2);
+  CHECK(s1.at("steps") == 12);
+  CHECK(s1.at("ranks_in_sync") == true);
+  std::string index = (dir / "ck" / "last.safetensors").string();
+  CHECK(kiln::is_sharded_checkpoint(index));
+  size_t shard_files = 0;
+  for (auto& e : fs::directory_iterator(dir / "ck"))
+    shard_files += e.path().filename().string().find(".rank") != std::string::npos;
+  CHECK(shard_files == 2);
+
+  // The consolidated checkpoint is a full one, with the DDP names and shapes.
+  auto cons = run(consolidate + " " + index + " " + (dir / "full.safetensors").string());
+  REQUIRE(cons.status == 0);
+  auto full = kiln::load_safetensors((dir / "full.safetensors").string());
+  CHECK(full.tensors.count("model.conv1.weight"));
+  REQUIRE(full.tensors.count("optimizer.state.0.exp_avg"));
+  CHECK(full.tensors.at("optimizer.state.0.exp_avg").sizes() == kiln::Shape{32, 1, 3, 3});
+  CHECK(full.tensors.at("optimizer.state.9.exp_avg_sq").sizes() == kiln::Shape{10});
+  CHECK(full.tensors.count("optimizer.state.9.step"));
+  CHECK_FALSE(kiln::is_sharded_checkpoint((dir / "full.safetensors").string()));
+
+  // kiln-run sets the environment; the program's Fabric joins it ("fsdp" is ZeRO-2 too).
+  auto by_run = run(clean + kiln_run + " --nproc_per_node 2 " + exe + " --strategy fsdp --max-steps 8 --epochs 1" +
+                    flags("ck2"));
+  REQUIRE(by_run.status == 0);
+  CHECK(by_run.out.find("runs as ZeRO stage 2") != std::string::npos);
+  auto s2 = summary_of(by_run.out);
+  CHECK(s2.at("world_size") == 2);
+  CHECK(s2.at("ranks_in_sync") == true);
+
+  // One process resumes from the two ranks' shards (consolidated in memory) and trains on.
+  auto resumed = run(clean + exe + " --max-train-batches 4 --epochs 2 --resume " +
+                     (dir / "ck2" / "last.safetensors").string() + flags("ck3"));
+  REQUIRE(resumed.status == 0);
+  CHECK(resumed.out.find("Resumed from") != std::string::npos);
+  CHECK(resumed.out.find("Epoch 2 | Val Acc:") != std::string::npos);
+  CHECK(summary_of(resumed.out).at("world_size") == 1);
+  fs::remove_all(dir);
+}

@@ -1,0 +1,56 @@
+// Internal to fabric/: the pieces checkpoint.cpp (one file) and sharded_checkpoint.cpp (one per
+// rank plus an index) share. Not installed.
+#pragma once
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "fabric/checkpoint.h"
+
+namespace kiln::detail {
+
+// A checkpoint file's contents: tensors by full name ("model.fc1.weight"), the "kiln.state"
+// entries by state key, and the rest of __metadata__.
+struct CheckpointContents {
+  std::map<std::string, Tensor> tensors;
+  nlohmann::json objects = nlohmann::json::object();
+  std::map<std::string, std::string> metadata;
+};
+
+// The tensors and kiln.state entries of `state`. Optimizers that ctx shards store this rank's
+// shard state as it is, marked {"sharded": true}; with `sharded_only`, nothing else is encoded.
+CheckpointContents encode_state(const State& state, const ShardContext* ctx, bool sharded_only);
+// Writes `c` atomically, adding the format keys and kiln.state to its metadata.
+void write_contents(const std::string& path, CheckpointContents c);
+// One checkpoint file as written by write_contents (a full checkpoint or one rank's shard).
+CheckpointContents read_contents(const std::string& path);
+// The index at `path` (its "kiln.sharded" JSON), or null when `path` is not a sharded index.
+nlohmann::json read_index(const std::string& path);
+// Every shard of the index read and merged into the contents of the equivalent full checkpoint.
+CheckpointContents consolidate_index(const std::string& path, const nlohmann::json& index);
+// Whether the index was saved by this sharding: the same world size, and every optimizer it
+// shards is one of `state` that ctx shards with the same layout.
+bool same_sharding(const nlohmann::json& index, const State& state, const ShardContext& ctx);
+// Rank 0's file (every unsharded entry) with the sharded optimizers' entries of `rank`'s file.
+CheckpointContents read_own_shard(const std::string& path, const nlohmann::json& index, int rank);
+
+// The tensors of `tensors` under "<key>." with the prefix removed (and erased from `tensors`).
+std::map<std::string, Tensor> take_prefix(std::map<std::string, Tensor>& tensors,
+                                          const std::string& key);
+
+// An optimizer's entry: its state tensors ("state.<i>.<name>") and hyper_params().
+struct OptimizerEntry {
+  std::map<std::string, Tensor> tensors;
+  nlohmann::json hyper_params;
+};
+// Per-rank shard entries (rank order) -> the per-parameter entry of the unsharded optimizer.
+OptimizerEntry consolidate_optimizer(const nlohmann::json& layout,
+                                     const std::vector<OptimizerEntry>& shards,
+                                     const std::string& source);
+// A per-parameter entry -> `rank`'s shard entry under `layout`.
+OptimizerEntry shard_optimizer(const nlohmann::json& layout, int rank, const OptimizerEntry& full,
+                               const std::string& source);
+
+}  // namespace kiln::detail
