@@ -118,6 +118,9 @@ void ShardedDataParallel::reduce_bucket(size_t reducer_bucket) {
   for (size_t j = 0; j < b.params.size(); ++j) {
     const Tensor& p = params_[b.params[j]];
     flat.narrow(0, b.offsets[j], p.numel()).view(p.sizes()).copy_(p.grad());
+    // Final for this backward (its hook fired) and copied: the full gradient goes now, while
+    // backward still produces the others, so they never all live at once.
+    p.set_grad(Tensor());
   }
   Tensor shard = comm_->reduce_scatter(flat, ReduceOp::avg);
   Tensor& g = b.master.mutable_grad();
@@ -137,7 +140,8 @@ void ShardedDataParallel::check_not_stepped_alone(const char* where) const {
 void ShardedDataParallel::finalize() {
   check_not_stepped_alone("after backward");
   if (!reducer_->finalize()) return;
-  // The shards hold the reduced gradients now; the full ones go.
+  // The shards hold the reduced gradients now. reduce_bucket freed the full ones; drop any that
+  // arrived otherwise (parameters that got no gradient this step, zero-filled by the Reducer).
   NoGradGuard no_grad;
   for (auto& p : params_) p.set_grad(Tensor());
 }

@@ -2,8 +2,8 @@
 // fairscale's ShardedDDP + OSS). Parameters stay whole on every rank; gradients, optimizer state
 // and the optimizer's copy of the weights are split over the ranks:
 //  - backward: as each bucket's gradients become ready, the bucket is reduce-scattered (averaged)
-//    on the Reducer's communication thread; each rank keeps only its shard, and the full
-//    gradients are freed once backward has finished;
+//    on the Reducer's communication thread, and its full gradients are freed; each rank keeps
+//    only its shard of every bucket;
 //  - step: the user's optimizer updates this rank's shards only, then the updated shards are
 //    all-gathered into every rank's parameters.
 // Per rank, gradient, optimizer-state and master memory fall to about 1/N of DDP's, for the price
@@ -53,9 +53,10 @@ class ShardedDataParallel {
   ShardedDataParallel(const ShardedDataParallel&) = delete;
   ShardedDataParallel& operator=(const ShardedDataParallel&) = delete;
 
-  // After backward: waits for the last bucket's reduce-scatter, adds the shards to the optimizer's
-  // gradients (accumulating, like .grad, until zero_grad) and frees the parameters' full
-  // gradients. A no-op after a backward under no_sync(), whose gradients accumulate locally.
+  // After backward: waits for the last bucket's reduce-scatter. The shards are added to the
+  // optimizer's gradients (accumulating, like .grad, until zero_grad); the parameters' own .grad
+  // is gone afterwards. A no-op after a backward under no_sync(), whose gradients accumulate
+  // locally in .grad until the next backward outside it.
   void finalize();
   // The optimizer's step on this rank's shards, then the all-gather that brings every rank's
   // parameters up to date. A bare optimizer->step() would update the shards only; the next

@@ -2,8 +2,10 @@
 // ZeroRedundancyOptimizer). Parameters are partitioned over the ranks (greedy by size, the same
 // on every rank); each rank keeps optimizer state only for the parameters it owns and updates
 // only those, then every owner broadcasts its updated parameters. Optimizer memory per rank falls
-// to about 1/N. Gradients still arrive whole (averaged by DDP's Reducer): gradient memory is not
-// sharded, which a reduce-scatter based ZeRO-2 would add.
+// to about 1/N when the parameters are many and alike in size (one large layer lands on one rank
+// whole). Gradients still arrive whole (averaged by DDP's Reducer): gradient memory is not
+// sharded. ShardedDataParallel (distributed/sharded.h, ZeRO-2, what Fabric's sharded strategies
+// run) shards gradients too, in flat balanced shards.
 //   ZeroRedundancyOptimizer opt(comm, model->parameters(),
 //       [](std::vector<Tensor> p) { return std::make_shared<optim::AdamW>(p, 3e-4); });
 //   loss.backward(); ddp.finalize(); opt.step();
