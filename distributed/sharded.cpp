@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <mutex>
 #include <unordered_map>
 
 #include "core/autograd.h"
@@ -66,6 +67,14 @@ ShardedDataParallel::ShardedDataParallel(std::shared_ptr<nn::Module> module,
       ReducerOptions{.bucket_cap_bytes = options.bucket_cap_bytes,
                      .bucket_keys = group_of,
                      .reduce_bucket = [this](size_t b, const std::vector<size_t>&) { reduce_bucket(b); }});
+  // After the Reducer's hook on every parameter: free the full gradients of buckets already
+  // reduce-scattered, while backward goes on, so they never all live at once. Not the gradient
+  // whose hooks are running now (later hooks may read it); the next hook or finalize() frees it.
+  std::weak_ptr<Releasable> weak = releasable_;
+  for (const auto& p : params_)
+    p.register_post_accumulate_grad_hook([weak, self = p.impl()](Tensor&) {
+      if (auto r = weak.lock()) r->release_except(self);
+    });
 
   // Buckets in the optimizer's order: group by group, the reducer's order within a group.
   const int64_t n = comm_->world_size();
@@ -108,6 +117,17 @@ ShardedDataParallel::ShardedDataParallel(std::shared_ptr<nn::Module> module,
   for (size_t g = 0; g < groups.size(); ++g) groups[g].params = masters[g];
 }
 
+void ShardedDataParallel::Releasable::release_except(const TensorImpl* keep) {
+  std::lock_guard<std::mutex> g(mu);
+  NoGradGuard no_grad;
+  std::vector<Tensor> kept;
+  for (const auto& p : params) {
+    if (p.impl() == keep) kept.push_back(p);
+    else p.set_grad(Tensor());
+  }
+  params.swap(kept);
+}
+
 ShardedDataParallel::~ShardedDataParallel() = default;
 
 void ShardedDataParallel::reduce_bucket(size_t reducer_bucket) {
@@ -118,9 +138,12 @@ void ShardedDataParallel::reduce_bucket(size_t reducer_bucket) {
   for (size_t j = 0; j < b.params.size(); ++j) {
     const Tensor& p = params_[b.params[j]];
     flat.narrow(0, b.offsets[j], p.numel()).view(p.sizes()).copy_(p.grad());
-    // Final for this backward (its hook fired) and copied: the full gradient goes now, while
-    // backward still produces the others, so they never all live at once.
-    p.set_grad(Tensor());
+  }
+  {
+    // Copied: the full gradients may go. The main thread frees them (this thread must not write
+    // a .grad that backward's hook loop may still be reading).
+    std::lock_guard<std::mutex> g(releasable_->mu);
+    for (size_t i : b.params) releasable_->params.push_back(params_[i]);
   }
   Tensor shard = comm_->reduce_scatter(flat, ReduceOp::avg);
   Tensor& g = b.master.mutable_grad();
@@ -140,8 +163,9 @@ void ShardedDataParallel::check_not_stepped_alone(const char* where) const {
 void ShardedDataParallel::finalize() {
   check_not_stepped_alone("after backward");
   if (!reducer_->finalize()) return;
-  // The shards hold the reduced gradients now. reduce_bucket freed the full ones; drop any that
-  // arrived otherwise (parameters that got no gradient this step, zero-filled by the Reducer).
+  // The shards hold the reduced gradients now; the full ones still here go (the last buckets',
+  // and those the Reducer zero-filled for parameters that got no gradient this step).
+  releasable_->release_except(nullptr);
   NoGradGuard no_grad;
   for (auto& p : params_) p.set_grad(Tensor());
 }

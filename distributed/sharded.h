@@ -2,8 +2,8 @@
 // fairscale's ShardedDDP + OSS). Parameters stay whole on every rank; gradients, optimizer state
 // and the optimizer's copy of the weights are split over the ranks:
 //  - backward: as each bucket's gradients become ready, the bucket is reduce-scattered (averaged)
-//    on the Reducer's communication thread, and its full gradients are freed; each rank keeps
-//    only its shard of every bucket;
+//    on the Reducer's communication thread, and its full gradients are freed while backward goes
+//    on; each rank keeps only its shard of every bucket;
 //  - step: the user's optimizer updates this rank's shards only, then the updated shards are
 //    all-gathered into every rank's parameters.
 // Per rank, gradient, optimizer-state and master memory fall to about 1/N of DDP's, for the price
@@ -29,6 +29,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -92,6 +93,13 @@ class ShardedDataParallel {
 
  private:
   struct Bucket;
+  // Parameters whose bucket is reduce-scattered: their full gradients are freed on the main
+  // thread, from the parameters' gradient hooks during backward and in finalize().
+  struct Releasable {
+    std::mutex mu;
+    std::vector<Tensor> params;
+    void release_except(const TensorImpl* keep);
+  };
   void reduce_bucket(size_t reducer_bucket);
   void refresh_masters();
   void gather_parameters();
@@ -103,6 +111,7 @@ class ShardedDataParallel {
   std::vector<Tensor> params_;
   std::vector<Bucket> buckets_;        // in the optimizer's shard order
   std::vector<size_t> by_reducer_;     // reducer bucket -> index in buckets_
+  std::shared_ptr<Releasable> releasable_ = std::make_shared<Releasable>();
   std::unique_ptr<Reducer> reducer_;
   nlohmann::json layout_;
   int64_t total_numel_ = 0;
