@@ -218,7 +218,10 @@ class GlooCommunicator : public Communicator {
     std::lock_guard<std::mutex> g(mu_);
     check("reduce_scatter", t);
     std::string extra = reduce_op_name(op);
-    for (int64_t c : counts) extra += " " + std::to_string(c);
+    for (int64_t c : counts) {
+      extra += ' ';
+      extra += std::to_string(c);
+    }
     step("reduce_scatter", t, extra);
     // The ring reduces in place in a private copy; this rank's part ends up reduced in it.
     Tensor work = t.contiguous().clone();

@@ -42,6 +42,9 @@ class DeviceDispatchCommunicator final : public Communicator {
   void broadcast(Tensor& t, int src) override { pick(t).broadcast(t, src); }
   Tensor all_gather(const Tensor& t) override { return pick(t).all_gather(t); }
   Tensor reduce_scatter(const Tensor& t, ReduceOp op) override { return pick(t).reduce_scatter(t, op); }
+  Tensor reduce_scatter(const Tensor& t, const std::vector<int64_t>& counts, ReduceOp op) override {
+    return pick(t).reduce_scatter(t, counts, op);
+  }
   void barrier() override { gloo_->barrier(); }
   Milliseconds timeout() const override { return gloo_->timeout(); }
   void set_timeout(Milliseconds t) override {
