@@ -152,9 +152,9 @@ class Fabric {
   Tensor all_gather(const Tensor& t) const;
   Tensor all_reduce(const Tensor& t, const std::string& reduce_op = "mean") const;
 
-  // Skips the gradient all-reduce of `module` in its scope (gradient accumulation: DDP's
-  // no_sync); the next backward outside it averages the accumulated sum. Nothing to skip with one
-  // process; the scope still checks that the module was set up.
+  // Skips the gradient all-reduce (sharded: reduce-scatter) of `module` in its scope (gradient
+  // accumulation: DDP's no_sync); the next backward outside it averages the accumulated sum.
+  // Nothing to skip with one process; the scope still checks that the module was set up.
   class NoBackwardSync {
    public:
     NoBackwardSync() = default;

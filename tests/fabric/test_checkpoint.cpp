@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/data.h"
+#include "fabric/checkpoint_io.h"
 #include "fabric/fabric.h"
 #include "helpers.h"
 #include "nn/nn.h"
@@ -205,5 +206,99 @@ TEST_CASE("checkpoint: resuming after 2 epochs gives the losses of 3 uninterrupt
   first.insert(first.end(), rest.begin(), rest.end());
   REQUIRE(first.size() == full.size());
   for (size_t i = 0; i < full.size(); ++i) CHECK(first[i] == full[i]);
+  fs::remove_all(dir);
+}
+
+// The sharded format without processes: per-rank optimizers over flat shards, as
+// ShardedDataParallel makes them, written with the detail API Fabric uses.
+TEST_CASE("checkpoint: sharded files, consolidation and re-sharding are exact; broken sets are errors") {
+  auto dir = fresh_dir("ckpt_sharded");
+  const std::string index = (dir / "z.safetensors").string(), ref = (dir / "ref.safetensors").string();
+  manual_seed(2);
+  auto model = small_net();
+  auto opt = std::make_shared<optim::AdamW>(model->parameters(), 1e-2);
+  train_steps(*model, *opt, 2);
+  // small_net's parameters: 0 fc1.weight [8, 4], 1 fc1.bias [8], 2 fc2.weight [3, 8], 3 fc2.bias
+  // [3], in two buckets (reverse order) that 2 ranks split with one element of padding.
+  nlohmann::json layout = {
+      {"world_size", 2}, {"group_sizes", {4}},
+      {"buckets", {{{"group", 0}, {"dtype", "float32"}, {"numel", 27}, {"shard_numel", 14},
+                    {"params", {{3, 0, 3, {3}}, {2, 3, 24, {3, 8}}}}},
+                   {{"group", 0}, {"dtype", "float32"}, {"numel", 40}, {"shard_numel", 20},
+                    {"params", {{1, 0, 8, {8}}, {0, 8, 32, {8, 4}}}}}}}};
+  detail::OptimizerEntry full{opt->state_tensors(), opt->hyper_params()};
+  std::vector<detail::OptimizerEntry> shards;
+  for (int r = 0; r < 2; ++r) shards.push_back(detail::shard_optimizer(layout, r, full, "test"));
+  CHECK(shards[1].tensors.at("state.0.exp_avg").sizes() == Shape{14});
+  CHECK(shards[1].tensors.at("state.1.exp_avg_sq").sizes() == Shape{20});
+  CHECK(shards[0].hyper_params["param_groups"][0]["params"] == nlohmann::json({0, 1}));
+  auto back = detail::consolidate_optimizer(layout, shards, "test");
+  CHECK(back.hyper_params == full.hyper_params);
+  REQUIRE(back.tensors.size() == full.tensors.size());
+  for (const auto& [name, t] : full.tensors) CHECK(equal(back.tensors.at(name), t));
+
+  // Each rank's optimizer over its flat shards, saved as Fabric does: shards, then the index.
+  std::vector<std::shared_ptr<optim::AdamW>> ranks;
+  std::vector<detail::ShardContext> ctx(2);
+  for (int r = 0; r < 2; ++r) {
+    ranks.push_back(std::make_shared<optim::AdamW>(std::vector<Tensor>{zeros({14}), zeros({20})}, 1e-2));
+    ranks[r]->load(shards[r].tensors, shards[r].hyper_params);
+    ctx[r] = {.rank = r, .world_size = 2, .layouts = {{ranks[r].get(), layout}}};
+    detail::save_checkpoint_shard(index, "abc", {{"model", model}, {"optimizer", ranks[r]}, {"epoch", int64_t(3)}}, ctx[r]);
+  }
+  CHECK_FALSE(is_sharded_checkpoint(index));
+  detail::save_checkpoint_index(index, "abc", {{"model", model}, {"optimizer", ranks[0]}}, ctx[0]);
+  CHECK(is_sharded_checkpoint(index));
+  auto files = detail::checkpoint_shard_files(index);
+  REQUIRE(files.size() == 2);
+  CHECK(files[1] == (dir / "z.abc.rank1-of-2.safetensors").string());
+  CHECK(load_safetensors(files[1]).tensors.count("model.fc1.weight") == 0);  // rank 0 holds the model
+
+  // A single process loads the index (consolidated in memory) as if DDP had saved it.
+  manual_seed(50);
+  auto model2 = small_net();
+  auto opt2 = std::make_shared<optim::AdamW>(model2->parameters(), 1e-2);
+  State state{{"model", model2}, {"optimizer", opt2}, {"epoch", int64_t(0)}};
+  load_checkpoint(index, state);
+  CHECK(std::get<int64_t>(state["epoch"]) == 3);
+  for (const auto& [name, t] : model->state_dict()) CHECK(equal(t, model2->state_dict().at(name)));
+  for (const auto& [name, t] : opt->state_tensors()) CHECK(equal(t, opt2->state_tensors().at(name)));
+
+  // Consolidated on disk: the file save_checkpoint writes for the unsharded objects.
+  save_checkpoint(ref, {{"model", model}, {"optimizer", opt}, {"epoch", int64_t(3)}});
+  consolidate_checkpoint(index, (dir / "full.safetensors").string());
+  auto c = load_safetensors((dir / "full.safetensors").string()), d = load_safetensors(ref);
+  CHECK(nlohmann::json::parse(c.metadata.at("kiln.state")) == nlohmann::json::parse(d.metadata.at("kiln.state")));
+  REQUIRE(c.tensors.size() == d.tensors.size());
+  for (const auto& [name, t] : d.tensors) CHECK(equal(c.tensors.at(name), t));
+
+  // Each rank resumes from its own file; a full checkpoint is cut into the same shards.
+  for (int r = 0; r < 2; ++r) {
+    CAPTURE(r);
+    auto mine = std::make_shared<optim::AdamW>(std::vector<Tensor>{zeros({14}), zeros({20})}, 1e-2);
+    auto cut = std::make_shared<optim::AdamW>(std::vector<Tensor>{zeros({14}), zeros({20})}, 1e-2);
+    detail::ShardContext own{.rank = r, .world_size = 2, .layouts = {{mine.get(), layout}, {cut.get(), layout}}};
+    State s1{{"optimizer", mine}}, s2{{"optimizer", cut}};
+    detail::load_checkpoint(index, s1, false, &own);
+    detail::load_checkpoint(ref, s2, false, &own);
+    for (const auto& [name, t] : ranks[r]->state_tensors()) {
+      CHECK(equal(mine->state_tensors().at(name), t));
+      CHECK(equal(cut->state_tensors().at(name), t));
+    }
+  }
+
+  // What goes wrong says what it is.
+  State opt_only{{"optimizer", opt2}};
+  CHECK(error_of([&] { load_checkpoint(files[1], opt_only); }).find("one rank's shard") != std::string::npos);
+  CHECK(error_of([&] { consolidate_checkpoint(index, index); }).find("its own index") != std::string::npos);
+  CHECK(error_of([&] { consolidate_checkpoint(ref, index + ".x"); }).find("not the index") != std::string::npos);
+  auto wrong = layout;
+  wrong["group_sizes"] = {2, 2};
+  CHECK(error_of([&] { detail::shard_optimizer(wrong, 0, full, "test"); }).find("param groups") != std::string::npos);
+  fs::rename(files[1], files[1] + ".moved");
+  CHECK(error_of([&] { load_checkpoint(index, state); }).find("rank 1 is missing") != std::string::npos);
+  fs::rename(files[1] + ".moved", files[1]);
+  fs::copy_file(files[0], files[1], fs::copy_options::overwrite_existing);
+  CHECK(error_of([&] { load_checkpoint(index, state); }).find("mixed up") != std::string::npos);
   fs::remove_all(dir);
 }
