@@ -150,11 +150,19 @@ TEST_CASE("train_cifar10: two processes with strategy ddp agree, and rank 0 alon
   CHECK(ck.tensors.count("model.conv1.weight"));
   CHECK(fs::exists(dir / "logs" / "train_cifar10" / "version_0" / "metrics.csv"));
   CHECK_FALSE(fs::exists(dir / "logs" / "train_cifar10" / "version_1"));
+  // The DDP checkpoint resumes in a single process.
+  auto single = run(exe + " --dataset fashion-mnist --accelerator cpu --num-workers 0 --batch-size 32 "
+                    "--max-train-batches 2 --max-eval-batches 2 --epochs 2 --resume " +
+                    (dir / "ck" / "last.safetensors").string() + " --checkpoint " +
+                    (dir / "ck1" / "last.safetensors").string() + " --log-dir " + (dir / "logs1").string());
+  REQUIRE(single.status == 0);
+  CHECK(single.out.find("Resumed from") != std::string::npos);
+  CHECK(single.out.find("Epoch 2 | Val Acc:") != std::string::npos);
   fs::remove_all(dir);
 }
 
 TEST_CASE("train_cifar10: strategy zero, launched by Fabric and by kiln-run; sharded checkpoint, "
-          "kiln-consolidate, and a single-process resume from the shards") {
+          "kiln-consolidate, a single-process resume from the shards and a sharded one from that") {
   const char* build = std::getenv("KILN_BUILD_ROOT");
   std::string root = build ? build : ".";
   std::string exe = root + "/examples/train_cifar10", kiln_run = root + "/distributed/tools/kiln-run";
@@ -223,5 +231,14 @@ TEST_CASE("train_cifar10: strategy zero, launched by Fabric and by kiln-run; sha
   CHECK(resumed.out.find("Resumed from") != std::string::npos);
   CHECK(resumed.out.find("Epoch 2 | Val Acc:") != std::string::npos);
   CHECK(summary_of(resumed.out).at("world_size") == 1);
+
+  // And the other way: two sharded processes resume from that single-process (full) checkpoint.
+  auto sharded = run(clean + kiln_run + " --nproc_per_node 2 " + exe + " --strategy zero "
+                     "--max-train-batches 4 --epochs 3 --resume " + (dir / "ck3" / "last.safetensors").string() +
+                     flags("ck4"));
+  REQUIRE(sharded.status == 0);
+  CHECK(sharded.out.find("Resumed from") != std::string::npos);
+  CHECK(sharded.out.find("Epoch 3 | Val Acc:") != std::string::npos);
+  CHECK(summary_of(sharded.out).at("ranks_in_sync") == true);
   fs::remove_all(dir);
 }
