@@ -268,14 +268,27 @@ void Fabric::log_dict(const std::map<std::string, double>& metrics, std::optiona
 
 void Fabric::save(const std::string& path, const State& state) const {
   auto ctx = group_ ? group_->shard_context() : std::nullopt;
-  if (!ctx) {
+  bool sharded = false;
+  for (const auto& [key, value] : state)
+    if (auto o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value))
+      sharded = sharded || (ctx && ctx->layouts.count(o->get()));
+  // The shard files of a sharded checkpoint this save replaces go once the new one is in place,
+  // each removed by one rank.
+  std::vector<std::string> old = ctx ? detail::checkpoint_shard_files(path) : std::vector<std::string>{};
+  auto remove_old = [&](const std::string& token) {
+    std::error_code ec;
+    for (size_t j = 0; j < old.size(); ++j)
+      if (int(j % size_t(world_size())) == global_rank() &&
+          old[j] != detail::checkpoint_shard_path(path, token, int(j), world_size()))
+        std::filesystem::remove(old[j], ec);
+  };
+  if (!sharded) {  // no sharded optimizer in the state (a model alone, say): one file
     if (is_global_zero()) save_checkpoint(path, state);
     barrier("save");
+    remove_old("");
     return;
   }
-  // Sharded: every rank writes its file under a fresh save id, then rank 0 the index. Files of
-  // the checkpoint this one replaces go once the new index is in place.
-  std::vector<std::string> old = detail::checkpoint_shard_files(path);
+  // Sharded: every rank writes its file under a fresh save id, then rank 0 the index.
   Tensor id = zeros({1}, {.dtype = DType::i64});
   if (is_global_zero()) {
     std::random_device rd;
@@ -289,11 +302,7 @@ void Fabric::save(const std::string& path, const State& state) const {
   barrier("save shards");
   if (is_global_zero()) detail::save_checkpoint_index(path, token, state, *ctx);
   barrier("save index");
-  std::error_code ec;
-  for (size_t j = 0; j < old.size(); ++j)
-    if (int(j % size_t(world_size())) == global_rank() &&
-        old[j] != detail::checkpoint_shard_path(path, token, int(j), world_size()))
-      std::filesystem::remove(old[j], ec);
+  remove_old(token);
 }
 
 State Fabric::load(const std::string& path, State& state, bool strict) const {

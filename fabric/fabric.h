@@ -173,10 +173,10 @@ class Fabric {
   void log(const std::string& name, double value, std::optional<int64_t> step = std::nullopt);
   void log_dict(const std::map<std::string, double>& metrics, std::optional<int64_t> step = std::nullopt);
 
-  // Checkpoints (fabric/checkpoint.h). Only global rank 0 writes, except under the sharded
-  // strategy: there `path` becomes an index, and every rank writes its optimizer shard beside it
-  // (<stem>.<save id>.rank<r>-of-<n>.safetensors; rank 0's file also holds the model and every
-  // other entry). load() restores set-up objects in place and returns what the state did not ask
+  // Checkpoints (fabric/checkpoint.h). Only global rank 0 writes, except when the state holds an
+  // optimizer of the sharded strategy: then `path` becomes an index, and every rank writes its
+  // optimizer shard beside it (<stem>.<save id>.rank<r>-of-<n>.safetensors; rank 0's file also
+  // holds the model and every other entry). load() restores set-up objects in place and returns what the state did not ask
   // for. It reads full and sharded checkpoints under every strategy: a sharded one on the same
   // world size reads this rank's shard directly (exact resume), otherwise it is consolidated in
   // memory (kiln::consolidate_checkpoint and kiln-consolidate write it as one full file) and, in a

@@ -604,6 +604,20 @@ int fabric_zero() {
   for (auto& f : shards) expect(!std::filesystem::exists(f), "the previous save's shard is removed: " + f);
   shards = kiln::detail::checkpoint_shard_files(index);
 
+  // A state without the sharded optimizer is one plain file, which replaces the index and its
+  // shards; the index then comes back.
+  fabric.save(dir + "/model_only.safetensors", {{"model", b}});
+  comm->barrier();
+  expect(!kiln::is_sharded_checkpoint(dir + "/model_only.safetensors") &&
+             kiln::load_safetensors(dir + "/model_only.safetensors").tensors.count("model.fc1.weight"),
+         "a model alone is saved as one file");
+  fabric.save(index, {{"model", b}});
+  comm->barrier();
+  for (auto& f : shards) expect(!std::filesystem::exists(f), "a plain save removes the old shards: " + f);
+  fabric.save(index, {{"model", b}, {"optimizer", ob}, {"step", int64_t(3)}});
+  comm->barrier();
+  shards = kiln::detail::checkpoint_shard_files(index);
+
   // Consolidated = the DDP checkpoint: the same names, values and metadata.
   if (r == 0) {
     kiln::consolidate_checkpoint(index, dir + "/full.safetensors");
