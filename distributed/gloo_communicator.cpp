@@ -279,12 +279,14 @@ class GlooCommunicator : public Communicator {
       // Rank r sends part r-s-1 (which it completed adding to last step) and receives part r-s-2.
       size_t out_part = size_t((rank_ - s - 1 + 2 * n) % n);
       size_t in_part = size_t((rank_ - s - 2 + 2 * n) % n);
-      if (elems[out_part]) whole->send(next, slot, offset[out_part] * sizeof(T), elems[out_part] * sizeof(T));
+      if (elems[out_part])
+        whole->send(next, slot, offset[out_part] * sizeof(T), elems[out_part] * sizeof(T));
       if (elems[in_part]) in->recv(prev, slot, 0, elems[in_part] * sizeof(T));
       if (elems[out_part] && !whole->waitSend(timeout_))
         fail("reduce_scatter: the send to rank ", next, " was aborted");
       if (elems[in_part]) {
-        if (!in->waitRecv(timeout_)) fail("reduce_scatter: the receive from rank ", prev, " was aborted");
+        if (!in->waitRecv(timeout_))
+          fail("reduce_scatter: the receive from rank ", prev, " was aborted");
         T* acc = data + offset[in_part];
         reduce_fn<T>(op, acc, acc, incoming.get(), elems[in_part]);
       }

@@ -28,9 +28,9 @@ ShardedDataParallel::ShardedDataParallel(std::shared_ptr<nn::Module> module,
   KILN_CHECK(module_ && optimizer_ && comm_,
              "ShardedDataParallel: needs a module, an optimizer and a communicator");
   KILN_CHECK(optimizer_->state_tensors().empty(), "ShardedDataParallel: the ", optimizer_->name(),
-             " optimizer already holds state (it stepped, or loaded a checkpoint); set it up before "
-             "its first step and load checkpoints after setup, so the state is sharded as it is "
-             "created");
+             " optimizer already holds state (it stepped, or loaded a checkpoint); set it up "
+             "before its first step and load checkpoints after setup, so the state is sharded as "
+             "it is created");
   auto& groups = optimizer_->param_groups();
   std::vector<int> group_of;
   for (size_t g = 0; g < groups.size(); ++g)
@@ -64,9 +64,10 @@ ShardedDataParallel::ShardedDataParallel(std::shared_ptr<nn::Module> module,
 
   reducer_ = std::make_unique<Reducer>(
       comm_, params_,
-      ReducerOptions{.bucket_cap_bytes = options.bucket_cap_bytes,
-                     .bucket_keys = group_of,
-                     .reduce_bucket = [this](size_t b, const std::vector<size_t>&) { reduce_bucket(b); }});
+      ReducerOptions{
+          .bucket_cap_bytes = options.bucket_cap_bytes,
+          .bucket_keys = group_of,
+          .reduce_bucket = [this](size_t b, const std::vector<size_t>&) { reduce_bucket(b); }});
   // After the Reducer's hook on every parameter: free the full gradients of buckets already
   // reduce-scattered, while backward goes on, so they never all live at once. Not the gradient
   // whose hooks are running now (later hooks may read it); the next hook or finalize() frees it.
@@ -180,7 +181,8 @@ void ShardedDataParallel::refresh_masters() {
       const Tensor& p = params_[b.params[j]];
       int64_t s = std::max(lo, b.offsets[j]), e = std::min(hi, b.offsets[j] + p.numel());
       if (s >= e) continue;
-      b.master.narrow(0, s - lo, e - s).copy_(p.detach().view({p.numel()}).narrow(0, s - b.offsets[j], e - s));
+      Tensor flat = p.detach().view({p.numel()});
+      b.master.narrow(0, s - lo, e - s).copy_(flat.narrow(0, s - b.offsets[j], e - s));
     }
     b.master_version = b.master.version();
   }
@@ -216,8 +218,10 @@ void ShardedDataParallel::step() {
   for (auto& b : buckets_) b.master_version = b.master.version();
 }
 
-Tensor ShardedDataParallel::clip_grad_norm_(double max_norm, double norm_type, bool error_if_nonfinite) {
-  KILN_CHECK(norm_type > 0, "clip_grad_norm_: norm_type must be positive (or infinity), got ", norm_type);
+Tensor ShardedDataParallel::clip_grad_norm_(double max_norm, double norm_type,
+                                            bool error_if_nonfinite) {
+  KILN_CHECK(norm_type > 0, "clip_grad_norm_: norm_type must be positive (or infinity), got ",
+             norm_type);
   KILN_CHECK(max_norm >= 0, "clip_grad_norm_: max_norm must be non-negative, got ", max_norm);
   NoGradGuard no_grad;
   std::vector<Tensor> grads;
@@ -247,7 +251,8 @@ Tensor ShardedDataParallel::clip_grad_norm_(double max_norm, double norm_type, b
 }
 
 void ShardedDataParallel::clip_grad_value_(double clip_value) {
-  KILN_CHECK(clip_value >= 0, "clip_grad_value_: clip_value must be non-negative, got ", clip_value);
+  KILN_CHECK(clip_value >= 0, "clip_grad_value_: clip_value must be non-negative, got ",
+             clip_value);
   NoGradGuard no_grad;
   for (auto& b : buckets_)
     if (b.master.grad().defined()) b.master.mutable_grad().clamp_(-clip_value, clip_value);

@@ -48,7 +48,8 @@ class ShardedDataParallel {
   // Broadcasts rank 0's parameters and buffers, partitions the optimizer's parameters (which must
   // be exactly the module's trainable ones) into buckets and points the optimizer's param groups
   // at this rank's flat shards. The optimizer must not have stepped yet (no state to move).
-  ShardedDataParallel(std::shared_ptr<nn::Module> module, std::shared_ptr<optim::Optimizer> optimizer,
+  ShardedDataParallel(std::shared_ptr<nn::Module> module,
+                      std::shared_ptr<optim::Optimizer> optimizer,
                       std::shared_ptr<Communicator> comm, ShardedOptions options = {});
   ~ShardedDataParallel();
   ShardedDataParallel(const ShardedDataParallel&) = delete;

@@ -44,7 +44,8 @@ std::string shard_dir(const std::string& index_path) {
   return dir.empty() ? "." : dir.string();
 }
 
-std::string bucket_key(size_t k, const std::string& field) {
+// "state.<index>.<field>": an optimizer state entry of parameter (or shard) <index>.
+std::string state_key(size_t k, const std::string& field) {
   return "state." + std::to_string(k) + "." + field;
 }
 
@@ -52,7 +53,8 @@ std::string bucket_key(size_t k, const std::string& field) {
 std::vector<std::string> fields_of(const std::map<std::string, Tensor>& tensors, size_t index) {
   std::vector<std::string> out;
   const std::string prefix = "state." + std::to_string(index) + ".";
-  for (auto it = tensors.lower_bound(prefix); it != tensors.end() && it->first.rfind(prefix, 0) == 0; ++it)
+  for (auto it = tensors.lower_bound(prefix);
+       it != tensors.end() && it->first.rfind(prefix, 0) == 0; ++it)
     out.push_back(it->first.substr(prefix.size()));
   return out;
 }
@@ -88,7 +90,8 @@ void save_checkpoint_index(const std::string& path, const std::string& token, co
                            const ShardContext& ctx) {
   json files = json::array(), layouts = json::object();
   for (int r = 0; r < ctx.world_size; ++r)
-    files.push_back(fs::path(checkpoint_shard_path(path, token, r, ctx.world_size)).filename().string());
+    files.push_back(
+        fs::path(checkpoint_shard_path(path, token, r, ctx.world_size)).filename().string());
   for (const auto& [key, value] : state)
     if (auto o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value))
       if (auto it = ctx.layouts.find(o->get()); it != ctx.layouts.end()) layouts[key] = it->second;
@@ -108,7 +111,8 @@ json read_index(const std::string& path) {
   try {
     index = json::parse(it->second);
   } catch (const json::exception& e) {
-    fail("load_checkpoint ", path, ": the sharded index's kiln.sharded is not valid JSON: ", e.what());
+    fail("load_checkpoint ", path, ": the sharded index's kiln.sharded is not valid JSON: ",
+         e.what());
   }
   KILN_CHECK(index.is_object() && index.contains("world_size") && index.contains("files") &&
                  index["files"].is_array() && index.contains("layouts") &&
@@ -121,7 +125,8 @@ std::vector<std::string> checkpoint_shard_files(const std::string& path) {
   json index = read_index(path);
   std::vector<std::string> out;
   if (index.is_null()) return out;
-  for (const auto& f : index["files"]) out.push_back((fs::path(shard_dir(path)) / f.get<std::string>()).string());
+  for (const auto& f : index["files"])
+    out.push_back((fs::path(shard_dir(path)) / f.get<std::string>()).string());
   return out;
 }
 
@@ -129,7 +134,8 @@ namespace {
 
 // One rank's shard file, checked against the index that names it.
 CheckpointContents read_shard(const std::string& path, const json& index, int rank) {
-  std::string file = (fs::path(shard_dir(path)) / index["files"][size_t(rank)].get<std::string>()).string();
+  std::string file =
+      (fs::path(shard_dir(path)) / index["files"][size_t(rank)].get<std::string>()).string();
   KILN_CHECK(fs::exists(file), "load_checkpoint ", path, ": shard file ", file, " of rank ", rank,
              " is missing; a sharded checkpoint needs every rank's file beside its index");
   CheckpointContents c = read_contents(file);
@@ -137,9 +143,11 @@ CheckpointContents read_shard(const std::string& path, const json& index, int ra
   try {
     shard = json::parse(c.metadata.at("kiln.shard"));
   } catch (const std::exception&) {
-    fail("load_checkpoint ", file, ": not a shard of a sharded checkpoint (no kiln.shard metadata)");
+    fail("load_checkpoint ", file,
+         ": not a shard of a sharded checkpoint (no kiln.shard metadata)");
   }
-  KILN_CHECK(shard.value("rank", -1) == rank && shard.value("world_size", -1) == index["world_size"] &&
+  KILN_CHECK(shard.value("rank", -1) == rank &&
+                 shard.value("world_size", -1) == index["world_size"] &&
                  shard.value("save_id", "") == index.value("save_id", ""),
              "load_checkpoint ", path, ": ", file, " is ", shard.dump(), ", not rank ", rank,
              " of save ", index.value("save_id", "?"), "; the shard files were mixed up");
@@ -206,10 +214,10 @@ OptimizerEntry consolidate_optimizer(const json& layout, const std::vector<Optim
     const json& b = buckets[k];
     const int64_t shard = b["shard_numel"].get<int64_t>();
     for (const std::string& field : fields_of(shards[0].tensors, k)) {
-      const std::string name = bucket_key(k, field);
+      const std::string name = state_key(k, field);
       if (field == "step") {  // one count per bucket, the same on every rank
         for (const auto& p : b["params"])
-          out.tensors["state." + std::to_string(p[0].get<size_t>()) + ".step"] = shards[0].tensors.at(name).clone();
+          out.tensors[state_key(p[0].get<size_t>(), "step")] = shards[0].tensors.at(name).clone();
         continue;
       }
       std::vector<Tensor> parts;
@@ -225,7 +233,7 @@ OptimizerEntry consolidate_optimizer(const json& layout, const std::vector<Optim
       Tensor flat = cat(parts);
       for (const auto& p : b["params"]) {
         auto shape = p[3].get<Shape>();
-        out.tensors["state." + std::to_string(p[0].get<size_t>()) + "." + field] =
+        out.tensors[state_key(p[0].get<size_t>(), field)] =
             flat.narrow(0, p[1].get<int64_t>(), p[2].get<int64_t>()).view(shape).clone();
       }
     }
@@ -249,12 +257,13 @@ OptimizerEntry shard_optimizer(const json& layout, int rank, const OptimizerEntr
   check_layout(layout, source);
   const auto& sizes = layout["group_sizes"];
   const auto& groups = full.hyper_params.at("param_groups");
-  KILN_CHECK(groups.size() == sizes.size(), "load_checkpoint ", source, ": the saved optimizer has ",
-             groups.size(), " param groups, this one ", sizes.size());
+  KILN_CHECK(groups.size() == sizes.size(), "load_checkpoint ", source,
+             ": the saved optimizer has ", groups.size(), " param groups, this one ", sizes.size());
   for (size_t g = 0; g < groups.size(); ++g) {
-    size_t saved = groups[g].contains("params") ? groups[g]["params"].size() : sizes[g].get<size_t>();
-    KILN_CHECK(saved == sizes[g].get<size_t>(), "load_checkpoint ", source, ": param group ", g,
-               " of the saved optimizer has ", saved, " parameters, this one ", sizes[g].get<size_t>());
+    const size_t want = sizes[g].get<size_t>();
+    size_t saved = groups[g].contains("params") ? groups[g]["params"].size() : want;
+    KILN_CHECK(saved == want, "load_checkpoint ", source, ": param group ", g,
+               " of the saved optimizer has ", saved, " parameters, this one ", want);
   }
   OptimizerEntry out;
   const auto& buckets = layout["buckets"];
@@ -274,25 +283,26 @@ OptimizerEntry shard_optimizer(const json& layout, int rank, const OptimizerEntr
     }
     for (const std::string& field : fields) {
       if (field == "step") {
-        Tensor step = full.tensors.at(bucket_key(first, "step"));
-        for (const auto& p : params)
-          KILN_CHECK(full.tensors.at(bucket_key(p[0].get<size_t>(), "step")).item<double>() ==
-                         step.item<double>(),
-                     "load_checkpoint ", source, ": parameters ", first, " and ", p[0].get<size_t>(),
+        Tensor step = full.tensors.at(state_key(first, "step"));
+        for (const auto& p : params) {
+          const size_t i = p[0].get<size_t>();
+          KILN_CHECK(full.tensors.at(state_key(i, "step")).item<double>() == step.item<double>(),
+                     "load_checkpoint ", source, ": parameters ", first, " and ", i,
                      " have different step counts; the sharded strategy keeps one per bucket");
-        out.tensors[bucket_key(k, "step")] = step.clone();
+        }
+        out.tensors[state_key(k, "step")] = step.clone();
         continue;
       }
-      Tensor proto = full.tensors.at(bucket_key(first, field));
+      Tensor proto = full.tensors.at(state_key(first, field));
       Tensor flat = zeros({shard * n}, proto.options());
       for (const auto& p : params) {
-        const Tensor& t = full.tensors.at(bucket_key(p[0].get<size_t>(), field));
-        KILN_CHECK(t.numel() == p[2].get<int64_t>(), "load_checkpoint ", source, ": ",
-                   bucket_key(p[0].get<size_t>(), field), " has ", t.numel(), " elements, the parameter ",
-                   p[2].get<int64_t>());
+        const std::string name = state_key(p[0].get<size_t>(), field);
+        const Tensor& t = full.tensors.at(name);
+        KILN_CHECK(t.numel() == p[2].get<int64_t>(), "load_checkpoint ", source, ": ", name,
+                   " has ", t.numel(), " elements, the parameter ", p[2].get<int64_t>());
         flat.narrow(0, p[1].get<int64_t>(), t.numel()).copy_(t.reshape({t.numel()}));
       }
-      out.tensors[bucket_key(k, field)] = flat.narrow(0, rank * shard, shard).clone();
+      out.tensors[state_key(k, field)] = flat.narrow(0, rank * shard, shard).clone();
     }
   }
   // Group g holds its buckets' shards, numbered in bucket order.

@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
     }
     kiln::consolidate_checkpoint(argv[1], argv[2]);
     auto out = kiln::load_safetensors(argv[2]);
-    std::cout << "kiln-consolidate: wrote " << argv[2] << " (" << out.tensors.size() << " tensors)\n";
+    std::cout << "kiln-consolidate: wrote " << argv[2] << " (" << out.tensors.size()
+              << " tensors)\n";
   } catch (const kiln::Error& e) {
     std::cerr << "kiln-consolidate: " << e.what() << "\n";
     return 1;
