@@ -89,25 +89,29 @@ TEST_CASE("Fabric strategy zero: DDP's results, sharded checkpoints, consolidati
 }
 
 TEST_CASE("a killed rank ends the others with an error, not a hang") {
-  auto dir = std::filesystem::temp_directory_path() /
-             ("kiln_crash_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  auto t0 = std::chrono::steady_clock::now();
-  auto r = run({worker(), "crash"}, 3, {{"KILN_TEST_OUT", dir.string()}}, 60s);
-  auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  CHECK(r.failed_rank == 2);
-  CHECK(r.exit_code == 3);
-  CHECK(r.message.find("rank 2") != std::string::npos);
-  CHECK(secs < 30);
-  // The survivors ignored the supervisor's SIGTERM and still ended, with their own error.
-  for (int rank : {0, 1}) {
-    std::ifstream f(dir / ("rank" + std::to_string(rank) + ".err"));
-    std::stringstream ss;
-    ss << f.rdbuf();
-    CAPTURE(rank);
-    CHECK(ss.str().find("all_reduce") != std::string::npos);
+  for (std::string call : {"all_reduce", "reduce_scatter"}) {
+    CAPTURE(call);
+    auto dir = std::filesystem::temp_directory_path() /
+               ("kiln_crash_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    auto t0 = std::chrono::steady_clock::now();
+    std::string scenario = call == "all_reduce" ? "crash" : "crash_reduce_scatter";
+    auto r = run({worker(), scenario}, 3, {{"KILN_TEST_OUT", dir.string()}}, 60s);
+    auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(r.failed_rank == 2);
+    CHECK(r.exit_code == 3);
+    CHECK(r.message.find("rank 2") != std::string::npos);
+    CHECK(secs < 30);
+    // The survivors ignored the supervisor's SIGTERM and still ended, with their own error.
+    for (int rank : {0, 1}) {
+      std::ifstream f(dir / ("rank" + std::to_string(rank) + ".err"));
+      std::stringstream ss;
+      ss << f.rdbuf();
+      CAPTURE(rank);
+      CHECK(ss.str().find(call) != std::string::npos);
+    }
+    std::filesystem::remove_all(dir);
   }
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("debug mode names collectives called out of step") {

@@ -711,19 +711,23 @@ int fabric_zero() {
   return g_failures ? 1 : 0;
 }
 
-// A rank dies mid-training; the others must end with an error quickly. SIGTERM is ignored so the
+// A rank dies mid-training (in all-reduce or the reduce-scatter ring); the others must end with
+// an error quickly. SIGTERM is ignored so the
 // supervisor's stop does not hide whether the survivors fail on their own.
-int crash() {
+int crash(bool reduce_scatter) {
   ::signal(SIGTERM, SIG_IGN);
   auto comm = kd::init_process_group(options());
   int r = comm->rank(), w = comm->world_size();
   g_rank = r;
-  Tensor t = kiln::ones({1000});
+  Tensor t = kiln::ones({1000 * w});
   comm->all_reduce(t);
   if (r == w - 1) ::_exit(3);
   std::string out = std::getenv("KILN_TEST_OUT") ? std::getenv("KILN_TEST_OUT") : "/tmp";
   try {
-    for (int i = 0; i < 100000; ++i) comm->all_reduce(t);
+    for (int i = 0; i < 100000; ++i) {
+      if (reduce_scatter) comm->reduce_scatter(t);
+      else comm->all_reduce(t);
+    }
   } catch (const kiln::Error& e) {
     std::ofstream(out + "/rank" + std::to_string(r) + ".err") << e.what();
     return 7;
@@ -809,7 +813,8 @@ int main(int argc, char** argv) {
       {"zero2", zero2},
       {"zero2_errors", zero2_errors},
       {"fabric_zero", fabric_zero},
-      {"crash", crash},
+      {"crash", [] { return crash(false); }},
+      {"crash_reduce_scatter", [] { return crash(true); }},
       {"out_of_step", out_of_step},
       {"launch", [] { return launched(false); }},
       {"launch_fail", [] { return launched(true); }},
