@@ -57,10 +57,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, std::pair<int64
   p.w_out = conv_out(p.w_in, p.kw, p.stride_w, p.pad_w, p.dil_w);
   KILN_CHECK(p.h_out > 0 && p.w_out > 0, "conv2d: input ", x.sizes(), " is smaller than the ",
              "(dilated) kernel ", w.sizes(), " with padding (", p.pad_h, ", ", p.pad_w, ")");
-  // The CPU kernel computes in f32/f64: 16-bit tensors are widened there and rounded once on the
-  // way out (f32 accumulation, as the precision policy asks).
-  const DType kdt = x.device().is_cpu() && (x.dtype() == DType::f16 || x.dtype() == DType::bf16)
-                        ? DType::f32 : x.dtype();
+  // The CPU kernel takes f32, f64 and bf16 (bf16 operands, f32 accumulation): f16 is widened to
+  // f32 there and rounded once on the way out.
+  const DType kdt = x.device().is_cpu() && x.dtype() == DType::f16 ? DType::f32 : x.dtype();
   Tensor xc = detail::cast(dense(x), kdt), wc = detail::cast(dense(w), kdt);
   Tensor bc = b.defined() ? detail::cast(dense(b), kdt) : Tensor();
   Tensor out = detail::make_empty({p.n, p.c_out, p.h_out, p.w_out}, kdt, x.device());

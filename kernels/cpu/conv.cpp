@@ -2,15 +2,24 @@
 // [C_in/groups * kh * kw, H_out * W_out] column matrix, so the forward pass is W[C_out, CKK] @ col,
 // the input gradient is W^T @ grad_out folded back (col2im), and the weight gradient is
 // grad_out @ col^T summed over the batch. Images run in parallel, one column buffer per thread.
+// bf16 runs the same plan on bgemm (bf16 operands, f32 accumulation; bgemm.h): the weights are
+// packed once per call, the column matrix stays bf16, and the weight gradient is summed over the
+// batch in f32 and rounded once.
 #include <Eigen/Core>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu/bf16_ops.h"
+#include "kernels/cpu/bgemm.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/simd_bf16.h"
 
 namespace kiln::kernels::cpu {
 namespace {
@@ -55,7 +64,7 @@ void im2col(const Conv2dParams& p, const T* x, int64_t channels, T* col) {
           const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dil_h;
           T* dst = row + oh * p.w_out;
           if (ih < 0 || ih >= p.h_in) {
-            std::memset(dst, 0, sizeof(T) * size_t(p.w_out));
+            std::memset(static_cast<void*>(dst), 0, sizeof(T) * size_t(p.w_out));
             continue;
           }
           const T* src = xc + ih * p.w_in;
@@ -92,6 +101,12 @@ void col2im(const Conv2dParams& p, const T* col, int64_t channels, T* x) {
           if (ih < 0 || ih >= p.h_in) continue;
           T* dst = xc + ih * p.w_in;
           const T* src = row + oh * p.w_out;
+          if (p.stride_w == 1) {  // a contiguous run: no per-element bounds test, so it vectorises
+            const int64_t off = j * p.dil_w - p.pad_w;
+            const int64_t lo = std::max<int64_t>(0, -off), hi = std::min(p.w_out, p.w_in - off);
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow + off] += src[ow];
+            continue;
+          }
           for (int64_t ow = 0; ow < p.w_out; ++ow) {
             const int64_t iw = ow * p.stride_w - p.pad_w + j * p.dil_w;
             if (iw >= 0 && iw < p.w_in) dst[iw] += src[ow];
@@ -177,12 +192,149 @@ void backward_typed(const Conv2dParams& p, T* gx, T* gw, T* gb, const T* gy, con
   }
 }
 
+// ------------------------------------------------------------------ bf16
+
+// im2col for bf16 with stride_w 1: each output row's run of up to 32 values is one masked 64-byte
+// load and store (the mask zeroes the padding), where the generic loop calls memcpy per row.
+KILN_TARGET_AVX512 void im2col_bf16_avx512(const Conv2dParams& p, const BFloat16* x, int64_t channels,
+                                           BFloat16* col) {
+  const int64_t hw_out = p.h_out * p.w_out;
+  for (int64_t c = 0; c < channels; ++c) {
+    const BFloat16* xc = x + c * p.h_in * p.w_in;
+    for (int64_t i = 0; i < p.kh; ++i) {
+      for (int64_t j = 0; j < p.kw; ++j) {
+        BFloat16* row = col + ((c * p.kh + i) * p.kw + j) * hw_out;
+        const int64_t off = j * p.dil_w - p.pad_w;
+        const int64_t lo = std::max<int64_t>(0, -off), hi = std::min(p.w_out, p.w_in - off);
+        for (int64_t oh = 0; oh < p.h_out; ++oh) {
+          const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dil_h;
+          const bool inside = ih >= 0 && ih < p.h_in;
+          const BFloat16* src = (inside ? xc + ih * p.w_in : xc) + off;
+          BFloat16* dst = row + oh * p.w_out;
+          for (int64_t ow0 = 0; ow0 < p.w_out; ow0 += 32) {
+            const int64_t len = std::min<int64_t>(32, p.w_out - ow0);
+            const int64_t a = std::clamp<int64_t>(lo - ow0, 0, len), b = std::clamp<int64_t>(hi - ow0, 0, len);
+            const __mmask32 store = __mmask32((uint64_t(1) << len) - 1);
+            const __mmask32 load = inside && b > a ? __mmask32(((uint64_t(1) << b) - 1) & ~((uint64_t(1) << a) - 1)) : 0;
+            // Masked-off lanes are not read, so src may point outside x there.
+            _mm512_mask_storeu_epi16(dst + ow0, store, _mm512_maskz_loadu_epi16(load, src + ow0));
+          }
+        }
+      }
+    }
+  }
+}
+
+void im2col_bf16(const Conv2dParams& p, const BFloat16* x, int64_t channels, BFloat16* col) {
+  static const bool avx512 = isa_enabled(Isa::avx512);
+  if (avx512 && p.stride_w == 1) im2col_bf16_avx512(p, x, channels, col);
+  else im2col(p, x, channels, col);
+}
+
+// Each group's weights [cout_g, ckk] packed as bgemm's A operand (transposed for the input
+// gradient, whose product is W^T @ grad_out).
+std::vector<BFloat16> pack_weights(const Conv2dParams& p, const BFloat16* w, bool transposed) {
+  const int64_t cout_g = p.c_out / p.groups, ckk = p.c_in / p.groups * p.kh * p.kw;
+  const int64_t size = transposed ? bf16_packed_a_size(ckk, cout_g) : bf16_packed_a_size(cout_g, ckk);
+  std::vector<BFloat16> packed(size_t(size * p.groups));
+  for (int64_t g = 0; g < p.groups; ++g) {
+    const BFloat16* wg = w + g * cout_g * ckk;
+    if (transposed) bf16_pack_a(true, ckk, cout_g, wg, ckk, packed.data() + g * size);
+    else bf16_pack_a(false, cout_g, ckk, wg, ckk, packed.data() + g * size);
+  }
+  return packed;
+}
+
+void forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const BFloat16* w,
+                  const BFloat16* b) {
+  const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
+  const int64_t ckk = cin_g * p.kh * p.kw, hw_out = p.h_out * p.w_out;
+  const bool pointwise = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+                         p.pad_h == 0 && p.pad_w == 0;
+  const std::vector<BFloat16> pw = pack_weights(p, w, false);
+  const int64_t pw_size = bf16_packed_a_size(cout_g, ckk);
+  std::vector<float> bias(b ? size_t(p.c_out) : 0);
+  if (b) bf16_to_f32(b, bias.data(), p.c_out);
+#pragma omp parallel
+  {
+    std::vector<BFloat16> col(pointwise ? 0 : size_t(ckk * hw_out));
+    std::vector<BFloat16> pcol(size_t(bf16_packed_b_size(ckk, hw_out)));
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < p.n; ++n) {
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const BFloat16* xg = x + (n * p.c_in + g * cin_g) * p.h_in * p.w_in;
+        const BFloat16* cp = xg;
+        if (!pointwise) {
+          im2col_bf16(p, xg, cin_g, col.data());
+          cp = col.data();
+        }
+        bf16_pack_b(false, ckk, hw_out, cp, hw_out, pcol.data());
+        bgemm_packed(cout_g, hw_out, ckk, pw.data() + g * pw_size, pcol.data(), 0.f,
+                     y + (n * p.c_out + g * cout_g) * hw_out, hw_out, b ? bias.data() + g * cout_g : nullptr);
+      }
+    }
+  }
+}
+
+void backward_bf16(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* gb, const BFloat16* gy,
+                   const BFloat16* x, const BFloat16* w) {
+  const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
+  const int64_t ckk = cin_g * p.kh * p.kw, hw_out = p.h_out * p.w_out, hw_in = p.h_in * p.w_in;
+  const int64_t wsize = p.c_out * ckk;
+  const int threads = omp_get_max_threads();
+  const std::vector<BFloat16> pwt = gx ? pack_weights(p, w, true) : std::vector<BFloat16>();
+  const int64_t pwt_size = bf16_packed_a_size(ckk, cout_g);
+  std::vector<float> gw_partial(gw ? size_t(threads) * size_t(wsize) : 0, 0.f);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<BFloat16> col(gw ? size_t(ckk * hw_out) : 0);
+    std::vector<BFloat16> pa(size_t(std::max(bf16_packed_a_size(cout_g, hw_out), int64_t(1))));
+    std::vector<BFloat16> pb(size_t(std::max(bf16_packed_b_size(hw_out, ckk), bf16_packed_b_size(cout_g, hw_out))));
+    std::vector<float> gcol(gx ? size_t(ckk * hw_out) : 0), gimg(gx ? size_t(cin_g * hw_in) : 0);
+    float* my_gw = gw ? gw_partial.data() + size_t(omp_get_thread_num()) * size_t(wsize) : nullptr;
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < p.n; ++n) {
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const BFloat16* gout = gy + (n * p.c_out + g * cout_g) * hw_out;
+        if (my_gw) {  // grad_w[cout_g, ckk] += grad_out[cout_g, hw] @ col^T[hw, ckk]
+          im2col_bf16(p, x + (n * p.c_in + g * cin_g) * hw_in, cin_g, col.data());
+          bf16_pack_a(false, cout_g, hw_out, gout, hw_out, pa.data());
+          bf16_pack_b(true, hw_out, ckk, col.data(), hw_out, pb.data());
+          bgemm_packed(cout_g, ckk, hw_out, pa.data(), pb.data(), 1.f, my_gw + g * cout_g * ckk, ckk);
+        }
+        if (gx) {  // col[ckk, hw] = W^T[ckk, cout_g] @ grad_out[cout_g, hw], folded back in f32
+          bf16_pack_b(false, cout_g, hw_out, gout, hw_out, pb.data());
+          bgemm_packed(ckk, hw_out, cout_g, pwt.data() + g * pwt_size, pb.data(), 0.f, gcol.data(), hw_out);
+          std::memset(gimg.data(), 0, sizeof(float) * gimg.size());
+          col2im(p, gcol.data(), cin_g, gimg.data());
+          f32_to_bf16(gimg.data(), gx + (n * p.c_in + g * cin_g) * hw_in, cin_g * hw_in);
+        }
+      }
+    }
+  }
+  if (gw) {
+    std::vector<float> sum(size_t(wsize), 0.f);
+    for (int t = 0; t < threads; ++t)
+      for (int64_t i = 0; i < wsize; ++i) sum[size_t(i)] += gw_partial[size_t(t) * size_t(wsize) + size_t(i)];
+    f32_to_bf16(sum.data(), gw, wsize);
+  }
+  if (gb) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < p.c_out; ++c) {
+      double s = 0;
+      for (int64_t n = 0; n < p.n; ++n) s += double(bf16_sum(gy + (n * p.c_out + c) * hw_out, hw_out));
+      gb[c] = BFloat16(float(s));
+    }
+  }
+}
+
 template <class F>
 void dispatch_float(DType t, const char* op, F&& f) {
   switch (t) {
     case DType::f32: return f(float{});
     case DType::f64: return f(double{});
-    default: fail(op, ": the CPU kernel takes f32 or f64 (got ", dtype_name(t),
+    case DType::bf16: return f(BFloat16{});
+    default: fail(op, ": the CPU kernel takes f32, f64 or bf16 (got ", dtype_name(t),
                   "); convert with .to(kiln::DType::f32)");
   }
 }
@@ -193,7 +345,9 @@ void CpuBackend::conv2d_forward(const Conv2dParams& p, const View& out, const Vi
                                 const View& weight, const View& bias) {
   dispatch_float(in.dtype, "conv2d", [&](auto tag) {
     using T = decltype(tag);
-    forward_typed<T>(p, out.ptr<T>(), in.ptr<T>(), weight.ptr<T>(), bias.ptr<T>());
+    if constexpr (std::is_same_v<T, BFloat16>)
+      forward_bf16(p, out.ptr<T>(), in.ptr<T>(), weight.ptr<T>(), bias.ptr<T>());
+    else forward_typed<T>(p, out.ptr<T>(), in.ptr<T>(), weight.ptr<T>(), bias.ptr<T>());
   });
 }
 
@@ -202,8 +356,11 @@ void CpuBackend::conv2d_backward(const Conv2dParams& p, const View& grad_in, con
                                  const View& weight) {
   dispatch_float(grad_out.dtype, "conv2d backward", [&](auto tag) {
     using T = decltype(tag);
-    backward_typed<T>(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(),
-                      grad_out.ptr<T>(), in.ptr<T>(), weight.ptr<T>());
+    if constexpr (std::is_same_v<T, BFloat16>)
+      backward_bf16(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(), grad_out.ptr<T>(),
+                    in.ptr<T>(), weight.ptr<T>());
+    else backward_typed<T>(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(),
+                           grad_out.ptr<T>(), in.ptr<T>(), weight.ptr<T>());
   });
 }
 

@@ -3,6 +3,7 @@
 // op runs once per call, not once per element; dense operands become one flat loop.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu/bf16_ops.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/philox.h"
@@ -99,6 +101,73 @@ void CpuBackend::copy_to_host(void* dst, const void* src, size_t n) {
 
 namespace {
 
+// bf16 runs: bf16 <-> f32 conversions 16 lanes at a time (bf16_ops.h) around the op applied to f32
+// chunks that stay in L1, instead of one scalar conversion per element.
+template <class T>
+constexpr bool is_bf16_or_f32_v = std::is_same_v<T, BFloat16> || std::is_same_v<T, float>;
+template <class O, class I>
+constexpr bool bf16_chunked_v = (std::is_same_v<O, BFloat16> || std::is_same_v<I, BFloat16>) &&
+                                is_bf16_or_f32_v<O> && is_bf16_or_f32_v<I>;
+constexpr int64_t kChunk = 512;
+
+// Points at n f32 values of p: p itself, or its bf16 values converted into buf.
+template <class I>
+const float* as_f32(const I* p, int64_t n, float* buf) {
+  if constexpr (std::is_same_v<I, BFloat16>) {
+    bf16_to_f32(p, buf, n);
+    return buf;
+  } else {
+    (void)n, (void)buf;
+    return p;
+  }
+}
+// Where the f32 results go before the store: the output itself when it is f32.
+template <class O>
+float* f32_out(O* p, float* buf) {
+  if constexpr (std::is_same_v<O, BFloat16>) return buf;
+  else return (void)buf, p;
+}
+template <class O>
+void store_f32(O* p, const float* buf, int64_t n) {
+  if constexpr (std::is_same_v<O, BFloat16>) f32_to_bf16(buf, p, n);
+  else (void)p, (void)buf, (void)n;
+}
+
+template <class O, class I, class F>
+void map1_bf16(O* po, const I* pa, int64_t n, F& f) {
+  alignas(64) float in[kChunk], out[kChunk];
+  for (int64_t s = 0; s < n; s += kChunk) {
+    const int64_t len = std::min(kChunk, n - s);
+    const float* x = as_f32(pa + s, len, in);
+    float* y = f32_out(po + s, out);
+    for (int64_t i = 0; i < len; ++i) y[i] = float(f(x[i]));
+    store_f32(po + s, out, len);
+  }
+}
+
+// st_x, st_y: 1 (dense) or 0 (a broadcast scalar).
+template <class O, class I, class F>
+void map2_bf16(O* po, const I* pa, const I* pb, int64_t st_x, int64_t st_y, int64_t n, F& f) {
+  alignas(64) float xa[kChunk], ya[kChunk], out[kChunk];
+  const float sx = float(pa[0]), sy = float(pb[0]);
+  for (int64_t s = 0; s < n; s += kChunk) {
+    const int64_t len = std::min(kChunk, n - s);
+    float* z = f32_out(po + s, out);
+    if (st_x && st_y) {
+      const float* x = as_f32(pa + s, len, xa);
+      const float* y = as_f32(pb + s, len, ya);
+      for (int64_t i = 0; i < len; ++i) z[i] = float(f(x[i], y[i]));
+    } else if (st_x) {
+      const float* x = as_f32(pa + s, len, xa);
+      for (int64_t i = 0; i < len; ++i) z[i] = float(f(x[i], sy));
+    } else {
+      const float* y = as_f32(pb + s, len, ya);
+      for (int64_t i = 0; i < len; ++i) z[i] = float(f(sx, y[i]));
+    }
+    store_f32(po + s, out, len);
+  }
+}
+
 template <class O, class I, class F>
 void map1(const View& out, const View& in, F f) {
   const View* vs[2] = {&out, &in};
@@ -109,6 +178,7 @@ void map1(const View& out, const View& in, F f) {
     O* po = o + off[0];
     const I* pa = a + off[1];
     if (st[0] == 1 && st[1] == 1) {
+      if constexpr (bf16_chunked_v<O, I>) return map1_bf16(po, pa, n, f);
       for (int64_t i = 0; i < n; ++i) po[i] = O(f(compute_t<I>(pa[i])));
     } else {
       for (int64_t i = 0; i < n; ++i) po[i * st[0]] = O(f(compute_t<I>(pa[i * st[1]])));
@@ -128,6 +198,10 @@ void map2(const View& out, const View& x, const View& y, F f) {
     const I* pa = a + off[1];
     const I* pb = b + off[2];
     using C = compute_t<I>;
+    if constexpr (bf16_chunked_v<O, I>) {
+      if (st[0] == 1 && st[1] + st[2] >= 1 && st[1] <= 1 && st[2] <= 1)
+        return map2_bf16(po, pa, pb, st[1], st[2], n, f);
+    }
     if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
       for (int64_t i = 0; i < n; ++i) po[i] = O(f(C(pa[i]), C(pb[i])));
     } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {

@@ -1,8 +1,9 @@
 // Picks the sgemm variant once, from the CPU's features (see gemm.h).
 #include "kernels/cpu/gemm.h"
 
-#include <cstdlib>
 #include <cstring>
+
+#include "kernels/cpu/isa.h"
 
 namespace kiln::kernels::cpu {
 namespace {
@@ -13,17 +14,8 @@ struct Choice {
 };
 
 Choice choose() {
-  // KILN_CPU_ISA=generic|avx2 caps the choice (for testing the fallbacks).
-  const char* cap = std::getenv("KILN_CPU_ISA");
-  const bool allow512 = !cap || std::strcmp(cap, "avx512") == 0;
-  const bool allow2 = allow512 || std::strcmp(cap, "avx2") == 0;
-  __builtin_cpu_init();
-  if (allow512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("fma"))
-    return {detail::sgemm_avx512, "avx512"};
-  if (allow2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return {detail::sgemm_avx2, "avx2"};
+  if (isa_enabled(Isa::avx512)) return {detail::sgemm_avx512, "avx512"};
+  if (isa_enabled(Isa::avx2)) return {detail::sgemm_avx2, "avx2"};
   return {detail::sgemm_generic, "generic"};
 }
 

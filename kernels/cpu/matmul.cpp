@@ -1,12 +1,15 @@
-// CPU matrix products through Eigen's GEMM. Operands are mapped in place when one of their two
-// inner strides is 1 (row- or column-major, so transposed views cost nothing); anything else, and
-// the 16-bit floats, is packed into f32 first. Batches run in parallel when the products are small.
+// CPU matrix products: f32 through sgemm, bf16 through bgemm (bf16 operands, f32 accumulation),
+// f64 through Eigen. Operands are mapped in place when one of their two inner strides is 1 (row- or
+// column-major, so transposed views cost nothing); anything else is packed first, and f16 is
+// widened to f32. Batches run in parallel when the products are small.
 #include <Eigen/Core>
 #include <omp.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu/bgemm.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/loops.h"
@@ -38,17 +41,19 @@ void with_map(const T* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs, F&
   }
 }
 
-// f32 through the ISA-dispatched sgemm: an operand with a unit inner stride maps in place
-// (transposed when its row stride is 1), anything else is packed row-major first.
-void matmul_f32(const View& out, const View& a, const View& b, double beta) {
+// f32 through the ISA-dispatched sgemm, bf16 through bgemm (f32 accumulation, one rounding): an
+// operand with a unit inner stride maps in place (transposed when its row stride is 1), anything
+// else is packed row-major first.
+template <class T>
+void matmul_blas(const View& out, const View& a, const View& b, double beta) {
   const int64_t B = out.sizes[0], M = out.sizes[1], N = out.sizes[2], K = a.sizes[2];
   auto one = [&](int64_t i) {
-    float* c = out.ptr<float>() + i * M * N;
-    const float* pa = a.ptr<float>() + i * a.strides[0];
-    const float* pb = b.ptr<float>() + i * b.strides[0];
-    std::vector<float> pack_a, pack_b;
-    auto layout = [](const float* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
-                     std::vector<float>& pack, bool& trans, int64_t& ld) -> const float* {
+    T* c = out.ptr<T>() + i * M * N;
+    const T* pa = a.ptr<T>() + i * a.strides[0];
+    const T* pb = b.ptr<T>() + i * b.strides[0];
+    std::vector<T> pack_a, pack_b;
+    auto layout = [](const T* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
+                     std::vector<T>& pack, bool& trans, int64_t& ld) -> const T* {
       if (cs == 1 && (rs >= cols || rows == 1)) { trans = false; ld = rows > 1 ? rs : cols; return p; }
       if (rs == 1 && (cs >= rows || cols == 1)) { trans = true; ld = cols > 1 ? cs : rows; return p; }
       pack.resize(size_t(rows * cols));
@@ -60,9 +65,10 @@ void matmul_f32(const View& out, const View& a, const View& b, double beta) {
     };
     bool ta, tb;
     int64_t lda, ldb;
-    const float* ma = layout(pa, M, K, a.strides[1], a.strides[2], pack_a, ta, lda);
-    const float* mb = layout(pb, K, N, b.strides[1], b.strides[2], pack_b, tb, ldb);
-    sgemm(ta, tb, M, N, K, ma, lda, mb, ldb, beta == 0 ? 0.f : 1.f, c, N);
+    const T* ma = layout(pa, M, K, a.strides[1], a.strides[2], pack_a, ta, lda);
+    const T* mb = layout(pb, K, N, b.strides[1], b.strides[2], pack_b, tb, ldb);
+    if constexpr (std::is_same_v<T, float>) sgemm(ta, tb, M, N, K, ma, lda, mb, ldb, beta == 0 ? 0.f : 1.f, c, N);
+    else bgemm(ta, tb, M, N, K, ma, lda, mb, ldb, beta == 0 ? 0.f : 1.f, c, N);
   };
   const bool batch_parallel = B > 1 && M * N * K < (1 << 18);
   if (batch_parallel) {
@@ -125,12 +131,12 @@ void CpuBackend::matmul(const View& out, const View& a, const View& b, double be
   KILN_CHECK(out.ndim == 3 && a.ndim == 3 && b.ndim == 3 && out.is_contiguous(),
              "matmul kernel: expected [B, M, K] x [B, K, N] into a dense [B, M, N]");
   switch (out.dtype) {
-    case DType::f32: return matmul_f32(out, a, b, beta);
+    case DType::f32: return matmul_blas<float>(out, a, b, beta);
+    case DType::bf16: return matmul_blas<BFloat16>(out, a, b, beta);
     case DType::f64: return matmul_typed<double>(out, a, b, beta);
     case DType::i32: return matmul_int<int32_t>(out, a, b, beta);
     case DType::i64: return matmul_int<int64_t>(out, a, b, beta);
-    case DType::f16:
-    case DType::bf16: {
+    case DType::f16: {
       // Widen to f32, multiply with f32 accumulation, round once on the way out.
       std::vector<float> abuf(size_t(a.numel())), bbuf(size_t(b.numel())), cbuf(size_t(out.numel()));
       auto dense_f32 = [](const View& v, float* data) {
@@ -146,7 +152,7 @@ void CpuBackend::matmul(const View& out, const View& a, const View& b, double be
       copy(wa, a);
       copy(wb, b);
       if (beta != 0) copy(wc, out);
-      matmul_f32(wc, wa, wb, beta);
+      matmul_blas<float>(wc, wa, wb, beta);
       copy(out, wc);
       return;
     }

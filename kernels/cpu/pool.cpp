@@ -5,12 +5,32 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "core/error.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
 
 namespace kiln::kernels::cpu {
+namespace {
+
+// A maximum is one of the inputs, so a 16-bit float needs no rounding on the way back: its f32
+// value's upper half is its bits (NaN keeps its payload, so it stays NaN).
+template <class T, class C>
+T exact(C v) {
+  if constexpr (std::is_same_v<T, BFloat16>) {
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    BFloat16 r;
+    r.bits = uint16_t(u >> 16);
+    return r;
+  } else {
+    return T(v);
+  }
+}
+
+}  // namespace
+
 void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices,
                                     const View& in) {
   dispatch_floating(in.dtype, "max_pool2d", [&](auto tag) {
@@ -49,7 +69,7 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
               const bool gc = c > m; m = gc ? c : m; k = gc ? ic : k;
               const bool gd = d > m; m = gd ? d : m; k = gd ? id : k;
             }
-            yp[oh * p.w_out + ow] = T(m);
+            yp[oh * p.w_out + ow] = exact<T>(m);
             if (ip) ip[oh * p.w_out + ow] = k;
           }
         }
@@ -69,7 +89,7 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
               if (v > best || v != v) { best = v; best_i = ih * p.w_in + iw; }
               if (v != v) { ih = he; break; }
             }
-          yp[oh * p.w_out + ow] = T(best);
+          yp[oh * p.w_out + ow] = exact<T>(best);
           if (ip) ip[oh * p.w_out + ow] = best_i;
         }
       }
@@ -85,12 +105,17 @@ void CpuBackend::max_pool2d_backward(const Pool2dParams& p, const View& grad_in,
     const T* gy = grad_out.ptr<T>();
     T* gx = grad_in.ptr<T>();
     const int64_t* idx = indices.ptr<int64_t>();
+    const bool disjoint = p.stride_h >= p.kh && p.stride_w >= p.kw;
 #pragma omp parallel for schedule(static)
     for (int64_t plane = 0; plane < p.n * p.c; ++plane) {
       T* gxp = gx + plane * p.h_in * p.w_in;
       for (int64_t i = 0; i < p.h_in * p.w_in; ++i) gxp[i] = T(0);
       const T* gyp = gy + plane * p.h_out * p.w_out;
       const int64_t* ip = idx + plane * p.h_out * p.w_out;
+      if (disjoint) {  // each input is the maximum of at most one window: no sums to form
+        for (int64_t o = 0; o < p.h_out * p.w_out; ++o) gxp[ip[o]] = gyp[o];
+        continue;
+      }
       for (int64_t o = 0; o < p.h_out * p.w_out; ++o) gxp[ip[o]] = T(C(gxp[ip[o]]) + C(gyp[o]));
     }
   });

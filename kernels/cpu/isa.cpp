@@ -1,0 +1,49 @@
+// Reads KILN_CPU_ISA and the CPU's features once (see isa.h).
+#include "kernels/cpu/isa.h"
+
+#include <cstdlib>
+#include <string_view>
+
+#include "core/error.h"
+
+namespace kiln::kernels::cpu {
+namespace {
+
+Isa cap_from_env() {
+  const char* env = std::getenv("KILN_CPU_ISA");
+  if (!env || !*env) return Isa::amx;
+  const std::string_view v(env);
+  if (v == "generic") return Isa::generic;
+  if (v == "avx2") return Isa::avx2;
+  if (v == "avx512") return Isa::avx512;
+  if (v == "avx512bf16") return Isa::avx512bf16;
+  if (v == "amx") return Isa::amx;
+  fail("KILN_CPU_ISA=", v, " is not one of generic, avx2, avx512, avx512bf16, amx; unset it to use "
+       "everything this CPU has");
+}
+
+bool cpu_has(Isa isa) {
+  __builtin_cpu_init();
+  switch (isa) {
+    case Isa::generic: return true;
+    case Isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("fma");
+    case Isa::avx512bf16: return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512bf16");
+    case Isa::amx:
+      return cpu_has(Isa::avx512bf16) && __builtin_cpu_supports("amx-tile") &&
+             __builtin_cpu_supports("amx-bf16");
+  }
+  return false;
+}
+
+}  // namespace
+
+bool isa_enabled(Isa isa) {
+  static const Isa cap = cap_from_env();
+  return int(isa) <= int(cap) && cpu_has(isa);
+}
+
+}  // namespace kiln::kernels::cpu

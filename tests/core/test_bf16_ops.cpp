@@ -1,0 +1,82 @@
+// bf16 convolution and matrix products on the CPU (bf16 operands, f32 accumulation) against the
+// same ops in f32 on the same bf16-rounded inputs: they may differ only by the order of the f32
+// additions and the one rounding of each bf16 result.
+#include <doctest/doctest.h>
+
+#include "helpers.h"
+
+using namespace kiln;
+
+namespace {
+
+Tensor rounded(const Tensor& t) { return t.to(DType::bf16).to(DType::f32); }
+
+// |a - b| <= 2^-7 |b| + 2^-7 max|b|: one bf16 rounding of the result, and sums whose terms cancel.
+void check_bf16(const Tensor& got, const Tensor& ref) {
+  REQUIRE(got.dtype() == DType::bf16);
+  const double scale = max(abs(ref)).item<double>();
+  test::check_close(got.to(DType::f32), ref, 1.0 / 128, scale / 128);
+}
+
+struct ConvCase {
+  int64_t n, cin, h, w, cout, k, stride, pad, dil, groups;
+};
+
+}  // namespace
+
+TEST_CASE("conv2d in bf16 matches f32: forward, input, weight and bias gradients") {
+  manual_seed(5);
+  const ConvCase cases[] = {
+      {2, 3, 9, 7, 6, 3, 1, 1, 1, 1},    // the reference CNN's shape of layer, odd sizes
+      {3, 8, 8, 8, 16, 3, 1, 1, 1, 1},
+      {2, 6, 11, 10, 4, 3, 2, 0, 1, 2},  // strided, grouped, no padding
+      {2, 5, 6, 7, 33, 1, 1, 0, 1, 1},   // pointwise
+      {1, 4, 12, 12, 5, 3, 1, 2, 2, 1},  // dilated
+  };
+  for (const auto& c : cases) {
+    INFO("n=" << c.n << " cin=" << c.cin << " " << c.h << "x" << c.w << " cout=" << c.cout << " k=" << c.k
+              << " stride=" << c.stride << " pad=" << c.pad << " dil=" << c.dil << " groups=" << c.groups);
+    Tensor x = rounded(randn({c.n, c.cin, c.h, c.w}));
+    Tensor w = rounded(randn({c.cout, c.cin / c.groups, c.k, c.k}));
+    Tensor b = rounded(randn({c.cout}));
+    auto run = [&](DType dt) {
+      auto leaf = [&](const Tensor& t) { return t.to(dt).detach().requires_grad_(); };
+      Tensor xl = leaf(x), wl = leaf(w), bl = leaf(b);
+      Tensor y = conv2d(xl, wl, bl, {c.stride, c.stride}, {c.pad, c.pad}, {c.dil, c.dil}, c.groups);
+      Tensor go = rounded(randn(y.sizes()));
+      return std::make_tuple(y, xl, wl, bl, go);
+    };
+    manual_seed(9);
+    auto [y32, x32, w32, b32, go32] = run(DType::f32);
+    manual_seed(9);
+    auto [y16, x16, w16, b16, go16] = run(DType::bf16);
+    check_bf16(y16, y32);
+    y32.backward(go32);
+    y16.backward(go16.to(DType::bf16));
+    check_bf16(x16.grad(), x32.grad());
+    check_bf16(w16.grad(), w32.grad());
+    check_bf16(b16.grad(), b32.grad());
+  }
+}
+
+TEST_CASE("linear and matmul in bf16 match f32, with gradients") {
+  manual_seed(6);
+  Tensor x = rounded(randn({37, 65})), w = rounded(randn({19, 65})), b = rounded(randn({19}));
+  Tensor x32 = x.clone().requires_grad_(), w32 = w.clone().requires_grad_(), b32 = b.clone().requires_grad_();
+  Tensor x16 = x.to(DType::bf16).requires_grad_(), w16 = w.to(DType::bf16).requires_grad_(),
+         b16 = b.to(DType::bf16).requires_grad_();
+  Tensor y32 = linear(x32, w32, b32), y16 = linear(x16, w16, b16);
+  check_bf16(y16, y32);
+  Tensor go = rounded(randn({37, 19}));
+  y32.backward(go);
+  y16.backward(go.to(DType::bf16));
+  check_bf16(x16.grad(), x32.grad());
+  check_bf16(w16.grad(), w32.grad());
+  check_bf16(b16.grad(), b32.grad());
+
+  // Batched products with column-major, transposed and broadcast operands.
+  Tensor a = rounded(randn({3, 17, 33})), m = rounded(randn({33, 5}));
+  Tensor a_cols = a.to(DType::bf16).transpose(1, 2).contiguous().transpose(1, 2);
+  check_bf16(matmul(a_cols, m.to(DType::bf16)), matmul(a, m));
+  check_bf16(matmul(m.to(DType::bf16).t(), a.to(DType::bf16).transpose(1, 2)), matmul(m.t(), a.transpose(1, 2)));
+}
