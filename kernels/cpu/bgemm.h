@@ -24,6 +24,11 @@ namespace kiln::kernels::cpu {
 // Elements of the packed buffers (a multiple of 512: whole 1 KiB tiles).
 int64_t bf16_packed_a_size(int64_t m, int64_t k);
 int64_t bf16_packed_b_size(int64_t k, int64_t n);
+// Where tile (block, kb) starts in a packed operand whose sum runs over k: block is the row block
+// of A (16 rows) or the column block of B (16 columns), kb the block of 32 along k.
+inline int64_t bf16_packed_tile(int64_t block, int64_t kb, int64_t k) {
+  return (block * ((k + 31) / 32) + kb) * 512;
+}
 // Packs op(A) [M, K] (A is [M, K] row-major with leading dimension lda, or [K, M] when trans) and
 // op(B) [K, N] likewise. `out` holds the sizes above.
 void bf16_pack_a(bool trans, int64_t m, int64_t k, const BFloat16* a, int64_t lda, BFloat16* out);

@@ -225,10 +225,160 @@ KILN_TARGET_AVX512 void im2col_bf16_avx512(const Conv2dParams& p, const BFloat16
   }
 }
 
+// The same for "same" convolutions (stride 1, w_out == w_in) on rows narrower than 32: the 32
+// values of 32 / w_out consecutive output rows come from as many consecutive input rows, one
+// contiguous load, so a column-shift becomes one permutation (with zeros for the padding) per
+// 32 outputs instead of a load and store per output row.
+KILN_TARGET_AVX512 void im2col_bf16_rows_avx512(const Conv2dParams& p, const BFloat16* x, int64_t channels,
+                                                BFloat16* col) {
+  const int64_t w = p.w_out, rows = 32 / w, hw_out = p.h_out * p.w_out;
+  for (int64_t j = 0; j < p.kw; ++j) {
+    const int64_t off = j * p.dil_w - p.pad_w;
+    alignas(64) uint16_t idx[32];
+    uint32_t valid = 0;
+    for (int64_t l = 0; l < 32; ++l) {
+      const int64_t ow = l % w, iw = ow + off;
+      const bool in = iw >= 0 && iw < w;
+      idx[l] = uint16_t(in ? l - ow + iw : 0);
+      valid |= uint32_t(in) << l;
+    }
+    const __m512i perm = _mm512_load_si512(idx);
+    for (int64_t c = 0; c < channels; ++c) {
+      const uintptr_t xc = reinterpret_cast<uintptr_t>(x + c * p.h_in * p.w_in);
+      for (int64_t i = 0; i < p.kh; ++i) {
+        BFloat16* row = col + ((c * p.kh + i) * p.kw + j) * hw_out;
+        for (int64_t oh0 = 0; oh0 < p.h_out; oh0 += rows) {
+          const int64_t ih0 = oh0 + i * p.dil_h - p.pad_h;
+          const int64_t rlo = std::clamp<int64_t>(-ih0, 0, rows), rhi = std::clamp<int64_t>(p.h_in - ih0, 0, rows);
+          const __mmask32 load = rhi > rlo ? __mmask32(((uint64_t(1) << (rhi * w)) - 1) & ~((uint64_t(1) << (rlo * w)) - 1)) : 0;
+          const __mmask32 store = __mmask32((uint64_t(1) << (std::min(rows, p.h_out - oh0) * w)) - 1);
+          // Rows outside x are masked off and never read.
+          const auto* src = reinterpret_cast<const BFloat16*>(xc + uintptr_t(ih0 * w * int64_t(sizeof(BFloat16))));
+          const __m512i v = _mm512_maskz_loadu_epi16(load, src);
+          _mm512_mask_storeu_epi16(row + oh0 * w, store, _mm512_maskz_permutexvar_epi16(__mmask32(valid), perm, v));
+        }
+      }
+    }
+  }
+}
+
 void im2col_bf16(const Conv2dParams& p, const BFloat16* x, int64_t channels, BFloat16* col) {
   static const bool avx512 = isa_enabled(Isa::avx512);
-  if (avx512 && p.stride_w == 1) im2col_bf16_avx512(p, x, channels, col);
+  if (avx512 && p.stride_w == 1 && p.stride_h == 1 && p.w_out == p.w_in && 32 % p.w_out == 0)
+    im2col_bf16_rows_avx512(p, x, channels, col);
+  else if (avx512 && p.stride_w == 1) im2col_bf16_avx512(p, x, channels, col);
   else im2col(p, x, channels, col);
+}
+
+// ------------------------------------------------------------------ bf16, fused im2col packing
+//
+// For "same" convolutions with stride 1 on rows narrower than 32 (the reference CNN's), the
+// column matrix is never written: each 32-column chunk of a column row is one load and one
+// permutation (as in im2col_bf16_rows_avx512) made straight into bgemm's packed tiles. Forward
+// packs it as B (two rows interleaved into VNNI pairs), the weight gradient as A (it computes
+// grad_w^T = col @ grad_out^T), and the input gradient runs as the transposed convolution of
+// grad_out, a convolution of the same kind, so no col2im is needed either.
+
+bool fused_ok(const Conv2dParams& p) {
+  static const bool avx512 = isa_enabled(Isa::avx512);
+  return avx512 && p.stride_h == 1 && p.stride_w == 1 && p.w_out == p.w_in && 32 % p.w_out == 0 &&
+         p.dil_h * (p.kh - 1) >= p.pad_h && p.dil_w * (p.kw - 1) >= p.pad_w &&
+         p.h_in * p.w_in < (int64_t(1) << 31);
+}
+
+// The convolution whose forward pass is p's input gradient: grad_out in, grad_in out, the kernel
+// flipped and its in/out channels swapped (flip_weights).
+Conv2dParams transposed_params(const Conv2dParams& p) {
+  Conv2dParams t = p;
+  t.c_in = p.c_out, t.c_out = p.c_in;
+  t.h_in = p.h_out, t.w_in = p.w_out, t.h_out = p.h_in, t.w_out = p.w_in;
+  t.pad_h = p.dil_h * (p.kh - 1) - p.pad_h, t.pad_w = p.dil_w * (p.kw - 1) - p.pad_w;
+  return t;
+}
+
+// Per kernel column j: the permutation of a 32-value chunk of input rows into a chunk of column
+// row (c, i, j), and which lanes are inside the image.
+struct ColRows {
+  const Conv2dParams& p;
+  int64_t w, rows, ckk, hw_out, chunks;
+  std::vector<uint16_t> perm;  // [kw][32]
+  std::vector<uint32_t> valid;  // [kw]
+  explicit ColRows(const Conv2dParams& q) : p(q), perm(size_t(q.kw * 32)), valid(size_t(q.kw)) {
+    w = p.w_out, rows = 32 / w, ckk = p.c_in / p.groups * p.kh * p.kw, hw_out = p.h_out * p.w_out;
+    chunks = (hw_out + 31) / 32;
+    for (int64_t j = 0; j < p.kw; ++j) {
+      const int64_t off = j * p.dil_w - p.pad_w;
+      for (int64_t l = 0; l < 32; ++l) {
+        const int64_t ow = l % w, iw = ow + off;
+        const bool in = iw >= 0 && iw < w;
+        perm[size_t(j * 32 + l)] = uint16_t(in ? l - ow + iw : 0);
+        valid[size_t(j)] |= uint32_t(in) << l;
+      }
+    }
+  }
+};
+
+// Columns [32q, 32q + 32) of column row k of the image (group) at x; zero past the matrix.
+KILN_TARGET_AVX512 inline __m512i col_chunk(const ColRows& g, const BFloat16* x, int64_t k, int64_t q) {
+  const Conv2dParams& p = g.p;
+  if (k >= g.ckk) return _mm512_setzero_si512();
+  const int64_t c = k / (p.kh * p.kw), i = (k / p.kw) % p.kh, j = k % p.kw;
+  const int64_t oh0 = q * g.rows, ih0 = oh0 + i * p.dil_h - p.pad_h;
+  const int64_t rlo = std::clamp<int64_t>(-ih0, 0, g.rows);
+  const int64_t rhi = std::min(std::clamp<int64_t>(p.h_in - ih0, 0, g.rows), p.h_out - oh0);
+  const __mmask32 load = rhi > rlo ? __mmask32(((uint64_t(1) << (rhi * g.w)) - 1) & ~((uint64_t(1) << (rlo * g.w)) - 1)) : 0;
+  // Rows outside the image are masked off and never read.
+  const uintptr_t plane = reinterpret_cast<uintptr_t>(x + c * p.h_in * p.w_in);
+  const auto* src = reinterpret_cast<const BFloat16*>(plane + uintptr_t(ih0 * g.w * int64_t(sizeof(BFloat16))));
+  const __m512i v = _mm512_maskz_loadu_epi16(load, src);
+  return _mm512_maskz_permutexvar_epi16(__mmask32(g.valid[size_t(j)]),
+                                         _mm512_loadu_si512(g.perm.data() + j * 32), v);
+}
+
+// The column matrix [ckk, hw_out] of one image as bgemm's packed B.
+KILN_TARGET_AVX512 void pack_col_b(const ColRows& g, const BFloat16* x, BFloat16* out) {
+  const int64_t kb_count = (g.ckk + 31) / 32, nb_count = (g.hw_out + 15) / 16;
+  alignas(64) uint16_t lo_idx[32], hi_idx[32];
+  for (int t = 0; t < 32; ++t) {
+    lo_idx[t] = uint16_t((t & 1 ? 32 : 0) + t / 2);
+    hi_idx[t] = uint16_t((t & 1 ? 32 : 0) + 16 + t / 2);
+  }
+  const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
+  for (int64_t kb = 0; kb < kb_count; ++kb)
+    for (int64_t pr = 0; pr < 16; ++pr) {
+      const int64_t k0 = kb * 32 + 2 * pr;
+      for (int64_t q = 0; q < g.chunks; ++q) {
+        const __m512i v0 = col_chunk(g, x, k0, q), v1 = col_chunk(g, x, k0 + 1, q);
+        _mm512_storeu_si512(out + bf16_packed_tile(2 * q, kb, g.ckk) + pr * 32, _mm512_permutex2var_epi16(v0, lo, v1));
+        if (2 * q + 1 < nb_count)
+          _mm512_storeu_si512(out + bf16_packed_tile(2 * q + 1, kb, g.ckk) + pr * 32, _mm512_permutex2var_epi16(v0, hi, v1));
+      }
+    }
+}
+
+// The column matrix [ckk, hw_out] of one image as bgemm's packed A (K = hw_out).
+KILN_TARGET_AVX512 void pack_col_a(const ColRows& g, const BFloat16* x, BFloat16* out) {
+  const int64_t mb_count = (g.ckk + 15) / 16;
+  for (int64_t mb = 0; mb < mb_count; ++mb)
+    for (int64_t r = 0; r < 16; ++r)
+      for (int64_t q = 0; q < g.chunks; ++q)
+        _mm512_storeu_si512(out + bf16_packed_tile(mb, q, g.hw_out) + r * 32, col_chunk(g, x, mb * 16 + r, q));
+}
+
+// grad_out's transposed convolution's weights, per group [cin_g, cout_g * kh * kw]:
+// w'[ci, (co * kh + i) * kw + j] = w[co, ci, kh - 1 - i, kw - 1 - j], packed as A.
+std::vector<BFloat16> flip_weights(const Conv2dParams& p, const BFloat16* w) {
+  const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups, kk = p.kh * p.kw;
+  const int64_t size = bf16_packed_a_size(cin_g, cout_g * kk);
+  std::vector<BFloat16> flipped(size_t(cin_g * cout_g * kk)), packed(size_t(size * p.groups));
+  for (int64_t g = 0; g < p.groups; ++g) {
+    for (int64_t co = 0; co < cout_g; ++co)
+      for (int64_t ci = 0; ci < cin_g; ++ci)
+        for (int64_t t = 0; t < kk; ++t)
+          flipped[size_t((ci * cout_g + co) * kk + t)] = w[((g * cout_g + co) * cin_g + ci) * kk + (kk - 1 - t)];
+    bf16_pack_a(false, cin_g, cout_g * kk, flipped.data(), cout_g * kk, packed.data() + g * size);
+  }
+  return packed;
 }
 
 // Each group's weights [cout_g, ckk] packed as bgemm's A operand (transposed for the input
@@ -255,24 +405,39 @@ void forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const B
   const int64_t pw_size = bf16_packed_a_size(cout_g, ckk);
   std::vector<float> bias(b ? size_t(p.c_out) : 0);
   if (b) bf16_to_f32(b, bias.data(), p.c_out);
+  const bool fused = !pointwise && fused_ok(p);
+  const ColRows rows(p);
 #pragma omp parallel
   {
-    std::vector<BFloat16> col(pointwise ? 0 : size_t(ckk * hw_out));
+    std::vector<BFloat16> col(pointwise || fused ? 0 : size_t(ckk * hw_out));
     std::vector<BFloat16> pcol(size_t(bf16_packed_b_size(ckk, hw_out)));
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < p.n; ++n) {
       for (int64_t g = 0; g < p.groups; ++g) {
         const BFloat16* xg = x + (n * p.c_in + g * cin_g) * p.h_in * p.w_in;
         const BFloat16* cp = xg;
-        if (!pointwise) {
+        if (fused) {
+          pack_col_b(rows, xg, pcol.data());
+        } else if (!pointwise) {
           im2col_bf16(p, xg, cin_g, col.data());
           cp = col.data();
         }
-        bf16_pack_b(false, ckk, hw_out, cp, hw_out, pcol.data());
+        if (!fused) bf16_pack_b(false, ckk, hw_out, cp, hw_out, pcol.data());
         bgemm_packed(cout_g, hw_out, ckk, pw.data() + g * pw_size, pcol.data(), 0.f,
                      y + (n * p.c_out + g * cout_g) * hw_out, hw_out, b ? bias.data() + g * cout_g : nullptr);
       }
     }
+  }
+}
+
+// grad_b[c] = the sum of grad_out over the batch and the plane, each plane summed in f32.
+void bias_grad_bf16(const Conv2dParams& p, BFloat16* gb, const BFloat16* gy) {
+  const int64_t hw_out = p.h_out * p.w_out;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < p.c_out; ++c) {
+    double s = 0;
+    for (int64_t n = 0; n < p.n; ++n) s += double(bf16_sum(gy + (n * p.c_out + c) * hw_out, hw_out));
+    gb[c] = BFloat16(float(s));
   }
 }
 
@@ -318,14 +483,56 @@ void backward_bf16(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* 
       for (int64_t i = 0; i < wsize; ++i) sum[size_t(i)] += gw_partial[size_t(t) * size_t(wsize) + size_t(i)];
     f32_to_bf16(sum.data(), gw, wsize);
   }
-  if (gb) {
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < p.c_out; ++c) {
-      double s = 0;
-      for (int64_t n = 0; n < p.n; ++n) s += double(bf16_sum(gy + (n * p.c_out + c) * hw_out, hw_out));
-      gb[c] = BFloat16(float(s));
+  if (gb) bias_grad_bf16(p, gb, gy);
+}
+
+void backward_bf16_fused(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* gb,
+                         const BFloat16* gy, const BFloat16* x, const BFloat16* w) {
+  const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
+  const int64_t ckk = cin_g * p.kh * p.kw, hw_out = p.h_out * p.w_out, hw_in = p.h_in * p.w_in;
+  const int64_t wsize = p.c_out * ckk;
+  const int threads = omp_get_max_threads();
+  const Conv2dParams t = transposed_params(p);
+  const ColRows rows(p), trows(t);
+  const std::vector<BFloat16> pwt = gx ? flip_weights(p, w) : std::vector<BFloat16>();
+  const int64_t pwt_size = bf16_packed_a_size(cin_g, trows.ckk);
+  // grad_w^T [ckk, cout_g] per group and thread, summed over the batch in f32.
+  std::vector<float> gwt_partial(gw ? size_t(threads) * size_t(wsize) : 0, 0.f);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<BFloat16> pa(gw ? size_t(bf16_packed_a_size(ckk, hw_out)) : 0);
+    std::vector<BFloat16> pb(gw ? size_t(bf16_packed_b_size(hw_out, cout_g)) : 0);
+    std::vector<BFloat16> pcol(gx ? size_t(bf16_packed_b_size(trows.ckk, hw_in)) : 0);
+    float* my_gwt = gw ? gwt_partial.data() + size_t(omp_get_thread_num()) * size_t(wsize) : nullptr;
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < p.n; ++n) {
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const BFloat16* gout = gy + (n * p.c_out + g * cout_g) * hw_out;
+        if (my_gwt) {  // grad_w^T[ckk, cout_g] += col[ckk, hw] @ grad_out^T[hw, cout_g]
+          pack_col_a(rows, x + (n * p.c_in + g * cin_g) * hw_in, pa.data());
+          bf16_pack_b(true, hw_out, cout_g, gout, hw_out, pb.data());
+          bgemm_packed(ckk, cout_g, hw_out, pa.data(), pb.data(), 1.f, my_gwt + g * ckk * cout_g, cout_g);
+        }
+        if (gx) {  // grad_in = the transposed convolution of grad_out, straight to bf16
+          pack_col_b(trows, gout, pcol.data());
+          bgemm_packed(cin_g, hw_in, trows.ckk, pwt.data() + g * pwt_size, pcol.data(), 0.f,
+                       gx + (n * p.c_in + g * cin_g) * hw_in, hw_in);
+        }
+      }
     }
   }
+  if (gw) {
+    std::vector<float> sum(size_t(wsize), 0.f);
+    for (int th = 0; th < threads; ++th)
+      for (int64_t i = 0; i < wsize; ++i) sum[size_t(i)] += gwt_partial[size_t(th) * size_t(wsize) + size_t(i)];
+    std::vector<float> gw32(static_cast<size_t>(wsize));
+    for (int64_t g = 0; g < p.groups; ++g)
+      for (int64_t kk = 0; kk < ckk; ++kk)
+        for (int64_t co = 0; co < cout_g; ++co)
+          gw32[size_t((g * cout_g + co) * ckk + kk)] = sum[size_t((g * ckk + kk) * cout_g + co)];
+    f32_to_bf16(gw32.data(), gw, wsize);
+  }
+  if (gb) bias_grad_bf16(p, gb, gy);
 }
 
 template <class F>
@@ -356,10 +563,14 @@ void CpuBackend::conv2d_backward(const Conv2dParams& p, const View& grad_in, con
                                  const View& weight) {
   dispatch_float(grad_out.dtype, "conv2d backward", [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_same_v<T, BFloat16>)
+    if constexpr (std::is_same_v<T, BFloat16>) {
+      const bool pointwise = p.kh == 1 && p.kw == 1;
+      if (!pointwise && fused_ok(p) && (!grad_in.data || fused_ok(transposed_params(p))))
+        return backward_bf16_fused(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(),
+                                   grad_out.ptr<T>(), in.ptr<T>(), weight.ptr<T>());
       backward_bf16(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(), grad_out.ptr<T>(),
                     in.ptr<T>(), weight.ptr<T>());
-    else backward_typed<T>(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(),
+    } else backward_typed<T>(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(),
                            grad_out.ptr<T>(), in.ptr<T>(), weight.ptr<T>());
   });
 }

@@ -9,7 +9,9 @@
 
 #include "core/error.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/simd_bf16.h"
 
 namespace kiln::kernels::cpu {
 namespace {
@@ -29,6 +31,53 @@ T exact(C v) {
   }
 }
 
+// The 2x2/2 window on bf16 planes, 16 outputs at a time: each 32-bit word of an input row holds
+// one window's pair of columns, so its halves widen to f32 with a shift and a mask. Same rule as
+// the scalar loop: the first maximum wins, and the first NaN in window order propagates.
+KILN_TARGET_AVX512 void max_pool_2x2_bf16_avx512(const Pool2dParams& p, const BFloat16* xp, BFloat16* yp,
+                                                 int64_t* ip) {
+  const __m512i high = _mm512_set1_epi32(int32_t(0xffff0000u));
+  const __m512i lane2 = _mm512_slli_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 1);
+  for (int64_t oh = 0; oh < p.h_out; ++oh) {
+    const BFloat16* r0 = xp + 2 * oh * p.w_in;
+    const BFloat16* r1 = r0 + p.w_in;
+    for (int64_t ow0 = 0; ow0 < p.w_out; ow0 += 16) {
+      const __mmask16 m = simd::tail_mask(p.w_out - ow0);
+      const __m512i w0 = _mm512_maskz_loadu_epi32(m, r0 + 2 * ow0);
+      const __m512i w1 = _mm512_maskz_loadu_epi32(m, r1 + 2 * ow0);
+      const __m512 a = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), b = _mm512_castsi512_ps(_mm512_and_si512(w0, high));
+      const __m512 c = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)), d = _mm512_castsi512_ps(_mm512_and_si512(w1, high));
+      const __m512i ia = _mm512_add_epi32(_mm512_set1_epi32(int32_t(2 * oh * p.w_in + 2 * ow0)), lane2);
+      const __m512i ib = _mm512_add_epi32(ia, _mm512_set1_epi32(1));
+      const __m512i ic = _mm512_add_epi32(ia, _mm512_set1_epi32(int32_t(p.w_in)));
+      const __m512i id = _mm512_add_epi32(ic, _mm512_set1_epi32(1));
+      __m512 v = a;
+      __m512i k = ia;
+      __mmask16 g = _mm512_cmp_ps_mask(b, v, _CMP_GT_OQ);
+      v = _mm512_mask_mov_ps(v, g, b), k = _mm512_mask_mov_epi32(k, g, ib);
+      g = _mm512_cmp_ps_mask(c, v, _CMP_GT_OQ);
+      v = _mm512_mask_mov_ps(v, g, c), k = _mm512_mask_mov_epi32(k, g, ic);
+      g = _mm512_cmp_ps_mask(d, v, _CMP_GT_OQ);
+      v = _mm512_mask_mov_ps(v, g, d), k = _mm512_mask_mov_epi32(k, g, id);
+      // NaNs, last to first, so the first one in the window is the one kept.
+      g = _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
+      v = _mm512_mask_mov_ps(v, g, d), k = _mm512_mask_mov_epi32(k, g, id);
+      g = _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
+      v = _mm512_mask_mov_ps(v, g, c), k = _mm512_mask_mov_epi32(k, g, ic);
+      g = _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
+      v = _mm512_mask_mov_ps(v, g, b), k = _mm512_mask_mov_epi32(k, g, ib);
+      g = _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+      v = _mm512_mask_mov_ps(v, g, a), k = _mm512_mask_mov_epi32(k, g, ia);
+      const int64_t o = oh * p.w_out + ow0;
+      _mm256_mask_storeu_epi16(yp + o, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16)));
+      if (ip) {
+        _mm512_mask_storeu_epi64(ip + o, __mmask8(m), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(k)));
+        _mm512_mask_storeu_epi64(ip + o + 8, __mmask8(m >> 8), _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(k, 1)));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices,
@@ -39,6 +88,7 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
     const T* x = in.ptr<T>();
     T* y = out.ptr<T>();
     int64_t* idx = indices.ptr<int64_t>();
+    static const bool avx512 = isa_enabled(Isa::avx512);
 #pragma omp parallel for schedule(static)
     for (int64_t plane = 0; plane < p.n * p.c; ++plane) {
       const T* xp = x + plane * p.h_in * p.w_in;
@@ -46,6 +96,12 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
       int64_t* ip = idx ? idx + plane * p.h_out * p.w_out : nullptr;
       if (p.kh == 2 && p.kw == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 &&
           p.pad_w == 0) {
+        if constexpr (std::is_same_v<T, BFloat16>) {
+          if (avx512 && p.h_in * p.w_in < (int64_t(1) << 31)) {
+            max_pool_2x2_bf16_avx512(p, xp, yp, ip);
+            continue;
+          }
+        }
         // The common 2x2/2 case: branch-free selection (conditional moves), since on real
         // activations which of the four wins is unpredictable and mispredicted branches cost more
         // than the loads. Same rule as the general loop: the first maximum wins, NaN propagates.

@@ -3,6 +3,8 @@
 // additions and the one rounding of each bf16 result.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include "helpers.h"
 
 using namespace kiln;
@@ -32,6 +34,11 @@ TEST_CASE("conv2d in bf16 matches f32: forward, input, weight and bias gradients
       {2, 6, 11, 10, 4, 3, 2, 0, 1, 2},  // strided, grouped, no padding
       {2, 5, 6, 7, 33, 1, 1, 0, 1, 1},   // pointwise
       {1, 4, 12, 12, 5, 3, 1, 2, 2, 1},  // dilated
+      // "same" convolutions on rows narrower than 32 (several output rows per vector)
+      {2, 3, 15, 16, 4, 3, 1, 1, 1, 1},
+      {1, 2, 8, 8, 3, 3, 1, 2, 2, 1},
+      {2, 3, 4, 4, 5, 5, 1, 2, 1, 1},
+      {2, 4, 8, 8, 6, 3, 1, 1, 1, 2},
   };
   for (const auto& c : cases) {
     INFO("n=" << c.n << " cin=" << c.cin << " " << c.h << "x" << c.w << " cout=" << c.cout << " k=" << c.k
@@ -79,4 +86,28 @@ TEST_CASE("linear and matmul in bf16 match f32, with gradients") {
   Tensor a_cols = a.to(DType::bf16).transpose(1, 2).contiguous().transpose(1, 2);
   check_bf16(matmul(a_cols, m.to(DType::bf16)), matmul(a, m));
   check_bf16(matmul(m.to(DType::bf16).t(), a.to(DType::bf16).transpose(1, 2)), matmul(m.t(), a.transpose(1, 2)));
+}
+
+TEST_CASE("max_pool2d on bf16 picks the same maxima and positions as on f32, NaN and ties included") {
+  auto x = tensor(std::vector<float>{1, 3, 5, 5,
+                                     3, 2, 0, 4,
+                                     NAN, 7, 2, 2,
+                                     9, NAN, 2, 2}, {1, 1, 4, 4}).to(DType::bf16);
+  auto [y, idx] = max_pool2d_with_indices(x, {2, 2});
+  auto yv = y.to_vector<float>();
+  CHECK(yv[0] == 3);
+  CHECK(yv[1] == 5);
+  CHECK(std::isnan(yv[2]));
+  CHECK(yv[3] == 2);
+  CHECK(idx.to_vector<int64_t>() == std::vector<int64_t>{1, 2, 8, 10});
+
+  manual_seed(8);
+  for (int64_t w : {4, 9, 16, 40}) {  // row tails shorter and longer than one vector
+    INFO("width " << w);
+    Tensor r = rounded(randn({2, 3, 6, w}));
+    auto [y32, i32] = max_pool2d_with_indices(r, {2, 2});
+    auto [y16, i16] = max_pool2d_with_indices(r.to(DType::bf16), {2, 2});
+    CHECK(y16.to(DType::f32).to_vector<float>() == y32.to_vector<float>());
+    CHECK(i16.to_vector<int64_t>() == i32.to_vector<int64_t>());
+  }
 }
