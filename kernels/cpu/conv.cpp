@@ -296,16 +296,21 @@ Conv2dParams transposed_params(const Conv2dParams& p) {
   return t;
 }
 
-// Per kernel column j: the permutation of a 32-value chunk of input rows into a chunk of column
-// row (c, i, j), and which lanes are inside the image.
+// The tables that make a chunk of a column row cheap. Per kernel column j: the permutation of a
+// 32-value chunk of input rows into a chunk of column row (c, i, j), and which lanes are inside the
+// image. Per kernel row i and chunk q: where the chunk's input rows start and which are inside.
 struct ColRows {
   const Conv2dParams& p;
   int64_t w, rows, ckk, hw_out, chunks;
-  std::vector<uint16_t> perm;  // [kw][32]
+  std::vector<uint16_t> perm;   // [kw][32]
   std::vector<uint32_t> valid;  // [kw]
-  explicit ColRows(const Conv2dParams& q) : p(q), perm(size_t(q.kw * 32)), valid(size_t(q.kw)) {
+  std::vector<uint32_t> load;   // [kh][chunks]
+  std::vector<int64_t> offset;  // [kh][chunks], in elements from the plane (may be negative)
+  explicit ColRows(const Conv2dParams& q) : p(q) {
     w = p.w_out, rows = 32 / w, ckk = p.c_in / p.groups * p.kh * p.kw, hw_out = p.h_out * p.w_out;
     chunks = (hw_out + 31) / 32;
+    perm.assign(size_t(p.kw * 32), 0);
+    valid.assign(size_t(p.kw), 0);
     for (int64_t j = 0; j < p.kw; ++j) {
       const int64_t off = j * p.dil_w - p.pad_w;
       for (int64_t l = 0; l < 32; ++l) {
@@ -315,25 +320,51 @@ struct ColRows {
         valid[size_t(j)] |= uint32_t(in) << l;
       }
     }
+    load.assign(size_t(p.kh * chunks), 0);
+    offset.assign(size_t(p.kh * chunks), 0);
+    for (int64_t i = 0; i < p.kh; ++i)
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t oh0 = c * rows, ih0 = oh0 + i * p.dil_h - p.pad_h;
+        // Rows outside the image, or past the output's last row, are not loaded (they read as 0).
+        const int64_t rlo = std::clamp<int64_t>(-ih0, 0, rows);
+        const int64_t rhi = std::min(std::clamp<int64_t>(p.h_in - ih0, 0, rows), p.h_out - oh0);
+        load[size_t(i * chunks + c)] =
+            rhi > rlo ? uint32_t(((uint64_t(1) << (rhi * w)) - 1) & ~((uint64_t(1) << (rlo * w)) - 1)) : 0;
+        offset[size_t(i * chunks + c)] = ih0 * w;
+      }
   }
 };
 
-// Columns [32q, 32q + 32) of column row k of the image (group) at x; zero past the matrix.
-KILN_TARGET_AVX512 inline __m512i col_chunk(const ColRows& g, const BFloat16* x, int64_t k, int64_t q) {
-  const Conv2dParams& p = g.p;
-  if (k >= g.ckk) return _mm512_setzero_si512();
-  const int64_t c = k / (p.kh * p.kw), i = (k / p.kw) % p.kh, j = k % p.kw;
-  const int64_t oh0 = q * g.rows, ih0 = oh0 + i * p.dil_h - p.pad_h;
-  const int64_t rlo = std::clamp<int64_t>(-ih0, 0, g.rows);
-  const int64_t rhi = std::min(std::clamp<int64_t>(p.h_in - ih0, 0, g.rows), p.h_out - oh0);
-  const __mmask32 load = rhi > rlo ? __mmask32(((uint64_t(1) << (rhi * g.w)) - 1) & ~((uint64_t(1) << (rlo * g.w)) - 1)) : 0;
-  // Rows outside the image are masked off and never read.
-  const uintptr_t plane = reinterpret_cast<uintptr_t>(x + c * p.h_in * p.w_in);
-  const auto* src = reinterpret_cast<const BFloat16*>(plane + uintptr_t(ih0 * g.w * int64_t(sizeof(BFloat16))));
-  const __m512i v = _mm512_maskz_loadu_epi16(load, src);
-  return _mm512_maskz_permutexvar_epi16(__mmask32(g.valid[size_t(j)]),
-                                         _mm512_loadu_si512(g.perm.data() + j * 32), v);
-}
+// Column row k = (c, i, j) of the image (group) at x, 32 columns at a time; zero past the matrix.
+class ColRow {
+ public:
+  KILN_TARGET_AVX512 ColRow(const ColRows& g, const BFloat16* x, int64_t k) : g_(g) {
+    const Conv2dParams& p = g.p;
+    if (k >= g.ckk) return;
+    const int64_t c = k / (p.kh * p.kw), j = k % p.kw;
+    i_ = (k / p.kw) % p.kh;
+    plane_ = reinterpret_cast<uintptr_t>(x + c * p.h_in * p.w_in);
+    perm_ = _mm512_loadu_si512(g.perm.data() + j * 32);
+    valid_ = __mmask32(g.valid[size_t(j)]);
+    inside_ = true;
+  }
+  // Columns [32q, 32q + 32).
+  KILN_TARGET_AVX512 __m512i chunk(int64_t q) const {
+    if (!inside_) return _mm512_setzero_si512();
+    const size_t t = size_t(i_ * g_.chunks + q);
+    // Masked-off rows are never read, so the address may lie outside the image there.
+    const auto* src = reinterpret_cast<const BFloat16*>(plane_ + uintptr_t(g_.offset[t] * int64_t(sizeof(BFloat16))));
+    return _mm512_maskz_permutexvar_epi16(valid_, perm_, _mm512_maskz_loadu_epi16(__mmask32(g_.load[t]), src));
+  }
+
+ private:
+  const ColRows& g_;
+  int64_t i_ = 0;
+  uintptr_t plane_ = 0;
+  __m512i perm_{};
+  __mmask32 valid_ = 0;
+  bool inside_ = false;
+};
 
 // The column matrix [ckk, hw_out] of one image as bgemm's packed B.
 KILN_TARGET_AVX512 void pack_col_b(const ColRows& g, const BFloat16* x, BFloat16* out) {
@@ -347,8 +378,9 @@ KILN_TARGET_AVX512 void pack_col_b(const ColRows& g, const BFloat16* x, BFloat16
   for (int64_t kb = 0; kb < kb_count; ++kb)
     for (int64_t pr = 0; pr < 16; ++pr) {
       const int64_t k0 = kb * 32 + 2 * pr;
+      const ColRow r0(g, x, k0), r1(g, x, k0 + 1);
       for (int64_t q = 0; q < g.chunks; ++q) {
-        const __m512i v0 = col_chunk(g, x, k0, q), v1 = col_chunk(g, x, k0 + 1, q);
+        const __m512i v0 = r0.chunk(q), v1 = r1.chunk(q);
         _mm512_storeu_si512(out + bf16_packed_tile(2 * q, kb, g.ckk) + pr * 32, _mm512_permutex2var_epi16(v0, lo, v1));
         if (2 * q + 1 < nb_count)
           _mm512_storeu_si512(out + bf16_packed_tile(2 * q + 1, kb, g.ckk) + pr * 32, _mm512_permutex2var_epi16(v0, hi, v1));
@@ -360,9 +392,11 @@ KILN_TARGET_AVX512 void pack_col_b(const ColRows& g, const BFloat16* x, BFloat16
 KILN_TARGET_AVX512 void pack_col_a(const ColRows& g, const BFloat16* x, BFloat16* out) {
   const int64_t mb_count = (g.ckk + 15) / 16;
   for (int64_t mb = 0; mb < mb_count; ++mb)
-    for (int64_t r = 0; r < 16; ++r)
+    for (int64_t r = 0; r < 16; ++r) {
+      const ColRow row(g, x, mb * 16 + r);
       for (int64_t q = 0; q < g.chunks; ++q)
-        _mm512_storeu_si512(out + bf16_packed_tile(mb, q, g.hw_out) + r * 32, col_chunk(g, x, mb * 16 + r, q));
+        _mm512_storeu_si512(out + bf16_packed_tile(mb, q, g.hw_out) + r * 32, row.chunk(q));
+    }
 }
 
 // grad_out's transposed convolution's weights, per group [cin_g, cout_g * kh * kw]:
