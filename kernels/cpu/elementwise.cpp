@@ -378,6 +378,19 @@ void binary_typed(BinaryOp op, const View& out, const View& x, const View& y, do
   fail("binary kernel: op ", int(op), " is not defined for dtype ", dtype_name(x.dtype));
 }
 
+// Runs f(start, count) over [0, n) in one chunk per thread (one chunk for small n).
+template <class F>
+void dense_chunks(int64_t n, F&& f) {
+  const int threads = n >= kParallelGrain ? omp_get_max_threads() : 1;
+  if (threads == 1) return f(0, n);
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t s = n * t / nt, e = n * (t + 1) / nt;
+    if (e > s) f(s, e - s);
+  }
+}
+
 }  // namespace
 
 void CpuBackend::copy(const View& out, const View& in) {
@@ -433,6 +446,12 @@ void CpuBackend::unary(UnaryOp op, const View& out, const View& in, double a, do
         return map1<bool, bool>(out, in, [](bool x) { return !x; });
       fail("unary kernel: op ", int(op), " is not defined for bool");
     } else {
+      if constexpr (std::is_same_v<T, BFloat16>) {
+        if (op == UnaryOp::relu && out.is_contiguous() && in.is_contiguous())
+          return dense_chunks(out.numel(), [&](int64_t s, int64_t n) {
+            bf16_relu(in.ptr<T>() + s, out.ptr<T>() + s, n);
+          });
+      }
       unary_typed<T>(op, out, in, a, b);
     }
   });
@@ -453,6 +472,13 @@ void CpuBackend::binary(BinaryOp op, const View& out, const View& x, const View&
         default: fail("binary kernel: op ", int(op), " is not defined for bool");
       }
     } else {
+      if constexpr (std::is_same_v<T, BFloat16>) {
+        if (op == BinaryOp::relu_backward && out.is_contiguous() && x.is_contiguous() &&
+            y.is_contiguous() && x.numel() == out.numel() && y.numel() == out.numel())
+          return dense_chunks(out.numel(), [&](int64_t s, int64_t n) {
+            bf16_relu_backward(x.ptr<T>() + s, y.ptr<T>() + s, out.ptr<T>() + s, n);
+          });
+      }
       binary_typed<T>(op, out, x, y, alpha, beta);
     }
   });

@@ -78,6 +78,38 @@ KILN_TARGET_AVX512 void max_pool_2x2_bf16_avx512(const Pool2dParams& p, const BF
   }
 }
 
+// Its gradient: each window's four inputs are written at once (the gradient at the recorded
+// maximum, zero elsewhere), two 32-bit words per window, so the plane needs no zeroing first
+// unless an odd last row or column lies outside every window.
+KILN_TARGET_AVX512 void max_pool_2x2_backward_bf16_avx512(const Pool2dParams& p, BFloat16* gxp,
+                                                          const BFloat16* gyp, const int64_t* ip) {
+  if (p.h_in != 2 * p.h_out || p.w_in != 2 * p.w_out)
+    std::memset(static_cast<void*>(gxp), 0, sizeof(BFloat16) * size_t(p.h_in * p.w_in));
+  const __m512i lane2 = _mm512_slli_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 1);
+  const __m512i one = _mm512_set1_epi32(1), w = _mm512_set1_epi32(int32_t(p.w_in));
+  const __m512i w1 = _mm512_add_epi32(w, one);
+  for (int64_t oh = 0; oh < p.h_out; ++oh) {
+    BFloat16* r0 = gxp + 2 * oh * p.w_in;
+    BFloat16* r1 = r0 + p.w_in;
+    for (int64_t ow0 = 0; ow0 < p.w_out; ow0 += 16) {
+      const __mmask16 m = simd::tail_mask(p.w_out - ow0);
+      const int64_t o = oh * p.w_out + ow0;
+      const __m256i k_lo = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(__mmask8(m), ip + o));
+      const __m256i k_hi = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(__mmask8(m >> 8), ip + o + 8));
+      const __m512i k = _mm512_inserti64x4(_mm512_castsi256_si512(k_lo), k_hi, 1);
+      const __m512i rel = _mm512_sub_epi32(k, _mm512_add_epi32(_mm512_set1_epi32(int32_t(2 * oh * p.w_in + 2 * ow0)), lane2));
+      const __m512i g = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, gyp + o));
+      const __m512i g_hi = _mm512_slli_epi32(g, 16);
+      const __m512i top = _mm512_or_si512(_mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(rel, _mm512_setzero_si512()), g),
+                                          _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(rel, one), g_hi));
+      const __m512i bottom = _mm512_or_si512(_mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(rel, w), g),
+                                             _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(rel, w1), g_hi));
+      _mm512_mask_storeu_epi32(r0 + 2 * ow0, m, top);
+      _mm512_mask_storeu_epi32(r1 + 2 * ow0, m, bottom);
+    }
+  }
+}
+
 }  // namespace
 
 void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices,
@@ -162,9 +194,18 @@ void CpuBackend::max_pool2d_backward(const Pool2dParams& p, const View& grad_in,
     T* gx = grad_in.ptr<T>();
     const int64_t* idx = indices.ptr<int64_t>();
     const bool disjoint = p.stride_h >= p.kh && p.stride_w >= p.kw;
+    static const bool avx512 = isa_enabled(Isa::avx512);
+    const bool fast = std::is_same_v<T, BFloat16> && avx512 && p.kh == 2 && p.kw == 2 && p.stride_h == 2 &&
+                      p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0 && p.h_in * p.w_in < (int64_t(1) << 31);
 #pragma omp parallel for schedule(static)
     for (int64_t plane = 0; plane < p.n * p.c; ++plane) {
       T* gxp = gx + plane * p.h_in * p.w_in;
+      if constexpr (std::is_same_v<T, BFloat16>) {
+        if (fast) {
+          max_pool_2x2_backward_bf16_avx512(p, gxp, gy + plane * p.h_out * p.w_out, idx + plane * p.h_out * p.w_out);
+          continue;
+        }
+      }
       for (int64_t i = 0; i < p.h_in * p.w_in; ++i) gxp[i] = T(0);
       const T* gyp = gy + plane * p.h_out * p.w_out;
       const int64_t* ip = idx + plane * p.h_out * p.w_out;

@@ -102,12 +102,41 @@ TEST_CASE("max_pool2d on bf16 picks the same maxima and positions as on f32, NaN
   CHECK(idx.to_vector<int64_t>() == std::vector<int64_t>{1, 2, 8, 10});
 
   manual_seed(8);
-  for (int64_t w : {4, 9, 16, 40}) {  // row tails shorter and longer than one vector
+  for (int64_t w : {4, 9, 16, 40}) {  // row tails shorter and longer than one vector, odd sizes
     INFO("width " << w);
-    Tensor r = rounded(randn({2, 3, 6, w}));
-    auto [y32, i32] = max_pool2d_with_indices(r, {2, 2});
-    auto [y16, i16] = max_pool2d_with_indices(r.to(DType::bf16), {2, 2});
+    Tensor r = rounded(randn({2, 3, w % 2 ? 7 : 6, w}));
+    Tensor r32 = r.clone().requires_grad_(), r16 = r.to(DType::bf16).detach().requires_grad_();
+    auto [y32, i32] = max_pool2d_with_indices(r32, {2, 2});
+    auto [y16, i16] = max_pool2d_with_indices(r16, {2, 2});
     CHECK(y16.to(DType::f32).to_vector<float>() == y32.to_vector<float>());
     CHECK(i16.to_vector<int64_t>() == i32.to_vector<int64_t>());
+    Tensor g = rounded(randn(y32.sizes()));
+    y32.backward(g);
+    y16.backward(g.to(DType::bf16));
+    CHECK(r16.grad().to(DType::f32).to_vector<float>() == r32.grad().to_vector<float>());
+  }
+}
+
+TEST_CASE("relu and its gradient on bf16 equal the f32 results exactly (zeros, infinities, NaN, tails)") {
+  std::vector<float> v = {1.5f, -2.f, 0.f, -0.f, INFINITY, -INFINITY, NAN, 1e-38f, -1e-38f, 3.f};
+  manual_seed(4);
+  for (int64_t n : {10, 37, 1000}) {
+    INFO("n = " << n);
+    std::vector<float> data(v.begin(), v.begin() + std::min<int64_t>(n, int64_t(v.size())));
+    for (float r : rounded(randn({n - int64_t(data.size())})).to_vector<float>()) data.push_back(r);
+    Tensor x32 = tensor(data, {n}).requires_grad_();
+    Tensor x16 = tensor(data, {n}).to(DType::bf16).detach().requires_grad_();
+    Tensor g = rounded(randn({n}));
+    Tensor y32 = relu(x32), y16 = relu(x16);
+    y32.backward(g);
+    y16.backward(g.to(DType::bf16));
+    auto bits = [](const Tensor& t) { return t.to(DType::bf16).to(DType::f32).to_vector<float>(); };
+    auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+      for (size_t i = 0; i < a.size(); ++i)
+        if (!(a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])))) return false;
+      return true;
+    };
+    CHECK(same(bits(y16), bits(y32)));
+    CHECK(same(bits(x16.grad()), bits(x32.grad())));
   }
 }
