@@ -194,6 +194,15 @@ void backward_typed(const Conv2dParams& p, T* gx, T* gw, T* gb, const T* gy, con
 
 // ------------------------------------------------------------------ bf16
 
+// Per-thread buffers that outlive a call, grown as needed: the packed operands of each image are
+// hundreds of KiB, which glibc would map (and the kernel fault in and zero) afresh at every call.
+template <class T, int Slot>
+T* scratch(int64_t n) {
+  thread_local std::vector<T> buf;
+  if (int64_t(buf.size()) < n) buf.resize(size_t(n));
+  return buf.data();
+}
+
 // im2col for bf16 with stride_w 1: each output row's run of up to 32 values is one masked 64-byte
 // load and store (the mask zeroes the padding), where the generic loop calls memcpy per row.
 KILN_TARGET_AVX512 void im2col_bf16_avx512(const Conv2dParams& p, const BFloat16* x, int64_t channels,
@@ -388,12 +397,23 @@ KILN_TARGET_AVX512 void pack_col_b(const ColRows& g, const BFloat16* x, BFloat16
     }
 }
 
-// The column matrix [ckk, hw_out] of one image as bgemm's packed A (K = hw_out).
-KILN_TARGET_AVX512 void pack_col_a(const ColRows& g, const BFloat16* x, BFloat16* out) {
-  const int64_t mb_count = (g.ckk + 15) / 16;
+// The column matrix [ckk, hw_out] of one image as bgemm's packed A (K = hw_out), with a row of
+// ones below it when ones_row (its product with grad_out^T is the bias gradient).
+KILN_TARGET_AVX512 void pack_col_a(const ColRows& g, const BFloat16* x, BFloat16* out, bool ones_row) {
+  const int64_t m = g.ckk + (ones_row ? 1 : 0), mb_count = (m + 15) / 16;
   for (int64_t mb = 0; mb < mb_count; ++mb)
     for (int64_t r = 0; r < 16; ++r) {
-      const ColRow row(g, x, mb * 16 + r);
+      const int64_t k = mb * 16 + r;
+      if (k == g.ckk && ones_row) {
+        for (int64_t q = 0; q < g.chunks; ++q) {
+          const int64_t len = std::min<int64_t>(32, g.hw_out - 32 * q);
+          const __mmask32 in = __mmask32((uint64_t(1) << len) - 1);
+          _mm512_storeu_si512(out + bf16_packed_tile(mb, q, g.hw_out) + r * 32,
+                              _mm512_maskz_mov_epi16(in, _mm512_set1_epi16(0x3f80)));  // bf16 1.0
+        }
+        continue;
+      }
+      const ColRow row(g, x, k);
       for (int64_t q = 0; q < g.chunks; ++q)
         _mm512_storeu_si512(out + bf16_packed_tile(mb, q, g.hw_out) + r * 32, row.chunk(q));
     }
@@ -444,20 +464,20 @@ void forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const B
 #pragma omp parallel
   {
     std::vector<BFloat16> col(pointwise || fused ? 0 : size_t(ckk * hw_out));
-    std::vector<BFloat16> pcol(size_t(bf16_packed_b_size(ckk, hw_out)));
+    BFloat16* pcol = scratch<BFloat16, 0>(bf16_packed_b_size(ckk, hw_out));
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < p.n; ++n) {
       for (int64_t g = 0; g < p.groups; ++g) {
         const BFloat16* xg = x + (n * p.c_in + g * cin_g) * p.h_in * p.w_in;
         const BFloat16* cp = xg;
         if (fused) {
-          pack_col_b(rows, xg, pcol.data());
+          pack_col_b(rows, xg, pcol);
         } else if (!pointwise) {
           im2col_bf16(p, xg, cin_g, col.data());
           cp = col.data();
         }
-        if (!fused) bf16_pack_b(false, ckk, hw_out, cp, hw_out, pcol.data());
-        bgemm_packed(cout_g, hw_out, ckk, pw.data() + g * pw_size, pcol.data(), 0.f,
+        if (!fused) bf16_pack_b(false, ckk, hw_out, cp, hw_out, pcol);
+        bgemm_packed(cout_g, hw_out, ckk, pw.data() + g * pw_size, pcol, 0.f,
                      y + (n * p.c_out + g * cout_g) * hw_out, hw_out, b ? bias.data() + g * cout_g : nullptr);
       }
     }
@@ -524,32 +544,36 @@ void backward_bf16_fused(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFlo
                          const BFloat16* gy, const BFloat16* x, const BFloat16* w) {
   const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
   const int64_t ckk = cin_g * p.kh * p.kw, hw_out = p.h_out * p.w_out, hw_in = p.h_in * p.w_in;
-  const int64_t wsize = p.c_out * ckk;
+  // With a bias, the weight-gradient product carries one more row: the bias gradient.
+  const bool with_bias = gw && gb;
+  const int64_t rows_w = ckk + (with_bias ? 1 : 0), wsize = p.groups * rows_w * cout_g;
   const int threads = omp_get_max_threads();
   const Conv2dParams t = transposed_params(p);
   const ColRows rows(p), trows(t);
   const std::vector<BFloat16> pwt = gx ? flip_weights(p, w) : std::vector<BFloat16>();
   const int64_t pwt_size = bf16_packed_a_size(cin_g, trows.ckk);
   // grad_w^T [ckk, cout_g] per group and thread, summed over the batch in f32.
-  std::vector<float> gwt_partial(gw ? size_t(threads) * size_t(wsize) : 0, 0.f);
+  std::vector<float*> gwt_partial(size_t(threads), nullptr);
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<BFloat16> pa(gw ? size_t(bf16_packed_a_size(ckk, hw_out)) : 0);
-    std::vector<BFloat16> pb(gw ? size_t(bf16_packed_b_size(hw_out, cout_g)) : 0);
-    std::vector<BFloat16> pcol(gx ? size_t(bf16_packed_b_size(trows.ckk, hw_in)) : 0);
-    float* my_gwt = gw ? gwt_partial.data() + size_t(omp_get_thread_num()) * size_t(wsize) : nullptr;
+    BFloat16* pa = gw ? scratch<BFloat16, 1>(bf16_packed_a_size(rows_w, hw_out)) : nullptr;
+    BFloat16* pb = gw ? scratch<BFloat16, 2>(bf16_packed_b_size(hw_out, cout_g)) : nullptr;
+    BFloat16* pcol = gx ? scratch<BFloat16, 0>(bf16_packed_b_size(trows.ckk, hw_in)) : nullptr;
+    float* my_gwt = gw ? scratch<float, 0>(wsize) : nullptr;
+    if (my_gwt) std::fill(my_gwt, my_gwt + wsize, 0.f);
+    gwt_partial[size_t(omp_get_thread_num())] = my_gwt;
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < p.n; ++n) {
       for (int64_t g = 0; g < p.groups; ++g) {
         const BFloat16* gout = gy + (n * p.c_out + g * cout_g) * hw_out;
-        if (my_gwt) {  // grad_w^T[ckk, cout_g] += col[ckk, hw] @ grad_out^T[hw, cout_g]
-          pack_col_a(rows, x + (n * p.c_in + g * cin_g) * hw_in, pa.data());
-          bf16_pack_b(true, hw_out, cout_g, gout, hw_out, pb.data());
-          bgemm_packed(ckk, cout_g, hw_out, pa.data(), pb.data(), 1.f, my_gwt + g * ckk * cout_g, cout_g);
+        if (my_gwt) {  // grad_w^T[ckk (+1), cout_g] += [col; 1][ckk (+1), hw] @ grad_out^T[hw, cout_g]
+          pack_col_a(rows, x + (n * p.c_in + g * cin_g) * hw_in, pa, with_bias);
+          bf16_pack_b(true, hw_out, cout_g, gout, hw_out, pb);
+          bgemm_packed(rows_w, cout_g, hw_out, pa, pb, 1.f, my_gwt + g * rows_w * cout_g, cout_g);
         }
         if (gx) {  // grad_in = the transposed convolution of grad_out, straight to bf16
-          pack_col_b(trows, gout, pcol.data());
-          bgemm_packed(cin_g, hw_in, trows.ckk, pwt.data() + g * pwt_size, pcol.data(), 0.f,
+          pack_col_b(trows, gout, pcol);
+          bgemm_packed(cin_g, hw_in, trows.ckk, pwt.data() + g * pwt_size, pcol, 0.f,
                        gx + (n * p.c_in + g * cin_g) * hw_in, hw_in);
         }
       }
@@ -557,16 +581,21 @@ void backward_bf16_fused(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFlo
   }
   if (gw) {
     std::vector<float> sum(size_t(wsize), 0.f);
-    for (int th = 0; th < threads; ++th)
-      for (int64_t i = 0; i < wsize; ++i) sum[size_t(i)] += gwt_partial[size_t(th) * size_t(wsize) + size_t(i)];
-    std::vector<float> gw32(static_cast<size_t>(wsize));
-    for (int64_t g = 0; g < p.groups; ++g)
+    for (const float* part : gwt_partial)
+      if (part)
+        for (int64_t i = 0; i < wsize; ++i) sum[size_t(i)] += part[i];
+    std::vector<float> gw32(static_cast<size_t>(p.c_out * ckk)), gb32(with_bias ? size_t(p.c_out) : 0);
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const float* sg = sum.data() + g * rows_w * cout_g;
       for (int64_t kk = 0; kk < ckk; ++kk)
-        for (int64_t co = 0; co < cout_g; ++co)
-          gw32[size_t((g * cout_g + co) * ckk + kk)] = sum[size_t((g * ckk + kk) * cout_g + co)];
-    f32_to_bf16(gw32.data(), gw, wsize);
+        for (int64_t co = 0; co < cout_g; ++co) gw32[size_t((g * cout_g + co) * ckk + kk)] = sg[kk * cout_g + co];
+      if (with_bias)
+        for (int64_t co = 0; co < cout_g; ++co) gb32[size_t(g * cout_g + co)] = sg[ckk * cout_g + co];
+    }
+    f32_to_bf16(gw32.data(), gw, p.c_out * ckk);
+    if (with_bias) f32_to_bf16(gb32.data(), gb, p.c_out);
   }
-  if (gb) bias_grad_bf16(p, gb, gy);
+  if (gb && !with_bias) bias_grad_bf16(p, gb, gy);
 }
 
 template <class F>
