@@ -90,18 +90,20 @@ double time_ms(const std::function<void()>& f, int reps = 7) {
   return median(t);
 }
 
-// Each layer's kernels timed on their own: where the step's time goes.
-void profile_layers(SimpleCNN& m, int64_t batch) {
+// Each layer's kernels timed on their own, in the dtype the step runs them in (bf16 under
+// bf16-mixed): where the step's time goes.
+void profile_layers(SimpleCNN& m, int64_t batch, DType dt) {
   auto& be = detail::backend(Device::cpu());
   struct ConvCase { const char* name; int64_t cin, cout, hw; int w; };
   const ConvCase convs[] = {{"conv1", 3, 32, 32, 0}, {"conv2", 32, 64, 16, 2}, {"conv3", 64, 128, 8, 4}};
-  std::fprintf(stderr, "layer kernels at batch %lld (median ms):\n", (long long)batch);
+  std::fprintf(stderr, "layer kernels at batch %lld in %s (median ms):\n", (long long)batch,
+               std::string(dtype_name(dt)).c_str());
   for (const auto& c : convs) {
-    Tensor x = kiln::randn({batch, c.cin, c.hw, c.hw});
+    Tensor x = kiln::randn({batch, c.cin, c.hw, c.hw}).to(dt);
     auto& conv = c.w == 0 ? m.conv1 : c.w == 2 ? m.conv2 : m.conv3;
-    Tensor w = conv->weight.detach(), b = conv->bias.detach();
+    Tensor w = conv->weight.detach().to(dt), b = conv->bias.detach().to(dt);
     kernels::Conv2dParams p{batch, c.cin, c.hw, c.hw, c.cout, 3, 3, c.hw, c.hw, 1, 1, 1, 1, 1, 1, 1};
-    Tensor y = kiln::empty({batch, c.cout, c.hw, c.hw});
+    Tensor y = kiln::empty({batch, c.cout, c.hw, c.hw}, {.dtype = dt});
     Tensor gx = kiln::empty_like(x), gw = kiln::empty_like(w), gb = kiln::empty_like(b);
     auto v = [](const Tensor& t) { return detail::view_of(t); };
     double f = time_ms([&] { be.conv2d_forward(p, v(y), v(x), v(w), v(b)); });
@@ -114,10 +116,10 @@ void profile_layers(SimpleCNN& m, int64_t batch) {
     const double gflop = 2.0 * double(batch * c.cout * c.hw * c.hw * c.cin * 9) * 1e-9;
     std::fprintf(stderr, "  %s fwd %7.2f (%5.1f GFLOP/s)  bwd_w+b %7.2f (%5.1f)  bwd_x %7.2f (%5.1f)\n",
                  c.name, f, gflop / f * 1e3, bw, gflop / bw * 1e3, bx, gflop / bx * 1e3);
-    Tensor r = kiln::empty({batch, c.cout, c.hw, c.hw});
+    Tensor r = kiln::empty({batch, c.cout, c.hw, c.hw}, {.dtype = dt});
     double relu_ms = time_ms([&] { be.unary(kernels::UnaryOp::relu, v(r), v(y), 0, 0); });
     double relu_bw = time_ms([&] { be.binary(kernels::BinaryOp::relu_backward, v(r), v(y), v(y), 0, 0); });
-    Tensor pooled = kiln::empty({batch, c.cout, c.hw / 2, c.hw / 2});
+    Tensor pooled = kiln::empty({batch, c.cout, c.hw / 2, c.hw / 2}, {.dtype = dt});
     Tensor idx = kiln::empty({batch, c.cout, c.hw / 2, c.hw / 2}, {.dtype = DType::i64});
     kernels::Pool2dParams pp{batch, c.cout, c.hw, c.hw, c.hw / 2, c.hw / 2, 2, 2, 2, 2, 0, 0, true};
     double pool_f = time_ms([&] { be.max_pool2d_forward(pp, v(pooled), v(idx), v(y)); });
@@ -125,10 +127,10 @@ void profile_layers(SimpleCNN& m, int64_t batch) {
     std::fprintf(stderr, "  %s relu fwd %.2f bwd %.2f  maxpool fwd %.2f bwd %.2f\n", c.name, relu_ms,
                  relu_bw, pool_f, pool_b);
   }
-  Tensor h = kiln::randn({batch, 2048});
-  Tensor w1 = m.fc1->weight.detach();
+  Tensor h = kiln::randn({batch, 2048}).to(dt);
+  Tensor w1 = m.fc1->weight.detach().to(dt);
   double fc1 = time_ms([&] { NoGradGuard g; (void)linear(h, w1); });
-  Tensor go = kiln::randn({batch, 256});
+  Tensor go = kiln::randn({batch, 256}).to(dt);
   double fc1_bw = time_ms([&] { NoGradGuard g; (void)matmul(transpose(go, 0, 1), h); });
   double fc1_bx = time_ms([&] { NoGradGuard g; (void)matmul(go, w1); });
   std::fprintf(stderr, "  fc1 fwd %.2f  bwd_w %.2f  bwd_x %.2f\n", fc1, fc1_bw, fc1_bx);
@@ -178,7 +180,7 @@ int run_train(const Args& a) {
   if (prof) {
     std::fprintf(stderr, "train step median %.2f ms: forward+loss %.2f, backward %.2f, adamw %.2f (loss %.4f)\n",
                  step * 1e3, median(t_fwd) * 1e3, median(t_bwd) * 1e3, median(t_opt) * 1e3, last_loss);
-    profile_layers(model, batch);
+    profile_layers(model, batch, prec.mixed ? prec.low : DType::f32);
   }
   print_json("train_step", a, int(batch), double(batch) / step, step * 1e3);
   return 0;
@@ -205,7 +207,7 @@ int run_infer(const Args& a) {
   const double step = median(t);
   if (profiling() && dev.is_cpu()) {
     std::fprintf(stderr, "infer step median %.2f ms\n", step * 1e3);
-    profile_layers(model, batch);
+    profile_layers(model, batch, prec.mixed ? prec.low : DType::f32);
   }
   print_json("infer", a, int(batch), double(batch) / step, step * 1e3);
   return 0;

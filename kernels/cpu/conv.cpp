@@ -234,56 +234,18 @@ KILN_TARGET_AVX512 void im2col_bf16_avx512(const Conv2dParams& p, const BFloat16
   }
 }
 
-// The same for "same" convolutions (stride 1, w_out == w_in) on rows narrower than 32: the 32
-// values of 32 / w_out consecutive output rows come from as many consecutive input rows, one
-// contiguous load, so a column-shift becomes one permutation (with zeros for the padding) per
-// 32 outputs instead of a load and store per output row.
-KILN_TARGET_AVX512 void im2col_bf16_rows_avx512(const Conv2dParams& p, const BFloat16* x, int64_t channels,
-                                                BFloat16* col) {
-  const int64_t w = p.w_out, rows = 32 / w, hw_out = p.h_out * p.w_out;
-  for (int64_t j = 0; j < p.kw; ++j) {
-    const int64_t off = j * p.dil_w - p.pad_w;
-    alignas(64) uint16_t idx[32];
-    uint32_t valid = 0;
-    for (int64_t l = 0; l < 32; ++l) {
-      const int64_t ow = l % w, iw = ow + off;
-      const bool in = iw >= 0 && iw < w;
-      idx[l] = uint16_t(in ? l - ow + iw : 0);
-      valid |= uint32_t(in) << l;
-    }
-    const __m512i perm = _mm512_load_si512(idx);
-    for (int64_t c = 0; c < channels; ++c) {
-      const uintptr_t xc = reinterpret_cast<uintptr_t>(x + c * p.h_in * p.w_in);
-      for (int64_t i = 0; i < p.kh; ++i) {
-        BFloat16* row = col + ((c * p.kh + i) * p.kw + j) * hw_out;
-        for (int64_t oh0 = 0; oh0 < p.h_out; oh0 += rows) {
-          const int64_t ih0 = oh0 + i * p.dil_h - p.pad_h;
-          const int64_t rlo = std::clamp<int64_t>(-ih0, 0, rows), rhi = std::clamp<int64_t>(p.h_in - ih0, 0, rows);
-          const __mmask32 load = rhi > rlo ? __mmask32(((uint64_t(1) << (rhi * w)) - 1) & ~((uint64_t(1) << (rlo * w)) - 1)) : 0;
-          const __mmask32 store = __mmask32((uint64_t(1) << (std::min(rows, p.h_out - oh0) * w)) - 1);
-          // Rows outside x are masked off and never read.
-          const auto* src = reinterpret_cast<const BFloat16*>(xc + uintptr_t(ih0 * w * int64_t(sizeof(BFloat16))));
-          const __m512i v = _mm512_maskz_loadu_epi16(load, src);
-          _mm512_mask_storeu_epi16(row + oh0 * w, store, _mm512_maskz_permutexvar_epi16(__mmask32(valid), perm, v));
-        }
-      }
-    }
-  }
-}
-
 void im2col_bf16(const Conv2dParams& p, const BFloat16* x, int64_t channels, BFloat16* col) {
   static const bool avx512 = isa_enabled(Isa::avx512);
-  if (avx512 && p.stride_w == 1 && p.stride_h == 1 && p.w_out == p.w_in && 32 % p.w_out == 0)
-    im2col_bf16_rows_avx512(p, x, channels, col);
-  else if (avx512 && p.stride_w == 1) im2col_bf16_avx512(p, x, channels, col);
+  if (avx512 && p.stride_w == 1) im2col_bf16_avx512(p, x, channels, col);
   else im2col(p, x, channels, col);
 }
 
 // ------------------------------------------------------------------ bf16, fused im2col packing
 //
 // For "same" convolutions with stride 1 on rows narrower than 32 (the reference CNN's), the
-// column matrix is never written: each 32-column chunk of a column row is one load and one
-// permutation (as in im2col_bf16_rows_avx512) made straight into bgemm's packed tiles. Forward
+// column matrix is never written: the 32 values of 32 / w_out consecutive output rows of a column
+// row come from as many consecutive input rows, one contiguous load, so each 32-value chunk is one
+// load and one permutation (zeros for the padding), made straight into bgemm's packed tiles. Forward
 // packs it as B (two rows interleaved into VNNI pairs), the weight gradient as A (it computes
 // grad_w^T = col @ grad_out^T), and the input gradient runs as the transposed convolution of
 // grad_out, a convolution of the same kind, so no col2im is needed either.
@@ -291,18 +253,22 @@ void im2col_bf16(const Conv2dParams& p, const BFloat16* x, int64_t channels, BFl
 bool fused_ok(const Conv2dParams& p) {
   static const bool avx512 = isa_enabled(Isa::avx512);
   return avx512 && p.stride_h == 1 && p.stride_w == 1 && p.w_out == p.w_in && 32 % p.w_out == 0 &&
-         p.dil_h * (p.kh - 1) >= p.pad_h && p.dil_w * (p.kw - 1) >= p.pad_w &&
-         p.h_in * p.w_in < (int64_t(1) << 31);
+         !(p.kh == 1 && p.kw == 1) && p.h_in * p.w_in < (int64_t(1) << 31);
 }
 
 // The convolution whose forward pass is p's input gradient: grad_out in, grad_in out, the kernel
-// flipped and its in/out channels swapped (flip_weights).
+// flipped and its in/out channels swapped (flip_weights). Defined for stride 1 when the padding is
+// at most the dilated kernel's reach.
 Conv2dParams transposed_params(const Conv2dParams& p) {
   Conv2dParams t = p;
   t.c_in = p.c_out, t.c_out = p.c_in;
   t.h_in = p.h_out, t.w_in = p.w_out, t.h_out = p.h_in, t.w_out = p.w_in;
   t.pad_h = p.dil_h * (p.kh - 1) - p.pad_h, t.pad_w = p.dil_w * (p.kw - 1) - p.pad_w;
   return t;
+}
+bool transposed_fused_ok(const Conv2dParams& p) {
+  const Conv2dParams t = transposed_params(p);
+  return t.pad_h >= 0 && t.pad_w >= 0 && fused_ok(t);
 }
 
 // The tables that make a chunk of a column row cheap. Per kernel column j: the permutation of a
@@ -459,7 +425,7 @@ void forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const B
   const int64_t pw_size = bf16_packed_a_size(cout_g, ckk);
   std::vector<float> bias(b ? size_t(p.c_out) : 0);
   if (b) bf16_to_f32(b, bias.data(), p.c_out);
-  const bool fused = !pointwise && fused_ok(p);
+  const bool fused = fused_ok(p);
   const ColRows rows(p);
 #pragma omp parallel
   {
@@ -627,8 +593,7 @@ void CpuBackend::conv2d_backward(const Conv2dParams& p, const View& grad_in, con
   dispatch_float(grad_out.dtype, "conv2d backward", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, BFloat16>) {
-      const bool pointwise = p.kh == 1 && p.kw == 1;
-      if (!pointwise && fused_ok(p) && (!grad_in.data || fused_ok(transposed_params(p))))
+      if (fused_ok(p) && (!grad_in.data || transposed_fused_ok(p)))
         return backward_bf16_fused(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(),
                                    grad_out.ptr<T>(), in.ptr<T>(), weight.ptr<T>());
       backward_bf16(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(), grad_out.ptr<T>(),
