@@ -1,5 +1,6 @@
-// The CPU implementation of kernels::Backend: OpenMP threads, Eigen for matrix products, plain
-// vectorisable loops for the rest. Member functions are defined in the file of their kind
+// The CPU implementation of kernels::Backend: OpenMP threads, Eigen for f32/f64 matrix products
+// (gemm.h), handwritten AMX / AVX512-BF16 kernels for bf16 ones (bgemm.h), plain vectorisable
+// loops for the rest. Member functions are defined in the file of their kind
 // (elementwise.cpp, reduce.cpp, matmul.cpp, conv.cpp, pool.cpp, softmax.cpp, optim.cpp).
 #pragma once
 

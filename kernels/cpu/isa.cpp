@@ -13,13 +13,13 @@ Isa cap_from_env() {
   const char* env = std::getenv("KILN_CPU_ISA");
   if (!env || !*env) return Isa::amx;
   const std::string_view v(env);
-  if (v == "generic") return Isa::generic;
+  if (v == "generic" || v == "portable") return Isa::generic;
   if (v == "avx2") return Isa::avx2;
   if (v == "avx512") return Isa::avx512;
   if (v == "avx512bf16") return Isa::avx512bf16;
   if (v == "amx") return Isa::amx;
-  fail("KILN_CPU_ISA=", v, " is not one of generic, avx2, avx512, avx512bf16, amx; unset it to use "
-       "everything this CPU has");
+  fail("KILN_CPU_ISA=", v, " is not one of generic (or portable), avx2, avx512, avx512bf16, amx; "
+       "unset it to use everything this CPU has");
 }
 
 bool cpu_has(Isa isa) {

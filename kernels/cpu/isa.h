@@ -1,6 +1,7 @@
 // The CPU instruction sets kiln's runtime-dispatched kernels choose between, and the cap that
 // KILN_CPU_ISA puts on them (for testing a fallback on a machine that has more):
-//   KILN_CPU_ISA=avx2 kiln_bench ...   // sgemm uses AVX2, bgemm and the bf16 casts the portable code
+//   KILN_CPU_ISA=avx2 kiln_bench ...   // sgemm uses AVX2; bgemm and the bf16 loops, portable code
+// Values: generic (or portable), avx2, avx512, avx512bf16, amx; anything else is an error.
 #pragma once
 
 namespace kiln::kernels::cpu {
