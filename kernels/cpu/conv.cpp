@@ -281,9 +281,16 @@ struct ColRows {
   std::vector<uint32_t> valid;  // [kw]
   std::vector<uint32_t> load;   // [kh][chunks]
   std::vector<int64_t> offset;  // [kh][chunks], in elements from the plane (may be negative)
+  std::vector<int32_t> ci, ki, kj;  // [ckk]: row k's channel, kernel row and kernel column
   explicit ColRows(const Conv2dParams& q) : p(q) {
     w = p.w_out, rows = 32 / w, ckk = p.c_in / p.groups * p.kh * p.kw, hw_out = p.h_out * p.w_out;
     chunks = (hw_out + 31) / 32;
+    ci.resize(size_t(ckk)), ki.resize(size_t(ckk)), kj.resize(size_t(ckk));
+    for (int64_t k = 0; k < ckk; ++k) {
+      ci[size_t(k)] = int32_t(k / (p.kh * p.kw));
+      ki[size_t(k)] = int32_t(k / p.kw % p.kh);
+      kj[size_t(k)] = int32_t(k % p.kw);
+    }
     perm.assign(size_t(p.kw * 32), 0);
     valid.assign(size_t(p.kw), 0);
     for (int64_t j = 0; j < p.kw; ++j) {
@@ -316,8 +323,8 @@ class ColRow {
   KILN_TARGET_AVX512 ColRow(const ColRows& g, const BFloat16* x, int64_t k) : g_(g) {
     const Conv2dParams& p = g.p;
     if (k >= g.ckk) return;
-    const int64_t c = k / (p.kh * p.kw), j = k % p.kw;
-    i_ = (k / p.kw) % p.kh;
+    const int64_t c = g.ci[size_t(k)], j = g.kj[size_t(k)];
+    i_ = g.ki[size_t(k)];
     plane_ = reinterpret_cast<uintptr_t>(x + c * p.h_in * p.w_in);
     perm_ = _mm512_loadu_si512(g.perm.data() + j * 32);
     valid_ = __mmask32(g.valid[size_t(j)]);
