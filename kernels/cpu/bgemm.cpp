@@ -340,7 +340,14 @@ KILN_TARGET_AVX512 void pack_b_pair_avx512(bool trans, const BFloat16* b, int64_
 }  // namespace
 
 void bf16_pack_b(bool trans, int64_t k, int64_t n, const BFloat16* b, int64_t ldb, BFloat16* out) {
-  const int64_t nb_count = ceil_div(n, 16), kb_count = ceil_div(k, 32);
+  bf16_pack_b_rows(trans, k, n, b, ldb, out, k, 0);
+}
+
+void bf16_pack_b_rows(bool trans, int64_t k, int64_t n, const BFloat16* b, int64_t ldb, BFloat16* out,
+                      int64_t k_total, int64_t k0) {
+  KILN_CHECK(k0 % 32 == 0 && k0 + k <= k_total, "bf16_pack_b_rows: rows [", k0, ", ", k0 + k,
+             ") must start on a multiple of 32 and lie within the ", k_total, " rows of the operand");
+  const int64_t nb_count = ceil_div(n, 16), kb_count = ceil_div(k, 32), kb_total = ceil_div(k_total, 32);
   // The gather's byte offsets are 32-bit.
   static const bool avx512 = isa_enabled(Isa::avx512);
   const bool fast = avx512 && (!trans || 16 * ldb * 2 < (int64_t(1) << 31));
@@ -348,7 +355,7 @@ void bf16_pack_b(bool trans, int64_t k, int64_t n, const BFloat16* b, int64_t ld
   for (int64_t nb = 0; nb < nb_count; ++nb) {
     const int64_t cols = std::min<int64_t>(16, n - nb * 16);
     for (int64_t kb = 0; kb < kb_count; ++kb) {
-      uint32_t* tile = out32 + (nb * kb_count + kb) * (kTileElems / 2);
+      uint32_t* tile = out32 + (nb * kb_total + k0 / 32 + kb) * (kTileElems / 2);
       const int64_t krows = std::min<int64_t>(32, k - kb * 32);
       for (int64_t p = 0; p < 16; ++p) {
         uint32_t* row = tile + p * 16;

@@ -33,6 +33,10 @@ inline int64_t bf16_packed_tile(int64_t block, int64_t kb, int64_t k) {
 // op(B) [K, N] likewise. `out` holds the sizes above.
 void bf16_pack_a(bool trans, int64_t m, int64_t k, const BFloat16* a, int64_t lda, BFloat16* out);
 void bf16_pack_b(bool trans, int64_t k, int64_t n, const BFloat16* b, int64_t ldb, BFloat16* out);
+// Packs op(B) [k, N] as rows [k0, k0 + k) of a packed B whose sum runs over k_total (k0 a multiple
+// of 32), so a product over several matrices stacked along K (a batch's images) is one bgemm.
+void bf16_pack_b_rows(bool trans, int64_t k, int64_t n, const BFloat16* b, int64_t ldb, BFloat16* out,
+                      int64_t k_total, int64_t k0);
 
 // C[M, N] = A @ B (+ row_bias[m]) + beta * C from packed operands, accumulated in f32. beta is 0
 // (overwrite; C may hold garbage) or 1 (accumulate). A bf16 C is rounded once, after the sum.

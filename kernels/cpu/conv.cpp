@@ -370,9 +370,11 @@ KILN_TARGET_AVX512 void pack_col_b(const ColRows& g, const BFloat16* x, BFloat16
     }
 }
 
-// The column matrix [ckk, hw_out] of one image as bgemm's packed A (K = hw_out), with a row of
-// ones below it when ones_row (its product with grad_out^T is the bias gradient).
-KILN_TARGET_AVX512 void pack_col_a(const ColRows& g, const BFloat16* x, BFloat16* out, bool ones_row) {
+// The column matrix [ckk, hw_out] of one image as columns [kb0 * 32, kb0 * 32 + hw_out) of bgemm's
+// packed A whose sum runs over k_total, with a row of ones below it when ones_row (its product
+// with grad_out^T is the bias gradient).
+KILN_TARGET_AVX512 void pack_col_a(const ColRows& g, const BFloat16* x, BFloat16* out, bool ones_row,
+                                   int64_t k_total, int64_t kb0) {
   const int64_t m = g.ckk + (ones_row ? 1 : 0), mb_count = (m + 15) / 16;
   for (int64_t mb = 0; mb < mb_count; ++mb)
     for (int64_t r = 0; r < 16; ++r) {
@@ -381,14 +383,14 @@ KILN_TARGET_AVX512 void pack_col_a(const ColRows& g, const BFloat16* x, BFloat16
         for (int64_t q = 0; q < g.chunks; ++q) {
           const int64_t len = std::min<int64_t>(32, g.hw_out - 32 * q);
           const __mmask32 in = __mmask32((uint64_t(1) << len) - 1);
-          _mm512_storeu_si512(out + bf16_packed_tile(mb, q, g.hw_out) + r * 32,
+          _mm512_storeu_si512(out + bf16_packed_tile(mb, kb0 + q, k_total) + r * 32,
                               _mm512_maskz_mov_epi16(in, _mm512_set1_epi16(0x3f80)));  // bf16 1.0
         }
         continue;
       }
       const ColRow row(g, x, k);
       for (int64_t q = 0; q < g.chunks; ++q)
-        _mm512_storeu_si512(out + bf16_packed_tile(mb, q, g.hw_out) + r * 32, row.chunk(q));
+        _mm512_storeu_si512(out + bf16_packed_tile(mb, kb0 + q, k_total) + r * 32, row.chunk(q));
     }
 }
 
@@ -525,29 +527,41 @@ void backward_bf16_fused(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFlo
   const ColRows rows(p), trows(t);
   const std::vector<BFloat16> pwt = gx ? flip_weights(p, w) : std::vector<BFloat16>();
   const int64_t pwt_size = bf16_packed_a_size(cin_g, trows.ckk);
-  // grad_w^T [ckk, cout_g] per group and thread, summed over the batch in f32.
+  // grad_w^T [ckk, cout_g] per group and thread, summed over the batch in f32. Images whose planes
+  // fill whole 32-wide k blocks are stacked along the product's k (about 1024 at a time), so the
+  // f32 accumulator is read and written once per stack instead of once per image.
+  const int64_t stack = hw_out % 32 == 0 ? std::max<int64_t>(1, 1024 / hw_out) : 1;
+  const int64_t k_stack = stack * hw_out;
   std::vector<float*> gwt_partial(size_t(threads), nullptr);
 #pragma omp parallel num_threads(threads)
   {
-    BFloat16* pa = gw ? scratch<BFloat16, 1>(bf16_packed_a_size(rows_w, hw_out)) : nullptr;
-    BFloat16* pb = gw ? scratch<BFloat16, 2>(bf16_packed_b_size(hw_out, cout_g)) : nullptr;
+    BFloat16* pa = gw ? scratch<BFloat16, 1>(bf16_packed_a_size(rows_w, k_stack)) : nullptr;
+    BFloat16* pb = gw ? scratch<BFloat16, 2>(bf16_packed_b_size(k_stack, cout_g)) : nullptr;
     BFloat16* pcol = gx ? scratch<BFloat16, 0>(bf16_packed_b_size(trows.ckk, hw_in)) : nullptr;
     float* my_gwt = gw ? scratch<float, 0>(wsize) : nullptr;
     if (my_gwt) std::fill(my_gwt, my_gwt + wsize, 0.f);
-    gwt_partial[size_t(omp_get_thread_num())] = my_gwt;
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < p.n; ++n) {
+    const int64_t th = omp_get_thread_num(), nth = omp_get_num_threads();
+    gwt_partial[size_t(th)] = my_gwt;
+    // This thread's images, in stacks.
+    const int64_t first = p.n * th / nth, last = p.n * (th + 1) / nth;
+    for (int64_t n0 = first; n0 < last; n0 += stack) {
+      const int64_t count = std::min(stack, last - n0), k_used = count * hw_out;
       for (int64_t g = 0; g < p.groups; ++g) {
-        const BFloat16* gout = gy + (n * p.c_out + g * cout_g) * hw_out;
-        if (my_gwt) {  // grad_w^T[ckk (+1), cout_g] += [col; 1][ckk (+1), hw] @ grad_out^T[hw, cout_g]
-          pack_col_a(rows, x + (n * p.c_in + g * cin_g) * hw_in, pa, with_bias);
-          bf16_pack_b(true, hw_out, cout_g, gout, hw_out, pb);
-          bgemm_packed(rows_w, cout_g, hw_out, pa, pb, 1.f, my_gwt + g * rows_w * cout_g, cout_g);
+        if (my_gwt) {  // grad_w^T[ckk (+1), cout_g] += [col; 1][ckk (+1), k] @ grad_out^T[k, cout_g]
+          for (int64_t i = 0; i < count; ++i) {
+            const int64_t n = n0 + i;
+            pack_col_a(rows, x + (n * p.c_in + g * cin_g) * hw_in, pa, with_bias, k_used, i * hw_out / 32);
+            bf16_pack_b_rows(true, hw_out, cout_g, gy + (n * p.c_out + g * cout_g) * hw_out, hw_out, pb,
+                             k_used, i * hw_out);
+          }
+          bgemm_packed(rows_w, cout_g, k_used, pa, pb, 1.f, my_gwt + g * rows_w * cout_g, cout_g);
         }
         if (gx) {  // grad_in = the transposed convolution of grad_out, straight to bf16
-          pack_col_b(trows, gout, pcol);
-          bgemm_packed(cin_g, hw_in, trows.ckk, pwt.data() + g * pwt_size, pcol, 0.f,
-                       gx + (n * p.c_in + g * cin_g) * hw_in, hw_in);
+          for (int64_t n = n0; n < n0 + count; ++n) {
+            pack_col_b(trows, gy + (n * p.c_out + g * cout_g) * hw_out, pcol);
+            bgemm_packed(cin_g, hw_in, trows.ckk, pwt.data() + g * pwt_size, pcol, 0.f,
+                         gx + (n * p.c_in + g * cin_g) * hw_in, hw_in);
+          }
         }
       }
     }
