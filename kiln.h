@@ -5,6 +5,7 @@
 
 #include "core/autocast.h"
 #include "core/autograd.h"
+#include "core/cuda.h"
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/error.h"

@@ -117,10 +117,18 @@ class Tensor {
   // Conversion and copies.
   Tensor to(DType dtype) const;
   Tensor to(Device device) const;
+  // non_blocking: a copy to a CUDA device from pinned memory, or from a CUDA device into a new
+  // pinned tensor, is queued on the current stream and returns at once (synchronise, or wait on
+  // an event, before reading the result on the host); other copies block as without it.
+  Tensor to(Device device, bool non_blocking) const;
   Tensor to(Device device, DType dtype) const;
   Tensor contiguous() const;
   Tensor clone() const;
-  Tensor& copy_(const Tensor& src);  // broadcasts src, converts dtype and device
+  Tensor& copy_(const Tensor& src, bool non_blocking = false);  // broadcasts, converts dtype and device
+  // A copy in page-locked host memory (this tensor if it already is), which CUDA copies read
+  // asynchronously; needs a CUDA GPU. is_pinned() is false without one.
+  Tensor pin_memory() const;
+  bool is_pinned() const;
   Tensor& fill_(double value);
   Tensor& zero_() { return fill_(0.0); }
 

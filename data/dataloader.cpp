@@ -23,6 +23,12 @@ PinMemoryHook& pin_hook() {
   return hook;
 }
 
+Batch pin_batch(Batch b) {
+  if (b.data.defined()) b.data = b.data.pin_memory();
+  if (b.target.defined()) b.target = b.target.pin_memory();
+  return b;
+}
+
 }  // namespace
 
 void set_pin_memory_hook(PinMemoryHook hook) {
@@ -205,6 +211,7 @@ DataLoader::Iterator DataLoader::begin() {
   if (options_.pin_memory) {
     std::lock_guard<std::mutex> lock(hook_mutex());
     pin = pin_hook();
+    if (!pin && cuda::is_available()) pin = pin_batch;
   }
   auto run = std::make_shared<detail::LoaderRun>(dataset_, std::move(batches), seed_, epoch, options_.num_workers,
                                                  options_.prefetch_factor, std::move(pin));

@@ -22,14 +22,15 @@ struct DataLoaderOptions {
   bool drop_last = false;           // drop the last batch when it would be smaller than batch_size
   int num_workers = 0;              // 0: batches are built in the consuming thread
   int prefetch_factor = 2;          // batches in flight per worker
-  bool pin_memory = false;          // page-locked batches once a pinning hook is installed (CUDA)
+  bool pin_memory = false;          // page-locked batches (Tensor::pin_memory) where a GPU is available
   // Seeds shuffling and augmentation. Unset: drawn from kiln's default generator when the loader
   // is built, so kiln::manual_seed(s) makes runs repeatable.
   std::optional<uint64_t> seed = std::nullopt;
 };
 
-// Copies a batch into page-locked memory. The CUDA backend installs one; until then pin_memory is
-// accepted and batches stay in ordinary memory.
+// Copies a batch into page-locked memory. Unset (the default), pin_memory=true pins data and
+// target with Tensor::pin_memory() where kiln::cuda::is_available(), and leaves batches in
+// ordinary memory elsewhere. Setting a hook replaces that (an empty hook restores it).
 using PinMemoryHook = std::function<Batch(Batch)>;
 void set_pin_memory_hook(PinMemoryHook hook);
 

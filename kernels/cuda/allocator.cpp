@@ -2,20 +2,11 @@
 #include "kernels/cuda/allocator.h"
 
 #include <algorithm>
-#include <sstream>
 #include <vector>
 
 #include "core/error.h"
 
 namespace kiln::kernels::cuda {
-
-std::string MemoryStats::str() const {
-  std::ostringstream os;
-  os << "allocated " << allocated << " B, reserved " << reserved << " B, peak allocated "
-     << peak_allocated << " B, peak reserved " << peak_reserved << " B, device mallocs "
-     << num_device_mallocs << ", device frees " << num_device_frees;
-  return os.str();
-}
 
 CachingAllocator::~CachingAllocator() {
   // Process exit: the driver may already be gone, so leave the segments to it.

@@ -14,6 +14,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "kernels/runtime.h"
+
 namespace kiln::kernels::cuda {
 
 // Where segments come from: cudaMalloc/cudaFree in the backend, a fake in the tests.
@@ -25,16 +27,7 @@ class RawMemory {
   virtual void synchronize() {}             // before segments go back to the device
 };
 
-struct MemoryStats {
-  size_t allocated = 0;       // bytes in blocks handed out (rounded sizes)
-  size_t reserved = 0;        // bytes in segments obtained from the device
-  size_t peak_allocated = 0;
-  size_t peak_reserved = 0;
-  uint64_t num_device_mallocs = 0;  // segments ever obtained (steady state: constant)
-  uint64_t num_device_frees = 0;
-  uint64_t num_ooms = 0;
-  std::string str() const;
-};
+using MemoryStats = kernels::MemoryStats;  // kernels/runtime.h
 
 class CachingAllocator {
  public:

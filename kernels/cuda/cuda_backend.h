@@ -2,7 +2,7 @@
 // pooling, softmax, loss and optimizer work; cuBLAS for matrix products and cuDNN for
 // convolutions. Every kernel runs on the current stream of the current device; memory comes
 // from one caching allocator per device. Member functions are defined in the file of their kind
-// (device.cpp, elementwise.cu, reduce.cu, matmul.cu, conv.cu, nn.cu, optim.cu).
+// (device.cpp, elementwise.cu, reduce.cu, matmul.cu, conv.cpp, nn.cu).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,10 +21,14 @@ namespace kiln::kernels::cuda {
 
 // Public helpers for core/, bench/ and tests (the Backend interface stays narrow).
 cudaStream_t current_stream();             // of this thread's current device
+cudaStream_t current_stream(int device);   // of this thread on `device`
+cudaStream_t default_stream(int device);   // the device's kiln stream (non-blocking)
 void set_current_stream(cudaStream_t s);   // nullptr: back to the device's default kiln stream
+void set_current_stream(int device, cudaStream_t s);
 int current_device();
 MemoryStats memory_stats(int device = -1);  // -1: the current device
 void empty_cache(int device = -1);
+void empty_all_caches();  // of every device kiln has used (touches no other device)
 // Temporary device memory from the caching allocator, returned on destruction (stream-ordered).
 class Workspace {
  public:

@@ -110,18 +110,30 @@ int current_device() {
   return t_device;
 }
 
-cudaStream_t current_stream() {
-  int d = current_device();
-  cudaStream_t s = t_stream_override[d];
-  return s ? s : state(d).stream;
+cudaStream_t current_stream() { return current_stream(current_device()); }
+
+cudaStream_t current_stream(int device) {
+  cudaStream_t s = t_stream_override[device];
+  return s ? s : state(device).stream;
 }
 
+cudaStream_t default_stream(int device) { return state(device).stream; }
+
 void set_current_stream(cudaStream_t s) { t_stream_override[current_device()] = s; }
+
+void set_current_stream(int device, cudaStream_t s) {
+  KILN_CHECK(device >= 0 && device < kMaxDevices, "cuda: device index ", device, " out of range");
+  t_stream_override[device] = s == state(device).stream ? nullptr : s;
+}
 
 MemoryStats memory_stats(int device) {
   return state(device < 0 ? current_device() : device).allocator->stats();
 }
 void empty_cache(int device) { state(device < 0 ? current_device() : device).allocator->empty_cache(); }
+void empty_all_caches() {
+  for (auto& slot : g_states)
+    if (DeviceState* s = slot.load(std::memory_order_acquire)) s->allocator->empty_cache();
+}
 
 int sm_count() { return current_state().sms; }
 

@@ -165,3 +165,15 @@ TEST_CASE("pin_memory goes through the installed hook") {
   DataLoader plain(numbered(10), {.batch_size = 5, .pin_memory = true});
   CHECK(targets_of(plain).size() == 10);
 }
+
+TEST_CASE("DataLoader pin_memory=true without a GPU gives ordinary batches" * doctest::skip(kiln::cuda::is_available())) {
+  auto ds = std::make_shared<data::TensorDataset>(randn({10, 3}), arange(10.0));
+  data::DataLoader loader(ds, {.batch_size = 4, .pin_memory = true});
+  int64_t batches = 0;
+  for (auto& [x, y] : loader) {
+    CHECK_FALSE(x.is_pinned());
+    CHECK(x.size(1) == 3);
+    ++batches;
+  }
+  CHECK(batches == 3);
+}
