@@ -1,10 +1,11 @@
 // Elementwise CUDA kernels: casts/copies, fills, arange, unary and binary maps, where, and
 // Philox random numbers. Each reads every input element once and writes each output once, so
-// they are bound by memory bandwidth: dense operands run a flat grid-stride loop with 16-byte
-// packed loads and stores (scalar tail), anything strided or broadcast runs an index-decoding
-// loop over dims coalesced on the host. The op is a uniform switch inside the functor (cheap next
-// to the memory traffic, and one kernel per dtype keeps compile time down). Math is in f32 for
-// f16/bf16, in the type itself otherwise, as on the CPU.
+// they are bound by memory bandwidth: dense operands (maps, fill, where) run a flat grid-stride
+// loop with 16-byte packed loads and stores (8 halves or bfloat16s, 4 floats; scalar tail),
+// anything strided or broadcast runs an index-decoding loop over dims coalesced on the host.
+// arange and random only write, element by element. The op is a uniform switch inside the
+// functor (cheap next to the memory traffic, and one kernel per dtype keeps compile time down).
+// Math is in f32 for f16/bf16, in the type itself otherwise, as on the CPU.
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
@@ -314,6 +315,26 @@ __global__ void where_kernel(T* o, const bool* c, const T* a, const T* b, Stride
   }
 }
 
+// Dense operands: N elements per thread per iteration, 16 bytes of each value operand and N
+// bytes of the condition in one load each; the tail element by element.
+template <class T, int N>
+__global__ void where_dense(T* __restrict__ o, const bool* __restrict__ c, const T* __restrict__ a,
+                            const T* __restrict__ b, int64_t n) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  const int64_t nvec = n / N;
+  for (int64_t v = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; v < nvec; v += stride) {
+    const Pack<bool, N> cp = reinterpret_cast<const Pack<bool, N>*>(c)[v];
+    const Pack<T, N> ap = reinterpret_cast<const Pack<T, N>*>(a)[v];
+    const Pack<T, N> bp = reinterpret_cast<const Pack<T, N>*>(b)[v];
+    Pack<T, N> out;
+#pragma unroll
+    for (int j = 0; j < N; ++j) out.v[j] = cp.v[j] ? ap.v[j] : bp.v[j];
+    reinterpret_cast<Pack<T, N>*>(o)[v] = out;
+  }
+  for (int64_t i = nvec * N + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    o[i] = c[i] ? a[i] : b[i];
+}
+
 // Same expressions as the CPU backend (double arithmetic, then one rounding to T).
 template <class T>
 __global__ void random_kernel(T* o, int64_t n, RandomKind kind, uint64_t seed, uint64_t offset,
@@ -422,8 +443,17 @@ void CudaBackend::where(const View& out, const View& cond, const View& x, const 
   dispatch_all(out.dtype, "where", [&](auto tag) {
     using T = decltype(tag);
     const View* vs[4] = {&out, &cond, &x, &y};
-    Strided<4> g = coalesce<4>(vs);
+    bool dense = false;
+    Strided<4> g = coalesce<4>(vs, &dense);
     if (g.numel == 0) return;
+    constexpr int N = sizeof(T) >= 16 ? 1 : int(16 / sizeof(T));
+    const bool cond_aligned = (reinterpret_cast<uintptr_t>(cond.data) & (N - 1)) == 0;
+    if (dense && N > 1 && cond_aligned && aligned16(out.data) && aligned16(x.data) && aligned16(y.data)) {
+      where_dense<T, N><<<grid_for(g.numel, N), kThreads, 0, current_stream()>>>(
+          out.ptr<T>(), cond.ptr<bool>(), x.ptr<T>(), y.ptr<T>(), g.numel);
+      KILN_LAUNCH_CHECK("where (dense)");
+      return;
+    }
     where_kernel<T, T><<<grid_for(g.numel), kThreads, 0, current_stream()>>>(
         out.ptr<T>(), cond.ptr<bool>(), x.ptr<T>(), y.ptr<T>(), g);
     KILN_LAUNCH_CHECK("where");
