@@ -6,9 +6,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "core/device.h"
 #include "core/dtype.h"
+#include "core/error.h"
 
 namespace kiln::kernels {
 
@@ -181,6 +183,42 @@ class Backend {
                          const View& max_exp_avg_sq) = 0;
   virtual void sgd_step(const SgdParams& p, const View& param, const View& grad,
                         const View& momentum_buffer) = 0;
+
+  // Multi-tensor ("foreach") forms for many parameters at once: parallel lists (entry i of each
+  // belongs to tensor i), every view dense, each tensor's state in its own dtype; dtypes may
+  // differ between tensors. The defaults loop over the per-tensor methods; the CUDA backend packs
+  // many tensors into each launch. max_exp_avg_sqs is empty unless p.amsgrad, momentum_buffers
+  // unless p.momentum != 0.
+  virtual void adam_step_multi(const AdamParams& p, std::span<const View> params,
+                               std::span<const View> grads, std::span<const View> exp_avgs,
+                               std::span<const View> exp_avg_sqs,
+                               std::span<const View> max_exp_avg_sqs) {
+    for (size_t i = 0; i < params.size(); ++i)
+      adam_step(p, params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
+                p.amsgrad ? max_exp_avg_sqs[i] : View{nullptr, params[i].dtype});
+  }
+  virtual void sgd_step_multi(const SgdParams& p, std::span<const View> params,
+                              std::span<const View> grads, std::span<const View> momentum_buffers) {
+    for (size_t i = 0; i < params.size(); ++i)
+      sgd_step(p, params[i], grads[i],
+               p.momentum != 0 ? momentum_buffers[i] : View{nullptr, params[i].dtype});
+  }
+  // tensors[i] *= factor in place, where factor is factor_tensor's value when that has data (a
+  // one-element f32 on this device); when found_inf has data (a one-element f32), sets it to 1 if
+  // any element was inf or NaN before scaling, and never resets it. A factor of exactly 1 without
+  // factor_tensor writes nothing: a pure non-finite check. (GradScaler's unscale, clipping.)
+  virtual void scale_and_check_multi(std::span<const View> tensors, double factor,
+                                     const View& factor_tensor, const View& found_inf) {
+    (void)tensors, (void)factor, (void)factor_tensor, (void)found_inf;
+    fail("scale_and_check_multi: not provided by this backend; use the per-tensor ops");
+  }
+  // out (a one-element f32 or f64 on this device): the norm of order 2 or infinity of all
+  // elements of all tensors together, accumulated in f32 (f64 when every tensor is f64); NaN
+  // anywhere gives NaN.
+  virtual void norm_multi(std::span<const View> tensors, double order, const View& out) {
+    (void)tensors, (void)order, (void)out;
+    fail("norm_multi: not provided by this backend; use the per-tensor ops");
+  }
 };
 
 // The CPU backend (always present).

@@ -1,6 +1,9 @@
-// Adam/AdamW: one fused backend update per parameter (moments, bias correction and the
-// parameter write in a single pass), the step count kept on the host.
+// Adam/AdamW: a fused backend update (moments, bias correction and the parameter write in a
+// single pass) per CPU parameter, and one multi-tensor update for all CUDA parameters of a device
+// that share a step count; the step counts are kept on the host.
 #include "optim/adam.h"
+
+#include <algorithm>
 
 #include "core/autograd.h"
 #include "core/dispatch.h"
@@ -69,6 +72,15 @@ void Adam::step() {
   NoGradGuard no_grad;
   for (const auto& group : param_groups()) {
     const auto o = group.options.get<AdamOptions>();
+    // CUDA parameters that share a device and a step count are updated by one multi-tensor call;
+    // the others one by one, as before.
+    struct Batch {
+      Device device{};
+      int64_t step = 0;
+      std::vector<kernels::View> w, g, m, v, vmax;
+      std::vector<Tensor> grads;  // keeps converted gradients alive until the call
+    };
+    std::vector<Batch> batches;
     for (const auto& p : group.params) {
       Tensor g = dense_grad(p, name().c_str());
       if (!g.defined()) continue;
@@ -77,15 +89,37 @@ void Adam::step() {
       Tensor v = state_tensor(st, "exp_avg_sq", p);
       Tensor vmax = o.amsgrad ? state_tensor(st, "max_exp_avg_sq", p) : Tensor();
       st.step += 1;
-      kernels::AdamParams ap{o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, st.step,
-                             decoupled_, o.amsgrad, o.maximize};
-      detail::backend(p.device()).adam_step(ap, detail::view_of(p), detail::view_of(g),
-                                           detail::view_of(m), detail::view_of(v),
-                                           vmax.defined() ? detail::view_of(vmax) : detail::null_view(p.dtype()));
+      if (p.is_cuda()) {
+        auto it = std::find_if(batches.begin(), batches.end(), [&](const Batch& b) {
+          return b.device == p.device() && b.step == st.step;
+        });
+        if (it == batches.end()) {
+          it = batches.insert(batches.end(), Batch{});
+          it->device = p.device();
+          it->step = st.step;
+        }
+        it->w.push_back(detail::view_of(p));
+        it->g.push_back(detail::view_of(g));
+        it->m.push_back(detail::view_of(m));
+        it->v.push_back(detail::view_of(v));
+        if (vmax.defined()) it->vmax.push_back(detail::view_of(vmax));
+        it->grads.push_back(g);
+      } else {
+        kernels::AdamParams ap{o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, st.step,
+                               decoupled_, o.amsgrad, o.maximize};
+        detail::backend(p.device()).adam_step(ap, detail::view_of(p), detail::view_of(g),
+                                             detail::view_of(m), detail::view_of(v),
+                                             vmax.defined() ? detail::view_of(vmax) : detail::null_view(p.dtype()));
+      }
       p.bump_version();
       m.bump_version();
       v.bump_version();
       if (vmax.defined()) vmax.bump_version();
+    }
+    for (const Batch& b : batches) {
+      kernels::AdamParams ap{o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, b.step,
+                             decoupled_, o.amsgrad, o.maximize};
+      detail::backend(b.device).adam_step_multi(ap, b.w, b.g, b.m, b.v, b.vmax);
     }
   }
 }

@@ -1,45 +1,116 @@
-// Gradient clipping. Norms are reduced on the gradients' device; the clip coefficient is applied
-// as a 0-d tensor, so the host never waits for the norm's value.
+// Gradient clipping and norms. Norms are reduced on the gradients' device; the clip coefficient
+// is applied as a 0-d tensor, so the host never waits for the norm's value. When every tensor is
+// dense on one CUDA device, the norm (order 2 or infinity), the scaling and the non-finite check
+// are each one multi-tensor pass (kernels/cuda/multi_tensor.cu); otherwise they go tensor by
+// tensor.
 #include "optim/clip_grad.h"
 
 #include <cmath>
+#include <optional>
 
 #include "core/autograd.h"
+#include "core/dispatch.h"
 #include "core/ops.h"
 
 namespace kiln::optim {
+namespace {
+
+// The CUDA device holding every tensor, all dense and floating; nullopt otherwise.
+std::optional<Device> common_cuda_device(const std::vector<Tensor>& ts) {
+  if (ts.empty() || !ts[0].is_cuda()) return std::nullopt;
+  for (const Tensor& t : ts)
+    if (t.device() != ts[0].device() || !t.is_contiguous() || !t.is_floating_point()) return std::nullopt;
+  return ts[0].device();
+}
+
+std::vector<kernels::View> views_of(const std::vector<Tensor>& ts) {
+  std::vector<kernels::View> v;
+  for (const Tensor& t : ts) v.push_back(detail::view_of(t));
+  return v;
+}
+
+std::vector<Tensor> defined_only(const std::vector<Tensor>& ts) {
+  std::vector<Tensor> out;
+  for (const Tensor& t : ts)
+    if (t.defined()) out.push_back(t);
+  return out;
+}
+
+Tensor total_norm(const std::vector<Tensor>& tensors, double norm_type, bool error_if_nonfinite, const char* op) {
+  KILN_CHECK(norm_type > 0, op, ": norm_type must be positive (or infinity), got ", norm_type);
+  NoGradGuard no_grad;
+  if (tensors.empty()) return zeros({});
+  const Device device = tensors[0].device();
+  // Accumulate in f64 when every tensor is f64, else in f32 (f16/bf16 norms would overflow).
+  DType acc = DType::f64;
+  for (const auto& g : tensors)
+    if (g.dtype() != DType::f64) acc = DType::f32;
+  const bool inf = std::isinf(norm_type);
+  Tensor total;
+  if (common_cuda_device(tensors) && (inf || norm_type == 2.0)) {
+    total = empty({}, {.dtype = acc, .device = device});
+    detail::backend(device).norm_multi(views_of(tensors), norm_type, detail::view_of(total));
+  } else {
+    std::vector<Tensor> parts;
+    for (const auto& g : tensors) {
+      Tensor a = abs(g.to(device, acc));
+      if (inf) parts.push_back(amax(a));
+      else if (norm_type == 2.0) parts.push_back(sum(mul(a, a)));
+      else parts.push_back(sum(pow(a, norm_type)));
+    }
+    Tensor stacked = stack(parts);
+    total = inf ? amax(stacked) : pow(sum(stacked), 1.0 / norm_type);
+  }
+  if (error_if_nonfinite) {
+    KILN_CHECK(isfinite_all(total).item<bool>(), op, ": the total norm of order ", norm_type,
+               " for gradients from `parameters` is non-finite, so it cannot be clipped; "
+               "pass error_if_nonfinite=false to clip anyway");
+  }
+  return total;
+}
+
+}  // namespace
+
+Tensor get_total_norm(const std::vector<Tensor>& tensors, double norm_type, bool error_if_nonfinite) {
+  return total_norm(defined_only(tensors), norm_type, error_if_nonfinite, "get_total_norm");
+}
+
+Tensor any_non_finite(const std::vector<Tensor>& tensors) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> ts = defined_only(tensors);
+  if (ts.empty()) return zeros({}, {.dtype = DType::boolean});
+  if (auto device = common_cuda_device(ts)) {
+    Tensor found = zeros({}, {.dtype = DType::f32, .device = *device});
+    detail::backend(*device).scale_and_check_multi(views_of(ts), 1.0, detail::null_view(),
+                                                   detail::view_of(found));
+    return found.to(DType::boolean);
+  }
+  Tensor all_finite;
+  for (const Tensor& t : ts) {
+    Tensor finite = isfinite_all(t).to(ts[0].device());
+    all_finite = all_finite.defined() ? mul(all_finite, finite) : finite;
+  }
+  return logical_not(all_finite);
+}
 
 Tensor clip_grad_norm_(const std::vector<Tensor>& parameters, double max_norm, double norm_type,
                        bool error_if_nonfinite) {
-  KILN_CHECK(norm_type > 0, "clip_grad_norm_: norm_type must be positive (or infinity), got ", norm_type);
   KILN_CHECK(max_norm >= 0, "clip_grad_norm_: max_norm must be non-negative, got ", max_norm);
   NoGradGuard no_grad;
   std::vector<Tensor> grads;
   for (const auto& p : parameters)
     if (p.defined() && p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return zeros({});
+  Tensor total = total_norm(grads, norm_type, error_if_nonfinite, "clip_grad_norm_");
+  if (grads.empty()) return total;
   const Device device = grads[0].device();
-  // Accumulate in f64 when every gradient is f64, else in f32 (f16/bf16 norms would overflow).
-  DType acc = DType::f64;
-  for (const auto& g : grads)
-    if (g.dtype() != DType::f64) acc = DType::f32;
-  const bool inf = std::isinf(norm_type);
-  std::vector<Tensor> parts;
-  for (const auto& g : grads) {
-    Tensor a = abs(g.to(device, acc));
-    if (inf) parts.push_back(amax(a));
-    else if (norm_type == 2.0) parts.push_back(sum(mul(a, a)));
-    else parts.push_back(sum(pow(a, norm_type)));
-  }
-  Tensor stacked = stack(parts);
-  Tensor total = inf ? amax(stacked) : pow(sum(stacked), 1.0 / norm_type);
-  if (error_if_nonfinite) {
-    KILN_CHECK(isfinite_all(total).item<bool>(), "clip_grad_norm_: the total norm of order ",
-               norm_type, " for gradients from `parameters` is non-finite, so it cannot be clipped; "
-               "pass error_if_nonfinite=false to clip anyway");
-  }
-  Tensor coef = clamp(div(full({}, max_norm, {.dtype = acc, .device = device}), add(total, 1e-6)),
+  Tensor coef = clamp(div(full({}, max_norm, {.dtype = total.dtype(), .device = device}), add(total, 1e-6)),
                       std::nullopt, 1.0);
+  if (auto cuda_device = common_cuda_device(grads)) {
+    detail::backend(*cuda_device).scale_and_check_multi(views_of(grads), 1.0, detail::view_of(coef),
+                                                        detail::null_view());
+    for (auto& g : grads) g.bump_version();
+    return total;
+  }
   for (auto& g : grads) {
     Tensor c = coef.to(g.device(), g.dtype());
     mul_(g, c);

@@ -3,9 +3,29 @@
 #include <cmath>
 
 #include "core/autograd.h"
+#include "core/dispatch.h"
 #include "core/ops.h"
 
 namespace kiln::optim {
+namespace {
+
+// Gradients all dense on one CUDA device: one multi-tensor pass that unscales them and raises a
+// 0-d f32 flag on any inf/NaN, returned. Otherwise nothing is done and the result is undefined.
+Tensor unscale_on_cuda(std::vector<Tensor>& grads, double inv) {
+  if (grads.empty() || !grads[0].is_cuda()) return {};
+  const Device device = grads[0].device();
+  std::vector<kernels::View> views;
+  for (const Tensor& g : grads) {
+    if (g.device() != device || !g.is_contiguous() || !g.is_floating_point()) return {};
+    views.push_back(detail::view_of(g));
+  }
+  Tensor found = zeros({}, {.dtype = DType::f32, .device = device});
+  detail::backend(device).scale_and_check_multi(views, inv, detail::null_view(), detail::view_of(found));
+  for (Tensor& g : grads) g.bump_version();
+  return found;
+}
+
+}  // namespace
 
 GradScaler::GradScaler(GradScalerOptions o) : options_(o), scale_(o.init_scale) {
   KILN_CHECK(o.init_scale > 0 && std::isfinite(o.init_scale), "GradScaler: init_scale must be a "
@@ -29,15 +49,20 @@ void GradScaler::unscale_(Optimizer& optimizer) {
              "update(); call it once per step");
   NoGradGuard no_grad;
   const double inv = 1.0 / scale_;
-  Tensor all_finite;
-  for (Tensor& p : optimizer.parameters()) {
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    g.mul_(inv);
-    Tensor finite = isfinite_all(g);
-    all_finite = all_finite.defined() ? mul(all_finite, finite) : finite;
+  std::vector<Tensor> grads;
+  for (Tensor& p : optimizer.parameters())
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (Tensor found = unscale_on_cuda(grads, inv); found.defined()) {
+    st.found_inf = found;
+  } else {
+    Tensor all_finite;
+    for (Tensor& g : grads) {
+      g.mul_(inv);
+      Tensor finite = isfinite_all(g);
+      all_finite = all_finite.defined() ? mul(all_finite, finite) : finite;
+    }
+    st.found_inf = all_finite.defined() ? logical_not(all_finite) : Tensor();
   }
-  st.found_inf = all_finite.defined() ? logical_not(all_finite) : Tensor();
   st.unscaled = true;
 }
 

@@ -1,5 +1,8 @@
-// SGD: options checks as PyTorch words them, then one fused backend update per parameter.
+// SGD: options checks as PyTorch words them, then a fused backend update per CPU parameter and a
+// multi-tensor update for the CUDA parameters of each device.
 #include "optim/sgd.h"
+
+#include <algorithm>
 
 #include "core/autograd.h"
 #include "core/dispatch.h"
@@ -48,17 +51,45 @@ void SGD::step() {
   NoGradGuard no_grad;
   for (const auto& group : param_groups()) {
     const auto o = group.options.get<SGDOptions>();
+    // CUDA parameters of one device are updated by one multi-tensor call (two on the step that
+    // creates some momentum buffers); the others one by one, as before.
+    struct Batch {
+      Device device{};
+      bool first = false;
+      std::vector<kernels::View> w, g, buf;
+      std::vector<Tensor> grads;  // keeps converted gradients alive until the call
+    };
+    std::vector<Batch> batches;
     for (const auto& p : group.params) {
       Tensor g = dense_grad(p, "SGD");
       if (!g.defined()) continue;
       Tensor buf;
       bool first = false;
       if (o.momentum != 0.0) buf = state_tensor(state(p), "momentum_buffer", p, &first);
-      kernels::SgdParams sp{o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov, o.maximize, first};
-      detail::backend(p.device()).sgd_step(sp, detail::view_of(p), detail::view_of(g),
-                                          buf.defined() ? detail::view_of(buf) : detail::null_view(p.dtype()));
+      if (p.is_cuda()) {
+        auto it = std::find_if(batches.begin(), batches.end(), [&](const Batch& b) {
+          return b.device == p.device() && b.first == first;
+        });
+        if (it == batches.end()) {
+          it = batches.insert(batches.end(), Batch{});
+          it->device = p.device();
+          it->first = first;
+        }
+        it->w.push_back(detail::view_of(p));
+        it->g.push_back(detail::view_of(g));
+        if (buf.defined()) it->buf.push_back(detail::view_of(buf));
+        it->grads.push_back(g);
+      } else {
+        kernels::SgdParams sp{o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov, o.maximize, first};
+        detail::backend(p.device()).sgd_step(sp, detail::view_of(p), detail::view_of(g),
+                                            buf.defined() ? detail::view_of(buf) : detail::null_view(p.dtype()));
+      }
       p.bump_version();
       if (buf.defined()) buf.bump_version();
+    }
+    for (const Batch& b : batches) {
+      kernels::SgdParams sp{o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov, o.maximize, b.first};
+      detail::backend(b.device).sgd_step_multi(sp, b.w, b.g, b.buf);
     }
   }
 }

@@ -2,7 +2,7 @@
 // pooling, softmax, loss and optimizer work; cuBLAS for matrix products and cuDNN for
 // convolutions. Every kernel runs on the current stream of the current device; memory comes
 // from one caching allocator per device. Member functions are defined in the file of their kind
-// (device.cpp, elementwise.cu, reduce.cu, matmul.cu, conv.cpp, nn.cu).
+// (device.cpp, elementwise.cu, reduce.cu, matmul.cu, conv.cpp, nn.cu, multi_tensor.cu).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -94,6 +94,15 @@ class CudaBackend final : public Backend {
                  const View& exp_avg_sq, const View& max_exp_avg_sq) override;
   void sgd_step(const SgdParams& p, const View& param, const View& grad,
                 const View& momentum_buffer) override;
+  // Multi-tensor forms (multi_tensor.cu).
+  void adam_step_multi(const AdamParams& p, std::span<const View> params, std::span<const View> grads,
+                       std::span<const View> exp_avgs, std::span<const View> exp_avg_sqs,
+                       std::span<const View> max_exp_avg_sqs) override;
+  void sgd_step_multi(const SgdParams& p, std::span<const View> params, std::span<const View> grads,
+                      std::span<const View> momentum_buffers) override;
+  void scale_and_check_multi(std::span<const View> tensors, double factor, const View& factor_tensor,
+                             const View& found_inf) override;
+  void norm_multi(std::span<const View> tensors, double order, const View& out) override;
 };
 
 }  // namespace kiln::kernels::cuda

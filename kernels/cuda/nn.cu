@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/optim_math.cuh"
 
 namespace kiln::kernels::cuda {
 namespace {
@@ -328,32 +329,6 @@ __global__ void scatter_add_rows(T* gw, const T* go, const int64_t* idx, int64_t
 }
 
 template <class T>
-struct AdamArgs {
-  using C = std::conditional_t<std::is_same_v<T, double>, double, float>;
-  C lr, b1, b2, eps, wd, bc2_sqrt, step_size;
-  bool decoupled, amsgrad, maximize;
-};
-
-// One element of the Adam/AdamW update, in the arithmetic type; vmax is touched only with amsgrad.
-template <class C, class Args>
-__device__ __forceinline__ void adam_update(const Args& a, C& wi, C gi, C& mi, C& vi, C* vmax) {
-  if (a.maximize) gi = -gi;
-  if (a.wd != C(0)) {
-    if (a.decoupled) wi = wi * (C(1) - a.lr * a.wd);
-    else gi = gi + a.wd * wi;
-  }
-  mi = mi + (gi - mi) * (C(1) - a.b1);
-  vi = vi * a.b2 + (C(1) - a.b2) * gi * gi;
-  C vv = vi;
-  if (a.amsgrad) {
-    vv = max(*vmax, vi);
-    *vmax = vv;
-  }
-  const C denom = sqrt(vv) / a.bc2_sqrt + a.eps;
-  wi = wi - a.step_size * (mi / denom);
-}
-
-template <class T>
 __global__ void adam_kernel(AdamArgs<T> a, T* __restrict__ w, const T* __restrict__ g,
                             T* __restrict__ m, T* __restrict__ v, T* __restrict__ vmax, int64_t n) {
   using C = typename AdamArgs<T>::C;
@@ -400,19 +375,14 @@ __global__ void adam_kernel_f32x4(AdamArgs<float> a, float* __restrict__ w, cons
 template <class T>
 __global__ void sgd_kernel(SgdParams p, T* __restrict__ w, const T* __restrict__ g, T* __restrict__ buf,
                            int64_t n) {
-  using C = std::conditional_t<std::is_same_v<T, double>, double, float>;
-  const C lr = C(p.lr), mom = C(p.momentum), damp = C(p.dampening), wd = C(p.weight_decay);
+  using C = opt_t<T>;
+  const SgdArgs<C> a(p);
   KILN_GRID_LOOP(i, n) {
-    C d = C(load_c(g[i]));
-    if (p.maximize) d = -d;
-    const C wi = C(load_c(w[i]));
-    if (wd != C(0)) d = d + wd * wi;
-    if (mom != C(0)) {
-      const C b = p.first_step ? d : C(load_c(buf[i])) * mom + (C(1) - damp) * d;
-      buf[i] = store_c<T>(b);
-      d = p.nesterov ? d + mom * b : b;
-    }
-    w[i] = store_c<T>(wi - lr * d);
+    C wi = C(load_c(w[i]));
+    C bi = a.mom != C(0) && !a.first_step ? C(load_c(buf[i])) : C(0);
+    sgd_update(a, wi, C(load_c(g[i])), bi);
+    if (a.mom != C(0)) buf[i] = store_c<T>(bi);
+    w[i] = store_c<T>(wi);
   }
 }
 
@@ -593,21 +563,9 @@ void CudaBackend::adam_step(const AdamParams& p, const View& param, const View& 
                             const View& exp_avg, const View& exp_avg_sq, const View& max_exp_avg_sq) {
   dispatch_float(param.dtype, "adam", [&](auto tag) {
     using T = decltype(tag);
-    using C = typename AdamArgs<T>::C;
     const int64_t n = param.numel();
     if (!n) return;
-    AdamArgs<T> a;
-    a.lr = C(p.lr);
-    a.b1 = C(p.beta1);
-    a.b2 = C(p.beta2);
-    a.eps = C(p.eps);
-    a.wd = C(p.weight_decay);
-    const C bc1 = C(1) - C(std::pow(p.beta1, double(p.step)));
-    a.bc2_sqrt = C(std::sqrt(1.0 - std::pow(p.beta2, double(p.step))));
-    a.step_size = a.lr / bc1;
-    a.decoupled = p.decoupled;
-    a.amsgrad = p.amsgrad;
-    a.maximize = p.maximize;
+    const AdamArgs<T> a = make_adam_args<T>(p);
     T *w = param.ptr<T>(), *m = exp_avg.ptr<T>(), *v = exp_avg_sq.ptr<T>(), *vmax = max_exp_avg_sq.ptr<T>();
     const T* g = grad.ptr<T>();
     if constexpr (std::is_same_v<T, float>) {
