@@ -135,6 +135,69 @@ int run_kernels(const Args& args) {
     View none;
     bw("adamw f32", m, 7.0 * 4 * m, [&] { be.adam_step(p, view(w), view(g), view(m1), view(v), none); });
   }
+  // Multi-tensor ("foreach") optimizer steps, unscale and norm next to the per-tensor loop over
+  // the same tensors: one huge tensor, the reference CNN's ten parameters, and 1000 tensors of
+  // 16 Ki elements. Bytes per element: AdamW 7 words (4 read, 3 written), SGD with momentum 5,
+  // unscale 2, norm 1.
+  {
+    struct Lists {
+      std::vector<Tensor> w, g, m, v;
+      std::vector<View> vw, vg, vm, vv;
+      int64_t elems = 0;
+    };
+    auto make_lists = [&](const std::vector<int64_t>& sizes, DType t) {
+      Lists l;
+      for (int64_t s : sizes) {
+        l.w.push_back(randn({s}, {.dtype = t, .device = dev}));
+        l.g.push_back(randn({s}, {.dtype = t, .device = dev}));
+        l.m.push_back(zeros({s}, {.dtype = t, .device = dev}));
+        l.v.push_back(zeros({s}, {.dtype = t, .device = dev}));
+        l.elems += s;
+      }
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        l.vw.push_back(view(l.w[i]));
+        l.vg.push_back(view(l.g[i]));
+        l.vm.push_back(view(l.m[i]));
+        l.vv.push_back(view(l.v[i]));
+      }
+      return l;
+    };
+    const std::vector<int64_t> cnn = {864, 32, 18432, 64, 73728, 128, 524288, 256, 2560, 10};
+    const std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {
+        {"1 x " + std::to_string(n / 2), {n / 2}},
+        {"SimpleCNN (10)", cnn},
+        {"1000 x 16Ki", std::vector<int64_t>(1000, 16384)},
+    };
+    kernels::AdamParams ap{1e-3, 0.9, 0.999, 1e-8, 1e-2, 1, true, false, false};
+    kernels::SgdParams sp{0.1, 0.9, 0.0, 0.0, false, false, false};
+    for (DType t : {DType::f32, DType::bf16}) {
+      const double word = double(element_size(t));
+      const std::string ts(dtype_name(t));
+      for (const auto& [shape, sizes] : shapes) {
+        if (!want("adamw") && !want("sgd") && !want("unscale") && !want("norm") && !want("multi")) break;
+        Lists l = make_lists(sizes, t);
+        const double e = double(l.elems);
+        bw("adamw " + ts + " per-tensor " + shape, l.elems, 7 * word * e, [&] {
+          for (size_t i = 0; i < l.w.size(); ++i)
+            be.adam_step(ap, l.vw[i], l.vg[i], l.vm[i], l.vv[i], View{nullptr, t});
+        });
+        bw("adamw " + ts + " multi " + shape, l.elems, 7 * word * e,
+           [&] { be.adam_step_multi(ap, l.vw, l.vg, l.vm, l.vv, {}); });
+        bw("sgd momentum " + ts + " per-tensor " + shape, l.elems, 5 * word * e, [&] {
+          for (size_t i = 0; i < l.w.size(); ++i) be.sgd_step(sp, l.vw[i], l.vg[i], l.vm[i]);
+        });
+        bw("sgd momentum " + ts + " multi " + shape, l.elems, 5 * word * e,
+           [&] { be.sgd_step_multi(sp, l.vw, l.vg, l.vm); });
+        if (!cuda) continue;  // the CPU backend has no multi-tensor unscale or norm
+        Tensor found = zeros({1}, {.device = dev});
+        Tensor norm = zeros({1}, {.device = dev});
+        // Unscale by 1/1 would only check; 0.5 writes (and keeps the values bounded over repeats).
+        bw("unscale+check " + ts + " multi " + shape, l.elems, 2 * word * e,
+           [&] { be.scale_and_check_multi(l.vg, 0.5, View{}, view(found)); });
+        bw("norm2 " + ts + " multi " + shape, l.elems, word * e, [&] { be.norm_multi(l.vg, 2.0, view(norm)); });
+      }
+    }
+  }
   {
     Tensor s = empty({1}, {.device = dev});
     View in = view(a), out = view(s);
