@@ -171,11 +171,15 @@ int run(const Args& a) {
       model->parameters(), kiln::optim::AdamWOptions{.lr = a.lr, .weight_decay = 1e-2});
   auto scheduler = std::make_shared<kiln::optim::CosineAnnealingLR>(*optimizer, a.epochs);
   std::tie(model, optimizer) = fabric.setup(model, optimizer);
+  // On a GPU the batches are built in pinned memory, so their copies to the device are
+  // asynchronous (Fabric's loader issues them non-blocking).
+  const bool pin = fabric.device().is_cuda();
   auto train_loader = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(
       data.train, kiln::data::DataLoaderOptions{.batch_size = a.batch_size, .shuffle = true,
-                                                .num_workers = int(a.num_workers)}));
+                                                .num_workers = int(a.num_workers), .pin_memory = pin}));
   auto test_loader = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(
-      data.test, kiln::data::DataLoaderOptions{.batch_size = 256, .num_workers = int(a.num_workers)}));
+      data.test, kiln::data::DataLoaderOptions{.batch_size = 256, .num_workers = int(a.num_workers),
+                                               .pin_memory = pin}));
 
   int64_t start_epoch = 0;
   if (!a.resume.empty()) {

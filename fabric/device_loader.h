@@ -45,13 +45,16 @@ class DeviceDataLoader {
   void set_epoch(int64_t epoch) { loader_->set_epoch(epoch); }
   data::DataLoader& loader() { return *loader_; }
 
+  // To a GPU the copies are non-blocking: from pinned batches (DataLoader pin_memory=true) they
+  // are queued on the current stream, ahead of the kernels that read them, and the host goes on.
   data::Batch convert(const data::Batch& b) const {
     data::Batch out = b;
+    const bool async = device_.is_cuda();
     if (out.data.defined()) {
-      if (dtype_ && out.data.is_floating_point()) out.data = out.data.to(device_, *dtype_);
-      else if (out.data.device() != device_) out.data = out.data.to(device_);
+      if (out.data.device() != device_) out.data = out.data.to(device_, async);
+      if (dtype_ && out.data.is_floating_point()) out.data = out.data.to(*dtype_);
     }
-    if (out.target.defined() && out.target.device() != device_) out.target = out.target.to(device_);
+    if (out.target.defined() && out.target.device() != device_) out.target = out.target.to(device_, async);
     return out;
   }
 
