@@ -105,12 +105,12 @@ int run_kernels(const Args& args) {
   Tensor a = randn({n}, {.device = dev}), b = randn({n}, {.device = dev}), c = empty({n}, {.device = dev});
   const double copy_ms = timer.time_ms([&] { be.copy(view(c), view(a)); });
   const double copy_gbs = 2.0 * 4 * double(n) / copy_ms / 1e6;
-  std::printf("%-28s %12s %10s %9s\n", "kernel", "elements", "GB/s", "of copy");
-  std::printf("%-28s %12lld %10.1f %8.0f%%\n", "copy (ceiling)", (long long)n, copy_gbs, 100.0);
+  std::printf("%-46s %12s %10s %9s\n", "kernel", "elements", "GB/s", "of copy");
+  std::printf("%-46s %12lld %10.1f %8.0f%%\n", "copy (ceiling)", (long long)n, copy_gbs, 100.0);
 
   auto report = [&](const std::string& name, int64_t elems, double bytes, double ms) {
     const double gbs = bytes / ms / 1e6;
-    std::printf("%-28s %12lld %10.1f %8.1f%%\n", name.c_str(), (long long)elems, gbs, 100.0 * gbs / copy_gbs);
+    std::printf("%-46s %12lld %10.1f %8.1f%%\n", name.c_str(), (long long)elems, gbs, 100.0 * gbs / copy_gbs);
     results.push_back({{"kernel", name}, {"elements", elems}, {"ms", ms}, {"gb_per_s", gbs},
                        {"fraction_of_copy", gbs / copy_gbs}});
   };
@@ -174,7 +174,10 @@ int run_kernels(const Args& args) {
       const double word = double(element_size(t));
       const std::string ts(dtype_name(t));
       for (const auto& [shape, sizes] : shapes) {
-        if (!want("adamw") && !want("sgd") && !want("unscale") && !want("norm") && !want("multi")) break;
+        bool wanted = false;
+        for (const char* k : {"adamw ", "sgd momentum ", "unscale+check ", "norm2 "})
+          for (const char* how : {" per-tensor ", " multi "}) wanted = wanted || want(k + ts + how + shape);
+        if (!wanted) continue;  // spares allocating the lists
         Lists l = make_lists(sizes, t);
         const double e = double(l.elems);
         bw("adamw " + ts + " per-tensor " + shape, l.elems, 7 * word * e, [&] {
