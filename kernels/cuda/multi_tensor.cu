@@ -2,20 +2,21 @@
 // GradScaler unscale or a gradient norm over a model's parameters costs a launch or two instead
 // of one (or several) per parameter. The host packs into the kernel's arguments the addresses of
 // up to max_tensors(D) tensors in D parallel lists (param, grad, state, ...) and a table of up to
-// 320 work items; block b processes chunk block_chunk[b] (64 Ki elements) of tensor
-// block_tensor[b]. The reference CNN's ten parameters are one launch; more tensors or chunks than
-// fit take more launches. Within a chunk each thread moves 16 bytes of every list per iteration
-// when the tensor's lists are all 16-byte aligned (8 halves, 4 floats, 2 doubles), element by
-// element otherwise and for the tail. Arithmetic is f32 (f64 for f64 tensors), as in the
-// per-tensor kernels, whose element updates (optim_math.cuh) these share. Memory traffic per
-// element: Adam reads param, grad, exp_avg, exp_avg_sq and writes all but grad (AMSGrad: + one
-// read and one write); SGD with momentum reads 3 and writes 2; unscale reads 1 and writes 1 (a
-// check alone only reads); the norm reads 1, then one f64 partial per chunk is summed in a fixed
-// order (deterministic).
+// 320 work items (the split is multi_tensor_plan.h); block b processes chunk block_chunk[b]
+// (64 Ki elements) of tensor block_tensor[b]. The reference CNN's ten parameters are one launch;
+// more tensors or chunks than fit take more launches. Within a chunk each thread moves 16 bytes of
+// every list per iteration when the tensor's lists are all 16-byte aligned (8 halves, 4 floats,
+// 2 doubles), element by element otherwise and for the tail. Arithmetic is f32 (f64 for f64
+// tensors), as in the per-tensor kernels, whose element updates (optim_math.cuh) these share.
+// Memory traffic per element: Adam reads param, grad, exp_avg, exp_avg_sq and writes all but grad
+// (AMSGrad: + one read and one write); SGD with momentum reads 3 and writes 2; unscale reads 1 and
+// writes 1 (a check alone only reads); the norm reads 1, then one f64 partial per chunk is summed
+// in a fixed order (deterministic).
 #include <array>
 #include <vector>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/multi_tensor_plan.h"
 #include "kernels/cuda/optim_math.cuh"
 
 namespace kiln::kernels::cuda {
@@ -42,46 +43,27 @@ static_assert(sizeof(TensorLists<1>) < 3800 && sizeof(TensorLists<2>) < 3800 &&
               sizeof(TensorLists<5>) < 3800, "multi-tensor kernel arguments must fit in 4 KiB");
 static_assert(max_tensors(1) <= 255, "block_tensor holds tensor numbers in a byte");
 
-// Calls launch(lists, blocks, first) once per batch of (tensor, chunk) work items; `first`
-// numbers the batch's first work item across all batches, starting at `first_item`.
+// Calls launch(lists, blocks, first) once per launch of the plan (multi_tensor_plan.h); `first`
+// numbers the launch's first work item across all launches, starting at `first_item`. Returns the
+// number after the last.
 template <int D, class Launch>
 int64_t for_each_launch(const std::vector<std::array<void*, D>>& ptrs, const std::vector<int64_t>& numel,
                         int64_t first_item, Launch&& launch) {
-  std::vector<size_t> todo;
-  for (size_t i = 0; i < numel.size(); ++i)
-    if (numel[i] > 0) todo.push_back(i);
-  TensorLists<D> l;
-  int nt = 0, nb = 0;
-  int64_t first = first_item;
-  for (size_t k = 0; k < todo.size(); ++k) {
-    const size_t i = todo[k];
-    for (int d = 0; d < D; ++d) l.ptr[d][nt] = ptrs[i][size_t(d)];
-    l.numel[nt] = numel[i];
-    ++nt;
-    const int64_t chunks = (numel[i] + kChunk - 1) / kChunk;
-    for (int64_t c = 0; c < chunks; ++c) {
-      l.block_tensor[nb] = static_cast<unsigned char>(nt - 1);
-      l.block_chunk[nb] = static_cast<int>(c);
-      ++nb;
-      const bool last_chunk = c == chunks - 1;
-      const bool tensors_full = nt == TensorLists<D>::kMax && last_chunk;
-      const bool blocks_full = nb == kMaxBlocks;
-      const bool all_done = k + 1 == todo.size() && last_chunk;
-      if (tensors_full || blocks_full || all_done) {
-        launch(l, nb, first);
-        first += nb;
-        nb = 0;
-        if (last_chunk) {
-          nt = 0;
-        } else {  // the tensor goes on in the next batch, as its first
-          for (int d = 0; d < D; ++d) l.ptr[d][0] = l.ptr[d][nt - 1];
-          l.numel[0] = l.numel[nt - 1];
-          nt = 1;
-        }
-      }
+  int64_t end = first_item;
+  for (const MultiTensorLaunch& p : plan_multi_tensor(numel, TensorLists<D>::kMax, kMaxBlocks, kChunk)) {
+    TensorLists<D> l;
+    for (size_t s = 0; s < p.tensors.size(); ++s) {
+      for (int d = 0; d < D; ++d) l.ptr[d][s] = ptrs[size_t(p.tensors[s])][size_t(d)];
+      l.numel[s] = numel[size_t(p.tensors[s])];
     }
+    for (size_t b = 0; b < p.items.size(); ++b) {
+      l.block_tensor[b] = static_cast<unsigned char>(p.items[b].slot);
+      l.block_chunk[b] = static_cast<int>(p.items[b].chunk);
+    }
+    launch(l, int(p.items.size()), first_item + p.first_item);
+    end = first_item + p.first_item + int64_t(p.items.size());
   }
-  return first;
+  return end;
 }
 
 template <int D, class Op>
