@@ -38,3 +38,12 @@ for p in "${PRECISIONS[@]}"; do
   echo "rc=$?" | tee -a "$LOG/train-runs.log"
   grep -E "Val Acc|images/s|^\{" "$LOG/train-runs.log" | tail -4
 done
+# Strategy ddp on the GPU: one process here (a one-GPU machine cannot hold two NCCL ranks), so the
+# gradients go through DDP's buckets and the NCCL communicator of backend "auto" end to end.
+echo "== train_cifar10 --accelerator gpu --devices 1 --strategy ddp --epochs 1" | tee -a "$LOG/train-runs.log"
+timeout 180 "$BUILD/examples/train_cifar10" --dataset fashion-mnist --data-dir "$DATA" \
+  --accelerator gpu --devices 1 --strategy ddp --epochs 1 --num-workers 8 --seed 0 \
+  --log-dir /tmp/kiln-train-logs/ddp --checkpoint /tmp/kiln-train-logs/ddp/last.safetensors \
+  >> "$LOG/train-runs.log" 2>&1
+echo "rc=$?" | tee -a "$LOG/train-runs.log"
+grep -E "Val Acc|^\{" "$LOG/train-runs.log" | tail -2
