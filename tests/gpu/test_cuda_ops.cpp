@@ -14,14 +14,17 @@
 #include "core/dispatch.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "gpu_helpers.h"
 #include "kiln.h"
 
 using namespace kiln;
 
 namespace {
 
-const Device kGpu = Device::cuda(0);
-const Device kCpu = Device::cpu();
+using gpu_test::expect_close;
+using gpu_test::kCpu;
+using gpu_test::kGpu;
+using gpu_test::rnd;
 
 // Evaluated when the cases register: without a GPU, doctest reports every case below as skipped.
 bool gpu_missing() {
@@ -42,30 +45,8 @@ bool skip() {
   return true;
 }
 
-// |got - want| <= atol + rtol * |want| elementwise; prints the first mismatches.
-void expect_close(const Tensor& got_any, const Tensor& want_any, double rtol, double atol,
-                  const std::string& what) {
-  Tensor got = got_any.detach().to(kCpu).to(DType::f64).contiguous();
-  Tensor want = want_any.detach().to(kCpu).to(DType::f64).contiguous();
-  REQUIRE_MESSAGE(got.sizes() == want.sizes(), what << ": shape " << got.sizes() << " vs " << want.sizes());
-  auto g = got.to_vector<double>();
-  auto w = want.to_vector<double>();
-  int64_t bad = 0;
-  double worst = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    const double err = std::abs(g[i] - w[i]);
-    const bool both_nan = std::isnan(g[i]) && std::isnan(w[i]);
-    if (!both_nan && !(err <= atol + rtol * std::abs(w[i]))) {
-      worst = std::max(worst, err);
-      if (bad++ < 4) MESSAGE(what << ": element " << i << " gpu " << g[i] << " cpu " << w[i]);
-    }
-  }
-  CHECK_MESSAGE(bad == 0, what << ": " << bad << " of " << g.size() << " differ (worst abs " << worst << ")");
-}
-
 const std::vector<int64_t> kOddSizes = {1, 3, 1023, (1 << 20) + 7};
 
-Tensor rnd(Shape s, DType t = DType::f32) { return randn(std::move(s)).to(t); }
 
 }  // namespace
 

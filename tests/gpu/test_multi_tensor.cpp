@@ -48,12 +48,6 @@ std::vector<Tensor> make_list(const std::vector<int64_t>& sizes, const std::vect
   return out;
 }
 
-std::vector<Tensor> to_device(const std::vector<Tensor>& ts, Device d) {
-  std::vector<Tensor> out;
-  for (const Tensor& t : ts) out.push_back(t.to(d).contiguous().clone());
-  return out;
-}
-
 // Same storage offsets on the GPU as on the CPU (views stay views), so misalignment carries over.
 std::vector<Tensor> mirror(const std::vector<Tensor>& ts) {
   std::vector<Tensor> out;
