@@ -113,7 +113,10 @@ grep -E '^\{"bench"' "$LOG/train.log" | sed 's/^/  /' >> "$SUMMARY"
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/compute-sanitizer/compute-sanitizer \
       /usr/local/cuda*/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
 if [ -x "$TEST" ] && [ -n "$SAN" ]; then
-  step memcheck "$LOG/memcheck.log" 110 "$SAN" --tool memcheck --leak-check no \
+  # API errors are not reported: NCCL probes its kernels with cudaFuncGetAttributes at
+  # initialisation and gets "no kernel image" for architectures it was not built for (8 such
+  # reports per run, none from kiln, whose every CUDA call is checked and throws).
+  step memcheck "$LOG/memcheck.log" 110 "$SAN" --tool memcheck --leak-check no --report-api-errors no \
     --error-exitcode 99 --print-limit 20 "$TEST" -tce="*reuses memory*,*queued*,*events order*,*equals the per-tensor kernel*"
   grep -E "ERROR SUMMARY|^\[doctest\] (test cases|Status)" "$LOG/memcheck.log" | sed 's/^/  /' >> "$SUMMARY"
 else

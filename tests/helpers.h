@@ -34,8 +34,11 @@ inline void check_values(const Tensor& a, const std::vector<double>& expected, d
 }
 
 inline std::string golden_dir() {
-  const char* d = std::getenv("KILN_GOLDEN_DIR");
-  return d ? d : "../shared/golden";
+  // The values live in the repository (tests/golden, written by tests/golden/make_golden.py);
+  // meson test sets both variables.
+  if (const char* d = std::getenv("KILN_GOLDEN_DIR")) return d;
+  const char* root = std::getenv("KILN_SOURCE_ROOT");
+  return std::string(root ? root : ".") + "/tests/golden";
 }
 
 }  // namespace kiln::test

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -38,6 +39,16 @@ inline void expect_close(const Tensor& got_any, const Tensor& want_any, double r
     }
   }
   CHECK_MESSAGE(bad == 0, what << ": " << bad << " of " << g.size() << " differ (worst abs " << worst << ")");
+}
+
+// Largest |x| of a tensor. An updated value that came out of a cancellation (a small parameter
+// after a step, a moving average of gradients of both signs) carries the rounding of the larger
+// terms it was computed from, so the absolute part of a tolerance scales with the tensor's range.
+inline double max_abs(const Tensor& t) {
+  double m = 0;
+  for (double v : t.detach().to(kCpu).to(DType::f64).contiguous().to_vector<double>())
+    if (std::isfinite(v)) m = std::max(m, std::abs(v));
+  return m;
 }
 
 inline Tensor rnd(Shape s, DType t = DType::f32) { return randn(std::move(s)).to(t); }

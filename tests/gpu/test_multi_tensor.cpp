@@ -123,8 +123,9 @@ TEST_CASE("gpu: multi-tensor Adam/AdamW/AMSGrad equals the per-tensor kernel and
         for (size_t k = 0; k < sizes.size(); ++k) {
           const std::string w = what + " list " + std::to_string(l) + " tensor " + std::to_string(k);
           // The same element update: equal up to one rounding of the storage type.
+          const double range = max_abs(single[size_t(l)][k]);
           expect_close(multi[size_t(l)][k], single[size_t(l)][k], tol_of(multi[size_t(l)][k].dtype()),
-                       1e-12, w + " vs per-tensor");
+                       1e-6 * range, w + " vs per-tensor");
           expect_close(multi[size_t(l)][k], cpu[size_t(l)][k], list_tol(dts), 1e-7, w + " vs cpu");
         }
       }
@@ -165,8 +166,9 @@ TEST_CASE("gpu: multi-tensor SGD equals the per-tensor kernel and the CPU" * doc
         if (l == 2 && !mom) continue;
         for (size_t k = 0; k < sizes.size(); ++k) {
           const std::string w = what + " list " + std::to_string(l) + " tensor " + std::to_string(k);
+          const double range = max_abs(single[size_t(l)][k]);
           expect_close(multi[size_t(l)][k], single[size_t(l)][k], tol_of(multi[size_t(l)][k].dtype()),
-                       1e-12, w + " vs per-tensor");
+                       1e-6 * range, w + " vs per-tensor");
           expect_close(multi[size_t(l)][k], cpu[size_t(l)][k], list_tol(dts), 1e-6, w + " vs cpu");
         }
       }
@@ -210,14 +212,15 @@ TEST_CASE("gpu: the optimizers' multi-tensor steps match the CPU optimizers over
         og->step();
       }
       for (size_t k = 0; k < sizes.size(); ++k)
-        expect_close(pg[k], pc[k], tol_of(pc[k].dtype()) * 2, 1e-6,
+        expect_close(pg[k], pc[k], tol_of(pc[k].dtype()) * 2, tol_of(pc[k].dtype()) * max_abs(pc[k]),
                      oc->name() + " kind " + std::to_string(kind) + " " + dtypes_str(dts) + " param " + std::to_string(k));
       // The saved state is the same too (the step counts kept on the host).
       auto sc = oc->state_tensors(), sg = og->state_tensors();
       CHECK(sc.size() == sg.size());
       for (auto& [name, t] : sc) {
         REQUIRE(sg.count(name));
-        expect_close(sg[name], t, tol_of(t.dtype()) * 2, 1e-6, "state " + name);
+        // Four steps of rounding to the state's dtype, each at the scale of the terms summed.
+        expect_close(sg[name], t, tol_of(t.dtype()) * 2, 2 * tol_of(t.dtype()) * max_abs(t), "state " + name);
       }
     }
   }
