@@ -141,9 +141,64 @@ float Event::elapsed_time(const Event& end) const {
   return rt.event_elapsed_ms(handle_, end.handle_);
 }
 
+Graph::~Graph() { reset(); }
+
+Graph::Graph(Graph&& other) noexcept
+    : device_(other.device_), handle_(std::exchange(other.handle_, nullptr)) {}
+
+Graph& Graph::operator=(Graph&& other) noexcept {
+  if (this != &other) {
+    reset();
+    device_ = other.device_;
+    handle_ = std::exchange(other.handle_, nullptr);
+  }
+  return *this;
+}
+
+void Graph::reset() {
+  if (handle_) kernels::cuda_runtime()->graph_destroy(std::exchange(handle_, nullptr));
+}
+
+void Graph::capture(const std::function<void()>& fn) {
+  auto& rt = runtime("Graph::capture");
+  KILN_CHECK(!handle_, "kiln::cuda::Graph::capture: this graph is already captured; reset() it first "
+             "or use another Graph");
+  const int device = rt.current_device();
+  // Work queued before the capture must not race with the side stream's first kernels.
+  rt.synchronize_device(device);
+  Stream side = Stream::create(device);
+  StreamGuard on(side);
+  kernels::GraphHandle g = rt.graph_capture_begin(device, side.handle());
+  try {
+    fn();
+  } catch (...) {
+    rt.graph_capture_abort(g);
+    throw;
+  }
+  rt.graph_capture_end(g);  // discards the graph itself if instantiation fails
+  handle_ = g;
+  device_ = device;
+}
+
+void Graph::replay() {
+  KILN_CHECK(handle_, "kiln::cuda::Graph::replay: nothing captured yet; call capture() first");
+  auto& rt = runtime("Graph::replay");
+  rt.graph_replay(handle_, rt.current_stream(device_));
+}
+
+uint64_t host_sync_count() {
+  kernels::DeviceRuntime* rt = kernels::cuda_runtime();
+  return rt ? rt->host_sync_count() : 0;
+}
+
 MemoryStats memory_stats(int device) {
   auto& rt = runtime("memory_stats");
   return rt.memory_stats(resolve(rt, device, "memory_stats"));
+}
+
+void reset_peak_memory_stats(int device) {
+  auto& rt = runtime("reset_peak_memory_stats");
+  rt.reset_peak_memory_stats(resolve(rt, device, "reset_peak_memory_stats"));
 }
 
 HostMemoryStats host_memory_stats() { return runtime("host_memory_stats").host_memory_stats(); }

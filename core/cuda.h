@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "core/device.h"
 #include "kernels/runtime.h"
@@ -106,8 +107,51 @@ class Event {
   kernels::EventHandle handle_ = nullptr;
 };
 
+// A CUDA graph: the device work of a piece of code recorded once and then run again with one
+// launch, as torch.cuda.CUDAGraph. capture() runs `fn` on a side stream of the current device
+// while recording: nothing runs then, and `fn` must only queue device work (no item(), no
+// printing of CUDA tensors, no synchronisation: those are a kiln::Error naming the capture).
+// Tensors that `fn` allocates come from the graph's private memory and stay valid; every replay
+// rewrites them and whatever else the recorded kernels write (parameters, optimizer state), from
+// whatever the inputs hold at that moment, so feed it by copying into tensors made before the
+// capture. Random ops (dropout) draw new numbers on each replay. Run `fn` eagerly once or twice
+// first: one-time work (cuDNN's algorithm search, optimizer state creation) cannot be captured.
+//   kiln::cuda::Graph graph;
+//   graph.capture([&] { loss = train_step(static_x, static_y); });
+//   for (auto& [x, y] : loader) { static_x.copy_(x); static_y.copy_(y); graph.replay(); }
+class Graph {
+ public:
+  Graph() = default;
+  ~Graph();  // waits for the device, then gives the graph's memory back to ordinary use
+  Graph(Graph&& other) noexcept;
+  Graph& operator=(Graph&& other) noexcept;
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+
+  // Records `fn`; if it throws, nothing is kept and the exception goes on. Only once per Graph
+  // (reset() first to record again).
+  void capture(const std::function<void()>& fn);
+  // Runs the recorded work on the current stream of the graph's device.
+  void replay();
+  bool is_captured() const { return handle_ != nullptr; }
+  int device_index() const { return device_; }
+  void reset();
+
+ private:
+  int device_ = -1;
+  kernels::GraphHandle handle_ = nullptr;
+};
+
+// Host synchronisations since the process started, every device together: copies to the host
+// that wait (item(), to(cpu)), and stream, event and device synchronisations. A training step
+// written for the GPU should add none.
+uint64_t host_sync_count();
+
 // Device memory of the caching allocator of `device` (-1: the current device).
 MemoryStats memory_stats(int device = -1);
+// Makes the peaks of memory_stats(device) start again from the current use (as
+// torch.cuda.reset_peak_memory_stats), e.g. to measure a steady-state step after warm-up.
+void reset_peak_memory_stats(int device = -1);
 // Pinned host memory of the pinned allocator (Tensor::pin_memory, pin_memory=true loaders).
 HostMemoryStats host_memory_stats();
 // Returns unused cached device segments and pinned blocks to the driver (a no-op without CUDA).

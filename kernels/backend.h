@@ -11,6 +11,7 @@
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "kernels/augment.h"
 
 namespace kiln::kernels {
 
@@ -87,16 +88,20 @@ struct Pool2dParams {
 
 struct AdamParams {
   double lr, beta1, beta2, eps, weight_decay;
-  int64_t step;        // 1-based, after increment
+  int64_t step;        // 1-based, after increment (host step counts; see adam_step_multi)
   bool decoupled;      // AdamW: weight decay applied to the parameter, not the gradient
   bool amsgrad;
   bool maximize;
+  // Multi-tensor form only: one f32 on the device (GradScaler's flag); while it is nonzero the
+  // step changes nothing, so a skipped step is decided without reading the flag on the host.
+  const float* found_inf = nullptr;
 };
 
 struct SgdParams {
   double lr, momentum, dampening, weight_decay;
   bool nesterov, maximize;
   bool first_step;     // momentum buffer is initialised to the gradient on the first step
+  const float* found_inf = nullptr;  // as in AdamParams
 };
 
 // All views given to a Backend live on that backend's device. Unless a method says otherwise,
@@ -188,20 +193,49 @@ class Backend {
   // belongs to tensor i), every view dense, each tensor's state in its own dtype; dtypes may
   // differ between tensors. The defaults loop over the per-tensor methods; the CUDA backend packs
   // many tensors into each launch. max_exp_avg_sqs is empty unless p.amsgrad, momentum_buffers
-  // unless p.momentum != 0.
+  // unless p.momentum != 0. `steps`, when not empty, holds each tensor's step count as one f32 on
+  // the device: the counts are incremented there (unless p.found_inf is set) and the bias
+  // corrections read from them, so no step count needs the host (p.step is then unused).
   virtual void adam_step_multi(const AdamParams& p, std::span<const View> params,
                                std::span<const View> grads, std::span<const View> exp_avgs,
                                std::span<const View> exp_avg_sqs,
-                               std::span<const View> max_exp_avg_sqs) {
+                               std::span<const View> max_exp_avg_sqs,
+                               std::span<const View> steps = {}) {
+    KILN_CHECK(steps.empty() && !p.found_inf,
+               "adam_step_multi: device step counts and found_inf need the CUDA backend");
     for (size_t i = 0; i < params.size(); ++i)
       adam_step(p, params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
                 p.amsgrad ? max_exp_avg_sqs[i] : View{nullptr, params[i].dtype});
   }
   virtual void sgd_step_multi(const SgdParams& p, std::span<const View> params,
                               std::span<const View> grads, std::span<const View> momentum_buffers) {
+    KILN_CHECK(!p.found_inf, "sgd_step_multi: found_inf needs the CUDA backend");
     for (size_t i = 0; i < params.size(); ++i)
       sgd_step(p, params[i], grads[i],
                p.momentum != 0 ? momentum_buffers[i] : View{nullptr, params[i].dtype});
+  }
+  // GradScaler's update of its scale, kept where the scale lives: scale, inv_scale (1/scale) and
+  // found_inf are one f32 each, growth_tracker one i32. With found_inf nonzero the scale is
+  // multiplied by backoff and the tracker reset; else the tracker counts up and at
+  // growth_interval the scale is multiplied by growth (unless that would overflow f32) and the
+  // tracker reset. found_inf is then cleared for the next step. The default works on host
+  // memory (the CPU backend).
+  virtual void update_scale(const View& scale, const View& inv_scale, const View& growth_tracker,
+                            const View& found_inf, double growth, double backoff,
+                            int64_t growth_interval) {
+    float& s = *scale.ptr<float>();
+    int32_t& tracker = *growth_tracker.ptr<int32_t>();
+    float& found = *found_inf.ptr<float>();
+    if (found != 0.0f) {
+      s = float(double(s) * backoff);
+      tracker = 0;
+    } else if (++tracker >= growth_interval) {
+      const double grown = double(s) * growth;
+      if (grown < 3.4028234663852886e38) s = float(grown);
+      tracker = 0;
+    }
+    *inv_scale.ptr<float>() = 1.0f / s;
+    found = 0.0f;
   }
   // tensors[i] *= factor in place, where factor is factor_tensor's value when that has data (a
   // one-element f32 on this device); when found_inf has data (a one-element f32), sets it to 1 if
@@ -215,6 +249,14 @@ class Backend {
   // out (a one-element f32 or f64 on this device): the norm of order 2 or infinity of all
   // elements of all tensors together, accumulated in f32 (f64 when every tensor is f64); NaN
   // anywhere gives NaN.
+  // A training batch built from uint8 images (kernels/augment.h): out f32 dense
+  // [p.batch, channels, h_out, w_out], out_labels i64 [p.batch] = labels[indices[b]]; images
+  // uint8 dense [N, channels, h_in, w_in], labels i64 [N], indices i64 [p.batch]. The default
+  // works on host memory (the CPU backend); an index outside [0, N) is an error there, and on a
+  // GPU gives a zero image with label -1.
+  virtual void augment_images(const AugmentParams& p, const View& out, const View& out_labels,
+                              const View& images, const View& labels, const View& indices);
+
   virtual void norm_multi(std::span<const View> tensors, double order, const View& out) {
     (void)tensors, (void)order, (void)out;
     fail("norm_multi: not provided by this backend; use the per-tensor ops");

@@ -15,6 +15,7 @@ namespace kiln::kernels {
 
 using StreamHandle = void*;  // cudaStream_t
 using EventHandle = void*;   // cudaEvent_t
+using GraphHandle = void*;   // a captured, instantiated graph
 
 // Device memory held by a device's caching allocator.
 struct MemoryStats {
@@ -75,6 +76,7 @@ class DeviceRuntime {
 
   // Device memory.
   virtual MemoryStats memory_stats(int device) = 0;
+  virtual void reset_peak_memory_stats(int device) = 0;
   virtual void empty_cache() = 0;  // every device's unused segments and the unused pinned blocks
 
   // Pinned (page-locked) host memory from a caching allocator. A block freed while copies that
@@ -90,6 +92,19 @@ class DeviceRuntime {
   // returning without waiting for it. Truly asynchronous only from or to pinned memory.
   virtual void copy_async(void* dst, const void* src, size_t nbytes, bool to_device,
                           StreamHandle stream) = 0;
+
+  // Host synchronisations so far, every device together (device -> host copies that wait,
+  // stream, event and device synchronisations).
+  virtual uint64_t host_sync_count() = 0;
+
+  // CUDA graphs (kiln::cuda::Graph): capture of the work queued on `stream` (the caller makes it
+  // current), instantiated at the end; a handle names the graph until graph_destroy. A failed
+  // capture_end discards the graph and throws.
+  virtual GraphHandle graph_capture_begin(int device, StreamHandle stream) = 0;
+  virtual void graph_capture_end(GraphHandle graph) = 0;
+  virtual void graph_capture_abort(GraphHandle graph) noexcept = 0;
+  virtual void graph_replay(GraphHandle graph, StreamHandle stream) = 0;
+  virtual void graph_destroy(GraphHandle graph) noexcept = 0;
 };
 
 // The CUDA runtime: null when kiln was built without its CUDA backend.

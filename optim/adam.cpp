@@ -1,6 +1,7 @@
 // Adam/AdamW: a fused backend update (moments, bias correction and the parameter write in a
-// single pass) per CPU parameter, and one multi-tensor update for all CUDA parameters of a device
-// that share a step count; the step counts are kept on the host.
+// single pass) per CPU parameter with host step counts, and one multi-tensor update for all CUDA
+// parameters of a device whose step counts live on the device (as PyTorch's capturable/fused
+// Adam keeps them), so GradScaler can skip a step there and a CUDA graph can replay it.
 #include "optim/adam.h"
 
 #include <algorithm>
@@ -68,16 +69,25 @@ void Adam::check_options(const nlohmann::json& j) const {
   KILN_CHECK(o.weight_decay >= 0.0, name(), ": Invalid weight_decay value: ", o.weight_decay);
 }
 
-void Adam::step() {
+void Adam::step() { update(nullptr); }
+
+bool Adam::step_unless_found_inf(const Tensor& found_inf) {
+  if (!found_inf.is_cuda() || found_inf.dtype() != DType::f32 || found_inf.numel() != 1 ||
+      !grads_all_on(found_inf.device()))
+    return false;
+  update(&found_inf);
+  return true;
+}
+
+void Adam::update(const Tensor* found_inf) {
   NoGradGuard no_grad;
   for (const auto& group : param_groups()) {
     const auto o = group.options.get<AdamOptions>();
-    // CUDA parameters that share a device and a step count are updated by one multi-tensor call;
-    // the others one by one, as before.
+    // The CUDA parameters of a device are updated by one multi-tensor call that also counts
+    // their steps on the device; the others one by one with host step counts.
     struct Batch {
       Device device{};
-      int64_t step = 0;
-      std::vector<kernels::View> w, g, m, v, vmax;
+      std::vector<kernels::View> w, g, m, v, vmax, steps;
       std::vector<Tensor> grads;  // keeps converted gradients alive until the call
     };
     std::vector<Batch> batches;
@@ -88,23 +98,26 @@ void Adam::step() {
       Tensor m = state_tensor(st, "exp_avg", p);
       Tensor v = state_tensor(st, "exp_avg_sq", p);
       Tensor vmax = o.amsgrad ? state_tensor(st, "max_exp_avg_sq", p) : Tensor();
-      st.step += 1;
       if (p.is_cuda()) {
-        auto it = std::find_if(batches.begin(), batches.end(), [&](const Batch& b) {
-          return b.device == p.device() && b.step == st.step;
-        });
+        auto it = std::find_if(batches.begin(), batches.end(),
+                               [&](const Batch& b) { return b.device == p.device(); });
         if (it == batches.end()) {
           it = batches.insert(batches.end(), Batch{});
           it->device = p.device();
-          it->step = st.step;
         }
         it->w.push_back(detail::view_of(p));
         it->g.push_back(detail::view_of(g));
         it->m.push_back(detail::view_of(m));
         it->v.push_back(detail::view_of(v));
         if (vmax.defined()) it->vmax.push_back(detail::view_of(vmax));
+        it->steps.push_back(detail::view_of(device_step(st, p)));
         it->grads.push_back(g);
       } else {
+        if (st.device_step.defined()) {  // the parameter came back from a GPU
+          st.step = int64_t(st.device_step.item<double>());
+          st.device_step = Tensor();
+        }
+        st.step += 1;
         kernels::AdamParams ap{o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, st.step,
                                decoupled_, o.amsgrad, o.maximize};
         detail::backend(p.device()).adam_step(ap, detail::view_of(p), detail::view_of(g),
@@ -117,9 +130,10 @@ void Adam::step() {
       if (vmax.defined()) vmax.bump_version();
     }
     for (const Batch& b : batches) {
-      kernels::AdamParams ap{o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, b.step,
+      kernels::AdamParams ap{o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, /*step=*/0,
                              decoupled_, o.amsgrad, o.maximize};
-      detail::backend(b.device).adam_step_multi(ap, b.w, b.g, b.m, b.v, b.vmax);
+      if (found_inf) ap.found_inf = found_inf->data_ptr<float>();
+      detail::backend(b.device).adam_step_multi(ap, b.w, b.g, b.m, b.v, b.vmax, b.steps);
     }
   }
 }

@@ -37,6 +37,7 @@ class Adam : public Optimizer {
   explicit Adam(std::vector<Tensor> params, AdamOptions defaults = {});
   explicit Adam(std::vector<ParamGroup> groups, AdamOptions defaults = {});
   void step() override;
+  bool step_unless_found_inf(const Tensor& found_inf) override;
   std::string name() const override { return decoupled_ ? "AdamW" : "Adam"; }
 
  protected:
@@ -45,6 +46,7 @@ class Adam : public Optimizer {
   bool tracks_step() const override { return true; }
 
  private:
+  void update(const Tensor* found_inf);
   bool decoupled_ = false;
 };
 

@@ -1,6 +1,7 @@
 #include "optim/grad_scaler.h"
 
 #include <cmath>
+#include <cstdint>
 
 #include "core/autograd.h"
 #include "core/dispatch.h"
@@ -9,10 +10,11 @@
 namespace kiln::optim {
 namespace {
 
-// Gradients all dense on one CUDA device: one multi-tensor pass that unscales them and raises a
-// 0-d f32 flag on any inf/NaN, returned. Otherwise nothing is done and the result is undefined.
-Tensor unscale_on_cuda(std::vector<Tensor>& grads, double inv) {
-  if (grads.empty() || !grads[0].is_cuda()) return {};
+// Gradients all dense on one CUDA device: one multi-tensor pass that multiplies them by `inv`
+// (a one-element f32 there) and raises a one-element f32 flag on any inf/NaN, returned.
+// Otherwise nothing is done and the result is undefined.
+Tensor unscale_on_cuda(std::vector<Tensor>& grads, const Tensor& inv) {
+  if (grads.empty() || !grads[0].is_cuda() || inv.device() != grads[0].device()) return {};
   const Device device = grads[0].device();
   std::vector<kernels::View> views;
   for (const Tensor& g : grads) {
@@ -20,25 +22,36 @@ Tensor unscale_on_cuda(std::vector<Tensor>& grads, double inv) {
     views.push_back(detail::view_of(g));
   }
   Tensor found = zeros({}, {.dtype = DType::f32, .device = device});
-  detail::backend(device).scale_and_check_multi(views, inv, detail::null_view(), detail::view_of(found));
+  detail::backend(device).scale_and_check_multi(views, 1.0, detail::view_of(inv), detail::view_of(found));
   for (Tensor& g : grads) g.bump_version();
   return found;
 }
 
 }  // namespace
 
-GradScaler::GradScaler(GradScalerOptions o) : options_(o), scale_(o.init_scale) {
-  KILN_CHECK(o.init_scale > 0 && std::isfinite(o.init_scale), "GradScaler: init_scale must be a "
-             "positive finite number, got ", o.init_scale);
+GradScaler::GradScaler(GradScalerOptions o) : options_(o) {
+  KILN_CHECK(o.init_scale > 0 && std::isfinite(o.init_scale) && o.init_scale < 3.4e38, "GradScaler: init_scale "
+             "must be a positive finite float32 number, got ", o.init_scale);
   KILN_CHECK(o.growth_factor > 1, "GradScaler: growth_factor must be > 1, got ", o.growth_factor);
   KILN_CHECK(o.backoff_factor > 0 && o.backoff_factor < 1, "GradScaler: backoff_factor must be in "
              "(0, 1), got ", o.backoff_factor);
-  KILN_CHECK(o.growth_interval > 0, "GradScaler: growth_interval must be positive, got ",
-             o.growth_interval);
+  KILN_CHECK(o.growth_interval > 0 && o.growth_interval <= INT32_MAX, "GradScaler: growth_interval must be "
+             "a positive 32-bit count, got ", o.growth_interval);
+  scale_ = full({}, o.init_scale, {.dtype = DType::f32});
+  inv_scale_ = full({}, 1.0 / double(scale_.item<float>()), {.dtype = DType::f32});
+  tracker_ = zeros({}, {.dtype = DType::i32});
 }
 
-Tensor GradScaler::scale(const Tensor& loss) const {
+void GradScaler::move_to(Device device) {
+  if (scale_.device() == device) return;
+  scale_ = scale_.to(device);
+  inv_scale_ = inv_scale_.to(device);
+  tracker_ = tracker_.to(device);
+}
+
+Tensor GradScaler::scale(const Tensor& loss) {
   if (!options_.enabled) return loss;
+  move_to(loss.device());  // the scale follows the losses (once, when they first reach a GPU)
   return mul(loss, scale_);
 }
 
@@ -48,20 +61,19 @@ void GradScaler::unscale_(Optimizer& optimizer) {
   KILN_CHECK(!st.unscaled, "GradScaler.unscale_: already called for this optimizer since the last "
              "update(); call it once per step");
   NoGradGuard no_grad;
-  const double inv = 1.0 / scale_;
   std::vector<Tensor> grads;
   for (Tensor& p : optimizer.parameters())
     if (p.grad().defined()) grads.push_back(p.grad());
-  if (Tensor found = unscale_on_cuda(grads, inv); found.defined()) {
+  if (Tensor found = unscale_on_cuda(grads, inv_scale_); found.defined()) {
     st.found_inf = found;
   } else {
     Tensor all_finite;
     for (Tensor& g : grads) {
-      g.mul_(inv);
-      Tensor finite = isfinite_all(g);
+      g.mul_(inv_scale_.to(g.device()));
+      Tensor finite = isfinite_all(g).to(scale_.device());
       all_finite = all_finite.defined() ? mul(all_finite, finite) : finite;
     }
-    st.found_inf = all_finite.defined() ? logical_not(all_finite) : Tensor();
+    st.found_inf = all_finite.defined() ? logical_not(all_finite).to(DType::f32) : Tensor();
   }
   st.unscaled = true;
 }
@@ -76,50 +88,67 @@ bool GradScaler::step(Optimizer& optimizer) {
              "update()");
   if (!st.unscaled) unscale_(optimizer);
   st.stepped = true;
-  const bool skip = st.found_inf.defined() && st.found_inf.item<bool>();
-  st.host_found_inf = skip ? 1 : 0;
-  if (!skip) optimizer.step();
-  return !skip;
+  if (!st.found_inf.defined()) {  // no gradients at all
+    optimizer.step();
+    return true;
+  }
+  if (optimizer.step_unless_found_inf(st.found_inf)) return true;
+  if (st.found_inf.item<float>() != 0.0f) return false;
+  optimizer.step();
+  return true;
 }
 
 void GradScaler::update() {
   if (!options_.enabled) return;
-  bool found_inf = false, any = false;
+  Tensor found;
   for (auto& [opt, st] : per_optimizer_) {
-    if (!st.unscaled) continue;
-    any = true;
-    const bool inf = st.host_found_inf >= 0 ? st.host_found_inf == 1
-                                            : st.found_inf.defined() && st.found_inf.item<bool>();
-    if (inf) found_inf = true;
+    if (!st.unscaled || !st.found_inf.defined()) continue;
+    Tensor f = st.found_inf.to(scale_.device());
+    found = found.defined() ? add(found, f) : f.clone();
   }
-  if (any) {
-    if (found_inf) {
-      scale_ *= options_.backoff_factor;
-      growth_tracker_ = 0;
-    } else if (++growth_tracker_ == options_.growth_interval) {
-      scale_ *= options_.growth_factor;
-      growth_tracker_ = 0;
-    }
+  if (found.defined()) {
+    NoGradGuard no_grad;
+    detail::backend(scale_.device()).update_scale(detail::view_of(scale_), detail::view_of(inv_scale_),
+                                                  detail::view_of(tracker_), detail::view_of(found),
+                                                  options_.growth_factor, options_.backoff_factor,
+                                                  options_.growth_interval);
+    scale_.bump_version();
+    inv_scale_.bump_version();
+    tracker_.bump_version();
   }
   per_optimizer_.clear();
 }
 
+double GradScaler::get_scale() const { return scale_.item<double>(); }
+int64_t GradScaler::growth_tracker() const { return tracker_.item<int64_t>(); }
+
+Tensor GradScaler::found_inf(const Optimizer& optimizer) const {
+  auto it = per_optimizer_.find(&optimizer);
+  return it == per_optimizer_.end() ? Tensor() : it->second.found_inf;
+}
+
 nlohmann::json GradScaler::state_dict() const {
-  return {{"scale", scale_},
+  return {{"scale", get_scale()},
           {"growth_factor", options_.growth_factor},
           {"backoff_factor", options_.backoff_factor},
           {"growth_interval", options_.growth_interval},
-          {"_growth_tracker", growth_tracker_}};
+          {"_growth_tracker", growth_tracker()}};
 }
 
 void GradScaler::load_state_dict(const nlohmann::json& s) {
   for (const char* k : {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"})
-    KILN_CHECK(s.contains(k), "GradScaler.load_state_dict: missing \"", k, "\" in ", s.dump());
-  scale_ = s["scale"].get<double>();
+    KILN_CHECK(s.contains(k) && s[k].is_number(), "GradScaler.load_state_dict: missing or non-numeric \"", k,
+               "\" in ", s.dump());
+  const double scale = s["scale"].get<double>();
+  KILN_CHECK(scale > 0 && std::isfinite(scale), "GradScaler.load_state_dict: scale must be positive and "
+             "finite, got ", scale);
   options_.growth_factor = s["growth_factor"].get<double>();
   options_.backoff_factor = s["backoff_factor"].get<double>();
   options_.growth_interval = s["growth_interval"].get<int64_t>();
-  growth_tracker_ = s["_growth_tracker"].get<int64_t>();
+  NoGradGuard no_grad;
+  scale_.fill_(scale);
+  inv_scale_.fill_(1.0 / double(float(scale)));
+  tracker_.fill_(double(s["_growth_tracker"].get<int64_t>()));
 }
 
 }  // namespace kiln::optim

@@ -97,6 +97,21 @@ Tensor Optimizer::dense_grad(const Tensor& param, const char* op) {
   return g.is_contiguous() ? g : g.contiguous();
 }
 
+bool Optimizer::grads_all_on(Device device) const {
+  for (const auto& g : groups_)
+    for (const auto& p : g.params)
+      if (p.grad().defined() && p.device() != device) return false;
+  return true;
+}
+
+Tensor Optimizer::device_step(ParamState& st, const Tensor& param) {
+  if (!st.device_step.defined())
+    st.device_step = full({}, double(st.step), {.dtype = DType::f32, .device = param.device()});
+  else if (st.device_step.device() != param.device())
+    st.device_step = st.device_step.to(param.device());
+  return st.device_step;
+}
+
 std::map<std::string, Tensor> Optimizer::state_tensors() const {
   std::map<std::string, Tensor> out;
   size_t index = 0;
@@ -107,7 +122,9 @@ std::map<std::string, Tensor> Optimizer::state_tensors() const {
         const std::string prefix = "state." + std::to_string(index) + ".";
         for (const auto& [key, t] : it->second.tensors) out[prefix + key] = t;
         // PyTorch keeps the count as a 0-d float32 tensor; so does kiln.
-        if (tracks_step()) out[prefix + "step"] = scalar_tensor(double(it->second.step));
+        if (tracks_step())
+          out[prefix + "step"] = it->second.device_step.defined() ? it->second.device_step
+                                                                   : scalar_tensor(double(it->second.step));
       }
       ++index;
     }

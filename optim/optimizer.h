@@ -38,6 +38,15 @@ class Optimizer {
 
   // One update of every parameter that has a gradient.
   virtual void step() = 0;
+  // One update unless `found_inf` (one f32 on the parameters' device: GradScaler's inf/NaN flag)
+  // is nonzero, decided on the device without reading the flag on the host. Returns false, having
+  // done nothing, where this optimizer cannot decide on the device (CPU parameters, parameters on
+  // another device, state that the first step creates); the caller then reads the flag and calls
+  // step() or not.
+  virtual bool step_unless_found_inf(const Tensor& found_inf) {
+    (void)found_inf;
+    return false;
+  }
   // "SGD", "Adam", "AdamW": recorded in checkpoints and checked on load.
   virtual std::string name() const = 0;
 
@@ -78,6 +87,9 @@ class Optimizer {
 
   struct ParamState {
     int64_t step = 0;
+    // The count as one f32 on a CUDA parameter's device, once a step has run there (the device
+    // then counts, skipped steps and CUDA graph replays included, and `step` is stale).
+    Tensor device_step;
     std::map<std::string, Tensor> tensors;
   };
   // The parameter's state, created empty on first use.
@@ -87,6 +99,10 @@ class Optimizer {
   Tensor state_tensor(ParamState& st, const std::string& key, const Tensor& param, bool* created = nullptr);
   // The parameter's gradient as a dense tensor of the parameter's dtype (undefined if none).
   static Tensor dense_grad(const Tensor& param, const char* op);
+  // Whether every parameter that has a gradient lives on `device`.
+  bool grads_all_on(Device device) const;
+  // The step count on the parameter's CUDA device, created from the host count on first use.
+  Tensor device_step(ParamState& st, const Tensor& param);
 
  private:
   nlohmann::json merged_options(const nlohmann::json& overrides, size_t group_index) const;

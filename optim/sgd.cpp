@@ -47,7 +47,23 @@ void SGD::check_options(const nlohmann::json& j) const {
              o.dampening, ")");
 }
 
-void SGD::step() {
+void SGD::step() { update(nullptr); }
+
+bool SGD::step_unless_found_inf(const Tensor& found_inf) {
+  if (!found_inf.is_cuda() || found_inf.dtype() != DType::f32 || found_inf.numel() != 1 ||
+      !grads_all_on(found_inf.device()))
+    return false;
+  // A step that creates momentum buffers initialises them from the gradient: skipped on the
+  // device it would leave them zero, so that first step is decided on the host.
+  for (const auto& group : param_groups())
+    if (group.options.get<SGDOptions>().momentum != 0.0)
+      for (const auto& p : group.params)
+        if (p.grad().defined() && !state(p).tensors.count("momentum_buffer")) return false;
+  update(&found_inf);
+  return true;
+}
+
+void SGD::update(const Tensor* found_inf) {
   NoGradGuard no_grad;
   for (const auto& group : param_groups()) {
     const auto o = group.options.get<SGDOptions>();
@@ -89,6 +105,7 @@ void SGD::step() {
     }
     for (const Batch& b : batches) {
       kernels::SgdParams sp{o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov, o.maximize, b.first};
+      if (found_inf) sp.found_inf = found_inf->data_ptr<float>();
       detail::backend(b.device).sgd_step_multi(sp, b.w, b.g, b.buf);
     }
   }

@@ -24,10 +24,14 @@ class SGD : public Optimizer {
   explicit SGD(std::vector<Tensor> params, SGDOptions defaults = {});
   explicit SGD(std::vector<ParamGroup> groups, SGDOptions defaults = {});
   void step() override;
+  bool step_unless_found_inf(const Tensor& found_inf) override;
   std::string name() const override { return "SGD"; }
 
  protected:
   void check_options(const nlohmann::json& options) const override;
+
+ private:
+  void update(const Tensor* found_inf);
 };
 
 }  // namespace kiln::optim

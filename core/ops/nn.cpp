@@ -341,7 +341,9 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const Tensor& wei
   if (weight.defined())
     KILN_CHECK(weight.dim() == 1 && weight.size(0) == c, "nll_loss: weight must have shape [", c,
                "], got ", weight.sizes());
-  {
+  // On a GPU the kernel checks the targets itself and the error is reported at the next
+  // synchronisation: reading a flag back here would stall every training step.
+  if (!lp.is_cuda()) {
     NoGradGuard g;
     Tensor valid = logical_not(eq(t, double(ignore_index)));
     Tensor bad = mul(valid, logical_not(mul(ge(t, 0.0), lt(t, double(c)))));

@@ -83,7 +83,15 @@ void CachingAllocator::free(void* ptr) {
   auto it = live_.find(ptr);
   KILN_CHECK(it != live_.end(), "CUDA caching allocator: free of a pointer it did not allocate");
   Block* b = it->second;
+  if (capture_pool_ && b->stream != capture_pool_) {
+    held_[capture_pool_].push_back(b);  // the graph being captured may read it on every replay
+    return;
+  }
   live_.erase(it);
+  free_locked(b);
+}
+
+void CachingAllocator::free_locked(Block* b) {
   b->allocated = false;
   stats_.allocated -= b->size;
   Pool& pool = b->small ? small_ : large_;
@@ -108,6 +116,54 @@ void CachingAllocator::free(void* ptr) {
   pool.insert(b);
 }
 
+void CachingAllocator::begin_capture(uintptr_t pool) {
+  std::lock_guard<std::mutex> lock(mu_);
+  KILN_CHECK(!capture_pool_, "CUDA caching allocator: a graph is already being captured on this device; "
+             "capture one graph at a time");
+  capture_pool_ = pool;
+}
+
+void CachingAllocator::end_capture() {
+  std::lock_guard<std::mutex> lock(mu_);
+  capture_pool_ = 0;
+}
+
+bool CachingAllocator::capturing() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return capture_pool_ != 0;
+}
+
+void CachingAllocator::release_pool(uintptr_t pool, uintptr_t stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // The pool's blocks become ordinary blocks of `stream`: free ones move to its free lists (their
+  // key changes, so they leave and re-enter the ordered pools), live ones are freed there later.
+  for (Pool* p : {&small_, &large_}) {
+    std::vector<Block*> moved;
+    for (auto it = p->begin(); it != p->end();) {
+      if ((*it)->stream == pool) {
+        moved.push_back(*it);
+        it = p->erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (Block* b : moved) {
+      b->stream = stream;
+      p->insert(b);
+    }
+  }
+  for (auto& [ptr, b] : live_)
+    if (b->stream == pool) b->stream = stream;
+  if (auto it = held_.find(pool); it != held_.end()) {
+    std::vector<Block*> held = std::move(it->second);
+    held_.erase(it);
+    for (Block* b : held) {
+      live_.erase(b->ptr);
+      free_locked(b);
+    }
+  }
+}
+
 void CachingAllocator::release_cached() {
   std::vector<Block*> whole;
   for (Pool* pool : {&small_, &large_})
@@ -127,6 +183,12 @@ void CachingAllocator::release_cached() {
 void CachingAllocator::empty_cache() {
   std::lock_guard<std::mutex> lock(mu_);
   release_cached();
+}
+
+void CachingAllocator::reset_peak_stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.peak_allocated = stats_.allocated;
+  stats_.peak_reserved = stats_.reserved;
 }
 
 MemoryStats CachingAllocator::stats() const {

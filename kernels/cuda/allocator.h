@@ -4,7 +4,13 @@
 // remainder off a cached block and merging free neighbours back; blocks are reused only by the
 // stream they were freed on (stream order makes that safe without events); on OOM the unused
 // cache is released and the allocation retried once, then a kiln::Error with the statistics.
+// CUDA graphs get private pools: while a graph is captured its allocations come from its pool
+// (a key of their own in place of the stream, so eager work never reuses a block a replay will
+// write), and blocks of other pools freed during the capture are held back until the graph is
+// released, because the graph may still read them on every replay.
 //   CachingAllocator alloc(raw);  void* p = alloc.allocate(n, stream);  alloc.free(p);
+//   alloc.begin_capture(pool);  ... allocate(n, pool) ...  alloc.end_capture();
+//   alloc.release_pool(pool, stream);  // after the graph is gone: its blocks become stream's
 #pragma once
 
 #include <cstddef>
@@ -13,6 +19,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "kernels/runtime.h"
 
@@ -43,7 +50,15 @@ class CachingAllocator {
 
   void* allocate(size_t nbytes, uintptr_t stream);
   void free(void* ptr);
+
+  // Graph pools. `pool` is a key that no stream has (see CaptureState); at most one capture at a
+  // time per allocator. release_pool requires the graph's work to have finished.
+  void begin_capture(uintptr_t pool);
+  void end_capture();
+  void release_pool(uintptr_t pool, uintptr_t stream);
+  bool capturing() const;
   void empty_cache();  // returns every wholly free segment to the device
+  void reset_peak_stats();  // peaks restart from what is allocated and reserved now
   MemoryStats stats() const;
   static size_t round_size(size_t nbytes) { return (nbytes + kRound - 1) / kRound * kRound; }
 
@@ -70,11 +85,15 @@ class CachingAllocator {
   void release_cached();  // frees whole unused segments; caller holds the lock
   Block* new_segment(size_t size, uintptr_t stream, bool small);
 
+  void free_locked(Block* b);
+
   RawMemory& raw_;
   mutable std::mutex mu_;
   Pool small_, large_;
   std::unordered_map<void*, Block*> live_;
   MemoryStats stats_;
+  uintptr_t capture_pool_ = 0;  // the pool being captured into, 0 when none
+  std::unordered_map<uintptr_t, std::vector<Block*>> held_;  // frees held back per graph pool
 };
 
 }  // namespace kiln::kernels::cuda

@@ -28,6 +28,7 @@ void set_current_stream(int device, cudaStream_t s);
 int current_device();
 MemoryStats memory_stats(int device = -1);  // -1: the current device
 void empty_cache(int device = -1);
+void reset_peak_memory_stats(int device = -1);
 void empty_all_caches();  // of every device kiln has used (touches no other device)
 // Temporary device memory from the caching allocator, returned on destruction (stream-ordered).
 class Workspace {
@@ -42,6 +43,45 @@ class Workspace {
  private:
   void* ptr_ = nullptr;
 };
+// Host synchronisations so far (copies to the host, stream/event/device synchronisations) on
+// every device: tests and benchmarks count them per training step.
+uint64_t host_sync_count();
+void count_host_sync();
+
+// Errors found by kernels (an out-of-range class index in nll_loss, ...) without a host round
+// trip: the kernel records the first one in pinned host memory that the device writes, and the
+// host reports it as a kiln::Error at its next synchronisation or the next call of the same op.
+struct DeviceError {
+  int code;       // DeviceErrorCode; 0 while nothing went wrong
+  int pad;
+  long long value;  // the offending value
+  long long bound;  // the limit it broke
+};
+enum DeviceErrorCode : int { kNoDeviceError = 0, kNllTargetOutOfRange = 1 };
+DeviceError* device_error_slot();  // the pointer kernels write through
+void check_device_errors();        // throws the recorded error (and clears it)
+
+// CUDA graph capture (graph.cu). While this thread captures on `stream`, allocations on it come
+// from the graph's private pool and random kernels take their Philox offsets from the device
+// (each replay advances them), so replays draw new numbers.
+struct CaptureState {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  uintptr_t pool = 0;                      // the allocator key of the graph's pool
+  unsigned long long* offset_base = nullptr;  // device: Philox offset of this replay
+  unsigned long long counters = 0;         // Philox counters drawn so far in the capture
+};
+CaptureState* capture_state(cudaStream_t stream);  // non-null while `stream` is being captured here
+void begin_pool_capture(int device, uintptr_t pool);
+void end_pool_capture(int device);
+void release_pool(int device, uintptr_t pool, cudaStream_t stream);
+void set_thread_capture(CaptureState* c);  // graph.cu, around a capture
+void* graph_capture_begin(int device, cudaStream_t stream);
+void graph_capture_end(void* graph);          // instantiates; on failure discards and throws
+void graph_capture_abort(void* graph) noexcept;
+void graph_replay(void* graph, cudaStream_t stream);
+void graph_destroy(void* graph) noexcept;
+
 cublasHandle_t cublas_handle();  // bound to the current stream
 cudnnHandle_t cudnn_handle();    // bound to the current stream
 int sm_count();
@@ -97,12 +137,16 @@ class CudaBackend final : public Backend {
   // Multi-tensor forms (multi_tensor.cu).
   void adam_step_multi(const AdamParams& p, std::span<const View> params, std::span<const View> grads,
                        std::span<const View> exp_avgs, std::span<const View> exp_avg_sqs,
-                       std::span<const View> max_exp_avg_sqs) override;
+                       std::span<const View> max_exp_avg_sqs, std::span<const View> steps) override;
   void sgd_step_multi(const SgdParams& p, std::span<const View> params, std::span<const View> grads,
                       std::span<const View> momentum_buffers) override;
   void scale_and_check_multi(std::span<const View> tensors, double factor, const View& factor_tensor,
                              const View& found_inf) override;
   void norm_multi(std::span<const View> tensors, double order, const View& out) override;
+  void augment_images(const AugmentParams& p, const View& out, const View& out_labels, const View& images,
+                      const View& labels, const View& indices) override;
+  void update_scale(const View& scale, const View& inv_scale, const View& growth_tracker, const View& found_inf,
+                    double growth, double backoff, int64_t growth_interval) override;
 };
 
 }  // namespace kiln::kernels::cuda

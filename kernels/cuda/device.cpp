@@ -57,15 +57,24 @@ class CudaMemory final : public RawMemory {
   int device_;
 };
 
+// cuBLAS's workspace, given explicitly: its default pool would be allocated by the library
+// itself, invisible to kiln's statistics and not capturable in a CUDA graph.
+constexpr size_t kCublasWorkspace = size_t(32) << 20;
+
 struct DeviceState {
   int index = 0;
   cudaStream_t stream = nullptr;
   std::unique_ptr<CudaMemory> raw;
   std::unique_ptr<CachingAllocator> allocator;
   cublasHandle_t cublas = nullptr;
+  cudaStream_t cublas_stream = nullptr;  // what the handle is bound to now
+  void* cublas_workspace = nullptr;
   cudnnHandle_t cudnn = nullptr;
   int sms = 0;
 };
+
+std::atomic<uint64_t> g_host_syncs{0};
+thread_local CaptureState* t_capture = nullptr;
 
 std::array<std::atomic<DeviceState*>, kMaxDevices> g_states{};
 std::mutex g_init_mu;
@@ -130,6 +139,9 @@ MemoryStats memory_stats(int device) {
   return state(device < 0 ? current_device() : device).allocator->stats();
 }
 void empty_cache(int device) { state(device < 0 ? current_device() : device).allocator->empty_cache(); }
+void reset_peak_memory_stats(int device) {
+  state(device < 0 ? current_device() : device).allocator->reset_peak_stats();
+}
 void empty_all_caches() {
   for (auto& slot : g_states)
     if (DeviceState* s = slot.load(std::memory_order_acquire)) s->allocator->empty_cache();
@@ -139,7 +151,15 @@ int sm_count() { return current_state().sms; }
 
 cublasHandle_t cublas_handle() {
   DeviceState& s = current_state();
-  KILN_CUBLAS_CHECK(cublasSetStream(s.cublas, current_stream()));
+  cudaStream_t stream = current_stream();
+  if (stream != s.cublas_stream || !s.cublas_workspace) {
+    // Binding a stream resets cuBLAS to its own workspace pool, so kiln's is set again after.
+    KILN_CUBLAS_CHECK(cublasSetStream(s.cublas, stream));
+    if (!s.cublas_workspace)
+      s.cublas_workspace = s.allocator->allocate(kCublasWorkspace, uintptr_t(s.stream));
+    KILN_CUBLAS_CHECK(cublasSetWorkspace(s.cublas, s.cublas_workspace, kCublasWorkspace));
+    s.cublas_stream = stream;
+  }
   return s.cublas;
 }
 cudnnHandle_t cudnn_handle() {
@@ -148,8 +168,16 @@ cudnnHandle_t cudnn_handle() {
   return s.cudnn;
 }
 
+namespace {
+// The allocator key for work queued on `s`: the graph's pool while it is being captured.
+uintptr_t alloc_key(cudaStream_t s) {
+  if (t_capture && t_capture->stream == s) return t_capture->pool;
+  return uintptr_t(s);
+}
+}  // namespace
+
 Workspace::Workspace(size_t nbytes) {
-  if (nbytes) ptr_ = current_state().allocator->allocate(nbytes, uintptr_t(current_stream()));
+  if (nbytes) ptr_ = current_state().allocator->allocate(nbytes, alloc_key(current_stream()));
 }
 Workspace::~Workspace() {
   if (!ptr_) return;
@@ -164,7 +192,51 @@ Workspace::~Workspace() {
 
 void* CudaBackend::allocate(size_t nbytes) {
   if (nbytes == 0) return nullptr;
-  return current_state().allocator->allocate(nbytes, uintptr_t(current_stream()));
+  return current_state().allocator->allocate(nbytes, alloc_key(current_stream()));
+}
+
+CaptureState* capture_state(cudaStream_t stream) {
+  return t_capture && t_capture->stream == stream ? t_capture : nullptr;
+}
+
+void begin_pool_capture(int device, uintptr_t pool) { state(device).allocator->begin_capture(pool); }
+void end_pool_capture(int device) { state(device).allocator->end_capture(); }
+void release_pool(int device, uintptr_t pool, cudaStream_t stream) {
+  state(device).allocator->release_pool(pool, uintptr_t(stream));
+}
+void set_thread_capture(CaptureState* c) { t_capture = c; }
+
+uint64_t host_sync_count() { return g_host_syncs.load(std::memory_order_relaxed); }
+void count_host_sync() { g_host_syncs.fetch_add(1, std::memory_order_relaxed); }
+
+DeviceError* device_error_slot() {
+  // Pinned, mapped and portable: every device writes it through the same (unified) address.
+  static DeviceError* slot = [] {
+    void* p = nullptr;
+    KILN_CUDA_CHECK(cudaHostAlloc(&p, sizeof(DeviceError), cudaHostAllocMapped | cudaHostAllocPortable));
+    auto* e = static_cast<DeviceError*>(p);
+    *e = DeviceError{};
+    return e;
+  }();
+  return slot;
+}
+
+void check_device_errors() {
+  volatile DeviceError* e = device_error_slot();
+  if (e->code == kNoDeviceError) return;
+  // The kernel sets the code first: wait for its other fields before reading them.
+  KILN_CUDA_CHECK(cudaDeviceSynchronize());
+  const DeviceError err{e->code, 0, e->value, e->bound};
+  e->code = kNoDeviceError;
+  switch (err.code) {
+    case kNllTargetOutOfRange:
+      fail("nll_loss/cross_entropy: target ", err.value, " is out of bounds for ", err.bound,
+           " classes (expected 0 to ", err.bound - 1, " or ignore_index); found on the GPU by an "
+           "earlier call and reported at the next synchronisation, so check the labels of the "
+           "batches before this point");
+    default:
+      fail("CUDA kernel reported error code ", err.code, " (value ", err.value, ", bound ", err.bound, ")");
+  }
 }
 
 void CudaBackend::deallocate(void* ptr, size_t) {
@@ -192,11 +264,22 @@ void CudaBackend::copy_from_host(void* dst, const void* src, size_t nbytes) {
 void CudaBackend::copy_to_host(void* dst, const void* src, size_t nbytes) {
   if (!nbytes) return;
   cudaStream_t s = current_stream();
+  KILN_CHECK(!capture_state(s), "reading a CUDA tensor on the host (item(), to(cpu), printing, a check "
+             "that needs the value) is not possible while a CUDA graph is being captured; move it out "
+             "of the captured step, or read the step's outputs after replay()");
+  count_host_sync();
   KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s));
   KILN_CUDA_CHECK(cudaStreamSynchronize(s));
+  check_device_errors();
 }
 
-void CudaBackend::synchronize() { KILN_CUDA_CHECK(cudaDeviceSynchronize()); }
+void CudaBackend::synchronize() {
+  KILN_CHECK(!t_capture, "synchronizing the device is not possible while a CUDA graph is being captured; "
+             "move the synchronisation out of the captured step");
+  count_host_sync();
+  KILN_CUDA_CHECK(cudaDeviceSynchronize());
+  check_device_errors();
+}
 
 void CudaBackend::set_device(int index) {
   KILN_CHECK(index >= 0 && index < kMaxDevices, "cuda: device index ", index, " out of range");

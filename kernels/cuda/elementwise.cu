@@ -336,9 +336,11 @@ __global__ void where_dense(T* __restrict__ o, const bool* __restrict__ c, const
 }
 
 // Same expressions as the CPU backend (double arithmetic, then one rounding to T).
+// Under CUDA graph capture `offset` is relative to *offset_base, which each replay advances.
 template <class T>
 __global__ void random_kernel(T* o, int64_t n, RandomKind kind, uint64_t seed, uint64_t offset,
-                              double a, double b) {
+                              const unsigned long long* offset_base, double a, double b) {
+  if (offset_base) offset += *offset_base;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     double v = 0;
@@ -467,8 +469,15 @@ void CudaBackend::random(RandomKind kind, const View& out, uint64_t seed, uint64
     using T = decltype(tag);
     const int64_t n = out.numel();
     if (!n) return;
-    random_kernel<T><<<grid_for(n), kThreads, 0, current_stream()>>>(out.ptr<T>(), n, kind, seed,
-                                                                      offset, a, b);
+    cudaStream_t s = current_stream();
+    const unsigned long long* base = nullptr;
+    if (CaptureState* c = capture_state(s)) {
+      // The host's offset would be baked into the graph: draw from the replay's counter instead.
+      base = c->offset_base;
+      offset = c->counters;
+      c->counters += (uint64_t(n) + 3) / 4;
+    }
+    random_kernel<T><<<grid_for(n), kThreads, 0, s>>>(out.ptr<T>(), n, kind, seed, offset, base, a, b);
     KILN_LAUNCH_CHECK("random");
   });
 }

@@ -285,13 +285,25 @@ __global__ void softmax_bwd_cols(T* gx, const T* gy, const T* y, int64_t outer, 
   }
 }
 
+// An out-of-range target is recorded in `err` (the first one wins; the host reports it at its
+// next synchronisation) and gives a NaN loss instead of reading outside the row.
 template <class T>
 __global__ void nll_fwd(T* loss, T* wout, const T* logp, const int64_t* target, const T* w,
-                        int64_t n, int64_t c, int64_t ignore) {
+                        int64_t n, int64_t c, int64_t ignore, DeviceError* err) {
   KILN_GRID_LOOP(i, n) {
     const int64_t k = target[i];
     if (k == ignore) {
       loss[i] = store_c<T>(0.0);
+      if (wout) wout[i] = store_c<T>(0.0);
+      continue;
+    }
+    if (k < 0 || k >= c) {
+      if (atomicCAS(&err->code, int(kNoDeviceError), int(kNllTargetOutOfRange)) == int(kNoDeviceError)) {
+        err->value = k;
+        err->bound = c;
+        __threadfence_system();
+      }
+      loss[i] = store_c<T>(__longlong_as_double(0x7ff8000000000000LL));
       if (wout) wout[i] = store_c<T>(0.0);
       continue;
     }
@@ -306,7 +318,7 @@ __global__ void nll_bwd(T* g, const T* gl, int64_t gl_stride, const int64_t* tar
                         int64_t n, int64_t c, int64_t ignore) {
   KILN_GRID_LOOP(i, n) {
     const int64_t k = target[i];
-    if (k == ignore) continue;
+    if (k == ignore || k < 0 || k >= c) continue;  // out of range: reported by the forward
     const double wi = w ? double(load_c(w[k])) : 1.0;
     g[i * c + k] = store_c<T>(-wi * double(load_c(gl[i * gl_stride])));
   }
@@ -492,9 +504,10 @@ void CudaBackend::nll_forward(const View& loss, const View& weight_out, const Vi
     using T = decltype(tag);
     const int64_t n = logp.sizes[0], c = logp.sizes[1];
     if (!n) return;
+    check_device_errors();  // one recorded by an earlier call (a host read, no synchronisation)
     nll_fwd<T><<<grid_for(n), kThreads, 0, current_stream()>>>(
         loss.ptr<T>(), weight_out.ptr<T>(), logp.ptr<T>(), target.ptr<int64_t>(), weight.ptr<T>(), n,
-        c, ignore_index);
+        c, ignore_index, device_error_slot());
     KILN_LAUNCH_CHECK("nll_fwd");
   });
 }

@@ -18,6 +18,14 @@ struct AdamArgs {
   using C = opt_t<T>;
   C lr, b1, b2, eps, wd, bc2_sqrt, step_size;
   bool decoupled, amsgrad, maximize;
+  const float* found_inf;  // null, or GradScaler's flag on the device: nonzero skips the step
+
+  // The bias corrections for a step count read on the device (in f64 like the host's).
+  __device__ void set_step(float step) {
+    const double bc1 = 1.0 - pow(double(b1), double(step));
+    bc2_sqrt = C(sqrt(1.0 - pow(double(b2), double(step))));
+    step_size = C(double(lr) / bc1);
+  }
 };
 
 // The step's constants, bias corrections included, computed once on the host in f64.
@@ -36,6 +44,7 @@ AdamArgs<T> make_adam_args(const AdamParams& p) {
   a.decoupled = p.decoupled;
   a.amsgrad = p.amsgrad;
   a.maximize = p.maximize;
+  a.found_inf = p.found_inf;
   return a;
 }
 
@@ -62,9 +71,10 @@ template <class C>
 struct SgdArgs {
   C lr, mom, damp, wd;
   bool nesterov, maximize, first_step;
+  const float* found_inf;  // as in AdamArgs
   __host__ __device__ explicit SgdArgs(const SgdParams& p)
       : lr(C(p.lr)), mom(C(p.momentum)), damp(C(p.dampening)), wd(C(p.weight_decay)),
-        nesterov(p.nesterov), maximize(p.maximize), first_step(p.first_step) {}
+        nesterov(p.nesterov), maximize(p.maximize), first_step(p.first_step), found_inf(p.found_inf) {}
 };
 
 // One element of the SGD update; bi is the momentum buffer (read unless first_step, written

@@ -92,7 +92,9 @@ class CudaRuntime final : public DeviceRuntime {
   void set_device(int device) override { cuda_backend()->set_device(device); }
   void synchronize_device(int device) override {
     DeviceSwitch on(device);
+    count_host_sync();
     KILN_CUDA_CHECK(cudaDeviceSynchronize());
+    check_device_errors();
   }
 
   StreamHandle default_stream(int device) override { return cuda::default_stream(device); }
@@ -124,7 +126,9 @@ class CudaRuntime final : public DeviceRuntime {
     return true;
   }
   void stream_synchronize(StreamHandle stream) override {
+    count_host_sync();
     KILN_CUDA_CHECK(cudaStreamSynchronize(as_stream(stream)));
+    check_device_errors();
   }
   void stream_wait_event(StreamHandle stream, EventHandle event) override {
     KILN_CUDA_CHECK(cudaStreamWaitEvent(as_stream(stream), as_event(event), 0));
@@ -152,7 +156,11 @@ class CudaRuntime final : public DeviceRuntime {
     KILN_CUDA_CHECK(e);
     return true;
   }
-  void event_synchronize(EventHandle event) override { KILN_CUDA_CHECK(cudaEventSynchronize(as_event(event))); }
+  void event_synchronize(EventHandle event) override {
+    count_host_sync();
+    KILN_CUDA_CHECK(cudaEventSynchronize(as_event(event)));
+    check_device_errors();
+  }
   float event_elapsed_ms(EventHandle start, EventHandle end) override {
     float ms = 0;
     KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, as_event(start), as_event(end)));
@@ -160,6 +168,7 @@ class CudaRuntime final : public DeviceRuntime {
   }
 
   MemoryStats memory_stats(int device) override { return cuda::memory_stats(device); }
+  void reset_peak_memory_stats(int device) override { cuda::reset_peak_memory_stats(device); }
   void empty_cache() override {
     empty_all_caches();
     host_.empty_cache();
@@ -187,6 +196,19 @@ class CudaRuntime final : public DeviceRuntime {
     KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost,
                                     as_stream(stream)));
   }
+
+  uint64_t host_sync_count() override { return cuda::host_sync_count(); }
+
+  GraphHandle graph_capture_begin(int device, StreamHandle stream) override {
+    DeviceSwitch on(device);
+    return cuda::graph_capture_begin(device, as_stream(stream));
+  }
+  void graph_capture_end(GraphHandle graph) override { cuda::graph_capture_end(graph); }
+  void graph_capture_abort(GraphHandle graph) noexcept override { cuda::graph_capture_abort(graph); }
+  void graph_replay(GraphHandle graph, StreamHandle stream) override {
+    cuda::graph_replay(graph, as_stream(stream));
+  }
+  void graph_destroy(GraphHandle graph) noexcept override { cuda::graph_destroy(graph); }
 
  private:
   static constexpr size_t kPoolSize = 32;

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <string>
 
 #include "core/error.h"
@@ -106,4 +107,52 @@ TEST_CASE("cuda allocator: out of memory releases the cache, retries, then repor
   CHECK(msg.find("reserved") != std::string::npos);
   CHECK(a.stats().num_ooms == 1);
   a.free(y);
+}
+
+TEST_CASE("cuda allocator: a graph pool keeps its blocks apart and holds back frees until released") {
+  FakeMemory raw;
+  CachingAllocator a(raw);
+  const uintptr_t stream = 1, pool = (uintptr_t(1) << 63) | 7;
+  void* before = a.allocate(4096, stream);  // made before the capture, used by it, freed during it
+  void* kept = a.allocate(4096, stream);
+  a.begin_capture(pool);
+  CHECK(a.capturing());
+  void* inside = a.allocate(4096, pool);
+  CHECK(inside != before);
+  CHECK(inside != kept);
+  a.free(before);  // held back: a replay may still read it
+  void* again = a.allocate(4096, pool);
+  CHECK(again != before);
+  a.free(again);   // a block of the pool itself: reused within the capture
+  void* reused = a.allocate(4096, pool);
+  CHECK(reused == again);
+  CHECK_THROWS_AS(a.begin_capture(pool + 1), kiln::Error);  // one capture at a time
+  a.end_capture();
+  CHECK_FALSE(a.capturing());
+  // After the capture the held block is still not handed out, and eager work never gets the
+  // pool's blocks, even once they are free.
+  a.free(reused);
+  void* eager = a.allocate(4096, stream);
+  CHECK(eager != before);
+  CHECK(eager != reused);
+  CHECK(eager != inside);
+  const size_t allocated = a.stats().allocated;
+  // Released (the graph is gone): the held block is freed, the pool's blocks join the stream's.
+  a.release_pool(pool, stream);
+  CHECK(a.stats().allocated == allocated - 4096);
+  const uint64_t segments = a.stats().num_device_mallocs;
+  std::set<void*> seen;
+  seen.insert(a.allocate(4096, stream));
+  CHECK(seen.count(before) == 1);  // the held block is free again
+  // Three ~1 MB blocks: two fit what is left of the stream's segment, the third only the former
+  // pool's, which now serves the stream: no new segment.
+  for (int i = 0; i < 3; ++i) seen.insert(a.allocate(1000000, stream));
+  CHECK(a.stats().num_device_mallocs == segments);
+  for (void* p : seen) a.free(p);
+  a.free(inside);
+  a.free(kept);
+  a.free(eager);
+  a.empty_cache();  // everything merged back into whole free segments
+  CHECK(raw.live.empty());
+  CHECK(a.stats().allocated == 0);
 }
