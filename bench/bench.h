@@ -15,6 +15,8 @@ struct Args {
   int threads = 0;                  // 0: kiln's default (all cores)
   int steps = 30;
   int warmup = 5;
+  int repeats = 3;                  // train/infer on a GPU: timed runs of `steps` steps, median
+  bool cuda_graphs = false;         // train on a GPU: capture the step once, then replay it
   int num_workers = 2;
   std::string filter;               // kernels mode: run only benchmarks whose name contains this
   std::string dataset;              // loader mode: fashion-mnist (default) | cifar10

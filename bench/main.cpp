@@ -11,7 +11,8 @@ namespace {
 
 void usage() {
   std::cerr << "usage: kiln_bench --mode train|infer|loader|kernels [--device cpu|cuda] [--precision P]\n"
-               "                  [--batch-size N] [--threads N] [--steps N] [--warmup N]\n"
+               "                  [--batch-size N] [--threads N] [--steps N] [--warmup N] [--repeats N]\n"
+               "                  [--cuda-graphs 0|1]\n"
                "                  [--num-workers N] [--filter NAME] [--dataset fashion-mnist|cifar10]\n";
 }
 
@@ -39,6 +40,8 @@ int main(int argc, char** argv) {
       else if (f == "--threads") a.threads = to_int(f, v);
       else if (f == "--steps") a.steps = to_int(f, v);
       else if (f == "--warmup") a.warmup = to_int(f, v);
+      else if (f == "--repeats") a.repeats = to_int(f, v);
+      else if (f == "--cuda-graphs") a.cuda_graphs = to_int(f, v) != 0;
       else if (f == "--num-workers") a.num_workers = to_int(f, v);
       else if (f == "--filter") a.filter = v;
       else if (f == "--dataset") a.dataset = v;

@@ -138,9 +138,11 @@ void profile_layers(SimpleCNN& m, int64_t batch, DType dt) {
 
 }  // namespace
 
-int run_train(const Args& a) {
-  const Precision prec = check_args(a);
-  const Device dev = Device::parse(a.device);
+// On a GPU: `repeats` runs of `steps` steps queued back to back, each closed by one
+// synchronisation (the peer's method, bench/peers/fabric_cnn.py), after warm-up steps that also
+// run cuDNN's algorithm search; with --cuda-graphs 1 the step is captured once after warm-up and
+// each step is one replay. Peak memory is measured from the end of warm-up, as the peer does.
+int train_on_gpu(const Args& a, const Precision& prec, const Device& dev) {
   const int64_t batch = a.batch_size;
   kiln::manual_seed(0);
   SimpleCNN model;
@@ -150,7 +152,68 @@ int run_train(const Args& a) {
   kiln::optim::GradScaler scaler({.enabled = prec.mixed && prec.low == DType::f16});
   Tensor x = kiln::randn({batch, 3, 32, 32}).to(dev);
   Tensor y = kiln::randint(0, 10, {batch}).to(dev);
-  const bool prof = profiling() && dev.is_cpu();
+  Tensor loss;
+  auto step = [&] {
+    opt.zero_grad();
+    {
+      AutocastGuard ac(dev.type, prec.low, prec.mixed);
+      loss = cross_entropy(model.forward(x), y);
+    }
+    scaler.scale(loss).backward();
+    scaler.step(opt);
+    scaler.update();
+  };
+  for (int s = 0; s < std::max(a.warmup, a.cuda_graphs ? 2 : 0); ++s) step();
+  kiln::cuda::Graph graph;
+  if (a.cuda_graphs) {
+    graph.capture(step);
+    graph.replay();
+  }
+  kiln::cuda::synchronize();
+  kiln::cuda::reset_peak_memory_stats();
+  const uint64_t syncs = kiln::cuda::host_sync_count();
+  std::vector<double> rates, step_ms;
+  for (int r = 0; r < std::max(a.repeats, 1); ++r) {
+    auto t0 = Clock::now();
+    for (int s = 0; s < a.steps; ++s) {
+      if (a.cuda_graphs) graph.replay();
+      else step();
+    }
+    kiln::cuda::synchronize();
+    const double t = seconds_since(t0);
+    rates.push_back(double(batch) * a.steps / t);
+    step_ms.push_back(t / a.steps * 1e3);
+  }
+  // One synchronisation closes each repeat; anything above that happened inside the steps.
+  const double syncs_per_step =
+      double(kiln::cuda::host_sync_count() - syncs - uint64_t(std::max(a.repeats, 1))) / (double(a.steps) * std::max(a.repeats, 1));
+  const double peak_mb = double(kiln::cuda::memory_stats().peak_allocated) / (1 << 20);
+  const float last_loss = loss.item<float>();
+  std::string rs;
+  for (double r : rates) rs += (rs.empty() ? "" : ",") + std::to_string(int64_t(r));
+  std::printf("{\"bench\":\"train_step\",\"device\":\"%s\",\"precision\":\"%s\",\"batch_size\":%d,"
+              "\"cuda_graphs\":%s,\"steps\":%d,\"median_step_ms\":%.3f,\"images_per_s\":%.1f,"
+              "\"repeats\":[%s],\"host_syncs_per_step\":%.2f,\"peak_mem_mb\":%.1f,\"loss\":%.4f}\n",
+              a.device.c_str(), a.precision.c_str(), int(batch), a.cuda_graphs ? "true" : "false", a.steps,
+              median(step_ms), median(rates), rs.c_str(), syncs_per_step, peak_mb, last_loss);
+  return 0;
+}
+
+int run_train(const Args& a) {
+  const Precision prec = check_args(a);
+  const Device dev = Device::parse(a.device);
+  if (dev.is_cuda()) return train_on_gpu(a, prec, dev);
+  KILN_CHECK(!a.cuda_graphs, "kiln_bench: --cuda-graphs needs --device cuda");
+  const int64_t batch = a.batch_size;
+  kiln::manual_seed(0);
+  SimpleCNN model;
+  model.to(dev);
+  model.train();
+  kiln::optim::AdamW opt(model.parameters(), kiln::optim::AdamWOptions{.lr = 3e-4, .weight_decay = 1e-2});
+  kiln::optim::GradScaler scaler({.enabled = prec.mixed && prec.low == DType::f16});
+  Tensor x = kiln::randn({batch, 3, 32, 32}).to(dev);
+  Tensor y = kiln::randint(0, 10, {batch}).to(dev);
+  const bool prof = profiling();
   std::vector<double> t_step, t_fwd, t_bwd, t_opt;
   float last_loss = 0;
   for (int s = 0; s < a.warmup + a.steps; ++s) {
@@ -166,7 +229,6 @@ int run_train(const Args& a) {
     auto t2 = Clock::now();
     scaler.step(opt);
     scaler.update();
-    sync(dev);
     auto t3 = Clock::now();
     if (s >= a.warmup) {
       t_step.push_back(std::chrono::duration<double>(t3 - t0).count());
