@@ -8,7 +8,7 @@
 #include "data/cifar.h"
 #include "data/dataloader.h"
 #include "data/dataset.h"
-#include "data/device_loader.h"
+#include "data/device_image_loader.h"
 #include "data/idx.h"
 #include "data/reference.h"
 #include "data/sampler.h"

@@ -44,12 +44,15 @@ const char* kUsage = R"(usage: train_cifar10 [flags]
   --checkpoint PATH (checkpoints/last.safetensors)  --resume PATH  --log-dir DIR (logs)
   --max-train-batches N  --max-eval-batches N    limit each epoch, for quick runs
   --max-steps N              stop after N optimizer steps (the epoch still ends with eval and checkpoint)
+  --loader auto|cpu|device   device: the dataset is uploaded once and batches are built and augmented
+                             on the training device (auto: on a GPU); cpu: worker threads
+  --cuda-graphs auto|on|off  replay the training step as a CUDA graph (auto: on a GPU, one process)
 )";
 
 struct Args {
   std::string dataset, data_dir = "data", accelerator = "auto", devices = "auto";
   std::string strategy = "auto", precision = "32-true", checkpoint = "checkpoints/last.safetensors";
-  std::string resume, log_dir = "logs";
+  std::string resume, log_dir = "logs", loader = "auto", cuda_graphs = "auto";
   bool download = false;
   int64_t epochs = 20, batch_size = 128, seed = 42, num_workers = 2;
   int64_t max_train_batches = -1, max_eval_batches = -1, max_steps = -1;
@@ -61,7 +64,8 @@ bool parse(int argc, char** argv, Args& a) {
   std::map<std::string, std::string*> strings{
       {"--dataset", &a.dataset},       {"--data-dir", &a.data_dir},   {"--accelerator", &a.accelerator},
       {"--devices", &a.devices},       {"--strategy", &a.strategy},   {"--precision", &a.precision},
-      {"--checkpoint", &a.checkpoint}, {"--resume", &a.resume},       {"--log-dir", &a.log_dir}};
+      {"--checkpoint", &a.checkpoint}, {"--resume", &a.resume},       {"--log-dir", &a.log_dir},
+      {"--loader", &a.loader},         {"--cuda-graphs", &a.cuda_graphs}};
   std::map<std::string, int64_t*> ints{
       {"--epochs", &a.epochs}, {"--batch-size", &a.batch_size}, {"--seed", &a.seed},
       {"--num-workers", &a.num_workers}, {"--max-train-batches", &a.max_train_batches},
@@ -95,6 +99,10 @@ bool parse(int argc, char** argv, Args& a) {
   }
   if (a.dataset != "cifar10" && a.dataset != "fashion-mnist")
     return std::cerr << "train_cifar10: --dataset must be cifar10 or fashion-mnist\n" << kUsage, false;
+  if (a.loader != "auto" && a.loader != "cpu" && a.loader != "device")
+    return std::cerr << "train_cifar10: --loader must be auto, cpu or device\n" << kUsage, false;
+  if (a.cuda_graphs != "auto" && a.cuda_graphs != "on" && a.cuda_graphs != "off")
+    return std::cerr << "train_cifar10: --cuda-graphs must be auto, on or off\n" << kUsage, false;
   if (a.epochs < 1 || a.batch_size < 1 || a.num_workers < 0 || !(a.lr > 0))
     return std::cerr << "train_cifar10: --epochs, --batch-size and --lr must be positive\n" << kUsage, false;
   return true;
@@ -103,6 +111,8 @@ bool parse(int argc, char** argv, Args& a) {
 struct Data {
   std::shared_ptr<kiln::data::VisionDataset> train, test;
   int64_t channels;
+  // The same recipe for kiln::data::DeviceImageLoader (training; evaluation drops flip and crop).
+  kiln::data::ImageAugment augment;
 };
 
 // The folder with the IDX files (train-images-idx3-ubyte[.gz], ...): --data-dir itself, or its
@@ -123,7 +133,9 @@ Data make_data(const Args& a) {
                                                          T::ToTensor(), norm);
     TransformPtr test_tf = std::make_shared<T::Compose>(T::ToTensor(), norm);
     return {std::make_shared<kiln::data::CIFAR10>(a.data_dir, true, train_tf, a.download),
-            std::make_shared<kiln::data::CIFAR10>(a.data_dir, false, test_tf), 3};
+            std::make_shared<kiln::data::CIFAR10>(a.data_dir, false, test_tf), 3,
+            {.crop_padding = 4, .random_flip = true, .random_crop = true, .size = 32,
+             .mean = {0.4914, 0.4822, 0.4465}, .std = {0.2470, 0.2435, 0.2616}}};
   }
   // Fashion-MNIST: 28x28 padded with black to 32x32, then the CIFAR recipe.
   auto norm = T::Normalize({0.2860}, {0.3530});
@@ -132,23 +144,30 @@ Data make_data(const Args& a) {
   TransformPtr test_tf = std::make_shared<T::Compose>(T::Pad(2), T::ToTensor(), norm);
   std::string root = fashion_mnist_root(a.data_dir);
   return {std::make_shared<kiln::data::FashionMNIST>(root, true, train_tf),
-          std::make_shared<kiln::data::FashionMNIST>(root, false, test_tf), 1};
+          std::make_shared<kiln::data::FashionMNIST>(root, false, test_tf), 1,
+          {.pad = 2, .crop_padding = 4, .random_flip = true, .random_crop = true, .size = 32, .mean = {0.2860},
+           .std = {0.3530}}};
 }
 
-double evaluate(kiln::Fabric& fabric, SimpleCNN& model, kiln::DeviceDataLoader& loader, int64_t max_batches) {
+// Counts stay on the device until the end: one synchronisation per evaluation.
+template <class Loader>
+double evaluate(kiln::Fabric& fabric, SimpleCNN& model, Loader& loader, int64_t max_batches) {
   kiln::NoGradGuard no_grad;
   model.eval();
-  int64_t correct = 0, total = 0, batches = 0;
-  for (auto& [x, y] : loader) {
+  int64_t total = 0, batches = 0;
+  kiln::Tensor hits = kiln::zeros({}, {.dtype = kiln::DType::i64, .device = fabric.device()});
+  for (auto& batch : loader) {
     if (max_batches >= 0 && batches++ >= max_batches) break;
+    auto [x, y] = fabric.to_device(batch);
     kiln::Tensor logits;
     {
       auto ac = fabric.autocast();
       logits = model.forward(x);
     }
-    correct += kiln::eq(logits.argmax(1), y).sum().item<int64_t>();
+    hits.add_(kiln::eq(logits.argmax(1), y).sum());
     total += y.size(0);
   }
+  const int64_t correct = hits.item<int64_t>();
   model.train();
   // Each rank evaluated its share of the test set.
   kiln::Tensor counts = fabric.all_reduce(
@@ -160,8 +179,11 @@ double evaluate(kiln::Fabric& fabric, SimpleCNN& model, kiln::DeviceDataLoader& 
 int run(const Args& a) {
   auto csv = std::make_shared<kiln::CSVLogger>(a.log_dir, "train_cifar10");
   auto tb = std::make_shared<kiln::TensorBoardLogger>(a.log_dir, "train_cifar10", csv->version());
+  const bool gpu_wanted = a.accelerator == "gpu" || a.accelerator == "cuda" ||
+                          (a.accelerator == "auto" && kiln::cuda::is_available());
   kiln::Fabric fabric({.accelerator = a.accelerator, .devices = a.devices, .precision = a.precision,
-                       .strategy = a.strategy, .loggers = {csv, tb}});
+                       .strategy = a.strategy, .loggers = {csv, tb},
+                       .cuda_graphs = a.cuda_graphs == "on" || (a.cuda_graphs == "auto" && gpu_wanted)});
   fabric.launch();
   kiln::Fabric::seed_everything(uint64_t(a.seed));
 
@@ -171,15 +193,60 @@ int run(const Args& a) {
       model->parameters(), kiln::optim::AdamWOptions{.lr = a.lr, .weight_decay = 1e-2});
   auto scheduler = std::make_shared<kiln::optim::CosineAnnealingLR>(*optimizer, a.epochs);
   std::tie(model, optimizer) = fabric.setup(model, optimizer);
-  // On a GPU the batches are built in pinned memory, so their copies to the device are
-  // asynchronous (Fabric's loader issues them non-blocking).
+  // On a GPU the whole input pipeline runs there by default (kiln::data::DeviceImageLoader): the
+  // dataset is uploaded once and each batch is one kernel. With --loader cpu worker threads build
+  // the batches in pinned memory and Fabric's loader copies them asynchronously.
+  // It builds float32 batches: the "-true" precisions of other dtypes take the CPU loader's.
+  const bool f32_input = a.precision == "32-true" || a.precision == "bf16-mixed" || a.precision == "16-mixed";
+  if (a.loader == "device" && !f32_input)
+    throw kiln::Error("train_cifar10: --loader device builds float32 batches; with --precision " + a.precision +
+                      " use --loader cpu");
+  const bool on_device = a.loader == "device" || (a.loader == "auto" && fabric.device().is_cuda() && f32_input);
   const bool pin = fabric.device().is_cuda();
-  auto train_loader = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(
-      data.train, kiln::data::DataLoaderOptions{.batch_size = a.batch_size, .shuffle = true,
-                                                .num_workers = int(a.num_workers), .pin_memory = pin}));
-  auto test_loader = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(
-      data.test, kiln::data::DataLoaderOptions{.batch_size = 256, .num_workers = int(a.num_workers),
-                                               .pin_memory = pin}));
+  std::shared_ptr<kiln::DeviceDataLoader> train_loader, test_loader;
+  std::shared_ptr<kiln::data::DeviceImageLoader> train_images, test_images;
+  if (on_device) {
+    kiln::data::ImageAugment eval_aug = data.augment;
+    eval_aug.random_flip = eval_aug.random_crop = false;
+    eval_aug.crop_padding = 0;
+    train_images = std::make_shared<kiln::data::DeviceImageLoader>(
+        *data.train, fabric.device(),
+        kiln::data::DeviceImageLoaderOptions{.batch_size = a.batch_size, .shuffle = true, .augment = data.augment,
+                                             .seed = uint64_t(a.seed), .rank = fabric.global_rank(),
+                                             .world_size = fabric.world_size()});
+    test_images = std::make_shared<kiln::data::DeviceImageLoader>(
+        *data.test, fabric.device(),
+        kiln::data::DeviceImageLoaderOptions{.batch_size = 256, .augment = eval_aug, .rank = fabric.global_rank(),
+                                             .world_size = fabric.world_size()});
+  } else {
+    train_loader = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(
+        data.train, kiln::data::DataLoaderOptions{.batch_size = a.batch_size, .shuffle = true,
+                                                  .num_workers = int(a.num_workers), .pin_memory = pin}));
+    test_loader = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(
+        data.test, kiln::data::DataLoaderOptions{.batch_size = 256, .num_workers = int(a.num_workers),
+                                                 .pin_memory = pin}));
+  }
+  auto run_eval = [&] {
+    return on_device ? evaluate(fabric, *model, *test_images, a.max_eval_batches)
+                     : evaluate(fabric, *model, *test_loader,
+                                a.max_eval_batches);
+  };
+  // The step as a function of the batch: with CUDA graphs it is captured once per learning rate
+  // and replayed. It returns the loss and the number of correct predictions, kept on the device
+  // and added up there, so the host reads them only when it prints.
+  auto train_step = fabric.compile_step([&](const std::vector<kiln::Tensor>& in) {
+    optimizer->zero_grad();
+    kiln::Tensor logits, loss;
+    {
+      auto ac = fabric.autocast();
+      logits = model->forward(in[0]);
+      loss = kiln::cross_entropy(logits, in[1]);
+    }
+    fabric.backward(loss);
+    fabric.step(optimizer);
+    kiln::NoGradGuard no_grad;
+    return std::vector<kiln::Tensor>{loss.detach().to(kiln::DType::f32), kiln::eq(logits.argmax(1), in[1]).sum()};
+  });
 
   int64_t start_epoch = 0;
   if (!a.resume.empty()) {
@@ -217,7 +284,7 @@ int run(const Args& a) {
   if (start_epoch >= a.epochs)
     fabric.print("Nothing to train: the checkpoint is at epoch ", start_epoch, " and --epochs is ", a.epochs,
                  "; pass a larger --epochs to train on. Evaluating the checkpoint's model.");
-  int64_t batches = train_loader->size();
+  int64_t batches = on_device ? train_images->size() : train_loader->size();
   if (a.max_train_batches >= 0) batches = std::min(batches, a.max_train_batches);
   double acc = 0;
   int64_t steps = 0;
@@ -226,43 +293,43 @@ int run(const Args& a) {
   double timed_secs = 0, first_secs = 0;
   int64_t timed_images = 0, first_images = 0;
   for (int64_t epoch = start_epoch; epoch < a.epochs; ++epoch) {
-    train_loader->set_epoch(epoch);
+    if (on_device) train_images->set_epoch(epoch);
+    else train_loader->set_epoch(epoch);
     model->train();
     auto t0 = Clock::now();
-    double loss_sum = 0;
-    int64_t correct = 0, seen = 0, i = 0;
-    for (auto& [x, y] : *train_loader) {
-      if (i >= batches || (a.max_steps >= 0 && steps >= a.max_steps)) break;
-      optimizer->zero_grad();
-      kiln::Tensor logits, loss;
-      {
-        auto ac = fabric.autocast();
-        logits = model->forward(x);
-        loss = kiln::cross_entropy(logits, y);
+    kiln::Tensor loss_sum = kiln::zeros({}, {.device = fabric.device()});
+    kiln::Tensor correct = kiln::zeros({}, {.dtype = kiln::DType::i64, .device = fabric.device()});
+    int64_t seen = 0, i = 0;
+    auto train_epoch = [&](auto& loader) {
+      for (auto& batch : loader) {
+        if (i >= batches || (a.max_steps >= 0 && steps >= a.max_steps)) break;
+        auto [x, y] = fabric.to_device(batch);
+        std::vector<kiln::Tensor> out = train_step({x, y});
+        loss_sum.add_(out[0]);
+        correct.add_(out[1]);
+        ++steps;
+        seen += y.size(0);
+        ++i;
+        if (i % 50 == 0) fabric.log_dict({{"train_loss", out[0].item<double>()}}, epoch * batches + i);
+        if (i % 100 == 0) {
+          char b[128];
+          std::snprintf(b, sizeof b, "Epoch %lld | Batch %lld | Loss: %.4f | Acc: %.2f%%", (long long)(epoch + 1),
+                        (long long)i, loss_sum.item<double>() / double(i),
+                        100.0 * double(correct.item<int64_t>()) / double(seen));
+          fabric.print(b);
+        }
+        if (progress && i % 10 == 0) {
+          double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+          std::printf("\r  Epoch %lld/%lld  %lld/%lld  %.0f img/s  loss %.4f  %.0fs left   ",
+                      (long long)(epoch + 1), (long long)a.epochs, (long long)i, (long long)batches,
+                      double(seen) * fabric.world_size() / secs, out[0].item<double>(),
+                      secs / double(i) * double(batches - i));
+          std::fflush(stdout);
+        }
       }
-      fabric.backward(loss);
-      fabric.step(optimizer);
-      ++steps;
-      double l = loss.item<double>();
-      loss_sum += l;
-      correct += kiln::eq(logits.argmax(1), y).sum().item<int64_t>();
-      seen += y.size(0);
-      ++i;
-      if (i % 50 == 0) fabric.log_dict({{"train_loss", l}}, epoch * batches + i);
-      if (i % 100 == 0) {
-        char b[128];
-        std::snprintf(b, sizeof b, "Epoch %lld | Batch %lld | Loss: %.4f | Acc: %.2f%%", (long long)(epoch + 1),
-                      (long long)i, loss_sum / double(i), 100.0 * double(correct) / double(seen));
-        fabric.print(b);
-      }
-      if (progress) {
-        double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-        std::printf("\r  Epoch %lld/%lld  %lld/%lld  %.0f img/s  loss %.4f  %.0fs left   ",
-                    (long long)(epoch + 1), (long long)a.epochs, (long long)i, (long long)batches,
-                    double(seen) * fabric.world_size() / secs, l, secs / double(i) * double(batches - i));
-        std::fflush(stdout);
-      }
-    }
+    };
+    if (on_device) train_epoch(*train_images);
+    else train_epoch(*train_loader);
     if (progress) std::printf("\r%*s\r", 90, "");
     scheduler->step();
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -273,12 +340,12 @@ int run(const Args& a) {
       timed_secs += secs;
       timed_images += seen;
     }
-    acc = evaluate(fabric, *model, *test_loader, a.max_eval_batches);
+    acc = run_eval();
     char line[128];
     std::snprintf(line, sizeof line, "Epoch %lld | Val Acc: %.2f%%", (long long)(epoch + 1), acc);
     fabric.print(line, "  (", int64_t(secs), " s, ", int64_t(double(seen) / secs), " img/s)");
     fabric.log_dict({{"val_acc", acc}, {"epoch", double(epoch)}, {"lr", optimizer->lr()},
-                     {"train_loss_epoch", i ? loss_sum / double(i) : 0.0}}, (epoch + 1) * batches);
+                     {"train_loss_epoch", i ? loss_sum.item<double>() / double(i) : 0.0}}, (epoch + 1) * batches);
     kiln::State state{{"model", model}, {"optimizer", optimizer}, {"scheduler", scheduler},
                       {"epoch", epoch}, {"epochs", a.epochs},
                       {"rng_seed", int64_t(kiln::default_generator().seed())},
@@ -287,7 +354,7 @@ int run(const Args& a) {
     fabric.save(a.checkpoint, state);
     if (a.max_steps >= 0 && steps >= a.max_steps) break;
   }
-  if (start_epoch >= a.epochs) acc = evaluate(fabric, *model, *test_loader, a.max_eval_batches);
+  if (start_epoch >= a.epochs) acc = run_eval();
   char line[64];
   std::snprintf(line, sizeof line, "Test accuracy: %.2f%%", acc);
   fabric.print(line);

@@ -140,6 +140,24 @@ void Fabric::setup_optimizer_impl(const std::shared_ptr<optim::Optimizer>& optim
   KILN_CHECK(optimizer, "Fabric::setup: the optimizer is null");
   if (group_) group_->wrap_optimizer(optimizer);
   setup_objects_.insert(optimizer.get());
+  optimizers_.push_back(optimizer);
+}
+
+CompiledStep Fabric::compile_step(CompiledStep::Fn fn, int warmup) const {
+  bool graphs = options_.cuda_graphs && device_.is_cuda();
+  if (graphs && world_size() > 1) {
+    // Collectives inside a captured step (NCCL under DDP's hooks) are not verified yet.
+    print("cuda_graphs: the step runs eagerly with ", world_size(), " processes; graphs are used with one");
+    graphs = false;
+  }
+  std::vector<std::shared_ptr<optim::Optimizer>> opts = optimizers_;
+  auto lrs = [opts] {
+    std::vector<double> v;
+    for (const auto& o : opts)
+      for (const auto& g : o->param_groups()) v.push_back(g.lr());
+    return v;
+  };
+  return CompiledStep(std::move(fn), graphs, lrs, warmup);
 }
 
 std::shared_ptr<DeviceDataLoader> Fabric::setup_dataloaders(std::shared_ptr<data::DataLoader> loader) {

@@ -27,6 +27,7 @@
 #include "core/autocast.h"
 #include "data/dataloader.h"
 #include "fabric/checkpoint.h"
+#include "fabric/compiled_step.h"
 #include "fabric/device_loader.h"
 #include "fabric/loggers.h"
 #include "fabric/safetensors.h"
@@ -50,6 +51,9 @@ struct FabricOptions {
   // so on rank 0 at launch. strategy() reports "zero" for each of them.
   std::string strategy = "auto";
   std::vector<std::shared_ptr<Logger>> loggers = {};
+  // Steps built with compile_step() are captured once as CUDA graphs and replayed (one process
+  // on a GPU; elsewhere they run eagerly).
+  bool cuda_graphs = false;
 };
 
 class Fabric {
@@ -118,6 +122,11 @@ class Fabric {
                         const std::shared_ptr<optim::Optimizer>& optimizer,
                         std::optional<double> clip_val = std::nullopt,
                         std::optional<double> max_norm = std::nullopt, double norm_type = 2.0);
+  // The training step as a function of the batch (fabric/compiled_step.h): with
+  // FabricOptions::cuda_graphs on a GPU it is replayed as a CUDA graph after warm-up, and captured
+  // again when a set-up optimizer's learning rate changes; otherwise each call just runs `fn`.
+  CompiledStep compile_step(CompiledStep::Fn fn, int warmup = 2) const;
+
   // The precision's autocast scope ("-mixed" precisions); a no-op scope otherwise. Wrap the forward
   // pass and the loss in it: { auto ac = fabric.autocast(); loss = ...; }
   std::unique_ptr<AutocastGuard> autocast() const;
@@ -194,6 +203,7 @@ class Fabric {
   std::string precision_, strategy_;
   std::vector<std::shared_ptr<Logger>> loggers_;
   std::set<const void*> setup_objects_;
+  std::vector<std::shared_ptr<optim::Optimizer>> optimizers_;  // set up, in order
   std::shared_ptr<optim::GradScaler> scaler_;
   // fabric.backward calls so far, and the count each optimizer last stepped at ("16-mixed").
   int64_t backward_count_ = 0;

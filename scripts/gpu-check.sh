@@ -2,8 +2,11 @@
 # One-shot check of the CUDA backend on a GPU machine without network or apt: configure with the
 # header-only dependencies from .deps (scripts/fetch-gpu-deps.sh), build the library, the gpu test
 # suite and kiln_bench for sm_90, then run the gpu suite, the same suite under compute-sanitizer
-# memcheck, and the kernel benchmarks. Every step runs whatever happened before (no early exit),
-# with its own time limit, and writes one flat log; summary.txt holds each step's exit code.
+# memcheck, the kernel benchmarks, the training step (eager and replayed as a CUDA graph, beside
+# PyTorch + Lightning Fabric) and the recipe end to end (train_cifar10, 20 epochs of random
+# CIFAR-shaped data, beside bench/peers/seed_cifar10.py on the same files). Every step runs
+# whatever happened before (no early exit), with its own time limit, and writes one flat log;
+# summary.txt holds each step's exit code.
 #   scripts/gpu-check.sh LOGDIR      # LOGDIR/{build,gpu-tests,bench-kernels,train,memcheck}.log, summary.txt
 set -uo pipefail
 LOG=${1:?usage: scripts/gpu-check.sh LOGDIR}
@@ -58,12 +61,12 @@ BUILD_LOG=$LOG/build.log
 : > "$BUILD_LOG"
 if [ ! -f "$BUILD/build.ninja" ]; then
   step configure "$BUILD_LOG" 120 meson setup "$BUILD" -Dcuda=enabled -Dgpu_arch="$ARCH" \
-    -Dtests=true -Dbench=true -Dexamples=false -Dbuildtype=release \
+    -Dtests=true -Dbench=true -Dexamples=true -Dbuildtype=release \
     -Dpkg_config_path="${PKG_CONFIG_PATH:-}" -Dcmake_prefix_path="$DEPS"
 else
   step reconfigure "$BUILD_LOG" 120 meson setup --reconfigure "$BUILD" -Dgpu_arch="$ARCH"
 fi
-step build "$BUILD_LOG" 300 ninja -C "$BUILD" -j "$JOBS" tests/test_gpu bench/kiln_bench
+step build "$BUILD_LOG" 300 ninja -C "$BUILD" -j "$JOBS" tests/test_gpu bench/kiln_bench examples/train_cifar10
 TEST=$BUILD/tests/test_gpu
 BENCH=$BUILD/bench/kiln_bench
 export KILN_SOURCE_ROOT=$ROOT KILN_BUILD_ROOT=$BUILD
@@ -93,7 +96,10 @@ if [ -x "$BENCH" ]; then
   train_all() {
     for p in 32-true bf16-mixed 16-mixed; do
       for b in 128 512; do
-        "$BENCH" --mode train --device cuda --precision "$p" --batch-size "$b" --steps 30 --warmup 5 || true
+        for g in 0 1; do
+          "$BENCH" --mode train --device cuda --precision "$p" --batch-size "$b" --steps 30 --warmup 5 \
+            --repeats 3 --cuda-graphs $g || true
+        done
       done
     done
   }
@@ -106,6 +112,30 @@ if command -v python3 >/dev/null; then
     --precision 32-true bf16-mixed 16-mixed --batch-size 128 512 --steps 30 --warmup 5 --repeats 3
 fi
 grep -E '^\{"bench"' "$LOG/train.log" | sed 's/^/  /' >> "$SUMMARY"
+
+# -- the recipe end to end: 20 epochs over 50,000 random CIFAR-shaped images with evaluation of
+#    10,000 and a checkpoint each epoch (train_cifar10 on the GPU: data on the device, the step a
+#    CUDA graph), and the seed's PyTorch + Fabric program on the same files (3 epochs: its time
+#    per epoch gives the ratio)
+TRAIN=$BUILD/examples/train_cifar10
+if [ -x "$TRAIN" ] && command -v python3 >/dev/null; then
+  recipe() {
+    python3 "$ROOT/bench/peers/make_synthetic_cifar10.py" /tmp/kiln-cifar-synth || return 1
+    rm -rf /tmp/kiln-recipe && mkdir -p /tmp/kiln-recipe && cd /tmp/kiln-recipe || return 1
+    local s=$EPOCHREALTIME
+    "$TRAIN" --data-dir /tmp/kiln-cifar-synth --accelerator gpu --epochs 20 --seed 0 --num-workers 4 \
+      --checkpoint /tmp/kiln-recipe/last.safetensors --log-dir /tmp/kiln-recipe/logs || return 1
+    echo "{\"recipe\":\"kiln train_cifar10\",\"epochs\":20,\"wall_seconds\":$(awk "BEGIN {print $EPOCHREALTIME - $s}")}"
+    s=$EPOCHREALTIME
+    PYTHONUNBUFFERED=1 python3 "$ROOT/bench/peers/seed_cifar10.py" --data-dir /tmp/kiln-cifar-synth --epochs 3 \
+      --accelerator cuda --num-workers 8 --checkpoint-dir /tmp/kiln-recipe/peer || return 1
+    echo "{\"recipe\":\"peer seed_cifar10.py\",\"epochs\":3,\"wall_seconds\":$(awk "BEGIN {print $EPOCHREALTIME - $s}")}"
+  }
+  export -f recipe
+  export TRAIN ROOT
+  step recipe "$LOG/train.log" 150 bash -c recipe
+  grep -E '^\{"(recipe|program)"|"images_per_s"' "$LOG/train.log" | tail -4 | sed 's/^/  /' >> "$SUMMARY"
+fi
 
 # -- memcheck on the same suite (slower: the biggest cases, those that keep the GPU busy with large
 #    matmuls on purpose, and the multi-tensor dtype sweeps are excluded to fit the time; the

@@ -13,7 +13,9 @@
 #include <memory>
 #include <vector>
 
+#include "data/device_image_loader.h"
 #include "examples/simple_cnn.h"
+#include "fabric/fabric.h"
 #include "gpu_helpers.h"
 #include "optim/adam.h"
 #include "optim/grad_scaler.h"
@@ -225,4 +227,56 @@ TEST_CASE("gpu: what a capture cannot hold is a clear error, and the device stay
   CHECK_THROWS_AS(graph.capture([&] {}), Error);  // already captured
   graph.reset();
   CHECK_FALSE(graph.is_captured());
+}
+
+TEST_CASE("gpu: DeviceImageLoader builds the CPU's batches bit for bit" * doctest::skip(gpu_missing())) {
+  manual_seed(9);
+  Tensor images = randint(0, 256, {300, 3, 32, 32}).to(DType::u8);
+  Tensor labels = randint(0, 10, {300});
+  data::DeviceImageLoaderOptions o{.batch_size = 128, .shuffle = true,
+                                   .augment = {.crop_padding = 4, .random_flip = true, .random_crop = true,
+                                               .mean = {0.49, 0.48, 0.45}, .std = {0.25, 0.24, 0.26}},
+                                   .seed = 3};
+  data::DeviceImageLoader cpu(images, labels, kCpu, o), gpu(images, labels, kGpu, o);
+  cpu.set_epoch(2);
+  gpu.set_epoch(2);
+  for (int64_t i = 0; i < cpu.size(); ++i) {
+    data::Batch a = cpu.batch(i), b = gpu.batch(i);
+    CHECK(b.data.is_cuda());
+    expect_close(b.data, a.data, 0, 0, "batch " + std::to_string(i) + " images");
+    expect_close(b.target, a.target, 0, 0, "batch " + std::to_string(i) + " labels");
+  }
+}
+
+TEST_CASE("gpu: Fabric's compiled step captures once per learning rate and trains like eager steps" * doctest::skip(gpu_missing())) {
+  auto eager = model_on_gpu(5), graphed = model_on_gpu(5);
+  eager->train(false);
+  graphed->train(false);
+  optim::AdamW oe(eager->parameters(), optim::AdamWOptions{.lr = 1e-3});
+  optim::AdamW og(graphed->parameters(), optim::AdamWOptions{.lr = 1e-3});
+  Fabric fabric({.accelerator = "gpu", .cuda_graphs = true});
+  auto model = graphed;
+  auto opt = std::shared_ptr<optim::AdamW>(&og, [](optim::AdamW*) {});
+  std::tie(model, opt) = fabric.setup(model, opt);
+  CompiledStep step = fabric.compile_step([&](const std::vector<Tensor>& in) {
+    opt->zero_grad();
+    Tensor loss = nn::functional::cross_entropy(model->forward(in[0]), in[1]);
+    fabric.backward(loss);
+    fabric.step(opt);
+    return std::vector<Tensor>{loss.detach()};
+  });
+  CHECK(step.uses_cuda_graphs());
+  auto data = batches(10, 32, 6);
+  data.push_back({data[0].x.narrow(0, 0, 16).clone(), data[0].y.narrow(0, 0, 16).clone()});  // a short last batch
+  for (size_t i = 0; i < data.size(); ++i) {
+    if (i == 6) {  // a scheduler's step: both take the new rate, the graph is captured again
+      oe.set_lr(5e-4);
+      og.set_lr(5e-4);
+    }
+    train_step(*eager, oe, nullptr, data[i].x, data[i].y);
+    Tensor loss = step({data[i].x, data[i].y})[0];
+    CHECK(std::isfinite(loss.item<float>()));
+  }
+  CHECK(step.captures() == 2);  // batch 32 before and after the new rate; batch 16 is still warming up
+  expect_same_parameters(*graphed, *eager, 1e-5, "compiled step");
 }

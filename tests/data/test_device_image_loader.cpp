@@ -1,4 +1,4 @@
-// DeviceLoader on the CPU backend (the GPU builds the same batches bit for bit, tests/gpu):
+// DeviceImageLoader on the CPU backend (the GPU builds the same batches bit for bit, tests/gpu):
 // without augmentation a batch equals the torchvision-style transforms' (Pad, ToTensor,
 // Normalize); a flip gives the mirror image, a crop a shifted image with zero fill inside the
 // padding's range; the order is a permutation per epoch, reproducible from the seed, split
@@ -31,9 +31,9 @@ Tensor reference(const data::VisionDataset& ds, int64_t k, int64_t pad) {
 
 }  // namespace
 
-TEST_CASE("DeviceLoader without augmentation equals Pad + ToTensor + Normalize, in order") {
+TEST_CASE("DeviceImageLoader without augmentation equals Pad + ToTensor + Normalize, in order") {
   auto ds = small_dataset();
-  data::DeviceLoader loader(ds, Device::cpu(), {.batch_size = 5, .augment = {.pad = 2, .mean = {0.5}, .std = {0.25}}});
+  data::DeviceImageLoader loader(ds, Device::cpu(), {.batch_size = 5, .augment = {.pad = 2, .mean = {0.5}, .std = {0.25}}});
   CHECK(loader.size() == 3);  // 5 + 5 + 2
   int64_t k = 0;
   for (auto& [x, y] : loader) {
@@ -48,7 +48,7 @@ TEST_CASE("DeviceLoader without augmentation equals Pad + ToTensor + Normalize, 
   CHECK(k == 12);
 }
 
-TEST_CASE("DeviceLoader's flips are mirror images and its crops shifted windows with zero fill") {
+TEST_CASE("DeviceImageLoader's flips are mirror images and its crops shifted windows with zero fill") {
   // Square 8x8 images, mean 0 and std 1: outputs are the pixels / 255.
   manual_seed(6);
   Tensor images = randint(0, 256, {64, 1, 8, 8}).to(DType::u8);
@@ -66,7 +66,7 @@ TEST_CASE("DeviceLoader's flips are mirror images and its crops shifted windows 
         if (std::abs(got[size_t(b * 64 + y * 8 + x)] - expect(b, flip, p, dy, dx, y, x)) > 1e-6f) return false;
     return true;
   };
-  data::DeviceLoader flips(images, labels, Device::cpu(),
+  data::DeviceImageLoader flips(images, labels, Device::cpu(),
                            {.batch_size = 64, .augment = {.random_flip = true, .mean = {0.0}, .std = {1.0}}});
   const auto f = flips.batch(0).data.to_vector<float>();
   int flipped = 0;
@@ -78,7 +78,7 @@ TEST_CASE("DeviceLoader's flips are mirror images and its crops shifted windows 
   CHECK(flipped > 16);
   CHECK(flipped < 48);
 
-  data::DeviceLoader crops(images, labels, Device::cpu(),
+  data::DeviceImageLoader crops(images, labels, Device::cpu(),
                            {.batch_size = 64, .augment = {.crop_padding = 2, .random_crop = true, .mean = {0.0}, .std = {1.0}}});
   const auto c = crops.batch(0).data.to_vector<float>();
   std::set<std::pair<int64_t, int64_t>> shifts;
@@ -95,10 +95,10 @@ TEST_CASE("DeviceLoader's flips are mirror images and its crops shifted windows 
   CHECK(shifts.size() > 8);  // the corners vary
 }
 
-TEST_CASE("DeviceLoader shuffles per epoch, reproducibly, and splits between ranks") {
+TEST_CASE("DeviceImageLoader shuffles per epoch, reproducibly, and splits between ranks") {
   auto ds = small_dataset();
   auto order = [&](uint64_t seed, int64_t epoch, int64_t rank, int64_t world) {
-    data::DeviceLoader l(ds, Device::cpu(), {.batch_size = 4, .shuffle = true, .seed = seed, .rank = rank,
+    data::DeviceImageLoader l(ds, Device::cpu(), {.batch_size = 4, .shuffle = true, .seed = seed, .rank = rank,
                                              .world_size = world});
     l.set_epoch(epoch);
     std::vector<int64_t> out;
@@ -121,16 +121,16 @@ TEST_CASE("DeviceLoader shuffles per epoch, reproducibly, and splits between ran
   CHECK(order(1, 0, 4, 5).size() == 3);
 }
 
-TEST_CASE("DeviceLoader refuses bad options with clear errors") {
+TEST_CASE("DeviceImageLoader refuses bad options with clear errors") {
   auto ds = small_dataset();
-  CHECK_THROWS_WITH_AS(data::DeviceLoader(ds, Device::cpu(), {.batch_size = 0}),
+  CHECK_THROWS_WITH_AS(data::DeviceImageLoader(ds, Device::cpu(), {.batch_size = 0}),
                        doctest::Contains("batch_size must be positive"), Error);
-  CHECK_THROWS_WITH_AS(data::DeviceLoader(ds, Device::cpu(), {.batch_size = 1, .augment = {.size = 40}}),
+  CHECK_THROWS_WITH_AS(data::DeviceImageLoader(ds, Device::cpu(), {.batch_size = 1, .augment = {.size = 40}}),
                        doctest::Contains("does not fit"), Error);
-  CHECK_THROWS_WITH_AS(data::DeviceLoader(ds, Device::cpu(), {.batch_size = 1, .augment = {.mean = {0.1, 0.2}}}),
+  CHECK_THROWS_WITH_AS(data::DeviceImageLoader(ds, Device::cpu(), {.batch_size = 1, .augment = {.mean = {0.1, 0.2}}}),
                        doctest::Contains("one mean and std per channel"), Error);
-  CHECK_THROWS_WITH_AS(data::DeviceLoader(ds, Device::cpu(), {.batch_size = 1, .rank = 2, .world_size = 2}),
+  CHECK_THROWS_WITH_AS(data::DeviceImageLoader(ds, Device::cpu(), {.batch_size = 1, .rank = 2, .world_size = 2}),
                        doctest::Contains("rank 2 is not in a world of 2"), Error);
-  CHECK_THROWS_WITH_AS(data::DeviceLoader(ds.images().to(DType::f32), ds.labels(), Device::cpu(), {.batch_size = 1}),
+  CHECK_THROWS_WITH_AS(data::DeviceImageLoader(ds.images().to(DType::f32), ds.labels(), Device::cpu(), {.batch_size = 1}),
                        doctest::Contains("expected uint8 images"), Error);
 }

@@ -6,7 +6,7 @@
 // threads, no host copies and nothing that waits for the device. The random choices come from
 // (seed, epoch, position in the epoch), so a run is reproducible, and the CPU builds the same
 // batches bit for bit.
-//   kiln::data::DeviceLoader train(dataset, kiln::Device::cuda(0),
+//   kiln::data::DeviceImageLoader train(dataset, kiln::Device::cuda(0),
 //       {.batch_size = 128, .shuffle = true, .augment = {.crop_padding = 4, .random_flip = true,
 //        .random_crop = true, .mean = {0.4914, 0.4822, 0.4465}, .std = {0.2470, 0.2435, 0.2616}}});
 //   for (auto& [x, y] : train) { ... }   // x f32 [B, C, H, W], y i64 [B], both on the device
@@ -29,7 +29,7 @@ struct ImageAugment {
   std::vector<double> mean = {}, std = {};  // Normalize, one value per channel (or one for all)
 };
 
-struct DeviceLoaderOptions {
+struct DeviceImageLoaderOptions {
   int64_t batch_size = 1;
   bool shuffle = false;
   bool drop_last = false;
@@ -38,24 +38,24 @@ struct DeviceLoaderOptions {
   int64_t rank = 0, world_size = 1;  // each rank sees its own share, padded to equal length
 };
 
-class DeviceLoader {
+class DeviceImageLoader {
  public:
-  DeviceLoader(const VisionDataset& dataset, Device device, DeviceLoaderOptions options);
+  DeviceImageLoader(const VisionDataset& dataset, Device device, DeviceImageLoaderOptions options);
   // From images uint8 [N, C, H, W] and labels int64 [N] on any device.
-  DeviceLoader(const Tensor& images, const Tensor& labels, Device device, DeviceLoaderOptions options);
+  DeviceImageLoader(const Tensor& images, const Tensor& labels, Device device, DeviceImageLoaderOptions options);
 
   int64_t size() const;                    // batches per epoch on this rank
   int64_t num_samples() const { return per_rank_; }
   void set_epoch(int64_t epoch) { epoch_ = epoch; }
   Device device() const { return device_; }
-  const DeviceLoaderOptions& options() const { return options_; }
+  const DeviceImageLoaderOptions& options() const { return options_; }
 
   // Batch `i` of the current epoch (0 <= i < size()).
   Batch batch(int64_t i);
 
   class Iterator {
    public:
-    Iterator(DeviceLoader* loader, int64_t i) : loader_(loader), i_(i) {}
+    Iterator(DeviceImageLoader* loader, int64_t i) : loader_(loader), i_(i) {}
     Batch& operator*() {
       if (!current_.data.defined()) current_ = loader_->batch(i_);
       return current_;
@@ -68,7 +68,7 @@ class DeviceLoader {
     bool operator!=(const Iterator& other) const { return i_ != other.i_; }
 
    private:
-    DeviceLoader* loader_;
+    DeviceImageLoader* loader_;
     int64_t i_;
     Batch current_;
   };
@@ -79,7 +79,7 @@ class DeviceLoader {
   void upload_order();
 
   Device device_;
-  DeviceLoaderOptions options_;
+  DeviceImageLoaderOptions options_;
   Tensor images_, labels_;  // on the device
   int64_t per_rank_ = 0;
   int64_t epoch_ = 0;

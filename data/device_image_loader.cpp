@@ -1,7 +1,7 @@
-// DeviceLoader: the epoch's order on the host (a Fisher-Yates shuffle from the seed and epoch,
+// DeviceImageLoader: the epoch's order on the host (a Fisher-Yates shuffle from the seed and epoch,
 // split between ranks like DistributedSampler), uploaded once per epoch; batches built on the
 // device by Backend::augment_images.
-#include "data/device_loader.h"
+#include "data/device_image_loader.h"
 
 #include <algorithm>
 #include <numeric>
@@ -11,12 +11,12 @@
 
 namespace kiln::data {
 
-DeviceLoader::DeviceLoader(const VisionDataset& dataset, Device device, DeviceLoaderOptions options)
-    : DeviceLoader(dataset.images(), dataset.labels(), device, std::move(options)) {}
+DeviceImageLoader::DeviceImageLoader(const VisionDataset& dataset, Device device, DeviceImageLoaderOptions options)
+    : DeviceImageLoader(dataset.images(), dataset.labels(), device, std::move(options)) {}
 
-DeviceLoader::DeviceLoader(const Tensor& images, const Tensor& labels, Device device, DeviceLoaderOptions o)
+DeviceImageLoader::DeviceImageLoader(const Tensor& images, const Tensor& labels, Device device, DeviceImageLoaderOptions o)
     : device_(device), options_(std::move(o)) {
-  const char* op = "DeviceLoader";
+  const char* op = "DeviceImageLoader";
   KILN_CHECK(images.defined() && images.dim() == 4 && images.dtype() == DType::u8, op,
              ": expected uint8 images [N, C, H, W], got ",
              images.defined() ? dtype_name(images.dtype()) : "an undefined tensor", " ",
@@ -49,12 +49,12 @@ DeviceLoader::DeviceLoader(const Tensor& images, const Tensor& labels, Device de
   per_rank_ = (n + w - 1) / w;  // DistributedSampler pads by repeating the order's start
 }
 
-int64_t DeviceLoader::size() const {
+int64_t DeviceImageLoader::size() const {
   const int64_t b = options_.batch_size;
   return options_.drop_last ? per_rank_ / b : (per_rank_ + b - 1) / b;
 }
 
-void DeviceLoader::upload_order() {
+void DeviceImageLoader::upload_order() {
   if (order_epoch_ == epoch_ && order_.defined()) return;
   const int64_t n = images_.size(0), w = options_.world_size;
   std::vector<int64_t> all(static_cast<size_t>(n));
@@ -70,13 +70,13 @@ void DeviceLoader::upload_order() {
   order_epoch_ = epoch_;
 }
 
-DeviceLoader::Iterator DeviceLoader::begin() {
+DeviceImageLoader::Iterator DeviceImageLoader::begin() {
   upload_order();
   return Iterator(this, 0);
 }
 
-Batch DeviceLoader::batch(int64_t i) {
-  KILN_CHECK(i >= 0 && i < size(), "DeviceLoader: batch ", i, " of an epoch of ", size());
+Batch DeviceImageLoader::batch(int64_t i) {
+  KILN_CHECK(i >= 0 && i < size(), "DeviceImageLoader: batch ", i, " of an epoch of ", size());
   upload_order();
   const auto& a = options_.augment;
   const int64_t start = i * options_.batch_size, count = std::min(options_.batch_size, per_rank_ - start);
