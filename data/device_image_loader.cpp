@@ -91,8 +91,8 @@ Batch DeviceImageLoader::batch(int64_t i) {
   p.random_flip = a.random_flip;
   p.random_crop = a.random_crop;
   for (int64_t ch = 0; ch < p.channels; ++ch) {
-    p.mean[ch] = float(a.mean[size_t(ch)]);
-    p.inv_std[ch] = float(1.0 / a.std[size_t(ch)]);
+    p.scale[ch] = float(1.0 / (255.0 * a.std[size_t(ch)]));
+    p.shift[ch] = float(-a.mean[size_t(ch)] / a.std[size_t(ch)]);
   }
   // Every entry of the epoch has its own Philox counter: its position in the rank's order.
   p.seed = options_.seed ^ (0xD1B54A32D192ED03ull * uint64_t(epoch_ + 1)) ^ uint64_t(options_.rank);

@@ -6,6 +6,7 @@
 //   AugmentParams p{...};  backend.augment_images(p, out, out_labels, images, labels, indices);
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/philox.h"
@@ -22,8 +23,10 @@ struct AugmentParams {
   int64_t crop_padding = 0;   // RandomCrop's zero padding around the padded image
   bool random_flip = false;   // each entry flipped left-right with probability 1/2
   bool random_crop = false;   // else the crop is centred
-  float mean[kAugmentMaxChannels] = {};
-  float inv_std[kAugmentMaxChannels] = {};
+  // ToTensor + Normalize folded into one fused multiply-add per pixel, the same on every
+  // device: out = fma(byte, scale, shift), scale = 1 / (255 std), shift = -mean / std.
+  float scale[kAugmentMaxChannels] = {};
+  float shift[kAugmentMaxChannels] = {};
   uint64_t seed = 0, offset = 0;
 };
 
@@ -56,8 +59,12 @@ KILN_HD float augment_pixel(const AugmentParams& p, const uint8_t* img, const Au
   // (j = col + pad) that is w_in - 1 - col.
   if (c.flip) col = p.w_in - 1 - col;
   float v = 0.0f;
-  if (r >= 0 && r < p.h_in && col >= 0 && col < p.w_in) v = float(img[(ch * p.h_in + r) * p.w_in + col]) * (1.0f / 255.0f);
-  return (v - p.mean[ch]) * p.inv_std[ch];
+  if (r >= 0 && r < p.h_in && col >= 0 && col < p.w_in) v = float(img[(ch * p.h_in + r) * p.w_in + col]);
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(v, p.scale[ch], p.shift[ch]);
+#else
+  return std::fma(v, p.scale[ch], p.shift[ch]);
+#endif
 }
 
 }  // namespace kiln::kernels

@@ -42,7 +42,7 @@ TEST_CASE("DeviceImageLoader without augmentation equals Pad + ToTensor + Normal
     CHECK(x.size(3) == 10);
     for (int64_t b = 0; b < x.size(0); ++b, ++k) {
       CHECK(y[b].item<int64_t>() == k);
-      kiln::test::check_close(x[b], reference(ds, k, 2), 1e-6, 1e-6);
+      kiln::test::check_close(x[b], reference(ds, k, 2), 1e-5, 1e-5);  // one fma vs two roundings
     }
   }
   CHECK(k == 12);
