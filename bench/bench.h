@@ -17,6 +17,7 @@ struct Args {
   int warmup = 5;
   int repeats = 3;                  // train/infer on a GPU: timed runs of `steps` steps, median
   bool cuda_graphs = false;         // train on a GPU: capture the step once, then replay it
+  bool tf32 = false;                // float32 convolutions on TF32 tensor cores (PyTorch's default)
   int num_workers = 2;
   std::string filter;               // kernels mode: run only benchmarks whose name contains this
   std::string dataset;              // loader mode: fashion-mnist (default) | cifar10

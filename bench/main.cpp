@@ -12,7 +12,7 @@ namespace {
 void usage() {
   std::cerr << "usage: kiln_bench --mode train|infer|loader|kernels [--device cpu|cuda] [--precision P]\n"
                "                  [--batch-size N] [--threads N] [--steps N] [--warmup N] [--repeats N]\n"
-               "                  [--cuda-graphs 0|1]\n"
+               "                  [--cuda-graphs 0|1] [--tf32 0|1]\n"
                "                  [--num-workers N] [--filter NAME] [--dataset fashion-mnist|cifar10]\n";
 }
 
@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
       else if (f == "--warmup") a.warmup = to_int(f, v);
       else if (f == "--repeats") a.repeats = to_int(f, v);
       else if (f == "--cuda-graphs") a.cuda_graphs = to_int(f, v) != 0;
+      else if (f == "--tf32") a.tf32 = to_int(f, v) != 0;
       else if (f == "--num-workers") a.num_workers = to_int(f, v);
       else if (f == "--filter") a.filter = v;
       else if (f == "--dataset") a.dataset = v;

@@ -144,6 +144,7 @@ void profile_layers(SimpleCNN& m, int64_t batch, DType dt) {
 // each step is one replay. Peak memory is measured from the end of warm-up, as the peer does.
 int train_on_gpu(const Args& a, const Precision& prec, const Device& dev) {
   const int64_t batch = a.batch_size;
+  kiln::cuda::set_conv_allow_tf32(a.tf32);
   kiln::manual_seed(0);
   SimpleCNN model;
   model.to(dev);
@@ -164,13 +165,16 @@ int train_on_gpu(const Args& a, const Precision& prec, const Device& dev) {
     scaler.update();
   };
   for (int s = 0; s < std::max(a.warmup, a.cuda_graphs ? 2 : 0); ++s) step();
+  // The peak counts from here: a capture allocates what one step needs (from the graph's pool,
+  // which its replays then reuse), so it is the step's working set in both modes.
+  kiln::cuda::synchronize();
+  kiln::cuda::reset_peak_memory_stats();
   kiln::cuda::Graph graph;
   if (a.cuda_graphs) {
     graph.capture(step);
     graph.replay();
   }
   kiln::cuda::synchronize();
-  kiln::cuda::reset_peak_memory_stats();
   const uint64_t syncs = kiln::cuda::host_sync_count();
   std::vector<double> rates, step_ms;
   for (int r = 0; r < std::max(a.repeats, 1); ++r) {
@@ -192,9 +196,9 @@ int train_on_gpu(const Args& a, const Precision& prec, const Device& dev) {
   std::string rs;
   for (double r : rates) rs += (rs.empty() ? "" : ",") + std::to_string(int64_t(r));
   std::printf("{\"bench\":\"train_step\",\"device\":\"%s\",\"precision\":\"%s\",\"batch_size\":%d,"
-              "\"cuda_graphs\":%s,\"steps\":%d,\"median_step_ms\":%.3f,\"images_per_s\":%.1f,"
+              "\"cuda_graphs\":%s,\"tf32\":%s,\"steps\":%d,\"median_step_ms\":%.3f,\"images_per_s\":%.1f,"
               "\"repeats\":[%s],\"host_syncs_per_step\":%.2f,\"peak_mem_mb\":%.1f,\"loss\":%.4f}\n",
-              a.device.c_str(), a.precision.c_str(), int(batch), a.cuda_graphs ? "true" : "false", a.steps,
+              a.device.c_str(), a.precision.c_str(), int(batch), a.cuda_graphs ? "true" : "false", a.tf32 ? "true" : "false", a.steps,
               median(step_ms), median(rates), rs.c_str(), syncs_per_step, peak_mb, last_loss);
   return 0;
 }

@@ -243,7 +243,12 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
       grad_inputs = n->backward(grad_outputs);
       KILN_CHECK(grad_inputs.size() == n->inputs.size(), "backward of ", n->name, " returned ",
                  grad_inputs.size(), " gradients for ", n->inputs.size(), " inputs");
+      // Its saved tensors are needed no more: free them now, not when the whole backward ends,
+      // so the peak of a step is the forward's saved tensors plus a few layers' gradients (as in
+      // PyTorch), not all of both.
+      if (!retain_graph) n->backward = nullptr;
     }
+    grad_outputs.clear();
     for (size_t k = 0; k < n->inputs.size(); ++k) {
       auto& in = n->inputs[k];
       if (!in) continue;

@@ -186,6 +186,9 @@ void Graph::replay() {
   rt.graph_replay(handle_, rt.current_stream(device_));
 }
 
+void set_conv_allow_tf32(bool on) { kernels::set_conv_tf32(on); }
+bool conv_allow_tf32() { return kernels::conv_tf32(); }
+
 uint64_t host_sync_count() {
   kernels::DeviceRuntime* rt = kernels::cuda_runtime();
   return rt ? rt->host_sync_count() : 0;

@@ -142,6 +142,13 @@ class Graph {
   kernels::GraphHandle handle_ = nullptr;
 };
 
+// Whether float32 convolutions may run on TF32 tensor cores (10-bit mantissa products, f32
+// accumulation), as torch.backends.cudnn.allow_tf32. kiln keeps it off by default, so float32
+// means float32 (PyTorch turns it on by default for convolutions); turn it on to compare like
+// with like or for speed. Applies to the convolution shapes first run after the call.
+void set_conv_allow_tf32(bool on);
+bool conv_allow_tf32();
+
 // Host synchronisations since the process started, every device together: copies to the host
 // that wait (item(), to(cpu)), and stream, event and device synchronisations. A training step
 // written for the GPU should add none.

@@ -27,6 +27,8 @@ Device Device::parse(std::string_view s) {
 
 void set_num_threads(int n) { kernels::set_num_threads(n); }
 int get_num_threads() { return kernels::get_num_threads(); }
+void use_deterministic_algorithms(bool on) { kernels::set_deterministic(on); }
+bool are_deterministic_algorithms_enabled() { return kernels::deterministic(); }
 
 namespace cuda {
 bool is_available() { return kernels::cuda_device_count() > 0; }

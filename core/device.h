@@ -30,6 +30,13 @@ inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os <
 void set_num_threads(int n);
 int get_num_threads();
 
+// As torch.use_deterministic_algorithms: when on, every kernel gives bit-identical results from
+// run to run on the same machine (on a GPU, cuDNN's convolution algorithms that accumulate with
+// atomics are left out, at some cost in speed). Off by default. Set it before the first
+// convolution of each shape: the choice is made once per shape.
+void use_deterministic_algorithms(bool on);
+bool are_deterministic_algorithms_enabled();
+
 namespace cuda {
 // True when kiln was built with its CUDA backend and this machine has at least one usable GPU.
 bool is_available();

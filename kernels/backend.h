@@ -274,4 +274,12 @@ int cuda_device_count();
 void set_num_threads(int n);
 int get_num_threads();
 
+// Whether kernels must give bit-identical results from run to run (kiln::use_deterministic_algorithms):
+// then cuDNN's algorithms that accumulate with atomics are not chosen.
+void set_deterministic(bool on);
+bool deterministic();
+// Whether float32 convolutions on a GPU may use TF32 tensor cores (kiln::cuda::set_conv_allow_tf32).
+void set_conv_tf32(bool on);
+bool conv_tf32();
+
 }  // namespace kiln::kernels

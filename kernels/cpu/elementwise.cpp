@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -32,6 +33,17 @@ void set_num_threads(int n) {
   omp_set_num_threads(n);
 }
 int get_num_threads() { return omp_get_max_threads(); }
+
+namespace {
+std::atomic<bool> g_deterministic{false};
+}
+void set_deterministic(bool on) { g_deterministic.store(on, std::memory_order_relaxed); }
+bool deterministic() { return g_deterministic.load(std::memory_order_relaxed); }
+namespace {
+std::atomic<bool> g_conv_tf32{false};
+}
+void set_conv_tf32(bool on) { g_conv_tf32.store(on, std::memory_order_relaxed); }
+bool conv_tf32() { return g_conv_tf32.load(std::memory_order_relaxed); }
 
 namespace cpu {
 

@@ -2,7 +2,8 @@
 // and dtype the descriptors and the fastest algorithm of each direction (forward, backward data,
 // backward filter; measured once with cudnnFind*Ex on kiln's own buffers) are cached; workspaces
 // come from the caching allocator. f32 uses FMA math only (no TF32, so results match the CPU to
-// fp32 rounding); f16/bf16 use tensor cores with f32 accumulation.
+// fp32 rounding) unless kiln::cuda::set_conv_allow_tf32 allows TF32; f16/bf16 use tensor cores
+// with f32 accumulation.
 #include <cudnn.h>
 
 #include <algorithm>
@@ -42,10 +43,11 @@ struct Plan {
   size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
 };
 
-using Key = std::tuple<int, int, std::vector<int64_t>>;  // device, dtype, params
+// device, dtype, deterministic, f32 on TF32 tensor cores, params
+using Key = std::tuple<int, int, bool, bool, std::vector<int64_t>>;
 
 Key key_of(const Conv2dParams& p, DType t) {
-  return {current_device(), int(t),
+  return {current_device(), int(t), deterministic(), t == DType::f32 && conv_tf32(),
           {p.n, p.c_in, p.h_in, p.w_in, p.c_out, p.kh, p.kw, p.h_out, p.w_out, p.stride_h,
            p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups}};
 }
@@ -77,7 +79,7 @@ Plan& plan_for(const Conv2dParams& p, DType t) {
                                                    int(p.dil_w), CUDNN_CROSS_CORRELATION, compute));
   KILN_CUDNN_CHECK(cudnnSetConvolutionGroupCount(plan->conv, int(p.groups)));
   const cudnnMathType_t math = (t == DType::f16 || t == DType::bf16) ? CUDNN_TENSOR_OP_MATH
-                               : t == DType::f32                      ? CUDNN_FMA_MATH
+                               : t == DType::f32                      ? (conv_tf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH)
                                                                       : CUDNN_DEFAULT_MATH;
   KILN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv, math));
   // Cross-check the output shape core computed against cuDNN's.
@@ -107,16 +109,21 @@ std::unique_ptr<Workspace> search_workspace(size_t* size) {
 // The fastest successful result that fits the workspace, or one that needs less workspace while
 // taking at most 10% longer: the workspace is held during every call and adds to the step's peak
 // memory, and the fastest algorithm's margin is often within the search's own timing noise.
+// With kiln::use_deterministic_algorithms only algorithms cuDNN reports deterministic count.
 template <class Perf>
 const Perf& pick(const Perf* results, int count, size_t ws_limit, const char* what) {
+  const bool det = deterministic();
+  auto usable = [&](const Perf& r) {
+    return r.status == CUDNN_STATUS_SUCCESS && r.memory <= ws_limit && (!det || r.determinism == CUDNN_DETERMINISTIC);
+  };
   const Perf* best = nullptr;
   for (int i = 0; i < count && !best; ++i)
-    if (results[i].status == CUDNN_STATUS_SUCCESS && results[i].memory <= ws_limit) best = &results[i];
-  KILN_CHECK(best, "conv2d (cuDNN): no ", what, " algorithm works for this shape");
+    if (usable(results[i])) best = &results[i];
+  KILN_CHECK(best, "conv2d (cuDNN): no ", det ? "deterministic " : "", what, " algorithm works for this shape",
+             det ? "; turn kiln::use_deterministic_algorithms off to allow the others" : "");
   const Perf* chosen = best;
   for (int i = 0; i < count; ++i)
-    if (results[i].status == CUDNN_STATUS_SUCCESS && results[i].memory < chosen->memory &&
-        results[i].time <= best->time * 1.10f)
+    if (usable(results[i]) && results[i].memory < chosen->memory && results[i].time <= best->time * 1.10f)
       chosen = &results[i];
   return *chosen;
 }

@@ -61,6 +61,15 @@ Tensor train_step(SimpleCNN& model, optim::Optimizer& opt, optim::GradScaler* sc
   return loss;
 }
 
+// Bit-reproducible kernels for the scope: with them eager and replayed steps must agree to
+// float rounding; without, cuDNN's atomics-based algorithms make even two eager runs differ, and
+// Adam turns such differences in near-zero gradients into differences of the order of its lr.
+struct Deterministic {
+  bool before = are_deterministic_algorithms_enabled();
+  Deterministic() { use_deterministic_algorithms(true); }
+  ~Deterministic() { use_deterministic_algorithms(before); }
+};
+
 void expect_same_parameters(nn::Module& a, nn::Module& b, double rtol, const char* what) {
   auto pa = a.named_parameters(), pb = b.named_parameters();
   for (const auto& [name, t] : pa.items())
@@ -150,6 +159,7 @@ TEST_CASE("gpu: GradScaler skips and rescales on the device like the CPU" * doct
 }
 
 TEST_CASE("gpu: a captured training step replays to the parameters of eager steps" * doctest::skip(gpu_missing())) {
+  Deterministic det;
   for (bool mixed : {false, true}) {
     auto eager = model_on_gpu(3), graphed = model_on_gpu(3);
     eager->train(false);  // no dropout: both runs draw no random numbers
@@ -249,6 +259,7 @@ TEST_CASE("gpu: DeviceImageLoader builds the CPU's batches bit for bit" * doctes
 }
 
 TEST_CASE("gpu: Fabric's compiled step captures once per learning rate and trains like eager steps" * doctest::skip(gpu_missing())) {
+  Deterministic det;
   auto eager = model_on_gpu(5), graphed = model_on_gpu(5);
   eager->train(false);
   graphed->train(false);
