@@ -3,7 +3,8 @@
 # Fabric peer (bench/peers/train_fabric.py), run one after the other with the same threads, epochs,
 # seed and precision. Prints each run's per-epoch lines and JSON summary.
 #   bench/compare_train.sh BUILD PEER_PYTHON [EPOCHS] [THREADS] [PRECISIONS...]
-#   bench/compare_train.sh build /work/peer-venv/bin/python 3 2 32-true bf16-mixed
+#   bench/compare_train.sh build .venv-peers/bin/python 3 2 32-true bf16-mixed
+# PEER_PYTHON: a Python with torch and lightning (bench/peers/setup.sh makes .venv-peers).
 set -euo pipefail
 build=${1:?build dir}; py=${2:?python with torch and lightning}; epochs=${3:-3}; threads=${4:-2}
 shift $(( $# < 4 ? $# : 4 ))

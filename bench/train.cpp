@@ -194,7 +194,10 @@ int train_on_gpu(const Args& a, const Precision& prec, const Device& dev) {
   const double peak_mb = double(kiln::cuda::memory_stats().peak_allocated) / (1 << 20);
   const float last_loss = loss.item<float>();
   std::string rs;
-  for (double r : rates) rs += (rs.empty() ? "" : ",") + std::to_string(int64_t(r));
+  for (double r : rates) {
+    if (!rs.empty()) rs += ',';
+    rs += std::to_string(int64_t(r));
+  }
   std::printf("{\"bench\":\"train_step\",\"device\":\"%s\",\"precision\":\"%s\",\"batch_size\":%d,"
               "\"cuda_graphs\":%s,\"tf32\":%s,\"steps\":%d,\"median_step_ms\":%.3f,\"images_per_s\":%.1f,"
               "\"repeats\":[%s],\"host_syncs_per_step\":%.2f,\"peak_mem_mb\":%.1f,\"loss\":%.4f}\n",

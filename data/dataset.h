@@ -39,7 +39,7 @@ class Dataset {
   // index, so get(i) always returns the same thing; loaders call fetch with a per-epoch stream.
   virtual Example get(int64_t index) const = 0;
   // What a DataLoader calls: `gen` is the random stream of this sample for this epoch.
-  virtual Example fetch(int64_t index, Generator& gen) const { return get(index); }
+  virtual Example fetch(int64_t index, Generator& /*gen*/) const { return get(index); }
   // A whole batch; gens[k] belongs to indices[k]. The default fetches one example at a time and
   // collates; in-memory image datasets override it to gather and transform a batch in one go.
   virtual Batch fetch_batch(std::span<const int64_t> indices, std::span<Generator> gens) const;

@@ -1,20 +1,68 @@
 #!/usr/bin/env bash
-# Installs the kiln build in BUILD_DIR into a temporary prefix, then builds and runs
-# examples/downstream against it through pkg-config. Used by the integration suite.
+# Installs the kiln build in BUILD_DIR into a temporary folder (a DESTDIR, so the installed tree is
+# used away from the prefix it was configured for, as a moved package would be), then:
+#   - compiles every installed header on its own with -Wall -Wextra -Wpedantic -Werror,
+#   - builds and runs examples/downstream through pkg-config (meson) and through CMake
+#     (find_package(kiln CONFIG REQUIRED)), both with those warnings as errors.
+# Used by the integration suite.
 #   scripts/check-downstream.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$(realpath "$1")
 src=$(realpath "$2")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-meson install -C "$build" --no-rebuild --destdir "$tmp/root" >"$tmp/install.log" 2>&1 || { cat "$tmp/install.log"; exit 1; }
-prefix=$(meson introspect "$build" --buildoptions | python3 -c 'import json,sys; print([o["value"] for o in json.load(sys.stdin) if o["name"]=="prefix"][0])')
-pcdir=$(dirname "$(find "$tmp/root$prefix" -name kiln.pc | head -n1)")
-[[ -n "$pcdir" ]] || { echo "kiln.pc was not installed"; exit 1; }
-export PKG_CONFIG_PATH="$pcdir"
-export PKG_CONFIG_SYSROOT_DIR="$tmp/root"
-libdir=$(dirname "$pcdir")
-meson setup "$tmp/build" "$src/examples/downstream" >"$tmp/setup.log" 2>&1 || { cat "$tmp/setup.log"; exit 1; }
-meson compile -C "$tmp/build" >"$tmp/compile.log" 2>&1 || { cat "$tmp/compile.log"; exit 1; }
-LD_LIBRARY_PATH="$tmp/root$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/build/downstream"
-echo "downstream project built against the installed kiln and ran"
+warn=(-Wall -Wextra -Wpedantic -Werror)
+cxx=${CXX:-c++}
+run_logged() {  # LOG COMMAND...: runs the command, prints its log only when it fails
+  local log=$1
+  shift
+  "$@" >"$log" 2>&1 || { cat "$log"; echo "check-downstream: failed: $*"; exit 1; }
+}
+
+run_logged "$tmp/install.log" meson install -C "$build" --no-rebuild --destdir "$tmp/root"
+pc=$(find "$tmp/root" -name kiln.pc | head -n1)
+config=$(find "$tmp/root" -name kilnConfig.cmake | head -n1)
+[[ -n "$pc" ]] || { echo "check-downstream: kiln.pc was not installed"; exit 1; }
+[[ -n "$config" ]] || { echo "check-downstream: kilnConfig.cmake was not installed"; exit 1; }
+export PKG_CONFIG_PATH=$(dirname "$pc")
+unset PKG_CONFIG_SYSROOT_DIR
+prefix=$(realpath -m "$(pkg-config --variable=prefix kiln)")
+[[ "$prefix" == "$tmp/root/"* ]] || { echo "check-downstream: kiln.pc is not relocatable (prefix $prefix)"; exit 1; }
+libdir=$(realpath "$(pkg-config --variable=libdir kiln)")
+includedir=$(realpath "$(pkg-config --variable=includedir kiln)")
+
+# Internal headers stay in the source tree.
+for internal in core/dispatch.h kernels/backend.h kernels/cuda; do
+  [[ ! -e "$includedir/kiln/$internal" ]] || { echo "check-downstream: internal $internal was installed"; exit 1; }
+done
+
+# Every installed header compiles on its own, clean under the warnings a strict user turns on.
+read -r -a cflags <<<"$(pkg-config --cflags kiln)"
+(cd "$includedir" && find kiln -name '*.h' | sort) >"$tmp/headers"
+check_header() {
+  printf '#include <%s>\nint main() { return 0; }\n' "$1" |
+    "$cxx" -std=c++20 -fsyntax-only "${warn[@]}" "${cflags[@]}" -x c++ - 2>&1 | sed "s|^|$1: |"
+  return "${PIPESTATUS[1]}"
+}
+failed=0
+while read -r h; do
+  out=$(check_header "$h") || { echo "$out"; failed=1; }
+done <"$tmp/headers"
+((failed == 0)) || { echo "check-downstream: installed headers do not compile on their own"; exit 1; }
+echo "check-downstream: $(wc -l <"$tmp/headers") installed headers compile on their own with ${warn[*]}"
+
+# pkg-config consumer (meson, warning_level=3 is -Wall -Wextra -Wpedantic).
+run_logged "$tmp/meson-setup.log" meson setup "$tmp/meson-build" "$src/examples/downstream" \
+  -Dwarning_level=3 -Dwerror=true
+run_logged "$tmp/meson-compile.log" meson compile -C "$tmp/meson-build"
+LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/meson-build/downstream"
+echo "check-downstream: built through pkg-config and ran"
+
+# CMake consumer.
+run_logged "$tmp/cmake-configure.log" cmake -S "$src/examples/downstream" -B "$tmp/cmake-build" -G Ninja \
+  -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CXX_FLAGS="${warn[*]}"
+grep -q "kiln_DIR:PATH=$(dirname "$config")" "$tmp/cmake-build/CMakeCache.txt" ||
+  { echo "check-downstream: CMake found another kiln than the one just installed"; exit 1; }
+run_logged "$tmp/cmake-build.log" cmake --build "$tmp/cmake-build"
+"$tmp/cmake-build/downstream"
+echo "check-downstream: built through find_package(kiln) and ran"

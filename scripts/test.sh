@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine (Debian packages), builds kiln and runs every test suite, then prints
-# the totals on one line: "N passed, N failed[, N skipped]". Exit status 0 only if all passed.
+# Sets up a fresh machine (Debian packages, and the interop checks' Python), builds kiln and runs
+# every test suite, then prints the totals on one line: "N passed, N failed[, N skipped]". Exit
+# status 0 only if all passed.
 #   scripts/test.sh                 # everything
 #   scripts/test.sh --suite unit    # extra arguments go to `meson test`
+# With CI=true the build treats warnings as errors and compiles the CUDA backend (where nvcc is
+# found) for one architecture only, to keep its time down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
-scripts/setup.sh
+scripts/setup.sh --tests
 [[ -d /usr/local/cuda/bin ]] && export PATH="$PATH:/usr/local/cuda/bin"
 
 build=${KILN_BUILD_DIR:-build}
 opts=(-Dtests=true -Dbench=true -Dexamples=true)
-# CI compiles the CUDA backend for one architecture to keep its time down.
-if [[ "${CI:-}" == "true" ]]; then opts+=(-Dgpu_arch=90); fi
+if [[ "${CI:-}" == "true" ]]; then opts+=(-Dgpu_arch=90 -Dwerror=true); fi
 if [[ -f "$build/build.ninja" ]]; then
   meson configure "$build" "${opts[@]}" >/dev/null
 else

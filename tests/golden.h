@@ -1,4 +1,4 @@
-// Reads the float64/int64 safetensors files of ../shared/golden (PyTorch's reference values).
+// Reads the float64/int64 safetensors files of tests/golden (PyTorch's reference values).
 #pragma once
 
 #include <cstring>

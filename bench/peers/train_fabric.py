@@ -8,7 +8,7 @@ PyTorch's runs see the same data. Prints the program's lines ("Epoch E | Batch B
 "Epoch E | Val Acc: V%  (S s, R img/s)") and a last JSON line with the accuracy per epoch and the
 seconds per epoch.
 
-  /work/peer-venv/bin/python bench/peers/train_fabric.py --data-dir /usr/share/datasets/fashion-mnist \
+  .venv-peers/bin/python bench/peers/train_fabric.py --data-dir /usr/share/datasets/fashion-mnist \
       --epochs 3 --seed 0 --threads 2 --precision 32-true
 """
 import argparse

@@ -136,9 +136,15 @@ struct UnaryFn {
     C r = x;
     switch (op) {
       case UnaryOp::neg: r = C(-x); break;
-      case UnaryOp::abs: r = x < C(0) ? C(-x) : x; break;
+      case UnaryOp::abs:
+        if constexpr (std::is_unsigned_v<C>) r = x;  // u8, bool: already non-negative
+        else r = x < C(0) ? C(-x) : x;
+        break;
       case UnaryOp::square: r = C(x * x); break;
-      case UnaryOp::sign: r = C((x > C(0)) - (x < C(0))); break;
+      case UnaryOp::sign:
+        if constexpr (std::is_unsigned_v<C>) r = C(x > C(0));
+        else r = C((x > C(0)) - (x < C(0)));
+        break;
       case UnaryOp::affine: r = C(a * x + b); break;
       case UnaryOp::clamp:
         if constexpr (is_float_v<T>) {

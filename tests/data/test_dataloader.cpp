@@ -142,14 +142,14 @@ TEST_CASE("leaving a pass early stops the workers") {
     CHECK(second->target.to_vector<int64_t>() == std::vector<int64_t>{0, 1});
   }
   // The loader can go away while an iterator from it is mid-pass.
-  std::optional<DataLoader::Iterator> it;
   {
-    DataLoader loader(ds, {.batch_size = 2, .num_workers = 2});
-    it = loader.begin();
-  }
-  ++*it;
-  CHECK((*it)->target.to_vector<int64_t>() == std::vector<int64_t>{2, 3});
-  it.reset();
+    auto it = [&] {
+      DataLoader loader(ds, {.batch_size = 2, .num_workers = 2});
+      return loader.begin();
+    }();
+    ++it;
+    CHECK(it->target.to_vector<int64_t>() == std::vector<int64_t>{2, 3});
+  }  // the iterator ends its pass with the loader gone
 }
 
 TEST_CASE("pin_memory goes through the installed hook") {

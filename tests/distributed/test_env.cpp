@@ -76,7 +76,7 @@ TEST_CASE("distributed environment: malformed or inconsistent variables are erro
   CHECK(err(without("MASTER_PORT")).find("MASTER_PORT is not set") != std::string::npos);
   CHECK(err(without("WORLD_SIZE")).find("WORLD_SIZE is not set") != std::string::npos);
   auto m = with("LOCAL_WORLD_SIZE", "1");
-  m["LOCAL_RANK"] = "1";
+  m.insert_or_assign("LOCAL_RANK", std::string("1"));
   CHECK(err(m).find("LOCAL_RANK=1 is not below LOCAL_WORLD_SIZE=1") != std::string::npos);
 }
 

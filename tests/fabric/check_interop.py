@@ -1,13 +1,18 @@
 """Reads kiln's safetensors files, TensorBoard event files and checkpoints with the real Python
-tools (safetensors, tensorboard, and torch where importable) and checks the values.
-usage: check_interop.py DIR   (DIR written by interop_writer)"""
+tools (safetensors, tensorboard and torch) and checks the values.
+usage: check_interop.py DIR   (DIR written by interop_writer; run_interop.sh picks the Python)"""
 import json
 import os
 import sys
 
 import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.numpy import load_file
+from safetensors.torch import load_file as load_torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 d = sys.argv[1]
 base = np.arange(6) - 3.0
@@ -26,18 +31,17 @@ with safe_open(os.path.join(d, "numpy.safetensors"), framework="np") as f:
     assert f.metadata() == {"origin": "kiln"}, f.metadata()
 print("safetensors numpy: 7 dtypes and metadata match")
 
-try:
-    import torch
-    from safetensors.torch import load_file as load_torch
-except ImportError:
-    torch = None
-    print("torch not importable: bf16 and the torch model check are skipped")
-
-if torch is not None:
-    b = load_torch(os.path.join(d, "bf16.safetensors"))["bf16"]
-    assert b.dtype == torch.bfloat16 and b.float().tolist() == [-3.0, -2.0, -1.0, 0.0], b
-
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+tt = load_torch(os.path.join(d, "numpy.safetensors"))
+tt.update(load_torch(os.path.join(d, "bf16.safetensors")))
+expect_torch = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16,
+                "i32": torch.int32, "i64": torch.int64, "u8": torch.uint8, "bool": torch.bool}
+assert sorted(tt) == sorted(expect_torch), sorted(tt)
+for key, dt in expect_torch.items():
+    a = tt[key]
+    assert a.dtype == dt, (key, a.dtype)
+    want = [float(v) for v in (t[key].reshape(-1) if key != "bf16" else base[:4])]
+    assert a.double().reshape(-1).tolist() == want, (key, a)
+print(f"safetensors torch {torch.__version__}: 8 dtypes match")
 
 acc = EventAccumulator(os.path.join(d, "tb", "version_0"))
 acc.Reload()
@@ -60,35 +64,32 @@ model_keys = sorted(k[len("model."):] for k in keys if k.startswith("model."))
 assert model_keys == sorted(f"{l}.{p}" for l in ["conv1", "conv2", "conv3", "fc1", "fc2"]
                             for p in ["weight", "bias"]), model_keys
 
-if torch is not None:
-    import torch.nn as nn
-    import torch.nn.functional as F
+class SimpleCNN(nn.Module):
+    def __init__(self, in_channels=3, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.conv3 = nn.Conv2d(64, 128, 3, padding=1)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.fc1 = nn.Linear(128 * 4 * 4, 256)
+        self.fc2 = nn.Linear(256, num_classes)
+        self.dropout = nn.Dropout(0.25)
 
-    class SimpleCNN(nn.Module):
-        def __init__(self, in_channels=3, num_classes=10):
-            super().__init__()
-            self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1)
-            self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-            self.conv3 = nn.Conv2d(64, 128, 3, padding=1)
-            self.pool = nn.MaxPool2d(2, 2)
-            self.fc1 = nn.Linear(128 * 4 * 4, 256)
-            self.fc2 = nn.Linear(256, num_classes)
-            self.dropout = nn.Dropout(0.25)
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = self.pool(F.relu(self.conv3(x)))
+        x = torch.flatten(x, 1)
+        return self.fc2(self.dropout(F.relu(self.fc1(x))))
 
-        def forward(self, x):
-            x = self.pool(F.relu(self.conv1(x)))
-            x = self.pool(F.relu(self.conv2(x)))
-            x = self.pool(F.relu(self.conv3(x)))
-            x = torch.flatten(x, 1)
-            return self.fc2(self.dropout(F.relu(self.fc1(x))))
 
-    sd = load_torch(ck)
-    net = SimpleCNN(1, 10)
-    net.load_state_dict({k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}, strict=True)
-    net.eval()
-    with torch.no_grad():
-        y = net(sd["input"])
-    err = (y - sd["output"]).abs().max().item()
-    assert err < 1e-4, err
-    print(f"torch SimpleCNN loads the model part (strict) and matches kiln's output (max err {err:.2e})")
+sd = load_torch(ck)
+net = SimpleCNN(1, 10)
+net.load_state_dict({k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}, strict=True)
+net.eval()
+with torch.no_grad():
+    y = net(sd["input"])
+err = (y - sd["output"]).abs().max().item()
+assert err < 1e-4, err
+print(f"torch SimpleCNN loads the model part (strict) and matches kiln's output (max err {err:.2e})")
 print("interop: OK")
