@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "kernels/backend.h"
 
 namespace kiln::cuda {
 namespace {
