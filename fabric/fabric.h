@@ -235,12 +235,17 @@ class Fabric {
   int node_rank() const;
   int world_size() const;
   bool is_global_zero() const { return global_rank() == 0; }
-  // Prints on local rank 0 of every node (each node's console gets one copy).
+  // Prints on local rank 0 of every node (each node's console gets one copy). Stream manipulators
+  // apply to this line only:  fabric.print("Loss: ", std::fixed, std::setprecision(4), loss);
   template <class... Args>
   void print(const Args&... args) const {
     if (local_rank() != 0) return;
+    const std::ios_base::fmtflags flags = std::cout.flags();
+    const std::streamsize precision = std::cout.precision();
     ((std::cout << args), ...);
     std::cout << std::endl;
+    std::cout.flags(flags);
+    std::cout.precision(precision);
   }
 
   // Collectives over the process group (Gloo, CPU tensors); they return new tensors. With one
