@@ -7,24 +7,25 @@
 // The launcher may choose the rest, as `fabric run` does: kiln-run --precision bf16-mixed ...
 // (or LT_PRECISION=bf16-mixed ./fabric_cifar10). One deviation: validation uses ToTensor and
 // Normalize only; the original reuses the augmenting training transform there, a slip.
-#include <iomanip>
-
 #include "kiln.h"
 
+namespace nn = kiln::nn;
 namespace F = kiln::nn::functional;
+namespace datasets = kiln::data;
 namespace transforms = kiln::data::transforms;
 using kiln::data::DataLoader;
+using kiln::Fabric;
 
-class SimpleCNN : public kiln::nn::Module {
+class SimpleCNN : public nn::Module {
  public:
-  explicit SimpleCNN(int64_t in_channels = 3, int64_t num_classes = 10) {
-    conv1 = register_module("conv1", std::make_shared<kiln::nn::Conv2d>(in_channels, 32, 3, kiln::nn::Conv2dOptions{.padding = 1}));
-    conv2 = register_module("conv2", std::make_shared<kiln::nn::Conv2d>(32, 64, 3, kiln::nn::Conv2dOptions{.padding = 1}));
-    conv3 = register_module("conv3", std::make_shared<kiln::nn::Conv2d>(64, 128, 3, kiln::nn::Conv2dOptions{.padding = 1}));
-    pool = register_module("pool", std::make_shared<kiln::nn::MaxPool2d>(2, 2));
-    fc1 = register_module("fc1", std::make_shared<kiln::nn::Linear>(128 * 4 * 4, 256));
-    fc2 = register_module("fc2", std::make_shared<kiln::nn::Linear>(256, num_classes));
-    dropout = register_module("dropout", std::make_shared<kiln::nn::Dropout>(0.25));
+  explicit SimpleCNN(int64_t in_channels = 3, int64_t num_classes = 10) : nn::Module() {
+    conv1 = register_module("conv1", std::make_shared<nn::Conv2d>(in_channels, 32, 3, nn::Conv2dOptions{.padding = 1}));
+    conv2 = register_module("conv2", std::make_shared<nn::Conv2d>(32, 64, 3, nn::Conv2dOptions{.padding = 1}));
+    conv3 = register_module("conv3", std::make_shared<nn::Conv2d>(64, 128, 3, nn::Conv2dOptions{.padding = 1}));
+    pool = register_module("pool", std::make_shared<nn::MaxPool2d>(2, 2));
+    fc1 = register_module("fc1", std::make_shared<nn::Linear>(128 * 4 * 4, 256));
+    fc2 = register_module("fc2", std::make_shared<nn::Linear>(256, num_classes));
+    dropout = register_module("dropout", std::make_shared<nn::Dropout>(0.25));
   }
 
   kiln::Tensor forward(const kiln::Tensor& input) override {
@@ -37,13 +38,13 @@ class SimpleCNN : public kiln::nn::Module {
     return x;
   }
 
-  std::shared_ptr<kiln::nn::Conv2d> conv1, conv2, conv3;
-  std::shared_ptr<kiln::nn::MaxPool2d> pool;
-  std::shared_ptr<kiln::nn::Linear> fc1, fc2;
-  std::shared_ptr<kiln::nn::Dropout> dropout;
+  std::shared_ptr<nn::Conv2d> conv1, conv2, conv3;
+  std::shared_ptr<nn::MaxPool2d> pool;
+  std::shared_ptr<nn::Linear> fc1, fc2;
+  std::shared_ptr<nn::Dropout> dropout;
 };
 
-void train(kiln::Fabric& fabric, std::shared_ptr<SimpleCNN> model, std::shared_ptr<kiln::optim::AdamW> optimizer,
+void train(Fabric& fabric, std::shared_ptr<SimpleCNN> model, std::shared_ptr<kiln::optim::AdamW> optimizer,
            kiln::DeviceDataLoader& train_loader, int64_t epoch) {
   model->train();
   int64_t correct = 0;
@@ -65,7 +66,7 @@ void train(kiln::Fabric& fabric, std::shared_ptr<SimpleCNN> model, std::shared_p
   }
 }
 
-double validate(kiln::Fabric& fabric, std::shared_ptr<SimpleCNN> model, kiln::DeviceDataLoader& val_loader,
+double validate(Fabric& fabric, std::shared_ptr<SimpleCNN> model, kiln::DeviceDataLoader& val_loader,
                 int64_t epoch) {
   model->eval();
   int64_t correct = 0;
@@ -85,7 +86,7 @@ double validate(kiln::Fabric& fabric, std::shared_ptr<SimpleCNN> model, kiln::De
 }
 
 int main() try {
-  kiln::Fabric fabric({.accelerator = "auto", .devices = "auto"});
+  Fabric fabric({.accelerator = "auto", .devices = "auto"});
   fabric.launch();
   fabric.seed_everything(42);
 
@@ -96,8 +97,8 @@ int main() try {
       transforms::Normalize({0.4914, 0.4822, 0.4465}, {0.2470, 0.2435, 0.2616}));
   auto val_transform = std::make_shared<transforms::Compose>(
       transforms::ToTensor(), transforms::Normalize({0.4914, 0.4822, 0.4465}, {0.2470, 0.2435, 0.2616}));
-  auto train_set = std::make_shared<kiln::data::CIFAR10>("./data", /*train=*/true, transform, /*download=*/true);
-  auto val_set = std::make_shared<kiln::data::CIFAR10>("./data", /*train=*/false, val_transform, /*download=*/true);
+  auto train_set = std::make_shared<datasets::CIFAR10>("./data", /*train=*/true, transform, /*download=*/true);
+  auto val_set = std::make_shared<datasets::CIFAR10>("./data", /*train=*/false, val_transform, /*download=*/true);
   auto train_data = std::make_shared<DataLoader>(train_set, kiln::data::DataLoaderOptions{.batch_size = 128, .shuffle = true, .num_workers = 2});
   auto val_data = std::make_shared<DataLoader>(val_set, kiln::data::DataLoaderOptions{.batch_size = 256, .shuffle = false, .num_workers = 2});
 

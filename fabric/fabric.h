@@ -18,6 +18,7 @@
 #include <chrono>
 #include <concepts>
 #include <functional>
+#include <iomanip>
 #include <iostream>
 #include <map>
 #include <memory>
