@@ -138,7 +138,8 @@ class Fabric {
   //    (autocast for "-mixed", inputs in the parameters' dtype for "-true") and returns f16/bf16
   //    outputs as f32. kiln's layers apply it from forward() too, so a model of your own whose
   //    forward() calls its layers gets it either way; one that computes with its parameters
-  //    directly gets it when called as (*model)(x);
+  //    directly gets it when called as (*model)(x). Inside fabric.autocast() the model computes
+  //    as that scope says (the explicit form, unchanged);
   //  - optimizer->step() is fabric.step(optimizer): the loss scaler's unscale / skip / update
   //    under "16-mixed", the sharded step and all-gather under "zero";
   //  - where the precision or strategy needs fabric.backward(loss) ("16-mixed", "ddp", "zero"),

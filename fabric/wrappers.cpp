@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "fabric/callbacks.h"
 
@@ -44,9 +45,14 @@ Tensor guard_backward(const Tensor& out, const std::shared_ptr<FabricState>& sta
 void wrap_module(nn::Module& model, const std::shared_ptr<FabricState>& state) {
   if (!state->precision->changes_forward() && state->backward_reason.empty()) return;
   auto wrapper = [state](nn::Module&, const Tensor& input, const nn::Module::ForwardFn& next) {
-    if (t_fabric_forwards > 0) return next(input);
-    ForwardScope scope;
     const Precision& p = *state->precision;
+    if (t_fabric_forwards > 0) return next(input);
+    // Inside the precision's own autocast scope (fabric.autocast(), the explicit form) the code
+    // around the model already runs as the precision asks: compute as that scope says, in one
+    // piece, and return what it returns.
+    if (auto low = p.autocast_dtype())
+      if (autocast::is_enabled(p.device().type) && autocast::dtype(p.device().type) == *low) return next(input);
+    ForwardScope scope;
     Tensor out;
     {
       auto context = p.forward_context();

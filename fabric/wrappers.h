@@ -31,7 +31,8 @@ struct FabricState {
 // The model computes under the precision (Precision::forward_context, convert_input and
 // convert_output) whether it is called as (*model)(x) or model->forward(x): the wrapper goes on
 // every submodule, so kiln's layers apply it from forward() too, and the outermost one that runs
-// does the work. Where backward_reason is set, outputs also carry a check that reports a
+// does the work (inside the precision's own autocast scope, fabric.autocast(), that scope does).
+// Where backward_reason is set, outputs also carry a check that reports a
 // loss.backward() made without fabric.backward(loss) at that backward.
 void wrap_module(nn::Module& model, const std::shared_ptr<FabricState>& state);
 // optimizer->step() does what fabric.step(optimizer) does: the sharded step, or the loss

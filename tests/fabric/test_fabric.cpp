@@ -104,8 +104,10 @@ TEST_CASE("Fabric: bf16-mixed runs the forward in autocast with f32 master weigh
   CHECK(out.dtype() == DType::f32);
   CHECK(allclose(out, out.to(DType::bf16).to(DType::f32)));  // values of bf16 precision
   {
+    // Inside the explicit form's scope the model computes as that scope says, as it always did.
     auto ac = fabric.autocast();
     CHECK(kiln::linear(randn({3, 4}), model->weight, model->bias).dtype() == DType::bf16);
+    CHECK(model->forward(randn({3, 4})).dtype() == DType::bf16);
   }
   fabric.backward(out.sum());
   CHECK(model->weight.grad().dtype() == DType::f32);
