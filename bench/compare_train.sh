@@ -19,9 +19,9 @@ for p in "${precisions[@]}"; do
   echo "## kiln $p"
   OMP_NUM_THREADS=$threads "$build/examples/train_cifar10" --dataset fashion-mnist --data-dir "$data" \
     --accelerator cpu --precision "$p" --epochs "$epochs" --seed "$seed" --num-workers 2 \
-    --checkpoint "$tmp/ck.safetensors" --log-dir "$tmp/logs" | grep -E "Val Acc|^\{"
+    --checkpoint "$tmp/ck.safetensors" --log-dir "$tmp/logs" | grep -E "Val Acc|img/s|^\{"
   echo "## pytorch $p"
   "$py" "$here/peers/train_fabric.py" --data-dir "$data" --precision "$p" --epochs "$epochs" \
-    --seed "$seed" --threads "$threads" --num-workers 2 2>/dev/null | grep -E "Val Acc|^\{"
+    --seed "$seed" --threads "$threads" --num-workers 2 2>/dev/null | grep -E "Val Acc|img/s|^\{"
 done
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"

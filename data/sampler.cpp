@@ -65,4 +65,27 @@ std::vector<int64_t> DistributedSampler::indices() const {
   return mine;
 }
 
+namespace {
+std::shared_ptr<Sampler> checked(std::shared_ptr<Sampler> s) {
+  KILN_CHECK(s, "DistributedSamplerWrapper: the sampler to wrap is null");
+  return s;
+}
+}  // namespace
+
+DistributedSamplerWrapper::DistributedSamplerWrapper(std::shared_ptr<Sampler> sampler,
+                                                     DistributedSamplerOptions options)
+    : sampler_(checked(std::move(sampler))), positions_(sampler_->size(), options) {}
+
+std::vector<int64_t> DistributedSamplerWrapper::indices() const {
+  sampler_->set_epoch(epoch_);
+  std::vector<int64_t> order = sampler_->indices();
+  KILN_CHECK(int64_t(order.size()) == sampler_->size(), "DistributedSamplerWrapper: the wrapped sampler "
+             "returned ", order.size(), " indices but its size() is ", sampler_->size());
+  DistributedSampler positions = positions_;
+  positions.set_epoch(epoch_);
+  std::vector<int64_t> mine;
+  for (int64_t p : positions.indices()) mine.push_back(order[size_t(p)]);
+  return mine;
+}
+
 }  // namespace kiln::data

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace kiln::data {
@@ -71,6 +72,24 @@ class DistributedSampler : public Sampler {
   int64_t n_;
   DistributedSamplerOptions options_;
   int64_t num_samples_;
+};
+
+// Another sampler's order, cut into disjoint per-rank shares as DistributedSampler cuts a dataset
+// (Lightning's DistributedSamplerWrapper): every rank computes the wrapped sampler's indices for
+// the epoch (the same on each, since samplers are functions of seed and epoch) and takes the
+// positions DistributedSampler(options) gives it, shuffled again when options.shuffle is set.
+//   auto mine = std::make_shared<DistributedSamplerWrapper>(my_weighted_sampler,
+//       DistributedSamplerOptions{.num_replicas = 2, .rank = 1, .shuffle = false});
+class DistributedSamplerWrapper : public Sampler {
+ public:
+  DistributedSamplerWrapper(std::shared_ptr<Sampler> sampler, DistributedSamplerOptions options);
+  std::vector<int64_t> indices() const override;
+  int64_t size() const override { return positions_.size(); }
+  const std::shared_ptr<Sampler>& sampler() const { return sampler_; }
+
+ private:
+  std::shared_ptr<Sampler> sampler_;
+  DistributedSampler positions_;
 };
 
 // The permutation of 0..n-1 used by RandomSampler and DistributedSampler for (seed, epoch).

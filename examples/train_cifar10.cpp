@@ -257,7 +257,7 @@ int run(const Args& a) {
     kiln::default_generator().manual_seed(uint64_t(std::get<int64_t>(state["rng_seed"])));
     kiln::default_generator().set_offset(uint64_t(std::get<int64_t>(state["rng_offset"])));
     start_epoch = std::get<int64_t>(state["epoch"]) + 1;
-    fabric.print("Resumed from ", a.resume, " after epoch ", start_epoch);
+    fabric.print("Resumed from ", a.resume, " after epoch ", start_epoch - 1);
     // The cosine schedule spans --epochs. Resuming with the --epochs the checkpoint was trained
     // for continues it exactly; with another value the schedule is re-planned over the new total
     // and its rate applies from the next epoch on (otherwise that epoch would run at the old
@@ -270,7 +270,7 @@ int run(const Args& a) {
       char b[200];
       std::snprintf(b, sizeof b, "The checkpoint was trained for --epochs %lld; the cosine schedule now spans "
                     "%lld epochs: lr %.3g -> %.3g for epoch %lld", (long long)std::get<int64_t>(planned->second),
-                    (long long)a.epochs, before, optimizer->lr(), (long long)(start_epoch + 1));
+                    (long long)a.epochs, before, optimizer->lr(), (long long)start_epoch);
       fabric.print(b);
     }
   }
@@ -282,8 +282,8 @@ int run(const Args& a) {
   // A live progress line on rank 0 when stdout is a terminal; logs and pipes get the plain lines.
   const bool progress = fabric.is_global_zero() && ::isatty(STDOUT_FILENO);
   if (start_epoch >= a.epochs)
-    fabric.print("Nothing to train: the checkpoint is at epoch ", start_epoch, " and --epochs is ", a.epochs,
-                 "; pass a larger --epochs to train on. Evaluating the checkpoint's model.");
+    fabric.print("Nothing to train: the checkpoint holds epoch ", start_epoch - 1, " (0-based) and --epochs is ",
+                 a.epochs, "; pass a larger --epochs to train on. Evaluating the checkpoint's model.");
   int64_t batches = on_device ? train_images->size() : train_loader->size();
   if (a.max_train_batches >= 0) batches = std::min(batches, a.max_train_batches);
   double acc = 0;
@@ -309,15 +309,15 @@ int run(const Args& a) {
         correct.add_(out[1]);
         ++steps;
         seen += y.size(0);
-        ++i;
-        if (i % 50 == 0) fabric.log_dict({{"train_loss", out[0].item<double>()}}, epoch * batches + i);
+        // The original program's line: 0-based epoch and batch, this batch's loss, running accuracy.
         if (i % 100 == 0) {
           char b[128];
-          std::snprintf(b, sizeof b, "Epoch %lld | Batch %lld | Loss: %.4f | Acc: %.2f%%", (long long)(epoch + 1),
-                        (long long)i, loss_sum.item<double>() / double(i),
-                        100.0 * double(correct.item<int64_t>()) / double(seen));
+          std::snprintf(b, sizeof b, "Epoch %lld | Batch %lld | Loss: %.4f | Acc: %.1f%%", (long long)epoch,
+                        (long long)i, out[0].item<double>(), 100.0 * double(correct.item<int64_t>()) / double(seen));
           fabric.print(b);
         }
+        ++i;
+        if (i % 50 == 0) fabric.log_dict({{"train_loss", out[0].item<double>()}}, epoch * batches + i);
         if (progress && i % 10 == 0) {
           double secs = std::chrono::duration<double>(Clock::now() - t0).count();
           std::printf("\r  Epoch %lld/%lld  %lld/%lld  %.0f img/s  loss %.4f  %.0fs left   ",
@@ -342,8 +342,9 @@ int run(const Args& a) {
     }
     acc = run_eval();
     char line[128];
-    std::snprintf(line, sizeof line, "Epoch %lld | Val Acc: %.2f%%", (long long)(epoch + 1), acc);
-    fabric.print(line, "  (", int64_t(secs), " s, ", int64_t(double(seen) / secs), " img/s)");
+    std::snprintf(line, sizeof line, "Epoch %lld | Val Acc: %.1f%%", (long long)epoch, acc);
+    fabric.print(line);
+    fabric.print("  epoch ", epoch, ": ", int64_t(secs), " s, ", int64_t(double(seen) / secs), " img/s");
     fabric.log_dict({{"val_acc", acc}, {"epoch", double(epoch)}, {"lr", optimizer->lr()},
                      {"train_loss_epoch", i ? loss_sum.item<double>() / double(i) : 0.0}}, (epoch + 1) * batches);
     kiln::State state{{"model", model}, {"optimizer", optimizer}, {"scheduler", scheduler},

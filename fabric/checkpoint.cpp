@@ -82,6 +82,7 @@ CheckpointContents encode_state(const State& state, const ShardContext* ctx, boo
                    [&](double v) { entry = {{"kind", "float"}, {"value", v}}; },
                    [&](const std::string& v) { entry = {{"kind", "string"}, {"value", v}}; },
                    [&](bool v) { entry = {{"kind", "bool"}, {"value", v}}; },
+                   [&](const json& v) { entry = {{"kind", "json"}, {"value", v}}; },
                },
                value);
   }
@@ -164,9 +165,11 @@ State restore(const std::string& path, CheckpointContents& file, State& state, b
         [](const std::shared_ptr<optim::GradScaler>&) { return "grad_scaler"; },
         [](const Tensor&) { return "tensor"; }, [](int64_t) { return "int"; },
         [](double) { return "float"; }, [](const std::string&) { return "string"; },
-        [](bool) { return "bool"; }}, value);
+        [](bool) { return "bool"; }, [](const json&) { return "json"; }}, value);
     bool numeric = (kind == "int" || kind == "float") && (std::string(want) == "int" || std::string(want) == "float");
-    if (kind != want && !numeric) wrong_kind(key, want, kind);
+    // A JSON value takes any plain value.
+    bool plain = std::string(want) == "json" && (kind == "int" || kind == "float" || kind == "string" || kind == "bool");
+    if (kind != want && !numeric && !plain) wrong_kind(key, want, kind);
     if (kind == "tensor") {
       KILN_CHECK(file.tensors.count(key), "load_checkpoint ", path, ": tensor '", key,
                  "' is listed in __metadata__ but missing from the file");
@@ -222,7 +225,8 @@ State restore(const std::string& path, CheckpointContents& file, State& state, b
           [&](int64_t& v) { v = e.at("value").get<int64_t>(); },
           [&](double& v) { v = e.at("value").get<double>(); },
           [&](std::string& v) { v = e.at("value").get<std::string>(); },
-          [&](bool& v) { v = e.at("value").get<bool>(); }}, value);
+          [&](bool& v) { v = e.at("value").get<bool>(); },
+          [&](json& v) { v = e.at("value"); }}, value);
     } catch (const Error& err) {
       context(err);
     } catch (const json::exception& err) {
@@ -241,6 +245,10 @@ State restore(const std::string& path, CheckpointContents& file, State& state, b
     else if (kind == "float") rest[key] = e.at("value").get<double>();
     else if (kind == "string") rest[key] = e.at("value").get<std::string>();
     else if (kind == "bool") rest[key] = e.at("value").get<bool>();
+    else if (kind == "json") rest[key] = e.at("value");
+    // Objects nobody asked for: their JSON state (their tensors follow under full names).
+    else if (kind == "optimizer") rest[key] = e.at("hyper_params");
+    else if (kind == "scheduler" || kind == "grad_scaler") rest[key] = e.at("state");
     else if (kind == "tensor" && file.tensors.count(key)) rest[key] = file.tensors.at(key);
   }
   // Tensors of objects that were not requested (a model's weights, say) under their full names.

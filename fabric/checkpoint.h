@@ -25,10 +25,17 @@
 
 namespace kiln {
 
-using StateValue = std::variant<std::shared_ptr<nn::Module>, std::shared_ptr<optim::Optimizer>,
-                                std::shared_ptr<optim::LRScheduler>,
-                                std::shared_ptr<optim::GradScaler>, Tensor, int64_t, double,
-                                std::string, bool>;
+// One entry of a State: an object restored in place, a tensor, or a plain value. Plain values
+// may nest: a nlohmann::json of lists and maps ({"history", nlohmann::json{0.9, 0.7}}); a C
+// string is a std::string.
+using StateVariant = std::variant<std::shared_ptr<nn::Module>, std::shared_ptr<optim::Optimizer>,
+                                  std::shared_ptr<optim::LRScheduler>,
+                                  std::shared_ptr<optim::GradScaler>, Tensor, int64_t, double,
+                                  std::string, bool, nlohmann::json>;
+struct StateValue : StateVariant {
+  using StateVariant::StateVariant;
+  StateValue(const char* s) : StateVariant(std::string(s)) {}  // NOLINT: as std::string would
+};
 using State = std::map<std::string, StateValue>;
 
 // The checkpoint format written by this version of kiln ("format_version" in __metadata__).

@@ -1,5 +1,6 @@
 // DeviceDataLoader: what Fabric::setup_dataloaders returns. It iterates the wrapped DataLoader and
-// hands out each batch moved to the Fabric's device and, where the precision asks, its float dtype.
+// hands out each batch moved to the Fabric's device and, where the precision asks, its float dtype
+// (with move_to_device = false: as the loader made it).
 //   auto loader = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(ds, opts));
 //   for (auto& [x, y] : *loader) { ... }   // x on fabric.device()
 #pragma once
@@ -13,7 +14,8 @@ namespace kiln {
 
 class DeviceDataLoader {
  public:
-  DeviceDataLoader(std::shared_ptr<data::DataLoader> loader, Device device, std::optional<DType> dtype)
+  DeviceDataLoader(std::shared_ptr<data::DataLoader> loader, std::optional<Device> device,
+                   std::optional<DType> dtype)
       : loader_(std::move(loader)), device_(device), dtype_(dtype) {}
 
   class Iterator {
@@ -49,18 +51,20 @@ class DeviceDataLoader {
   // are queued on the current stream, ahead of the kernels that read them, and the host goes on.
   data::Batch convert(const data::Batch& b) const {
     data::Batch out = b;
-    const bool async = device_.is_cuda();
+    if (!device_) return out;
+    const Device device = *device_;
+    const bool async = device.is_cuda();
     if (out.data.defined()) {
-      if (out.data.device() != device_) out.data = out.data.to(device_, async);
+      if (out.data.device() != device) out.data = out.data.to(device, async);
       if (dtype_ && out.data.is_floating_point()) out.data = out.data.to(*dtype_);
     }
-    if (out.target.defined() && out.target.device() != device_) out.target = out.target.to(device_, async);
+    if (out.target.defined() && out.target.device() != device) out.target = out.target.to(device, async);
     return out;
   }
 
  private:
   std::shared_ptr<data::DataLoader> loader_;
-  Device device_;
+  std::optional<Device> device_;
   std::optional<DType> dtype_;
 };
 

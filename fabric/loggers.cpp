@@ -1,6 +1,9 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
 
 #include "core/error.h"
 #include "fabric/atomic_file.h"
@@ -15,8 +18,31 @@ Logger::Logger(std::string root_dir, std::string name, std::optional<int> versio
   KILN_CHECK(!version || *version >= 0, "Logger: version must be >= 0, got ", *version);
 }
 
+namespace {
+
+// Versions claimed by the live loggers of this process, per root_dir/name: a CSVLogger and a
+// TensorBoardLogger of one run write into one version_N, whichever writes first.
+struct VersionClaims {
+  std::mutex mu;
+  std::map<std::string, std::weak_ptr<const int>> by_dir;
+};
+VersionClaims& claims() {
+  static VersionClaims c;
+  return c;
+}
+
+}  // namespace
+
 int Logger::version() const {
   if (version_) return *version_;
+  const std::string key = (fs::path(root_dir_) / name_).lexically_normal().string();
+  VersionClaims& c = claims();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (auto shared = c.by_dir[key].lock()) {
+    claim_ = shared;
+    version_ = *shared;
+    return *version_;
+  }
   int next = 0;
   fs::path dir = fs::path(root_dir_) / name_;
   std::error_code ec;
@@ -30,6 +56,9 @@ int Logger::version() const {
     }
   }
   version_ = next;
+  auto claim = std::make_shared<const int>(next);
+  c.by_dir[key] = claim;
+  claim_ = claim;
   return next;
 }
 

@@ -1,5 +1,6 @@
 // Experiment loggers with Lightning's directory layout: root_dir/name/version_N/ where N is the next
-// free number. CSVLogger writes metrics.csv (a "step" column plus one per metric, the header grows
+// free number, shared by the loggers of one root_dir/name alive in the process (a CSVLogger and a
+// TensorBoardLogger of one run write into the same version_N). CSVLogger writes metrics.csv (a "step" column plus one per metric, the header grows
 // as new names appear) and hparams.yaml; TensorBoardLogger writes real TensorBoard event files.
 // Folders are created on the first write, so a logger built on every rank costs nothing.
 //   auto csv = std::make_shared<kiln::CSVLogger>("logs", "cifar");
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -39,6 +41,7 @@ class Logger {
  private:
   std::string root_dir_, name_;
   mutable std::optional<int> version_;
+  mutable std::shared_ptr<const int> claim_;  // shared with the live loggers of the same folder
 };
 
 class CSVLogger : public Logger {

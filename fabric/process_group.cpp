@@ -80,14 +80,15 @@ class GlooProcessGroup final : public FabricProcessGroup {
   }
 
   std::optional<Tensor> clip_gradients(const nn::Module* model, std::optional<double> clip_val,
-                                       std::optional<double> max_norm, double norm_type) override {
+                                       std::optional<double> max_norm, double norm_type,
+                                       bool error_if_nonfinite) override {
     auto it = zero_.find(model);
     if (it == zero_.end()) return std::nullopt;
     if (clip_val) {
       it->second->clip_grad_value_(*clip_val);
       return Tensor();
     }
-    return it->second->clip_grad_norm_(*max_norm, norm_type);
+    return it->second->clip_grad_norm_(*max_norm, norm_type, error_if_nonfinite);
   }
 
   std::optional<ShardContext> shard_context() const override {
@@ -125,12 +126,15 @@ class GlooProcessGroup final : public FabricProcessGroup {
 
 }  // namespace
 
-std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool sharded) {
+std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool sharded,
+                                                        std::chrono::milliseconds timeout) {
   kd::Environment env = kd::launch(std::max(processes_per_node, 1));
   KILN_CHECK(processes_per_node <= 0 || env.local_world_size == processes_per_node, "Fabric::launch: devices asks for ",
              processes_per_node, " processes per node, but the launcher (", env.source,
              ") started ", env.local_world_size, "; make them agree");
-  return std::make_shared<GlooProcessGroup>(env, kd::init_process_group(env), sharded);
+  kd::ProcessGroupOptions options;
+  options.timeout = timeout;
+  return std::make_shared<GlooProcessGroup>(env, kd::init_process_group(env, options), sharded);
 }
 
 }  // namespace kiln::detail

@@ -4,6 +4,7 @@
 // fabric/process_group_none.cpp, which explains that the strategy is not available.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,7 +40,8 @@ class FabricProcessGroup {
   // Clipping over a sharded model's gradient shards with the global norm; nullopt when `model`
   // is not sharded (its gradients are whole, and the caller clips them as usual).
   virtual std::optional<Tensor> clip_gradients(const nn::Module* model, std::optional<double> clip_val,
-                                               std::optional<double> max_norm, double norm_type) = 0;
+                                               std::optional<double> max_norm, double norm_type,
+                                               bool error_if_nonfinite) = 0;
   // What the checkpoint code needs to save and load sharded optimizers; nullopt under "ddp".
   virtual std::optional<ShardContext> shard_context() const = 0;
 
@@ -52,7 +54,8 @@ class FabricProcessGroup {
 // Starts the other local processes when no distributed environment is set (the program is
 // re-executed, this process becomes rank 0), then joins the process group. processes_per_node 0:
 // as many as the launcher's environment says (one without a launcher). sharded: the ZeRO-2
-// strategy instead of DDP.
-std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool sharded);
+// strategy instead of DDP. timeout: how long joining and each collective wait for the others.
+std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool sharded,
+                                                        std::chrono::milliseconds timeout);
 
 }  // namespace kiln::detail

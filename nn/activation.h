@@ -40,7 +40,9 @@ class Flatten : public Module {
 
 class Identity : public Module {
  public:
-  Tensor forward(const Tensor& input) override { return input; }
+  Tensor forward(const Tensor& input) override {
+    return run_forward(input, [](const Tensor& x) { return x; });
+  }
 };
 
 }  // namespace kiln::nn

@@ -31,11 +31,13 @@ void Embedding::reset_parameters(Generator* gen) {
   }
 }
 
-Tensor Embedding::forward(const Tensor& indices) {
-  Tensor out = functional::embedding(indices, weight);
-  if (!padding_idx) return out;
-  Tensor keep = ne(indices, double(*padding_idx)).to(out.dtype()).unsqueeze(-1);
-  return mul(out, keep);
+Tensor Embedding::forward(const Tensor& input) {
+  return run_forward(input, [this](const Tensor& indices) {
+    Tensor out = functional::embedding(indices, weight);
+    if (!padding_idx) return out;
+    Tensor keep = ne(indices, double(*padding_idx)).to(out.dtype()).unsqueeze(-1);
+    return mul(out, keep);
+  });
 }
 
 std::string Embedding::extra_repr() const {

@@ -32,7 +32,9 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias) : in_features(in), out_f
 
 void Linear::reset_parameters(Generator* gen) { reset_weight_and_bias(weight, bias, gen); }
 
-Tensor Linear::forward(const Tensor& input) { return functional::linear(input, weight, bias); }
+Tensor Linear::forward(const Tensor& input) {
+  return run_forward(input, [this](const Tensor& x) { return functional::linear(x, weight, bias); });
+}
 
 std::string Linear::extra_repr() const {
   std::ostringstream os;
@@ -62,8 +64,9 @@ Conv2d::Conv2d(int64_t in, int64_t out, Size2 kernel, Conv2dOptions o)
 void Conv2d::reset_parameters(Generator* gen) { reset_weight_and_bias(weight, bias, gen); }
 
 Tensor Conv2d::forward(const Tensor& input) {
-  return functional::conv2d(input, weight, bias, options.stride, options.padding, options.dilation,
-                            options.groups);
+  return run_forward(input, [this](const Tensor& x) {
+    return functional::conv2d(x, weight, bias, options.stride, options.padding, options.dilation, options.groups);
+  });
 }
 
 std::string Conv2d::extra_repr() const {

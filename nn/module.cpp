@@ -37,7 +37,80 @@ void assign_in_place(const Tensor& dst, const Tensor& src) {
   d->dtype = s->dtype;
 }
 
+// The innermost ModuleInitGuard of this thread.
+thread_local const ModuleInitGuard* t_init_guard = nullptr;
+// The module whose operator() has run its hooks and is now in forward(): its run_forward() must
+// not run them again.
+thread_local const Module* t_hooks_done = nullptr;
+
+class HooksDoneScope {
+ public:
+  explicit HooksDoneScope(const Module* m) : prev_(t_hooks_done) { t_hooks_done = m; }
+  ~HooksDoneScope() { t_hooks_done = prev_; }
+  HooksDoneScope(const HooksDoneScope&) = delete;
+  HooksDoneScope& operator=(const HooksDoneScope&) = delete;
+
+ private:
+  const Module* prev_;
+};
+
+// The wrappers from `i` on around `compute`.
+Tensor run_chain(Module& m, const std::vector<Module::ForwardWrapper>& chain, size_t i,
+                 const Tensor& input, const Module::ForwardFn& compute) {
+  if (i == chain.size()) return compute(input);
+  return chain[i](m, input, [&](const Tensor& x) { return run_chain(m, chain, i + 1, x, compute); });
+}
+
 }  // namespace
+
+ModuleInitGuard::ModuleInitGuard(Device device, std::optional<DType> dtype)
+    : device_(device), dtype_(dtype), prev_(t_init_guard) {
+  KILN_CHECK(!dtype || is_floating(*dtype), "ModuleInitGuard: dtype must be a floating-point "
+             "type, got ", *dtype);
+  t_init_guard = this;
+}
+
+ModuleInitGuard::~ModuleInitGuard() { t_init_guard = prev_; }
+
+Tensor Module::operator()(const Tensor& input) {
+  if (!forward_hooks_ || forward_hooks_->empty()) return forward(input);
+  return run_chain(*this, forward_hooks_->snapshot(), 0, input, [this](const Tensor& x) {
+    HooksDoneScope done(this);
+    return forward(x);
+  });
+}
+
+Tensor Module::run_forward(const Tensor& input, const ForwardFn& compute) {
+  if (t_hooks_done == this) {
+    HooksDoneScope inner(nullptr);  // for the submodules compute() calls
+    return compute(input);
+  }
+  if (!forward_hooks_ || forward_hooks_->empty()) return compute(input);
+  return run_chain(*this, forward_hooks_->snapshot(), 0, input, compute);
+}
+
+HookHandle Module::register_forward_wrapper(ForwardWrapper wrapper) {
+  KILN_CHECK(wrapper, name(), "::register_forward_wrapper: the wrapper is empty");
+  if (!forward_hooks_) forward_hooks_ = std::make_shared<detail::HookList<ForwardWrapper>>();
+  return forward_hooks_->add(std::move(wrapper));
+}
+
+HookHandle Module::register_forward_pre_hook(ForwardPreHook hook) {
+  KILN_CHECK(hook, name(), "::register_forward_pre_hook: the hook is empty");
+  return register_forward_wrapper([hook = std::move(hook)](Module& m, const Tensor& x, const ForwardFn& next) {
+    std::optional<Tensor> replaced = hook(m, x);
+    return next(replaced ? *replaced : x);
+  });
+}
+
+HookHandle Module::register_forward_hook(ForwardHook hook) {
+  KILN_CHECK(hook, name(), "::register_forward_hook: the hook is empty");
+  return register_forward_wrapper([hook = std::move(hook)](Module& m, const Tensor& x, const ForwardFn& next) {
+    Tensor out = next(x);
+    std::optional<Tensor> replaced = hook(m, x, out);
+    return replaced ? *replaced : out;
+  });
+}
 
 Tensor Module::forward(const Tensor&) {
   fail(name(), "::forward: this module does not implement forward(const Tensor&); override it, "
@@ -55,6 +128,15 @@ std::string Module::name() const {
   return n;
 }
 
+Tensor Module::placed(const Tensor& t) {
+  const ModuleInitGuard* g = t_init_guard;
+  if (!g) return t;
+  NoGradGuard no_grad;
+  Tensor out = t.device() == g->device_ ? t : t.to(g->device_);
+  if (g->dtype_ && out.is_floating_point() && out.dtype() != *g->dtype_) out = out.to(*g->dtype_);
+  return out;
+}
+
 void Module::check_new_name(const std::string& n, const char* what) const {
   KILN_CHECK(!n.empty() && n.find('.') == std::string::npos, name(), "::", what, ": name '", n,
              "' must be non-empty and contain no '.' (dots separate submodule names)");
@@ -65,6 +147,7 @@ void Module::check_new_name(const std::string& n, const char* what) const {
 Tensor Module::register_parameter(const std::string& n, Tensor tensor, bool requires_grad) {
   check_new_name(n, "register_parameter");
   if (!tensor.defined()) return tensor;
+  tensor = placed(tensor);
   // A parameter must be a leaf so gradients accumulate in it rather than flowing through it.
   if (!tensor.is_leaf()) tensor = tensor.detach();
   tensor.requires_grad_(requires_grad && tensor.is_floating_point());
@@ -75,6 +158,7 @@ Tensor Module::register_parameter(const std::string& n, Tensor tensor, bool requ
 Tensor Module::register_buffer(const std::string& n, Tensor tensor, bool persistent) {
   check_new_name(n, "register_buffer");
   if (!tensor.defined()) return tensor;
+  tensor = placed(tensor);
   buffers_.insert(n, BufferSlot{tensor, persistent});
   return tensor;
 }

@@ -8,10 +8,12 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
 
+#include "core/hooks.h"
 #include "core/tensor.h"
 #include "nn/ordered_dict.h"
 
@@ -35,7 +37,23 @@ class Module {
 
   // The computation. Layers override it; a module that takes other inputs defines its own.
   virtual Tensor forward(const Tensor& input);
-  Tensor operator()(const Tensor& input) { return forward(input); }
+  // forward() through the module's forward hooks.
+  Tensor operator()(const Tensor& input);
+
+  // Forward hooks, with PyTorch's names. They run when the module is called, (*m)(x); kiln's own
+  // layers also run them from forward(), since C++ code calls forward() directly, and so does a
+  // module of your own whose forward() hands its computation to run_forward(). A pre hook may
+  // replace the input, a forward hook the output (nullopt keeps it). A wrapper runs around the
+  // call: it gets the input and `next` (the hooks registered after it, then forward) and returns
+  // the output, so it can hold a scope, such as an AutocastGuard, for the whole computation.
+  // Hooks run in registration order, the first registered outermost.
+  using ForwardFn = std::function<Tensor(const Tensor&)>;
+  using ForwardPreHook = std::function<std::optional<Tensor>(Module&, const Tensor& input)>;
+  using ForwardHook = std::function<std::optional<Tensor>(Module&, const Tensor& input, const Tensor& output)>;
+  using ForwardWrapper = std::function<Tensor(Module&, const Tensor& input, const ForwardFn& next)>;
+  HookHandle register_forward_pre_hook(ForwardPreHook hook);
+  HookHandle register_forward_hook(ForwardHook hook);
+  HookHandle register_forward_wrapper(ForwardWrapper wrapper);
 
   // The type's name as printed and used in error messages ("Linear", "SimpleCNN").
   virtual std::string name() const;
@@ -87,6 +105,11 @@ class Module {
   // checked before anything is written; strict also rejects missing and unexpected keys.
   LoadResult load_state_dict(const StateDict& dict, bool strict = true);
 
+ protected:
+  // For forward() implementations: runs `compute` on the input through this module's forward
+  // hooks, unless operator() already ran them for this call.
+  Tensor run_forward(const Tensor& input, const ForwardFn& compute);
+
  private:
   struct BufferSlot {
     Tensor tensor;
@@ -94,6 +117,8 @@ class Module {
   };
   void register_module_impl(const std::string& name, std::shared_ptr<Module> module);
   void check_new_name(const std::string& name, const char* what) const;
+  // `t` where the innermost ModuleInitGuard puts new parameters and buffers.
+  static Tensor placed(const Tensor& t);
   void collect_state(const std::string& prefix, StateDict& out) const;
   void collect_params(const std::string& prefix, bool recurse, OrderedDict<Tensor>& out,
                       std::vector<const TensorImpl*>& seen) const;
@@ -104,6 +129,26 @@ class Module {
   OrderedDict<BufferSlot> buffers_;
   OrderedDict<std::shared_ptr<Module>> children_;
   bool training_ = true;
+  std::shared_ptr<detail::HookList<ForwardWrapper>> forward_hooks_;
+};
+
+// While it lives, register_parameter and register_buffer put the tensors they are given on
+// `device` and, floating-point ones, in `dtype` (when set): modules constructed in its scope are
+// created where they will run (Fabric::init_module() uses it). Per thread; the innermost counts.
+//   { kiln::nn::ModuleInitGuard g(kiln::Device::cuda(0), kiln::DType::bf16);
+//     model = std::make_shared<Net>(); }   // parameters on cuda:0, in bf16
+class ModuleInitGuard {
+ public:
+  explicit ModuleInitGuard(Device device, std::optional<DType> dtype = std::nullopt);
+  ~ModuleInitGuard();
+  ModuleInitGuard(const ModuleInitGuard&) = delete;
+  ModuleInitGuard& operator=(const ModuleInitGuard&) = delete;
+
+ private:
+  friend class Module;
+  Device device_;
+  std::optional<DType> dtype_;
+  const ModuleInitGuard* prev_;
 };
 
 // PyTorch-style tree: "Net(\n  (fc): Linear(in_features=4, out_features=2, bias=true)\n)".

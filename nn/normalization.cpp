@@ -39,7 +39,11 @@ void BatchNorm2d::reset_parameters() {
   }
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
+Tensor BatchNorm2d::forward(const Tensor& input) {
+  return run_forward(input, [this](const Tensor& x) { return normalize(x); });
+}
+
+Tensor BatchNorm2d::normalize(const Tensor& x) {
   KILN_CHECK(x.dim() == 4, "BatchNorm2d: expected 4D input [N, C, H, W], got ", x.dim(),
              "D input of shape ", x.sizes());
   KILN_CHECK(x.size(1) == num_features, "BatchNorm2d: expected ", num_features, " channels, got "
@@ -79,8 +83,10 @@ LayerNorm::LayerNorm(Shape shape, double e, bool elementwise_affine, bool with_b
   }
 }
 
-Tensor LayerNorm::forward(const Tensor& x) {
-  return functional::layer_norm(x, normalized_shape, weight, bias, eps);
+Tensor LayerNorm::forward(const Tensor& input) {
+  return run_forward(input, [this](const Tensor& x) {
+    return functional::layer_norm(x, normalized_shape, weight, bias, eps);
+  });
 }
 
 std::string LayerNorm::extra_repr() const {

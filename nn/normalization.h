@@ -30,6 +30,9 @@ class BatchNorm2d : public Module {
   BatchNormOptions options;
   Tensor weight, bias;                                      // [C] when affine
   Tensor running_mean, running_var, num_batches_tracked;    // when track_running_stats
+
+ private:
+  Tensor normalize(const Tensor& x);
 };
 
 class LayerNorm : public Module {

@@ -33,7 +33,7 @@ MaxPool2d::MaxPool2d(Size2 k, Size2 s, Size2 p) : kernel_size(k), stride(default
   check_window("MaxPool2d", kernel_size, stride, padding);
 }
 Tensor MaxPool2d::forward(const Tensor& x) {
-  return functional::max_pool2d(x, kernel_size, stride, padding);
+  return run_forward(x, [this](const Tensor& in) { return functional::max_pool2d(in, kernel_size, stride, padding); });
 }
 std::string MaxPool2d::extra_repr() const { return window_repr(kernel_size, stride, padding); }
 
@@ -42,14 +42,18 @@ AvgPool2d::AvgPool2d(Size2 k, Size2 s, Size2 p, bool include_pad)
   check_window("AvgPool2d", kernel_size, stride, padding);
 }
 Tensor AvgPool2d::forward(const Tensor& x) {
-  return functional::avg_pool2d(x, kernel_size, stride, padding, count_include_pad);
+  return run_forward(x, [this](const Tensor& in) {
+    return functional::avg_pool2d(in, kernel_size, stride, padding, count_include_pad);
+  });
 }
 std::string AvgPool2d::extra_repr() const { return window_repr(kernel_size, stride, padding); }
 
 AdaptiveAvgPool2d::AdaptiveAvgPool2d(Size2 size) : output_size(size) {
   KILN_CHECK(size.h > 0 && size.w > 0, "AdaptiveAvgPool2d: output_size must be positive, got ", size);
 }
-Tensor AdaptiveAvgPool2d::forward(const Tensor& x) { return functional::adaptive_avg_pool2d(x, output_size); }
+Tensor AdaptiveAvgPool2d::forward(const Tensor& x) {
+  return run_forward(x, [this](const Tensor& in) { return functional::adaptive_avg_pool2d(in, output_size); });
+}
 std::string AdaptiveAvgPool2d::extra_repr() const {
   std::ostringstream os;
   os << "output_size=" << output_size;

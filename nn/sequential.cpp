@@ -23,9 +23,11 @@ Sequential& Sequential::push_back(const std::string& n, std::shared_ptr<Module> 
 }
 
 Tensor Sequential::forward(const Tensor& input) {
-  Tensor x = input;
-  for (const auto& m : modules_) x = m->forward(x);
-  return x;
+  return run_forward(input, [this](const Tensor& in) {
+    Tensor x = in;
+    for (const auto& m : modules_) x = (*m)(x);
+    return x;
+  });
 }
 
 std::shared_ptr<Module> Sequential::operator[](size_t index) const {

@@ -69,17 +69,17 @@ void Adam::check_options(const nlohmann::json& j) const {
   KILN_CHECK(o.weight_decay >= 0.0, name(), ": Invalid weight_decay value: ", o.weight_decay);
 }
 
-void Adam::step() { update(nullptr); }
+void Adam::update() { apply_update(nullptr); }
 
 bool Adam::step_unless_found_inf(const Tensor& found_inf) {
   if (!found_inf.is_cuda() || found_inf.dtype() != DType::f32 || found_inf.numel() != 1 ||
       !grads_all_on(found_inf.device()))
     return false;
-  update(&found_inf);
+  apply_update(&found_inf);
   return true;
 }
 
-void Adam::update(const Tensor* found_inf) {
+void Adam::apply_update(const Tensor* found_inf) {
   NoGradGuard no_grad;
   for (const auto& group : param_groups()) {
     const auto o = group.options.get<AdamOptions>();

@@ -36,17 +36,17 @@ class Adam : public Optimizer {
   Adam(std::vector<Tensor> params, double lr);
   explicit Adam(std::vector<Tensor> params, AdamOptions defaults = {});
   explicit Adam(std::vector<ParamGroup> groups, AdamOptions defaults = {});
-  void step() override;
   bool step_unless_found_inf(const Tensor& found_inf) override;
   std::string name() const override { return decoupled_ ? "AdamW" : "Adam"; }
 
  protected:
+  void update() override;
   Adam(std::vector<ParamGroup> groups, AdamOptions defaults, bool decoupled);
   void check_options(const nlohmann::json& options) const override;
   bool tracks_step() const override { return true; }
 
  private:
-  void update(const Tensor* found_inf);
+  void apply_update(const Tensor* found_inf);
   bool decoupled_ = false;
 };
 

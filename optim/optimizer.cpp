@@ -49,6 +49,58 @@ void Optimizer::add_param_group(ParamGroup group) {
   groups_.push_back(std::move(group));
 }
 
+void Optimizer::step() {
+  if (running_next_) {  // called from inside a wrapper: continue its chain
+    const StepFn* next = running_next_;
+    (*next)();
+    return;
+  }
+  if (!step_hooks_ || step_hooks_->empty()) {
+    update();
+    return;
+  }
+  run_step_chain(step_hooks_->snapshot(), 0);
+}
+
+void Optimizer::run_step_chain(const std::vector<StepWrapper>& chain, size_t i) {
+  if (i == chain.size()) {
+    update();
+    return;
+  }
+  StepFn next = [this, &chain, i] { run_step_chain(chain, i + 1); };
+  const StepFn* prev = running_next_;
+  running_next_ = &next;
+  try {
+    chain[i](*this, next);
+  } catch (...) {
+    running_next_ = prev;
+    throw;
+  }
+  running_next_ = prev;
+}
+
+HookHandle Optimizer::register_step_wrapper(StepWrapper wrapper) {
+  KILN_CHECK(wrapper, name(), ": register_step_wrapper got an empty wrapper");
+  if (!step_hooks_) step_hooks_ = std::make_shared<detail::HookList<StepWrapper>>();
+  return step_hooks_->add(std::move(wrapper));
+}
+
+HookHandle Optimizer::register_step_pre_hook(std::function<void(Optimizer&)> hook) {
+  KILN_CHECK(hook, name(), ": register_step_pre_hook got an empty hook");
+  return register_step_wrapper([hook = std::move(hook)](Optimizer& o, const StepFn& next) {
+    hook(o);
+    next();
+  });
+}
+
+HookHandle Optimizer::register_step_post_hook(std::function<void(Optimizer&)> hook) {
+  KILN_CHECK(hook, name(), ": register_step_post_hook got an empty hook");
+  return register_step_wrapper([hook = std::move(hook)](Optimizer& o, const StepFn& next) {
+    next();
+    hook(o);
+  });
+}
+
 void Optimizer::zero_grad(bool set_to_none) {
   NoGradGuard no_grad;
   for (auto& g : groups_)

@@ -6,12 +6,15 @@
 //   opt.zero_grad(); loss.backward(); opt.step();
 #pragma once
 
+#include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "core/hooks.h"
 #include "core/tensor.h"
 
 namespace kiln::optim {
@@ -36,13 +39,27 @@ class Optimizer {
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  // One update of every parameter that has a gradient.
-  virtual void step() = 0;
+  // One update of every parameter that has a gradient (update(), which each optimizer
+  // implements), through the step hooks when there are any.
+  void step();
+
+  // Step hooks. A pre hook runs before the update, a post hook after it. A wrapper runs around
+  // it: it gets `next` (the hooks registered after it, then the update) and decides whether and
+  // how the update runs; a step() call made while it runs (GradScaler::step from inside it, say)
+  // continues with `next` instead of starting over. A training facade installs one so that a
+  // plain optimizer->step() also unscales a loss-scaled gradient or steps a sharded optimizer.
+  // Hooks run in registration order, the first registered outermost.
+  using StepFn = std::function<void()>;
+  using StepWrapper = std::function<void(Optimizer&, const StepFn& next)>;
+  HookHandle register_step_pre_hook(std::function<void(Optimizer&)> hook);
+  HookHandle register_step_post_hook(std::function<void(Optimizer&)> hook);
+  HookHandle register_step_wrapper(StepWrapper wrapper);
   // One update unless `found_inf` (one f32 on the parameters' device: GradScaler's inf/NaN flag)
   // is nonzero, decided on the device without reading the flag on the host. Returns false, having
   // done nothing, where this optimizer cannot decide on the device (CPU parameters, parameters on
   // another device, state that the first step creates); the caller then reads the flag and calls
-  // step() or not.
+  // step() or not. This is the update alone, without the step hooks: a loss scaler calls it from
+  // inside a step wrapper.
   virtual bool step_unless_found_inf(const Tensor& found_inf) {
     (void)found_inf;
     return false;
@@ -78,6 +95,9 @@ class Optimizer {
 
  protected:
   explicit Optimizer(nlohmann::json defaults) : defaults_(std::move(defaults)) {}
+  // The update of every parameter that has a gradient: SGD, Adam, AdamW and optimizers of your
+  // own implement it; callers use step().
+  virtual void update() = 0;
   // Derived constructors call this once their option checks are in place.
   void init_groups(std::vector<ParamGroup> groups);
   // Throws kiln::Error for invalid values ("Invalid learning rate: -0.1").
@@ -106,10 +126,13 @@ class Optimizer {
 
  private:
   nlohmann::json merged_options(const nlohmann::json& overrides, size_t group_index) const;
+  void run_step_chain(const std::vector<StepWrapper>& chain, size_t i);
 
   nlohmann::json defaults_;
   std::vector<ParamGroup> groups_;
   std::unordered_map<const TensorImpl*, ParamState> state_;
+  std::shared_ptr<detail::HookList<StepWrapper>> step_hooks_;
+  const StepFn* running_next_ = nullptr;  // `next` of the wrapper running now
 };
 
 }  // namespace kiln::optim

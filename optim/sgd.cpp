@@ -47,7 +47,7 @@ void SGD::check_options(const nlohmann::json& j) const {
              o.dampening, ")");
 }
 
-void SGD::step() { update(nullptr); }
+void SGD::update() { apply_update(nullptr); }
 
 bool SGD::step_unless_found_inf(const Tensor& found_inf) {
   if (!found_inf.is_cuda() || found_inf.dtype() != DType::f32 || found_inf.numel() != 1 ||
@@ -59,11 +59,11 @@ bool SGD::step_unless_found_inf(const Tensor& found_inf) {
     if (group.options.get<SGDOptions>().momentum != 0.0)
       for (const auto& p : group.params)
         if (p.grad().defined() && !state(p).tensors.count("momentum_buffer")) return false;
-  update(&found_inf);
+  apply_update(&found_inf);
   return true;
 }
 
-void SGD::update(const Tensor* found_inf) {
+void SGD::apply_update(const Tensor* found_inf) {
   NoGradGuard no_grad;
   for (const auto& group : param_groups()) {
     const auto o = group.options.get<SGDOptions>();

@@ -23,15 +23,15 @@ class SGD : public Optimizer {
   SGD(std::vector<Tensor> params, double lr);
   explicit SGD(std::vector<Tensor> params, SGDOptions defaults = {});
   explicit SGD(std::vector<ParamGroup> groups, SGDOptions defaults = {});
-  void step() override;
   bool step_unless_found_inf(const Tensor& found_inf) override;
   std::string name() const override { return "SGD"; }
 
  protected:
+  void update() override;
   void check_options(const nlohmann::json& options) const override;
 
  private:
-  void update(const Tensor* found_inf);
+  void apply_update(const Tensor* found_inf);
 };
 
 }  // namespace kiln::optim

@@ -4,9 +4,9 @@
 The recipe of kiln's DESIGN.md (SimpleCNN, AdamW lr 3e-4 wd 1e-2, cosine over the epochs, batch 128
 shuffled, eval batch 256 without augmentation, flip + crop-with-padding) on Debian's real
 Fashion-MNIST (padded to 32x32, Normalize(0.2860, 0.3530)) read from its IDX files, so kiln's and
-PyTorch's runs see the same data. Prints the program's lines ("Epoch E | Batch B | Loss: L | Acc: A%",
-"Epoch E | Val Acc: V%  (S s, R img/s)") and a last JSON line with the accuracy per epoch and the
-seconds per epoch.
+PyTorch's runs see the same data. Prints the program's lines ("Epoch E | Batch B | Loss: L | Acc: A%"
+with 0-based epoch and batch every 100 batches, "Epoch E | Val Acc: V%", "  epoch E: S s, R img/s")
+and a last JSON line with the accuracy per epoch and the seconds per epoch.
 
   .venv-peers/bin/python bench/peers/train_fabric.py --data-dir /usr/share/datasets/fashion-mnist \
       --epochs 3 --seed 0 --threads 2 --precision 32-true
@@ -98,20 +98,19 @@ def main():
     for epoch in range(args.epochs):
         model.train()
         t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for i, (x, y) in enumerate(train_loader, 1):
-            if i - 1 == args.max_train_batches:
+        correct, seen = 0, 0
+        for batch_idx, (x, y) in enumerate(train_loader):
+            if batch_idx == args.max_train_batches:
                 break
             optimizer.zero_grad()
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             fabric.backward(loss)
             optimizer.step()
-            loss_sum += loss.item()
             correct += (logits.argmax(1) == y).sum().item()
             seen += y.size(0)
-            if i % 100 == 0:
-                fabric.print(f"Epoch {epoch + 1} | Batch {i} | Loss: {loss_sum / i:.4f} | Acc: {100.0 * correct / seen:.2f}%")
+            if batch_idx % 100 == 0:
+                fabric.print(f"Epoch {epoch} | Batch {batch_idx} | Loss: {loss.item():.4f} | Acc: {100.0 * correct / seen:.1f}%")
         scheduler.step()
         s = time.perf_counter() - t0
         model.eval()
@@ -123,7 +122,8 @@ def main():
         acc = 100.0 * hit / total
         accs.append(round(acc, 2))
         secs.append(round(s, 1))
-        fabric.print(f"Epoch {epoch + 1} | Val Acc: {acc:.2f}%  ({s:.0f} s, {seen / s:.0f} img/s)")
+        fabric.print(f"Epoch {epoch} | Val Acc: {acc:.1f}%")
+        fabric.print(f"  epoch {epoch}: {s:.0f} s, {seen / s:.0f} img/s")
     fabric.print(json.dumps({"test_acc": accs, "train_seconds": secs, "precision": args.precision,
                              "threads": torch.get_num_threads(), "torch": torch.__version__,
                              "seed": args.seed}))

@@ -61,3 +61,32 @@ TEST_CASE("DistributedSampler: every index appears, counts equal, epochs differ"
   CHECK(a.indices() != e0);
   CHECK_THROWS_WITH_AS(DistributedSampler(10, {.num_replicas = 2, .rank = 2}), doctest::Contains("rank 2"), kiln::Error);
 }
+
+TEST_CASE("DistributedSamplerWrapper: ranks take disjoint shares of another sampler's order") {
+  // The wrapped sampler: a seeded permutation of 10 (any sampler; all ranks compute the same).
+  auto inner = std::make_shared<RandomSampler>(10, 5);
+  for (int64_t epoch : {0, 1}) {
+    CAPTURE(epoch);
+    inner->set_epoch(epoch);
+    const auto order = inner->indices();
+    std::vector<int64_t> all;
+    for (int64_t rank = 0; rank < 3; ++rank) {
+      DistributedSamplerWrapper w(inner, {.num_replicas = 3, .rank = rank, .shuffle = false});
+      w.set_epoch(epoch);
+      auto mine = w.indices();
+      CHECK(int64_t(mine.size()) == w.size());
+      CHECK(w.size() == 4);  // 10 over 3, padded
+      // Without shuffle: every third element of the wrapped order, from `rank` on.
+      for (size_t k = 0; k < mine.size(); ++k) CHECK(mine[k] == order[(size_t(rank) + 3 * k) % order.size()]);
+      all.insert(all.end(), mine.begin(), mine.end());
+    }
+    CHECK(std::set<int64_t>(all.begin(), all.end()).size() == 10);
+  }
+  // The wrapper's epoch reaches the wrapped sampler.
+  DistributedSamplerWrapper w(inner, {.num_replicas = 1, .rank = 0, .shuffle = false});
+  w.set_epoch(1);
+  auto e1 = w.indices();
+  w.set_epoch(2);
+  CHECK(w.indices() != e1);
+  CHECK_THROWS_WITH_AS(DistributedSamplerWrapper(nullptr, {}), doctest::Contains("null"), kiln::Error);
+}

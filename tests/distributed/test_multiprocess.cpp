@@ -88,6 +88,20 @@ TEST_CASE("Fabric strategy zero: DDP's results, sharded checkpoints, consolidati
   for (int n : {2, 3}) std::filesystem::remove_all(dir(n));
 }
 
+TEST_CASE("Fabric ddp and zero: the seed's loop written literally equals explicit DDP; broadcast of "
+          "strings and JSON, rank_zero_first, a loader's own sampler cut into shares") {
+  auto dir = std::filesystem::temp_directory_path() / ("kiln_fabric_literal_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  for (const char* strategy : {"ddp", "zero"}) {
+    CAPTURE(strategy);
+    CHECK(run({worker(), "fabric_literal"}, 2, {{"KILN_TEST_STRATEGY", strategy}, {"KILN_TEST_OUT", dir.string()}})
+              .exit_code == 0);
+  }
+  CHECK(run({worker(), "fabric_literal"}, 3, {{"KILN_TEST_STRATEGY", "zero"}, {"KILN_TEST_OUT", dir.string()}})
+            .exit_code == 0);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("a killed rank ends the others with an error, not a hang") {
   for (std::string call : {"all_reduce", "reduce_scatter"}) {
     CAPTURE(call);

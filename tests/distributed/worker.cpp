@@ -11,6 +11,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <set>
 #include <string>
 
 #include "distributed/distributed.h"
@@ -699,15 +700,107 @@ int fabric_zero() {
   }
   comm->barrier();
 
-  // optimizer->step() alone is caught at the next backward.
-  ob->step();
+  // A bare loss.backward() is an error at that backward: the shards would never get the gradients.
   std::string msg;
   try {
-    fabric.backward(loss(*b, batch()));
+    loss(*b, batch()).backward();
   } catch (const kiln::Error& e) {
     msg = e.what();
   }
-  expect(msg.find("fabric.step(optimizer)") != std::string::npos, "a bare optimizer step is reported: " + msg);
+  expect(msg.find("requires you to call fabric.backward(loss)") != std::string::npos,
+         "a bare loss.backward() is reported: " + msg);
+  return g_failures ? 1 : 0;
+}
+
+// ---- The seed's loop written literally under strategy ddp or zero (KILN_TEST_STRATEGY): no
+// fabric.step, the model called as model->forward(x), optimizer->step(); it equals today's explicit
+// form through DistributedDataParallel. Then the other collectives of Fabric: broadcast of strings
+// and JSON, rank_zero_first, and a loader's own sampler cut into disjoint shares. ----
+int fabric_literal() {
+  const char* s = std::getenv("KILN_TEST_STRATEGY");
+  const std::string strategy = s ? s : "ddp";
+  const std::string dir = std::getenv("KILN_TEST_OUT") ? std::getenv("KILN_TEST_OUT") : "/tmp";
+  kiln::Fabric fabric({.accelerator = "cpu", .strategy = strategy, .timeout = std::chrono::seconds(30)});
+  fabric.launch();
+  auto comm = kd::default_communicator();
+  const int r = fabric.global_rank(), w = fabric.world_size();
+  g_rank = r;
+  kiln::manual_seed(2000 + r);
+  auto a = std::make_shared<Mlp>();
+  kiln::manual_seed(2000 + r);
+  auto b = std::make_shared<Mlp>();
+  auto oa = grouped_adamw(*a), ob = grouped_adamw(*b);
+  kd::DistributedDataParallel ddp(a, comm);
+  std::tie(b, ob) = fabric.setup(b, ob);
+  kiln::Generator g(21);
+  for (int step = 0; step < 3; ++step) {
+    auto x = kiln::randn({w * 3, 5}, {}, &g).narrow(0, r * 3, 3), y = kiln::randn({w * 3, 3}, {}, &g).narrow(0, r * 3, 3);
+    oa->zero_grad();
+    kiln::mse_loss(a->forward(x), y).backward();
+    ddp.finalize();
+    oa->step();
+
+    ob->zero_grad();
+    auto loss = kiln::mse_loss(b->forward(x), y);
+    fabric.backward(loss);
+    ob->step();
+  }
+  auto pa = a->parameters(), pb = b->parameters();
+  double worst = 0;
+  for (size_t k = 0; k < pa.size(); ++k) worst = std::max(worst, worst_relative(pb[k].detach(), pa[k].detach()));
+  // ddp: the same reducer, bit for bit; zero: reduce-scatter may add in another order.
+  expect(worst <= (strategy == "ddp" ? 0.0 : 1e-5), strategy + ": literal loop vs explicit DDP: relative difference " +
+                                                      std::to_string(worst));
+  for (auto& p : pb) {
+    Tensor all = comm->all_gather(p.detach());
+    for (int q = 0; q < w; ++q) expect(kiln::equal(all[q], p.detach()), "parameters equal on every rank");
+  }
+  // A bare loss.backward() is an error at that backward.
+  std::string msg;
+  try {
+    kiln::mse_loss(b->forward(kiln::randn({3, 5})), kiln::randn({3, 3})).backward();
+  } catch (const kiln::Error& e) {
+    msg = e.what();
+  }
+  expect(msg.find("requires you to call fabric.backward(loss) instead of loss.backward()") != std::string::npos,
+         "bare backward under " + strategy + ": " + msg);
+
+  // broadcast of strings and JSON values from any rank.
+  const int src = w - 1;
+  expect(fabric.broadcast(r == src ? std::string("from the last rank") : std::string("?"), src) == "from the last rank",
+         "broadcast of a string");
+  nlohmann::json j = r == 0 ? nlohmann::json{{"classes", {"cat", "dog"}}, {"n", 2}} : nlohmann::json();
+  expect(fabric.broadcast(j) == nlohmann::json{{"classes", {"cat", "dog"}}, {"n", 2}}, "broadcast of JSON");
+  expect(fabric.broadcast(std::string()) == "", "broadcast of an empty string");
+
+  // rank_zero_first: rank 0 writes, the others find the file when their turn comes.
+  const std::string marker = dir + "/first_" + strategy;
+  {
+    auto first = fabric.rank_zero_first();
+    if (r == 0) std::ofstream(marker) << "ready";
+    else expect(std::filesystem::exists(marker), "rank 0 went first");
+  }
+  fabric.barrier();
+
+  // A loader with a sampler of its own: each rank gets a disjoint share of its order.
+  auto ds = std::make_shared<kiln::data::TensorDataset>(kiln::randn({10, 2}), kiln::arange(10.0));
+  auto order = std::make_shared<kiln::data::SequentialSampler>(10);
+  auto loader = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(
+      ds, kiln::data::DataLoaderOptions{.batch_size = 1, .sampler = order}));
+  std::vector<int64_t> mine;
+  for (auto& batch : *loader) mine.push_back(batch.target.item<int64_t>());
+  const int64_t per_rank = (10 + w - 1) / w;
+  expect(int64_t(mine.size()) == per_rank, "share size");
+  for (size_t k = 0; k < mine.size(); ++k)
+    expect(mine[k] == int64_t((size_t(r) + size_t(w) * k) % 10), "every w-th index of the sampler's order");
+  Tensor all = comm->all_gather(kiln::tensor(mine));
+  std::set<int64_t> seen;
+  for (int64_t v : all.flatten().to_vector<int64_t>()) seen.insert(v);
+  expect(seen.size() == 10, "the shares cover the dataset");
+  // use_distributed_sampler = false: every rank sees everything.
+  auto whole = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(ds, kiln::data::DataLoaderOptions{.batch_size = 10}),
+                                        {.use_distributed_sampler = false});
+  expect(whole->size() == 1 && (*whole->begin()).target.numel() == 10, "use_distributed_sampler = false");
   return g_failures ? 1 : 0;
 }
 
@@ -813,6 +906,7 @@ int main(int argc, char** argv) {
       {"zero2", zero2},
       {"zero2_errors", zero2_errors},
       {"fabric_zero", fabric_zero},
+      {"fabric_literal", fabric_literal},
       {"crash", [] { return crash(false); }},
       {"crash_reduce_scatter", [] { return crash(true); }},
       {"out_of_step", out_of_step},

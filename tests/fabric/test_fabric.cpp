@@ -99,13 +99,17 @@ TEST_CASE("Fabric: bf16-mixed runs the forward in autocast with f32 master weigh
   Fabric fabric({.accelerator = "cpu", .precision = "bf16-mixed"});
   auto model = fabric.setup_module(std::make_shared<nn::Linear>(4, 2));
   CHECK(model->weight.dtype() == DType::f32);
-  Tensor out;
+  // The set-up model computes in bf16 and returns f32, with or without an autocast scope.
+  Tensor out = model->forward(randn({3, 4}));
+  CHECK(out.dtype() == DType::f32);
+  CHECK(allclose(out, out.to(DType::bf16).to(DType::f32)));  // values of bf16 precision
   {
+    // Inside the explicit form's scope the model computes as that scope says, as it always did.
     auto ac = fabric.autocast();
-    out = model->forward(randn({3, 4}));
+    CHECK(kiln::linear(randn({3, 4}), model->weight, model->bias).dtype() == DType::bf16);
+    CHECK(model->forward(randn({3, 4})).dtype() == DType::bf16);
   }
-  CHECK(out.dtype() == DType::bf16);
-  fabric.backward(out.to(DType::f32).sum());
+  fabric.backward(out.sum());
   CHECK(model->weight.grad().dtype() == DType::f32);
 }
 
@@ -169,8 +173,9 @@ TEST_CASE("Fabric: 16-mixed scales the loss, unscales at the step and catches lo
   CHECK(fabric.grad_scaler()->get_scale() == 65536.0);
   CHECK(allclose(model->weight.to(Device::cpu()), w0 - 0.00625, 1e-3, 1e-4));
 
-  // A direct loss.backward() leaves unscaled gradients: the step refuses them.
+  // A direct loss.backward() would leave unscaled gradients: it is refused at that backward, and
+  // a step without fabric.backward is refused too.
   opt->zero_grad();
-  model->forward(x).sum().backward();
+  CHECK_THROWS_WITH_AS(model->forward(x).sum().backward(), doctest::Contains("fabric.backward(loss)"), Error);
   CHECK_THROWS_WITH_AS(fabric.step(opt), doctest::Contains("fabric.backward(loss)"), Error);
 }

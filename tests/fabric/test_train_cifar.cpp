@@ -6,7 +6,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <regex>
 
 #include "fabric/checkpoint.h"
 #include "fabric/safetensors.h"
@@ -55,8 +58,12 @@ TEST_CASE("train_cifar10: short Fashion-MNIST run, checkpoint, logs, resume") {
                        " --log-dir " + (dir / "logs").string();
   auto first = run(common + " --epochs 2");
   REQUIRE(first.status == 0);
-  CHECK(first.out.find("Epoch 1 | Val Acc:") != std::string::npos);
-  CHECK(first.out.find("Epoch 2 | Val Acc:") != std::string::npos);
+  // The original program's lines: 0-based epochs and batches, the batch's loss with 4 decimals,
+  // accuracies with 1.
+  CHECK(std::regex_search(first.out, std::regex(R"(\nEpoch 0 \| Batch 0 \| Loss: \d\.\d{4} \| Acc: \d+\.\d%\n)")));
+  CHECK(std::regex_search(first.out, std::regex(R"(\nEpoch 0 \| Val Acc: \d+\.\d%\n)")));
+  CHECK(std::regex_search(first.out, std::regex(R"(\nEpoch 1 \| Val Acc: \d+\.\d%\n)")));
+  CHECK(first.out.find("Epoch 2 | Val Acc:") == std::string::npos);
   auto pos = first.out.find("Test accuracy: ");
   REQUIRE(pos != std::string::npos);
   double acc = std::atof(first.out.c_str() + pos + 15);
@@ -85,8 +92,9 @@ TEST_CASE("train_cifar10: short Fashion-MNIST run, checkpoint, logs, resume") {
   auto resumed = run(common + " --epochs 3 --resume " + (dir / "ck" / "last.safetensors").string());
   REQUIRE(resumed.status == 0);
   CHECK(resumed.out.find("Resumed from") != std::string::npos);
-  CHECK(resumed.out.find("Epoch 2 | Val Acc:") == std::string::npos);
-  CHECK(resumed.out.find("Epoch 3 | Val Acc:") != std::string::npos);
+  CHECK(resumed.out.find("Resumed from " + (dir / "ck" / "last.safetensors").string() + " after epoch 1") != std::string::npos);
+  CHECK(resumed.out.find("Epoch 1 | Val Acc:") == std::string::npos);
+  CHECK(resumed.out.find("Epoch 2 | Val Acc:") != std::string::npos);
   // Trained for --epochs 2, resumed with 3: the cosine schedule is re-planned over 3 epochs, so
   // epoch 3 does not run at the old plan's final rate (0).
   CHECK(resumed.out.find("the cosine schedule now spans 3 epochs") != std::string::npos);
@@ -139,7 +147,8 @@ TEST_CASE("train_cifar10: two processes with strategy ddp agree, and rank 0 alon
     for (size_t p = r.out.find(s); p != std::string::npos; p = r.out.find(s, p + 1)) ++n;
     return n;
   };
-  CHECK(count("Epoch 1 | Val Acc:") == 1);
+  CHECK(count("Epoch 0 | Val Acc:") == 1);
+  CHECK(count("Epoch 0 | Batch 0 | Loss: ") == 1);
   auto pos = r.out.rfind("{\"");
   REQUIRE(pos != std::string::npos);
   auto summary = nlohmann::json::parse(r.out.substr(pos, r.out.find('\n', pos) - pos));
@@ -157,7 +166,7 @@ TEST_CASE("train_cifar10: two processes with strategy ddp agree, and rank 0 alon
                     (dir / "ck1" / "last.safetensors").string() + " --log-dir " + (dir / "logs1").string());
   REQUIRE(single.status == 0);
   CHECK(single.out.find("Resumed from") != std::string::npos);
-  CHECK(single.out.find("Epoch 2 | Val Acc:") != std::string::npos);
+  CHECK(single.out.find("Epoch 1 | Val Acc:") != std::string::npos);
   fs::remove_all(dir);
 }
 
@@ -229,7 +238,7 @@ TEST_CASE("train_cifar10: strategy zero, launched by Fabric and by kiln-run; sha
                      (dir / "ck2" / "last.safetensors").string() + flags("ck3"));
   REQUIRE(resumed.status == 0);
   CHECK(resumed.out.find("Resumed from") != std::string::npos);
-  CHECK(resumed.out.find("Epoch 2 | Val Acc:") != std::string::npos);
+  CHECK(resumed.out.find("Epoch 1 | Val Acc:") != std::string::npos);
   CHECK(summary_of(resumed.out).at("world_size") == 1);
 
   // And the other way: two sharded processes resume from that single-process (full) checkpoint.
@@ -238,7 +247,80 @@ TEST_CASE("train_cifar10: strategy zero, launched by Fabric and by kiln-run; sha
                      flags("ck4"));
   REQUIRE(sharded.status == 0);
   CHECK(sharded.out.find("Resumed from") != std::string::npos);
-  CHECK(sharded.out.find("Epoch 3 | Val Acc:") != std::string::npos);
+  CHECK(sharded.out.find("Epoch 2 | Val Acc:") != std::string::npos);
   CHECK(summary_of(sharded.out).at("ranks_in_sync") == true);
+  fs::remove_all(dir);
+}
+
+namespace {
+// A small CIFAR-10 in the binary layout under dir/data/cifar-10-batches-bin: 26 images per
+// training file (130, two batches of the original's 128) and 40 test images, each label's images
+// a brightness of its own so that the network can learn something.
+void write_small_cifar10(const fs::path& dir) {
+  fs::path d = dir / "data" / "cifar-10-batches-bin";
+  fs::create_directories(d);
+  std::mt19937 rng(0);
+  auto write = [&](const std::string& name, int n) {
+    std::ofstream f(d / name, std::ios::binary);
+    for (int i = 0; i < n; ++i) {
+      const int label = int(rng() % 10);
+      f.put(char(label));
+      for (int k = 0; k < 3072; ++k) f.put(char((label * 25 + int(rng() % 20)) % 256));
+    }
+  };
+  for (int b = 1; b <= 5; ++b) write("data_batch_" + std::to_string(b) + ".bin", 26);
+  write("test_batch.bin", 40);
+}
+}  // namespace
+
+TEST_CASE("fabric_cifar10: the seed's program prints its lines, saves each epoch, and resumes; "
+          "kiln-run's LT_* variables choose the strategy") {
+  const char* build = std::getenv("KILN_BUILD_ROOT");
+  std::string root = build ? build : ".";
+  std::string exe = root + "/examples/fabric_cifar10", resume = root + "/examples/fabric_resume";
+  if (!fs::exists(exe) || !fs::exists(resume)) {
+    MESSAGE("skipped: the examples are not built (meson option examples=false?)");
+    return;
+  }
+  fs::path dir = fs::temp_directory_path() / ("kiln_fabric_cifar10_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  write_small_cifar10(dir);
+  const std::string clean = "cd " + dir.string() + " && env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE "
+                            "-u MASTER_ADDR -u MASTER_PORT -u NODE_RANK -u GROUP_RANK ";
+  auto r = run(clean + exe);
+  REQUIRE(r.status == 0);
+  for (int epoch = 0; epoch < 20; ++epoch) {
+    CAPTURE(epoch);
+    const std::string e = std::to_string(epoch);
+    CHECK(std::regex_search(r.out, std::regex("(^|\\n)Epoch " + e + R"( \| Batch 0 \| Loss: \d\.\d{4} \| Acc: \d+\.\d%\n)")));
+    CHECK(std::regex_search(r.out, std::regex("\\nEpoch " + e + R"( \| Val Acc: \d+\.\d%\n)")));
+  }
+  CHECK(r.out.find("Epoch 20 |") == std::string::npos);
+  CHECK(r.out.find("Batch 1 |") == std::string::npos);  // printed at batch_idx % 100 == 0 only
+  kiln::State nothing;
+  auto saved = kiln::load_checkpoint((dir / "checkpoint.ckpt").string(), nothing, false);
+  CHECK(std::get<int64_t>(saved.at("epoch")) == 19);
+  CHECK(saved.count("model.fc2.weight"));
+
+  auto res = run(clean + resume);
+  REQUIRE(res.status == 0);
+  CHECK(res.out.find("Resuming after epoch 19") != std::string::npos);
+
+  // The launcher chooses the strategy (kiln-run's --strategy sets LT_STRATEGY): two processes,
+  // one console copy of each line, one checkpoint.
+  std::string kiln_run = root + "/distributed/tools/kiln-run";
+  if (fs::exists(kiln_run)) {
+    fs::remove(dir / "checkpoint.ckpt");
+    auto ddp = run(clean + "LT_STRATEGY=ddp " + kiln_run + " --nproc_per_node 2 " + exe);
+    REQUIRE(ddp.status == 0);
+    size_t n = 0;
+    for (size_t p = ddp.out.find("Epoch 19 | Val Acc:"); p != std::string::npos; p = ddp.out.find("Epoch 19 | Val Acc:", p + 1)) ++n;
+    CHECK(n == 1);
+    CHECK(fs::exists(dir / "checkpoint.ckpt"));
+  }
+  // A launcher value Fabric does not know is an error, said before anything runs.
+  auto conflict = run(clean + "LT_DEVICES=2 LT_ACCELERATOR=tpu " + exe);
+  CHECK(conflict.status != 0);
+  CHECK(conflict.out.find("fabric_cifar10: Fabric: unknown accelerator \"tpu\"") != std::string::npos);
   fs::remove_all(dir);
 }

@@ -155,3 +155,100 @@ TEST_CASE("SimpleCNN: state_dict keys and shapes equal PyTorch's") {
   CHECK(os.str().find("(conv1): Conv2d(3, 32, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))") !=
         std::string::npos);
 }
+
+namespace {
+
+// A model of one's own: its forward() calls its layers through forward() (as SimpleCNN does).
+struct TwoLayer : nn::Module {
+  std::shared_ptr<nn::Linear> fc1 = register_module("fc1", std::make_shared<nn::Linear>(3, 4));
+  std::shared_ptr<nn::Linear> fc2 = register_module("fc2", std::make_shared<nn::Linear>(4, 2));
+  Tensor forward(const Tensor& x) override { return fc2->forward(relu(fc1->forward(x))); }
+};
+
+}  // namespace
+
+TEST_CASE("Module: forward hooks run through operator() and kiln layers' forward(), once per call") {
+  auto net = std::make_shared<TwoLayer>();
+  std::vector<std::string> calls;
+  auto trace = [&](const std::string& tag) {
+    return [&calls, tag](nn::Module& m, const Tensor& x, const nn::Module::ForwardFn& next) {
+      calls.push_back(tag + ">" + (dynamic_cast<nn::Linear*>(&m) ? "Linear" : "TwoLayer"));
+      Tensor out = next(x);
+      calls.push_back(tag + "<");
+      return out;
+    };
+  };
+  auto h_net = net->register_forward_wrapper(trace("net"));
+  auto h_fc1 = net->fc1->register_forward_wrapper(trace("fc1"));
+  Tensor x = randn({2, 3});
+  // The model of one's own runs its hooks when called; its layers run theirs from forward().
+  Tensor a = (*net)(x);
+  CHECK(calls == std::vector<std::string>{"net>TwoLayer", "fc1>Linear", "fc1<", "net<"});
+  calls.clear();
+  Tensor b = net->forward(x);
+  CHECK(calls == std::vector<std::string>{"fc1>Linear", "fc1<"});
+  CHECK(equal(a, b));
+  // A kiln layer called either way runs its hooks exactly once.
+  calls.clear();
+  (*net->fc1)(x);
+  net->fc1->forward(x);
+  CHECK(calls == std::vector<std::string>{"fc1>Linear", "fc1<", "fc1>Linear", "fc1<"});
+
+  // Pre hooks replace the input, forward hooks the output; registration order is nesting order.
+  calls.clear();
+  h_net.remove();
+  h_fc1.remove();
+  h_fc1.remove();  // a second remove does nothing
+  auto fc = std::make_shared<nn::Linear>(3, 2);
+  auto pre = fc->register_forward_pre_hook([&](nn::Module&, const Tensor& in) -> std::optional<Tensor> {
+    calls.push_back("pre");
+    return in * 0.0;
+  });
+  Tensor seen;
+  fc->register_forward_hook([&](nn::Module&, const Tensor& in, const Tensor& out) -> std::optional<Tensor> {
+    calls.push_back("post");
+    seen = in;
+    return out + 1.0;
+  });
+  Tensor y = fc->forward(x);
+  CHECK(calls == std::vector<std::string>{"pre", "post"});
+  CHECK(equal(seen, zeros({2, 3})));  // the pre hook's input
+  CHECK(allclose(y, fc->bias.detach().unsqueeze(0).expand({2, 2}) + 1.0));
+  pre.remove();
+  CHECK(allclose((*fc)(x), linear(x, fc->weight, fc->bias).detach() + 1.0));
+  calls.clear();
+  (*net)(x);
+  CHECK(calls.empty());
+  // A sequence runs its own hooks and each of its modules' once.
+  auto seq = std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{
+      std::make_shared<nn::Linear>(3, 3), std::make_shared<nn::ReLU>()});
+  int seq_calls = 0, relu_calls = 0;
+  seq->register_forward_hook([&](nn::Module&, const Tensor&, const Tensor&) { ++seq_calls; return std::nullopt; });
+  (*seq)[1]->register_forward_hook([&](nn::Module&, const Tensor&, const Tensor&) { ++relu_calls; return std::nullopt; });
+  seq->forward(x);
+  (*seq)(x);
+  CHECK(seq_calls == 2);
+  CHECK(relu_calls == 2);
+  CHECK_THROWS_AS(fc->register_forward_wrapper(nullptr), Error);
+}
+
+TEST_CASE("ModuleInitGuard: modules built in its scope are created on its device and dtype") {
+  {
+    nn::ModuleInitGuard guard(Device::cpu(), DType::f64);
+    auto bn = std::make_shared<nn::BatchNorm2d>(3);
+    auto net = std::make_shared<TwoLayer>();
+    CHECK(net->fc1->weight.dtype() == DType::f64);
+    CHECK(net->fc1->weight.requires_grad());
+    CHECK(net->fc1->weight.is_leaf());
+    CHECK(bn->running_mean.dtype() == DType::f64);
+    CHECK(bn->num_batches_tracked.dtype() == DType::i64);  // integers keep their type
+    CHECK(net->forward(randn({2, 3}, {.dtype = DType::f64})).dtype() == DType::f64);
+    {
+      nn::ModuleInitGuard inner(Device::cpu());  // the innermost counts
+      CHECK(nn::Linear(2, 2).weight.dtype() == DType::f32);
+    }
+    CHECK(nn::Linear(2, 2).weight.dtype() == DType::f64);
+  }
+  CHECK(nn::Linear(2, 2).weight.dtype() == DType::f32);
+  CHECK_THROWS_AS(nn::ModuleInitGuard(Device::cpu(), DType::i64), Error);
+}

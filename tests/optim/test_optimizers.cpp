@@ -178,3 +178,52 @@ TEST_CASE("clip_grad_norm_ and clip_grad_value_") {
   test::check_values(b.grad(), {4.0 * coef}, 1e-12);  // already inside the range
   CHECK_THROWS_AS(optim::clip_grad_norm_({a}, 1.0, -2.0), Error);
 }
+
+TEST_CASE("Optimizer: step hooks run around the update; a wrapper decides whether it runs") {
+  Tensor p = ones({2}).requires_grad_();
+  optim::SGD opt({p}, 0.5);
+  std::vector<std::string> calls;
+  auto step_with_grad = [&] {
+    p.set_grad(ones({2}));
+    opt.step();
+  };
+  auto pre = opt.register_step_pre_hook([&](optim::Optimizer&) { calls.push_back("pre"); });
+  opt.register_step_post_hook([&](optim::Optimizer& o) { calls.push_back("post " + o.name()); });
+  step_with_grad();
+  CHECK(calls == std::vector<std::string>{"pre", "post SGD"});
+  test::check_values(p.detach(), {0.5, 0.5});
+
+  // A wrapper that skips: neither the update nor the hooks after it run.
+  calls.clear();
+  pre.remove();
+  bool skip = true;
+  auto gate = opt.register_step_wrapper([&](optim::Optimizer&, const optim::Optimizer::StepFn& next) {
+    calls.push_back("gate");
+    if (!skip) next();
+  });
+  step_with_grad();
+  CHECK(calls == std::vector<std::string>{"gate", "post SGD"});  // the post hook is outermost
+  test::check_values(p.detach(), {0.5, 0.5});
+  calls.clear();
+  skip = true;
+  gate.remove();
+  // A step() called from inside a wrapper (as GradScaler::step does) continues its chain once.
+  auto reenter = opt.register_step_wrapper([&](optim::Optimizer& o, const optim::Optimizer::StepFn&) {
+    calls.push_back("wrapper");
+    o.step();
+  });
+  step_with_grad();
+  CHECK(calls == std::vector<std::string>{"wrapper", "post SGD"});
+  test::check_values(p.detach(), {0.0, 0.0});
+  reenter.remove();
+  // A GradScaler stepping from inside a wrapper: unscaled, stepped, no recursion.
+  optim::GradScaler scaler({.init_scale = 4.0});
+  opt.register_step_wrapper([&](optim::Optimizer& o, const optim::Optimizer::StepFn&) {
+    CHECK(scaler.step(o));
+    scaler.update();
+  });
+  p.set_grad(full({2}, 4.0));  // a gradient scaled by 4
+  opt.step();
+  test::check_values(p.detach(), {-0.5, -0.5});
+  CHECK_THROWS_AS(opt.register_step_wrapper(nullptr), Error);
+}
