@@ -71,7 +71,6 @@ void train_explicit(SmallCnn& model, optim::Optimizer& opt, const Batches& data,
   }
 }
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 
