@@ -101,8 +101,10 @@ if [ -x "$BENCH" ]; then
             --repeats 3 --cuda-graphs $g || true
         done
         # float32 convolutions on TF32 tensor cores, as PyTorch runs them by default
-        [ "$p" = 32-true ] && { "$BENCH" --mode train --device cuda --precision "$p" --batch-size "$b" \
-          --steps 30 --warmup 5 --repeats 3 --cuda-graphs 1 --tf32 1 || true; }
+        if [ "$p" = 32-true ]; then
+          "$BENCH" --mode train --device cuda --precision "$p" --batch-size "$b" --steps 30 --warmup 5 \
+            --repeats 3 --cuda-graphs 1 --tf32 1 || true
+        fi
       done
     done
   }
