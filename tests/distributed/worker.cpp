@@ -53,9 +53,10 @@ void expect_values(const Tensor& t, const std::vector<double>& want, const std::
   }
 }
 
-kd::ProcessGroupOptions options() {
+// Generous by default: on a loaded 2-core machine starting three processes can take a while.
+kd::ProcessGroupOptions options(std::chrono::seconds timeout = std::chrono::seconds(60)) {
   kd::ProcessGroupOptions o;
-  o.timeout = std::chrono::seconds(20);
+  o.timeout = timeout;
   if (const char* t = std::getenv("KILN_TEST_TIMEOUT_MS")) o.timeout = kd::Milliseconds(std::atoi(t));
   return o;
 }
@@ -809,7 +810,7 @@ int fabric_literal() {
 // supervisor's stop does not hide whether the survivors fail on their own.
 int crash(bool reduce_scatter) {
   ::signal(SIGTERM, SIG_IGN);
-  auto comm = kd::init_process_group(options());
+  auto comm = kd::init_process_group(options(std::chrono::seconds(20)));
   int r = comm->rank(), w = comm->world_size();
   g_rank = r;
   Tensor t = kiln::ones({1000 * w});
@@ -863,14 +864,47 @@ int out_of_step() {
   return g_failures ? 1 : 0;
 }
 
+// What kiln's launchers give every rank: the job token, and OMP_NUM_THREADS (KILN_TEST_EXPECT_OMP
+// says which value) applied to kiln's own thread count.
+void check_launched_env() {
+  const char* token = std::getenv("KILN_STORE_TOKEN");
+  expect(token && std::string(token).size() == 32 &&
+             std::string(token).find_first_not_of("0123456789abcdef") == std::string::npos,
+         std::string("a 32-hex-digit KILN_STORE_TOKEN, got ") + (token ? token : "none"));
+  if (const char* want = std::getenv("KILN_TEST_EXPECT_OMP")) {
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    std::string w = want, got = omp ? omp : "unset";
+    expect(got == w, "OMP_NUM_THREADS=" + w + ", got " + got);
+    expect(kiln::get_num_threads() == std::atoi(want),
+           "kiln::get_num_threads() == " + w + ", got " + std::to_string(kiln::get_num_threads()));
+  }
+}
+
+int env_check() {
+  auto env = kd::detect_environment();
+  g_rank = env ? env->rank : -1;
+  check_launched_env();
+  // The ranks rendezvous through the store, which admits only the job's token.
+  auto comm = kd::init_process_group(*env, options());
+  Tensor t = kiln::ones({2});
+  comm->all_reduce(t);
+  expect_values(t, {double(env->world_size), double(env->world_size)}, "all_reduce after the token check");
+  return g_failures ? 1 : 0;
+}
+
 // launch() re-executes this program: the outer process becomes rank 0.
 int launched(bool fail_rank2) {
-  if (!std::getenv("KILN_TEST_CHILD"))
+  // The outer process stands for a program started by hand: no launcher's variables (and, when
+  // the test checks launch()'s own choice, no OMP_NUM_THREADS).
+  if (!std::getenv("KILN_TEST_CHILD")) {
     for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK",
                           "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT"})
       ::unsetenv(v);
+    if (std::getenv("KILN_TEST_EXPECT_OMP")) ::unsetenv("OMP_NUM_THREADS");
+  }
   auto env = kd::launch(3, {.extra_env = {{"KILN_TEST_CHILD", "1"}}});
   g_rank = env.rank;
+  check_launched_env();
   auto comm = kd::init_process_group(env, options());
   expect(comm->world_size() == 3, "world size 3");
   Tensor t = kiln::full({3}, double(env.rank));
@@ -885,10 +919,14 @@ int launched(bool fail_rank2) {
     std::string m = e.what();
     if (env.rank == 0) {
       // The error may come from the store or Gloo; the launcher's exit status is what counts.
+      // On a loaded machine the watcher may take a while to see rank 2 go.
       std::cerr << "rank 0 saw: " << m << "\n";
-      for (int i = 0; i < 200 && kd::launched_worker_exit_code() == 0; ++i) ::usleep(10000);
+      for (int i = 0; i < 6000 && kd::launched_worker_exit_code() == 0; ++i) ::usleep(10000);
       return kd::launched_worker_exit_code();
     }
+    // Rank 1 waits to be stopped: exiting now could make it, not rank 2, the first failure the
+    // watcher sees when both exits land in one wake-up.
+    if (fail_rank2) ::pause();
     return 1;
   }
   expect_values(t, {3, 3, 3}, "launched all_reduce");
@@ -910,6 +948,7 @@ int main(int argc, char** argv) {
       {"crash", [] { return crash(false); }},
       {"crash_reduce_scatter", [] { return crash(true); }},
       {"out_of_step", out_of_step},
+      {"env_check", env_check},
       {"launch", [] { return launched(false); }},
       {"launch_fail", [] { return launched(true); }},
   };
