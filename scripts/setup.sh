@@ -21,6 +21,8 @@ for arg in "$@"; do
     *) echo "kiln setup: unknown flag $arg (expected --tests or --peers)" >&2; exit 2 ;;
   esac
 done
+# The launcher tests: real torchrun (python3-torch, above) and mpirun.
+if $tests; then pkgs+=(openmpi-bin); fi
 
 missing=()
 for p in "${pkgs[@]}"; do
