@@ -39,6 +39,7 @@ constexpr size_t kMaxReplyBacklog = 64ull << 20;  // replies a client has not re
 constexpr uint64_t kStopTag = 0;
 constexpr uint64_t kFirstConnTag = 1 << 20;  // below: listening sockets (index + 1)
 constexpr auto kSweepEvery = std::chrono::milliseconds(200);
+constexpr auto kEvictionGrace = std::chrono::seconds(1);  // unproven connections younger are kept
 
 std::string describe(const sockaddr* sa) {
   char host[INET6_ADDRSTRLEN] = "?";
@@ -231,10 +232,15 @@ struct StoreServer::Impl {
     }
   }
 
-  bool evict_oldest_unproven() {
+  // Closes the oldest connection that has not identified itself; with `min_age`, only one at least
+  // that old (a rank's connection is in its handshake for a moment: churn must not take it).
+  bool evict_oldest_unproven(Clock::duration min_age = Clock::duration::zero()) {
     if (unproven.empty()) return false;
     ConnId id = unproven.begin()->first;
-    std::string peer = conns.count(id) ? conns[id].peer : "?";
+    auto it = conns.find(id);
+    if (min_age > Clock::duration::zero() && it != conns.end() && Clock::now() - it->second.opened < min_age)
+      return false;
+    std::string peer = it != conns.end() ? it->second.peer : "?";
     close_conn(id, Why::evicted,
                "closed the connection from " + peer +
                    ", which had not identified itself, to make room for new ones");
@@ -254,7 +260,13 @@ struct StoreServer::Impl {
   }
 
   void add_conn(int fd, const sockaddr* sa) {
-    if (int(unproven.size()) >= opts.max_unproven_connections) evict_oldest_unproven();
+    if (int(unproven.size()) >= opts.max_unproven_connections && !evict_oldest_unproven(kEvictionGrace)) {
+      ::close(fd);  // every unproven connection is fresh: refuse this one, it may try again
+      bump(&StoreServerStats::closed_evicted);
+      log_once(Why::evicted, "refused a connection: " + std::to_string(unproven.size()) +
+                                 " others have not identified themselves yet");
+      return;
+    }
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     ConnId id = next_id++;
@@ -272,9 +284,12 @@ struct StoreServer::Impl {
     conns.emplace(id, std::move(c));
     core.open(id);
     unproven.emplace(id, fd);
-    std::lock_guard<std::mutex> g(stats_mu);
-    ++stats.accepted;
-    ++stats.open;
+    {
+      std::lock_guard<std::mutex> g(stats_mu);
+      ++stats.accepted;
+      ++stats.open;
+    }
+    read_some(id);  // what came with the connection: a handshake, garbage, or its close
   }
 
   void accept_some(size_t li) {

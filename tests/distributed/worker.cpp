@@ -2,6 +2,7 @@
 // run_workers, kiln-run or launch()), it runs one scenario named by argv[1] and exits 0 when every
 // check held. Failures print the rank and the mismatch to stderr and exit 1.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -892,6 +893,29 @@ int env_check() {
   return g_failures ? 1 : 0;
 }
 
+// Serves a store with a soft limit of 64 descriptors until a client sets "stop"; writes its port
+// and then its counters (accepted, evicted, refused for want of descriptors) to KILN_TEST_OUT.
+int store_serve() {
+  rlimit rl{};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = 64;
+  ::setrlimit(RLIMIT_NOFILE, &rl);
+  std::string out = std::getenv("KILN_TEST_OUT") ? std::getenv("KILN_TEST_OUT") : "/tmp";
+  const char* token = std::getenv("KILN_STORE_TOKEN");
+  kd::TCPStore server("127.0.0.1", 0,
+                      kd::TCPStoreOptions{.is_server = true, .timeout = std::chrono::seconds(120),
+                                          .token = token ? token : "", .handshake_timeout = std::chrono::seconds(60)});
+  {
+    std::ofstream tmp(out + "/port.tmp");
+    tmp << server.port() << "\n";
+  }
+  std::filesystem::rename(out + "/port.tmp", out + "/port");
+  server.wait({"stop"});
+  auto st = *server.server_stats();
+  std::ofstream(out + "/stats") << st.accepted << " " << st.closed_evicted << " " << st.refused_descriptors << "\n";
+  return 0;
+}
+
 // launch() re-executes this program: the outer process becomes rank 0.
 int launched(bool fail_rank2) {
   // The outer process stands for a program started by hand: no launcher's variables (and, when
@@ -949,6 +973,7 @@ int main(int argc, char** argv) {
       {"crash_reduce_scatter", [] { return crash(true); }},
       {"out_of_step", out_of_step},
       {"env_check", env_check},
+      {"store_serve", store_serve},
       {"launch", [] { return launched(false); }},
       {"launch_fail", [] { return launched(true); }},
   };
