@@ -197,6 +197,8 @@ RunResult run_workers(const WorkerSpec& spec) {
   if (token.empty())
     if (const char* t = std::getenv(kStoreTokenVariable)) token = t;
   if (token.empty() && spec.nnodes == 1) token = make_store_token();
+  KILN_CHECK(token.size() <= kStoreMaxTokenBytes, "run_workers: the job token has ", token.size(),
+             " characters; the limit is ", kStoreMaxTokenBytes, " (kStoreMaxTokenBytes)");
   const auto shared = shared_variables(spec.nproc_per_node, token);
   std::vector<Child> kids;
   RunResult result;

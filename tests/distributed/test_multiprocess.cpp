@@ -147,6 +147,11 @@ TEST_CASE("kiln-run starts the workers like torchrun") {
   // A failing worker: kiln-run exits with its status.
   auto r = run({kiln_run(), "--nproc_per_node", "2", worker(), "no_such_scenario"}, 1);
   CHECK(r.exit_code == 2);
+  // Flags out of range are refused before anything starts.
+  CHECK(run({kiln_run(), "--nproc_per_node", "99999999999", worker(), "collectives"}, 1).exit_code == 2);
+  CHECK(run({kiln_run(), "--master_port", "70000", worker(), "collectives"}, 1).exit_code == 2);
+  // --rdzv_id is the job token the ranks get (here it must match on both ranks to rendezvous).
+  CHECK(run({kiln_run(), "--nproc_per_node", "2", "--rdzv_id", "job-42", worker(), "collectives"}, 1).exit_code == 0);
 }
 
 TEST_CASE("launchers give every rank the job token, and OMP_NUM_THREADS = CPUs / processes unless set") {
