@@ -447,7 +447,7 @@ Verdict StoreCore::serve(ConnId id, Conn& c) {
         const std::string* cur = lookup(k);
         put_str(r, cur ? *cur : std::string());
       }
-      send_(id, r);
+      if (!r.empty()) send_(id, r);  // no keys, no reply
       return v;
     case Op::multi_set:
       for (size_t i = 0; i < c.keys.size(); ++i)
