@@ -21,8 +21,9 @@ for arg in "$@"; do
     *) echo "kiln setup: unknown flag $arg (expected --tests or --peers)" >&2; exit 2 ;;
   esac
 done
-# The launcher tests: real torchrun (python3-torch, above) and mpirun.
-if $tests; then pkgs+=(openmpi-bin); fi
+# The launcher tests: real torchrun (python3-torch, above), mpirun and network namespaces (ip);
+# the store's fuzzer: clang with libFuzzer.
+if $tests; then pkgs+=(openmpi-bin iproute2 clang libclang-rt-14-dev); fi
 
 missing=()
 for p in "${pkgs[@]}"; do

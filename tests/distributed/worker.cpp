@@ -893,6 +893,43 @@ int env_check() {
   return g_failures ? 1 : 0;
 }
 
+// Data-parallel SGD steps until the network fails (or 10 minutes pass): the test cuts the link
+// between two nodes and expects each rank to end with a named error. Writes the last finished
+// step to KILN_TEST_OUT/progress<rank>.
+int train_until_cut() {
+  auto comm = kd::init_process_group(options());
+  int r = comm->rank();
+  g_rank = r;
+  std::string out = std::getenv("KILN_TEST_OUT") ? std::getenv("KILN_TEST_OUT") : "/tmp";
+  auto params = make_params(1);
+  kd::broadcast_tensors(*comm, params, 0);
+  kd::Reducer reducer(comm, params);
+  kiln::Generator data(100 + uint64_t(r));
+  auto o = kiln::TensorOptions{.dtype = DType::f64};
+  auto start = std::chrono::steady_clock::now();
+  int step = 0;
+  try {
+    while (std::chrono::steady_clock::now() - start < std::chrono::minutes(10)) {
+      loss_of(params, kiln::randn({16, 4}, o, &data), kiln::randn({16, 3}, o, &data)).backward();
+      reducer.finalize();
+      {
+        kiln::NoGradGuard ng;
+        for (auto& p : params) {
+          p.add_(p.grad(), -0.01);
+          p.mutable_grad() = Tensor();
+        }
+      }
+      ++step;
+      std::ofstream(out + "/progress" + std::to_string(r)) << step << "\n";
+      ::usleep(20000);
+    }
+  } catch (const kiln::Error& e) {
+    std::cerr << "rank " << r << " after step " << step << ": " << e.what() << "\n";
+    return 3;
+  }
+  return 1;
+}
+
 // Serves a store with a soft limit of 64 descriptors until a client sets "stop"; writes its port
 // and then its counters (accepted, evicted, refused for want of descriptors) to KILN_TEST_OUT.
 int store_serve() {
@@ -974,6 +1011,7 @@ int main(int argc, char** argv) {
       {"out_of_step", out_of_step},
       {"env_check", env_check},
       {"store_serve", store_serve},
+      {"train_until_cut", train_until_cut},
       {"launch", [] { return launched(false); }},
       {"launch_fail", [] { return launched(true); }},
   };
