@@ -185,6 +185,8 @@ RunResult run_workers(const WorkerSpec& spec) {
              spec.nproc_per_node, " and nnodes=", spec.nnodes, " must be at least 1");
   KILN_CHECK(spec.node_rank >= 0 && spec.node_rank < spec.nnodes, "run_workers: node_rank=",
              spec.node_rank, " is not below nnodes=", spec.nnodes);
+  if (spec.timeout.count() != 0) check_timeout("run_workers", spec.timeout);
+  check_timeout("run_workers (kill_grace)", spec.kill_grace);
   int port = spec.master_port;
   if (port == 0) {
     KILN_CHECK(spec.nnodes == 1, "run_workers: a job over ", spec.nnodes,
@@ -311,6 +313,7 @@ Watcher& watcher() {
 Environment launch(int nprocs, const LaunchOptions& options) {
   if (auto env = detect_environment()) return *env;
   KILN_CHECK(nprocs >= 1, "launch: the number of processes must be at least 1, got ", nprocs);
+  check_timeout("launch (kill_grace)", options.kill_grace);
   Environment self;
   self.source = "kiln launch";
   self.world_size = nprocs;
