@@ -46,7 +46,7 @@ TEST_CASE("TCPStore: a wait that times out names the missing keys") {
   } catch (const kiln::Error& e) {
     msg = e.what();
   }
-  CHECK(std::chrono::steady_clock::now() - t0 < 3s);
+  CHECK(std::chrono::steady_clock::now() - t0 < 10s);
   CHECK(msg.find("timed out after 200 ms") != std::string::npos);
   CHECK(msg.find("still missing: [rank1, rank2]") != std::string::npos);
 
@@ -219,14 +219,14 @@ TEST_CASE("TCPStore server: a silent or stalled connection is closed after its t
   kd::TCPStore server("127.0.0.1", 0, o);
   Raw silent(server.port());
   auto t0 = std::chrono::steady_clock::now();
-  CHECK(silent.closed_by_peer(5000ms));
-  CHECK(std::chrono::steady_clock::now() - t0 < 3s);
+  CHECK(silent.closed_by_peer(15000ms));
+  CHECK(std::chrono::steady_clock::now() - t0 < 10s);  // 300 ms, with room for a loaded machine
   // A ranked client that starts a SET and stops half-way.
   Raw stalled(server.port());
   REQUIRE(stalled.send(kValidate + Raw::u8(0x4B) + Raw::str("t")));
   CHECK(stalled.recv(1) == Raw::u8(0));  // AUTH accepted
   REQUIRE(stalled.send(Raw::u8(1) + Raw::str("/k") + Raw::u64(100) + "only some"));
-  CHECK(stalled.closed_by_peer(5000ms));
+  CHECK(stalled.closed_by_peer(15000ms));
   auto stats = *server.server_stats();
   CHECK(stats.closed_timeout == 2);
   // Without a token, silent connections may stay (PyTorch clients keep idle ones open).
