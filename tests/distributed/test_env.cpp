@@ -103,9 +103,9 @@ TEST_CASE("distributed environment: torchrun's agent store, single node, job tok
   CHECK_FALSE(plain->agent_store);
   CHECK(plain->single_node);  // every rank on this node, even with a non-loopback MASTER_ADDR
   CHECK(plain->store_token.empty());
-  t["TORCHELASTIC_USE_AGENT_STORE"] = "True";
-  t["TORCHELASTIC_RESTART_COUNT"] = "2";
-  t["KILN_STORE_TOKEN"] = "abc";
+  t.insert_or_assign("TORCHELASTIC_USE_AGENT_STORE", std::string("True"));
+  t.insert_or_assign("TORCHELASTIC_RESTART_COUNT", std::string("2"));
+  t.insert_or_assign("KILN_STORE_TOKEN", std::string("abc"));
   auto agent = kd::detect_environment(kd::map_env(t));
   REQUIRE(agent.has_value());
   CHECK(agent->agent_store);
@@ -113,10 +113,10 @@ TEST_CASE("distributed environment: torchrun's agent store, single node, job tok
   CHECK(agent->store_token == "abc");
   CHECK(kd::environment_variables(*agent).at("KILN_STORE_TOKEN") == "abc");
   // Two nodes of two processes.
-  t["WORLD_SIZE"] = "4";
-  t["RANK"] = "3";
+  t.insert_or_assign("WORLD_SIZE", std::string("4"));
+  t.insert_or_assign("RANK", std::string("3"));
   CHECK_FALSE(kd::detect_environment(kd::map_env(t))->single_node);
-  t["MASTER_ADDR"] = "127.0.0.1";
+  t.insert_or_assign("MASTER_ADDR", std::string("127.0.0.1"));
   CHECK(kd::detect_environment(kd::map_env(t))->single_node);
 
   // SLURM: tasks per node from SLURM_TASKS_PER_NODE, nodes from SLURM_NNODES.
