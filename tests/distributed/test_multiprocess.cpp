@@ -152,6 +152,10 @@ TEST_CASE("kiln-run starts the workers like torchrun") {
   CHECK(run({kiln_run(), "--master_port", "70000", worker(), "collectives"}, 1).exit_code == 2);
   // --rdzv_id is the job token the ranks get (here it must match on both ranks to rendezvous).
   CHECK(run({kiln_run(), "--nproc_per_node", "2", "--rdzv_id", "job-42", worker(), "collectives"}, 1).exit_code == 0);
+  // Lightning's `fabric run` flags: the device count is the process count, the rest reach Fabric.
+  CHECK(run({kiln_run(), "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--precision", "bf16-mixed",
+             worker(), "fabric_env"}, 1).exit_code == 0);
+  CHECK(run({kiln_run(), "--devices", "", worker(), "fabric_env"}, 1).exit_code == 2);
 }
 
 TEST_CASE("launchers give every rank the job token, and OMP_NUM_THREADS = CPUs / processes unless set") {

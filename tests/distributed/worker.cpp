@@ -893,6 +893,23 @@ int env_check() {
   return g_failures ? 1 : 0;
 }
 
+// Started by `kiln-run --accelerator cpu --devices 2 --strategy ddp --precision bf16-mixed`: a
+// Fabric built with its defaults takes those options from LT_* and joins the two-process job.
+int fabric_env() {
+  kiln::Fabric fabric;
+  fabric.launch();
+  g_rank = fabric.global_rank();
+  if (fabric.world_size() != 2 || fabric.strategy() != "ddp" || fabric.precision() != "bf16-mixed" ||
+      !fabric.device().is_cpu()) {
+    std::cerr << "rank " << g_rank << ": fabric from LT_*: world " << fabric.world_size() << ", strategy "
+              << fabric.strategy() << ", precision " << fabric.precision() << ", device " << fabric.device() << "\n";
+    return 1;
+  }
+  Tensor t = fabric.all_reduce(kiln::ones({2}), "sum");
+  expect_values(t, {2, 2}, "all_reduce of the LT_* job");
+  return g_failures ? 1 : 0;
+}
+
 // Data-parallel SGD steps until the network fails (or 10 minutes pass): the test cuts the link
 // between two nodes and expects each rank to end with a named error. Writes the last finished
 // step to KILN_TEST_OUT/progress<rank>.
@@ -1010,6 +1027,7 @@ int main(int argc, char** argv) {
       {"crash_reduce_scatter", [] { return crash(true); }},
       {"out_of_step", out_of_step},
       {"env_check", env_check},
+      {"fabric_env", fabric_env},
       {"store_serve", store_serve},
       {"train_until_cut", train_until_cut},
       {"launch", [] { return launched(false); }},
