@@ -16,7 +16,7 @@
 #include "distributed/communicator.h"
 #include "distributed/debug_check.h"
 #include "distributed/launch.h"
-#include "kernels/cuda/cuda_backend.h"
+#include "core/cuda.h"
 
 namespace kiln::distributed {
 namespace {
@@ -214,7 +214,7 @@ class NcclCommunicator : public Communicator {
     int prev = -1;
     check_cuda(cudaGetDevice(&prev), "cudaGetDevice");
     if (prev != device_) check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-    cudaStream_t s = kernels::cuda::current_stream();
+    cudaStream_t s = static_cast<cudaStream_t>(kiln::cuda::current_stream().handle());
     ncclResult_t r = enqueue(s);
     if (r != ncclSuccess && r != ncclInProgress) failed(call, t, r);
     wait_ready(call, t);

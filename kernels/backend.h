@@ -195,21 +195,30 @@ class Backend {
   // many tensors into each launch. max_exp_avg_sqs is empty unless p.amsgrad, momentum_buffers
   // unless p.momentum != 0. `steps`, when not empty, holds each tensor's step count as one f32 on
   // the device: the counts are incremented there (unless p.found_inf is set) and the bias
-  // corrections read from them, so no step count needs the host (p.step is then unused).
+  // corrections read from them, so no step count needs the host (p.step is then unused). The
+  // defaults loop on host memory (the CPU backend), found_inf and step counts included.
   virtual void adam_step_multi(const AdamParams& p, std::span<const View> params,
                                std::span<const View> grads, std::span<const View> exp_avgs,
                                std::span<const View> exp_avg_sqs,
                                std::span<const View> max_exp_avg_sqs,
                                std::span<const View> steps = {}) {
-    KILN_CHECK(steps.empty() && !p.found_inf,
-               "adam_step_multi: device step counts and found_inf need the CUDA backend");
-    for (size_t i = 0; i < params.size(); ++i)
-      adam_step(p, params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
+    if (p.found_inf && *p.found_inf != 0.0f) return;
+    KILN_CHECK(steps.empty() || steps.size() == params.size(), "adam_step_multi: ", steps.size(),
+               " step counts for ", params.size(), " tensors");
+    for (size_t i = 0; i < params.size(); ++i) {
+      AdamParams q = p;
+      if (!steps.empty()) {
+        float& count = *steps[i].ptr<float>();
+        count += 1.0f;
+        q.step = int64_t(count);
+      }
+      adam_step(q, params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
                 p.amsgrad ? max_exp_avg_sqs[i] : View{nullptr, params[i].dtype});
+    }
   }
   virtual void sgd_step_multi(const SgdParams& p, std::span<const View> params,
                               std::span<const View> grads, std::span<const View> momentum_buffers) {
-    KILN_CHECK(!p.found_inf, "sgd_step_multi: found_inf needs the CUDA backend");
+    if (p.found_inf && *p.found_inf != 0.0f) return;
     for (size_t i = 0; i < params.size(); ++i)
       sgd_step(p, params[i], grads[i],
                p.momentum != 0 ? momentum_buffers[i] : View{nullptr, params[i].dtype});
