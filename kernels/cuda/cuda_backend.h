@@ -2,7 +2,8 @@
 // pooling, softmax, loss and optimizer work; cuBLAS for matrix products and cuDNN for
 // convolutions. Every kernel runs on the current stream of the current device; memory comes
 // from one caching allocator per device. Member functions are defined in the file of their kind
-// (device.cpp, elementwise.cu, reduce.cu, matmul.cu, conv.cpp, nn.cu, multi_tensor.cu).
+// (device.cpp, elementwise.cu, reduce.cu, matmul.cu, conv.cpp, pool.cu, softmax.cu, loss.cu,
+// embedding.cu, optim.cu, multi_tensor.cu, augment.cu, graph.cu).
 #pragma once
 
 #include <cuda_runtime.h>
