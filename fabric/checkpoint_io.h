@@ -24,6 +24,8 @@ struct CheckpointContents {
 CheckpointContents encode_state(const State& state, const ShardContext* ctx, bool sharded_only);
 // Writes `c` atomically, adding the format keys and kiln.state to its metadata.
 void write_contents(const std::string& path, CheckpointContents c);
+// The file's kiln.format_version, checked: a whole number this kiln reads.
+int check_format_version(const std::map<std::string, std::string>& metadata, const std::string& path);
 // One checkpoint file as written by write_contents (a full checkpoint or one rank's shard).
 CheckpointContents read_contents(const std::string& path);
 // The index at `path` (its "kiln.sharded" JSON), or null when `path` is not a sharded index.
