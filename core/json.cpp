@@ -55,7 +55,7 @@ std::string json_path_member(const std::string& path, std::string_view key) {
   return path + "[" + quoted(key) + "]";
 }
 
-std::string json_brief(const nlohmann::json& j) {
+std::string json_text(const nlohmann::json& j) {
   std::string text;
   try {
     // Values held by a JsonIn come from parse_json, so their depth is bounded.
@@ -64,6 +64,11 @@ std::string json_brief(const nlohmann::json& j) {
     text = "?";
   }
   if (text.size() > 60) text = text.substr(0, 57) + "...";
+  return text;
+}
+
+std::string json_brief(const nlohmann::json& j) {
+  const std::string text = json_text(j);
   const char* type = j.is_number_integer() ? "integer" : j.is_number_float() ? "number" : j.type_name();
   if (j.is_object() || j.is_array() || j.is_null()) return std::string(j.type_name()) + " " + text;
   return std::string(type) + " " + text;

@@ -90,5 +90,7 @@ class JsonIn {
 // A short description of a JSON value for messages: its type and, cut to a few dozen
 // characters, its text.
 std::string json_brief(const nlohmann::json& j);
+// The value's JSON text alone, cut the same way ("\"AdamW\"").
+std::string json_text(const nlohmann::json& j);
 
 }  // namespace kiln::detail
