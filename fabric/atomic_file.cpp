@@ -29,7 +29,8 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   namespace fs = std::filesystem;
   fs::path dir = fs::path(path_).parent_path();
   if (dir.empty()) dir = ".";
-  KILN_CHECK(fs::is_directory(dir), "write ", path_, ": folder ", dir.string(),
+  std::error_code ec;
+  KILN_CHECK(fs::is_directory(dir, ec), "write ", path_, ": folder ", dir.string(),
              " does not exist; create it first (std::filesystem::create_directories)");
   std::random_device rd;
   tmp_path_ = path_ + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(rd() % 1000000);

@@ -422,7 +422,9 @@ void consolidate_checkpoint(const std::string& index_path, const std::string& ou
   json index = detail::read_index(index_path);
   KILN_CHECK(!index.is_null(), "consolidate_checkpoint: ", index_path, " is not the index of a "
              "sharded checkpoint (no kiln.sharded metadata); it can be loaded as it is");
-  KILN_CHECK(fs::absolute(index_path) != fs::absolute(out_path), "consolidate_checkpoint: writing ",
+  std::error_code ec1, ec2;
+  KILN_CHECK(fs::weakly_canonical(index_path, ec1) != fs::weakly_canonical(out_path, ec2) || ec1 || ec2,
+             "consolidate_checkpoint: writing ",
              out_path, " over its own index would orphan the shards; choose another output path");
   detail::write_contents(out_path, detail::consolidate_index(index_path, index));
 }
