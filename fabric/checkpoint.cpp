@@ -339,8 +339,16 @@ State load_checkpoint(const std::string& path, State& state, bool strict, const 
 
 }  // namespace detail
 
+void detail::write_checkpoint_file(const std::string& path, CheckpointContents c) {
+  // Litter of earlier saves that were killed goes before this one and, once it replaced the
+  // previous checkpoint, that checkpoint's shard files if it was a sharded one.
+  remove_checkpoint_litter(path);
+  write_contents(path, std::move(c));
+  remove_checkpoint_litter(path);
+}
+
 void save_checkpoint(const std::string& path, const State& state) {
-  detail::write_contents(path, detail::encode_state(state, nullptr, false));
+  detail::write_checkpoint_file(path, detail::encode_state(state, nullptr, false));
 }
 
 State load_checkpoint(const std::string& path, State& state, bool strict) {
