@@ -42,6 +42,7 @@ RegularFile RegularFile::open(const std::string& path, const std::string& what) 
   if (fd < 0) {
     int err = errno;
     if (err == ENOENT) fail(what, ": ", path, " does not exist");
+    if (err == ENOTDIR) fail(what, ": ", path, " does not exist (a part of its path is a file, not a folder)");
     if (err == EISDIR) fail(what, ": ", path, " is a directory, not a file; pass the path of a file");
     fail(what, ": cannot open ", path, ": ", std::strerror(err),
          err == EACCES ? " (check its permissions)" : "");

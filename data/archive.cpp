@@ -243,6 +243,9 @@ std::vector<std::string> extract_tar_gz(const std::string& archive, const std::s
     std::string name = field_string(h, 100);
     if (std::memcmp(h + 257, "ustar", 5) == 0 && h[345]) name = field_string(h + 345, 155) + "/" + name;
     if (!long_name.empty()) name = std::move(long_name), long_name.clear();
+    if (type == 'L' || type == 'x')
+      KILN_CHECK(size <= (1u << 20), archive, ": a ", type == 'L' ? "long-name" : "pax", " header of ",
+                 kiln::detail::bytes_str(size), " (at most 1 MiB is read); the archive is damaged");
     // What a member declares must fit in what the archive can still hold.
     const uint64_t room = in.max_output() - std::min(in.max_output(), in.position());
     KILN_CHECK(size <= room, archive, ": member '", name, "' declares ", kiln::detail::bytes_str(size),
@@ -262,8 +265,6 @@ std::vector<std::string> extract_tar_gz(const std::string& archive, const std::s
       KILN_CHECK(in.read(buf.data(), pad) == pad, archive, ": truncated after member '", name, "'");
     };
     if (type == 'L' || type == 'x') {  // GNU long name / pax header: names the next member
-      KILN_CHECK(size <= (1u << 20), archive, ": a ", type == 'L' ? "long-name" : "pax", " header of ",
-                 kiln::detail::bytes_str(size), " (at most 1 MiB is read); the archive is damaged");
       std::string content;
       consume([&](const char* p, size_t n) { content.append(p, n); });
       long_name = type == 'L' ? std::string(content.c_str()) : pax_path(content);

@@ -33,14 +33,16 @@ class GzReader {
       fail(what, ": cannot read ", path, ": out of memory in zlib");
     }
     gzbuffer(file_, 1 << 18);
+    direct_ = gzdirect(file_) == 1;
   }
   GzReader(const GzReader&) = delete;
   GzReader& operator=(const GzReader&) = delete;
   ~GzReader() { gzclose(file_); }
   uint64_t compressed_size() const { return compressed_; }
   uint64_t max_output() const {
+    if (direct_) return compressed_;
     return compressed_ > (UINT64_MAX - 4096) / kMaxInflateRatio ? UINT64_MAX
-                                                                  : compressed_ * kMaxInflateRatio + 4096;
+                                                                 : compressed_ * kMaxInflateRatio + 4096;
   }
   uint64_t position() const { return total_; }
   // Fills up to n bytes; fewer only at the end of the data. Corrupt or truncated gzip throws.
@@ -59,11 +61,13 @@ class GzReader {
     total_ += got;
     return got;
   }
-  // Reads to the end of the data and returns how many bytes were left.
-  uint64_t skip_rest() {
+  // Reads on towards the end of the data (at most `cap` bytes) and returns how many were left.
+  uint64_t skip_rest(uint64_t cap) {
     char buf[1 << 16];
     uint64_t n = 0;
-    while (size_t got = read(buf, sizeof buf)) n += got;
+    while (n < cap)
+      if (size_t got = read(buf, sizeof buf)) n += got;
+      else break;
     return n;
   }
 
@@ -71,6 +75,7 @@ class GzReader {
   std::string path_;
   gzFile file_;
   uint64_t compressed_ = 0, total_ = 0;
+  bool direct_ = false;  // not gzip: the file passes through as it is
 };
 
 }  // namespace kiln::data::detail
