@@ -45,6 +45,7 @@ class GzReader {
                                                                  : compressed_ * kMaxInflateRatio + 4096;
   }
   uint64_t position() const { return total_; }
+  bool direct() const { return direct_; }
   // Fills up to n bytes; fewer only at the end of the data. Corrupt or truncated gzip throws.
   size_t read(void* dst, size_t n) {
     size_t got = 0;

@@ -61,9 +61,12 @@ Tensor read_idx(const std::string& given) {
   KILN_CHECK(!too_big, "read_idx: ", path, " header declares shape ", shape, ", more than the ",
              kiln::detail::bytes_str(kMaxIdxBytes), " kiln reads from one IDX file; the header is damaged");
   const uint64_t room = in.max_output() - std::min(in.max_output(), uint64_t(header));
+  if (in.direct())
+    KILN_CHECK(count <= room, "read_idx: ", path, " header declares shape ", shape, " (", count,
+               " bytes of data) but the file holds ", room, "; the file is truncated or damaged");
   KILN_CHECK(count <= room, "read_idx: ", path, " header declares shape ", shape, " (", count,
              " bytes of data) but the file (", kiln::detail::bytes_str(in.compressed_size()),
-             ") can hold at most ", room, "; the file is truncated or damaged");
+             " of gzip) can hold at most ", room, "; the file is truncated or damaged");
   Tensor out = empty(shape, {.dtype = DType::u8});
   const size_t data = count ? in.read(out.data_ptr<uint8_t>(), size_t(count)) : 0;
   // Trailing data is counted up to 64 MiB, not inflated to its end.

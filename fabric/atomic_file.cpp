@@ -113,10 +113,13 @@ void clear_write_fault() {
 
 std::string write_error_message(const std::string& op, const std::string& tmp, const std::string& path,
                                 int error) {
+  std::error_code ec;
+  const std::string kept = std::filesystem::exists(path, ec) ? "the previous " + path + " is left as it was"
+                                                             : path + " was not written";
   if (error == ENOSPC || error == EDQUOT)
-    return concat(op, " ", tmp, ": no space left on the device (", std::strerror(error), "); the "
-                  "previous ", path, " is left as it was. Free some space or save elsewhere");
-  return concat(op, " ", tmp, ": ", std::strerror(error), "; the previous ", path, " is left as it was");
+    return concat(op, " ", tmp, ": no space left on the device (", std::strerror(error), "); ", kept,
+                  ". Free some space or save elsewhere");
+  return concat(op, " ", tmp, ": ", std::strerror(error), "; ", kept);
 }
 
 }  // namespace detail

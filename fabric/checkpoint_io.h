@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,10 @@ OptimizerEntry consolidate_optimizer(const nlohmann::json& layout,
 // A per-parameter entry -> `rank`'s shard entry under `layout`.
 OptimizerEntry shard_optimizer(const nlohmann::json& layout, int rank, const OptimizerEntry& full,
                                const std::string& source);
+
+// The file names of the shards the index at `path` names: none when `path` is missing or a full
+// checkpoint, nullopt when it cannot be read (a damaged file: which shards are its is unknown).
+std::optional<std::vector<std::string>> indexed_shard_names(const std::string& path);
 
 // What a multi-process save needs of the process group.
 struct SaveGroup {

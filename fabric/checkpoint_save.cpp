@@ -101,7 +101,8 @@ void agree(const std::string& path, const std::string& error, const SaveGroup& g
   if (first < 0) return;
   cleanup();
   fail("save ", path, " failed on rank ", first, failed > 1 ? concat(" (and ", failed - 1, " other ranks)") : "",
-       ": ", all[size_t(first)], first == g.rank ? "" : concat(" [reported to rank ", g.rank, "]"));
+       ": ", all[size_t(first)], ". Every rank stopped this save; the checkpoint at ", path,
+       " is the previous one");
 }
 
 // Runs one rank's part of a save; its error (any exception) as a message.
@@ -125,11 +126,13 @@ size_t remove_checkpoint_litter(const std::string& path) {
   // Shards the current index names are the checkpoint itself. An index that cannot be read keeps
   // every shard: nothing is deleted on a guess.
   std::set<std::string> keep;
-  bool shards_known = true;
+  bool shards_known = false;
   try {
-    for (const auto& f : checkpoint_shard_files(path)) keep.insert(fs::path(f).filename().string());
-  } catch (const std::exception&) {
-    shards_known = false;
+    if (auto named = indexed_shard_names(path)) {
+      keep.insert(named->begin(), named->end());
+      shards_known = true;
+    }
+  } catch (const std::exception&) {  // not a regular file: nothing to go by
   }
   size_t removed = 0;
   std::error_code ec;

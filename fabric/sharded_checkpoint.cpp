@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <system_error>
 
 #include "core/autograd.h"
@@ -25,25 +26,34 @@ using nlohmann::json;
 namespace {
 
 // The __metadata__ of a safetensors file, from its header alone (a full checkpoint's tensors are
-// not read to learn that it is not an index). Empty when the file is missing or its header is not
-// readable (the full read then says why); a path that is not a regular file is refused here.
-std::map<std::string, std::string> header_metadata(const std::string& path, const std::string& what) {
+// not read to learn that it is not an index): empty when the file is missing, nullopt when its
+// header is not readable (the full read then says why). A path that is not a regular file is
+// refused here.
+std::optional<std::map<std::string, std::string>> read_header_metadata(const std::string& path,
+                                                                      const std::string& what) {
   std::error_code ec;
-  if (!fs::exists(fs::symlink_status(path, ec)) && !fs::exists(path, ec)) return {};
+  if (!fs::exists(fs::symlink_status(path, ec)) && !fs::exists(path, ec)) return std::map<std::string, std::string>{};
   auto file = detail::RegularFile::open(path, what);
   uint64_t len = 0;
-  if (file.read(&len, 8) != 8 || len > 100u * 1000 * 1000 || len > file.size() - 8) return {};
+  if (file.size() < 8 || file.read(&len, 8) != 8 || len > 100u * 1000 * 1000 || len > file.size() - 8)
+    return std::nullopt;
   std::string header(size_t(len), '\0');
-  if (file.read(header.data(), header.size()) != header.size()) return {};
+  if (file.read(header.data(), header.size()) != header.size()) return std::nullopt;
   std::map<std::string, std::string> out;
   try {
     json h = detail::parse_json(header, what + " " + path);
-    if (h.is_object() && h.contains("__metadata__") && h["__metadata__"].is_object())
+    if (!h.is_object()) return std::nullopt;
+    if (h.contains("__metadata__") && h["__metadata__"].is_object())
       for (const auto& [k, v] : h["__metadata__"].items())
         if (v.is_string()) out[k] = v.get<std::string>();
   } catch (const Error&) {
+    return std::nullopt;
   }
   return out;
+}
+
+std::map<std::string, std::string> header_metadata(const std::string& path, const std::string& what) {
+  return read_header_metadata(path, what).value_or(std::map<std::string, std::string>{});
 }
 
 std::string shard_dir(const std::string& index_path) {
@@ -195,6 +205,20 @@ json read_index(const std::string& path) {
     if (l.world_size != n) layout["world_size"].fail("must be the index's world_size " + std::to_string(n));
   }
   return index;
+}
+
+std::optional<std::vector<std::string>> indexed_shard_names(const std::string& path) {
+  auto meta = read_header_metadata(path, "save");
+  if (!meta) return std::nullopt;
+  if (!meta->count("kiln.sharded")) return std::vector<std::string>{};
+  try {
+    json index = read_index(path);
+    std::vector<std::string> out;
+    for (const auto& f : index["files"]) out.push_back(f.get<std::string>());
+    return out;
+  } catch (const Error&) {
+    return std::nullopt;
+  }
 }
 
 std::vector<std::string> checkpoint_shard_files(const std::string& path) {

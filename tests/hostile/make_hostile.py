@@ -388,7 +388,7 @@ def main():
     write("idx_dims_overflow", idx_file([0xffffffff] * 4, b"\0" * 16))
     case("idx_dims_overflow", "idx", "kiln reads from one IDX file", "sizes whose product overflows 64 bits")
     write("idx_declares_more", idx_file([1000000], b"\1\2\3"))
-    case("idx_declares_more", "idx", "(1000000 bytes of data) but the file (11 bytes) can hold at most 3",
+    case("idx_declares_more", "idx", "(1000000 bytes of data) but the file holds 3",
          "a header that promises more than the file holds")
     write("idx_declares_more.gz", gz(idx_file([100000000], b"\1\2\3")))
     case("idx_declares_more.gz", "idx", "can hold at most", "a gzip file that cannot inflate to what it declares")
