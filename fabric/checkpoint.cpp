@@ -49,7 +49,10 @@ CheckpointContents encode_state(const State& state, const ShardContext* ctx, boo
   CheckpointContents c;
   auto& tensors = c.tensors;
   json& objects = c.objects;
-  for (const auto& [key, value] : state) {
+  // Named, not structured, bindings: the lambdas below capture them (clang before 16 cannot).
+  for (const auto& entry_kv : state) {
+    const std::string& key = entry_kv.first;
+    const StateValue& value = entry_kv.second;
     check_key(key);
     auto o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value);
     bool sharded = o && *o && ctx && ctx->layouts.count(o->get());
@@ -95,7 +98,7 @@ void write_contents(const std::string& path, CheckpointContents c) {
   c.metadata["format"] = "pt";
   c.metadata["kiln.format_version"] = std::to_string(kCheckpointFormatVersion);
   c.metadata["kiln.version"] = KILN_VERSION;
-  c.metadata["kiln.state"] = c.objects.dump();
+  c.metadata["kiln.state"] = dump_json(c.objects, "save_checkpoint " + path);
   save_safetensors(path, c.tensors, c.metadata);
 }
 
@@ -257,7 +260,9 @@ State restore(const std::string& path, CheckpointContents& file, State& state, b
   }
 
   // Restore. Object loaders check their own entries before writing.
-  for (auto& [key, value] : state) {
+  for (auto& kv : state) {
+    const std::string& key = kv.first;
+    StateValue& value = kv.second;
     if (!requested.count(key)) continue;
     const JsonIn e = objects[key];
     try {
