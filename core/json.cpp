@@ -123,6 +123,15 @@ nlohmann::json parse_json(std::string_view text, const std::string& source, int 
   }
 }
 
+std::string dump_json(const nlohmann::json& j, const std::string& what) {
+  try {
+    return j.dump();
+  } catch (const json::type_error& e) {
+    fail(what, ": a name or value is not valid UTF-8 text (", e.what(), "); JSON, and so this file, "
+         "holds UTF-8 only: pass names, paths and strings as UTF-8");
+  }
+}
+
 // ------------------------------------------------------------------------------------ JsonIn
 
 JsonIn::JsonIn(const nlohmann::json& j, std::string source, std::string hint)

@@ -87,6 +87,10 @@ class JsonIn {
   std::string path_;
 };
 
+// j.dump(), with a string that is not UTF-8 (JSON holds only UTF-8) a kiln::Error starting with
+// `what` instead of nlohmann's type_error.
+std::string dump_json(const nlohmann::json& j, const std::string& what);
+
 // A short description of a JSON value for messages: its type and, cut to a few dozen
 // characters, its text.
 std::string json_brief(const nlohmann::json& j);

@@ -47,17 +47,20 @@ Tensor read_idx(const std::string& given) {
   const size_t header = 4 + 4 * size_t(ndim);
   KILN_CHECK(in.read(head + 4, header - 4) == header - 4, "read_idx: ", path, " is truncated inside its header");
   Shape shape;
-  uint64_t count = 1;
+  // Four 32-bit sizes can multiply past 64 bits: the product is checked against the limit as it
+  // grows, zero sizes counted as one (a tensor [0, 2^32-1, 2^32-1] is empty, but its strides are
+  // not).
+  uint64_t span = 1;
   bool too_big = false;
   for (int d = 0; d < ndim; ++d) {
     const uint8_t* p = head + 4 + 4 * d;
     const uint64_t n = uint64_t(p[0]) << 24 | uint64_t(p[1]) << 16 | uint64_t(p[2]) << 8 | p[3];
     shape.push_back(int64_t(n));
-    // Four 32-bit sizes can multiply past 64 bits: stop counting once past the limit.
-    if (n != 0 && count > kMaxIdxBytes / n) too_big = true;
-    else count *= n;
+    const uint64_t m = std::max<uint64_t>(n, 1);
+    if (span > kMaxIdxBytes / m) too_big = true;
+    else span *= m;
   }
-  if (std::find(shape.begin(), shape.end(), 0) != shape.end()) too_big = false, count = 0;
+  const uint64_t count = std::find(shape.begin(), shape.end(), 0) != shape.end() ? 0 : span;
   KILN_CHECK(!too_big, "read_idx: ", path, " header declares shape ", shape, ", more than the ",
              kiln::detail::bytes_str(kMaxIdxBytes), " kiln reads from one IDX file; the header is damaged");
   const uint64_t room = in.max_output() - std::min(in.max_output(), uint64_t(header));

@@ -58,7 +58,7 @@ Prepared prepare(const std::map<std::string, Tensor>& tensors,
     offset += n;
     p.tensors.emplace_back(key, c);
   }
-  std::string json = header.dump();
+  std::string json = detail::dump_json(header, "save_safetensors");
   json.append((8 - json.size() % 8) % 8, ' ');
   uint64_t len = json.size();
   p.header.assign(reinterpret_cast<const char*>(&len), 8);
@@ -139,12 +139,16 @@ SafetensorsData parse_safetensors(const std::string& bytes, const std::string& s
     Shape shape;
     // The element count and byte size, checked against overflow: a shape such as
     // [2305843009213693953] must not wrap around to a small byte count.
-    uint64_t numel = 1;
+    // `span` counts zero sizes as one, as strides do: [0, 2^40, 2^40] holds nothing but its
+    // strides would still overflow.
+    uint64_t numel = 1, span = 1;
     for (const auto& d : js) {
       if (!d.is_number_unsigned()) bad("shape has a negative or non-integer size " + d.dump());
       uint64_t v = d.get<uint64_t>();
-      if (v > uint64_t(INT64_MAX) || (v != 0 && numel > uint64_t(INT64_MAX) / v))
+      const uint64_t m = std::max<uint64_t>(v, 1);
+      if (v > uint64_t(INT64_MAX) || span > uint64_t(INT64_MAX) / m)
         bad("shape " + js.dump() + " has more than 2^63 elements; the header is corrupt");
+      span *= m;
       numel *= v;
       shape.push_back(int64_t(v));
     }

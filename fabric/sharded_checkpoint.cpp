@@ -125,10 +125,11 @@ Layout parse_layout(const json& j, const std::string& source) {
       p.index = jp[0].as_index(l.num_params);
       p.offset = jp[1].as_int(0, padded);
       p.numel = jp[2].as_int(0, padded - p.offset);
-      int64_t numel = 1;
+      int64_t numel = 1, span = 1;  // span: zero sizes as one, as strides count them
       for (const auto& d : jp[3].elements(64)) {
         int64_t v = d.as_int(0, int64_t(1) << 62);
-        if (v != 0 && numel > (int64_t(1) << 62) / v) d.fail("makes the shape too large");
+        if (span > (int64_t(1) << 62) / std::max<int64_t>(v, 1)) d.fail("makes the shape too large");
+        span *= std::max<int64_t>(v, 1);
         numel *= v;
         p.shape.push_back(v);
       }
@@ -157,7 +158,7 @@ void save_checkpoint_shard(const std::string& path, const std::string& token, co
                            const ShardContext& ctx) {
   CheckpointContents c = encode_state(state, &ctx, /*sharded_only=*/ctx.rank != 0);
   c.metadata["kiln.shard"] =
-      json{{"rank", ctx.rank}, {"world_size", ctx.world_size}, {"save_id", token}}.dump();
+      dump_json(json{{"rank", ctx.rank}, {"world_size", ctx.world_size}, {"save_id", token}}, "save " + path);
   write_contents(checkpoint_shard_path(path, token, ctx.rank, ctx.world_size), std::move(c));
 }
 
@@ -175,7 +176,7 @@ void save_checkpoint_index(const std::string& path, const std::string& token, co
   save_safetensors(path, {}, {{"format", "pt"},
                               {"kiln.format_version", std::to_string(kCheckpointFormatVersion)},
                               {"kiln.version", KILN_VERSION},
-                              {"kiln.sharded", index.dump()}});
+                              {"kiln.sharded", dump_json(index, "save " + path)}});
 }
 
 json read_index(const std::string& path) {

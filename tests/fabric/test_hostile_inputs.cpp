@@ -264,3 +264,17 @@ TEST_CASE("hostile inputs: a DataLoader with absurd worker counts is refused") {
   CHECK_THROWS_WITH_AS(data::DataLoader(ds, {.num_workers = 100000}),
                        doctest::Contains("num_workers must be in [0, 1024], got 100000"), Error);
 }
+
+TEST_CASE("hostile inputs: names and strings that are not UTF-8 are a kiln::Error when saved") {
+  // Found by fuzz_checkpoint: nlohmann's type_error escaped from the header's dump.
+  auto dir = scratch("utf8");
+  const std::string path = (dir / "c.safetensors").string();
+  CHECK_THROWS_WITH_AS(save_safetensors(path, {{"w", ones({1})}}, {{"note", "caf\xe9"}}),
+                       doctest::Contains("save_safetensors: a name or value is not valid UTF-8"), Error);
+  CHECK_THROWS_WITH_AS(save_safetensors(path, {{"w\xff", ones({1})}}),
+                       doctest::Contains("not valid UTF-8"), Error);
+  const std::string want = "save_checkpoint " + path + ": a name or value is not valid UTF-8";
+  CHECK_THROWS_WITH_AS(save_checkpoint(path, {{"tag", std::string("\xbd")}}), doctest::Contains(want.c_str()), Error);
+  CHECK(!fs::exists(path));
+  fs::remove_all(dir);
+}

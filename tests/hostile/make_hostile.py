@@ -220,6 +220,9 @@ def main():
           safetensors([("w", "U8", [4294967296, 4294967296, 4294967296], b"")]))
     case("st_numel_overflow_3d.safetensors", "safetensors", "more than 2^63 elements",
          "the element count itself overflows")
+    write("st_zero_dim_strides.safetensors", safetensors([("w", "F32", [0, 4294967296, 4294967296], b"")]))
+    case("st_zero_dim_strides.safetensors", "safetensors", "more than 2^63 elements",
+         "an empty tensor whose strides would overflow (found by fuzz_idx's twin)")
     dup = '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
     write("st_duplicate_key.safetensors", safetensors([], header_text=dup) + d4)
     case("st_duplicate_key.safetensors", "safetensors", 'duplicate key "w" at $',
@@ -387,6 +390,9 @@ def main():
     case("idx_header_cut", "idx", "truncated inside its header", "a header cut short")
     write("idx_dims_overflow", idx_file([0xffffffff] * 4, b"\0" * 16))
     case("idx_dims_overflow", "idx", "kiln reads from one IDX file", "sizes whose product overflows 64 bits")
+    write("idx_zero_dim_strides", idx_file([0, 0xffffff00, 0xff00f600], b""))
+    case("idx_zero_dim_strides", "idx", "kiln reads from one IDX file",
+         "an empty shape whose strides overflow int64 (found by fuzz_idx)")
     write("idx_declares_more", idx_file([1000000], b"\1\2\3"))
     case("idx_declares_more", "idx", "(1000000 bytes of data) but the file holds 3",
          "a header that promises more than the file holds")
