@@ -56,10 +56,19 @@ long tmp_pid(std::string_view f, std::string_view final_name) {
   return std::stol(std::string(f.substr(0, dot)));
 }
 
-// A process on this machine with that pid is running (its file may still be in the making).
+// A process on this machine with that pid is running (its file may still be in the making). A
+// zombie is not: a killed rank whose parent died too may wait long for a reaper.
 bool alive_elsewhere(long pid) {
   if (pid == long(::getpid())) return false;
-  return ::kill(pid_t(pid), 0) == 0 || errno == EPERM;
+  if (::kill(pid_t(pid), 0) != 0 && errno != EPERM) return false;
+  char buf[512] = {};
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (!f) return true;
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  // "pid (comm) S ...": the state follows the last ')'.
+  const char* close = std::strrchr(buf, ')');
+  return !(n && close && close[1] == ' ' && (close[2] == 'Z' || close[2] == 'X'));
 }
 
 std::string shard_stem(const std::string& path) {

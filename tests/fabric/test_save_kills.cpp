@@ -133,6 +133,12 @@ size_t files_in(const fs::path& dir) {
   return n;
 }
 
+std::string listing(const fs::path& dir) {
+  std::string s;
+  for (const auto& e : fs::directory_iterator(dir)) s += "\n  " + e.path().filename().string();
+  return s;
+}
+
 // kills times: start a saving run, wait for its first save, kill it at a random moment, check.
 void kill_repeatedly(bool zero, int kills) {
   auto dir = fresh(zero ? "zero" : "single");
@@ -166,7 +172,7 @@ void kill_repeatedly(bool zero, int kills) {
   Child last({worker(), zero ? "zero-loop" : "loop", dir.string(), "1"});
   REQUIRE_MESSAGE(last.finish(180) == 0, last.text);
   CHECK(loaded_count(path) == 1);
-  CHECK_MESSAGE(files_in(dir) == whole, "after a clean save the folder holds " << files_in(dir) << " files");
+  CHECK_MESSAGE(files_in(dir) == whole, "after a clean save the folder holds " << listing(dir));
   fs::remove_all(dir);
 }
 
