@@ -7,7 +7,9 @@
 #   scripts/fuzz.sh 600               # 10 minutes per target
 #   scripts/fuzz.sh 60 idx archive    # some targets only
 #   build-fuzz/fuzz/fuzz_idx build-fuzz/artifacts/idx-crash-...    # replay one input
-# Prints one line per target: executions, coverage (edges, features), corpus size.
+# Prints one line per target: executions, coverage (edges, features), corpus size. The library is
+# compiled with Debian 12's clang 14 here, so its code keeps to what that compiler accepts (no
+# structured bindings captured by lambdas, for one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --fuzz

@@ -220,7 +220,9 @@ TEST_CASE("save kills: under ZeRO-2 a failed write on one rank fails every rank 
   // Rank 1's shard, then rank 0's index: every rank ends with the failing rank's "no space" (a
   // stalled rank would end with a collective timeout instead), the failed save's new shards are
   // removed, and the previous checkpoint loads (save_worker checks and prints OK).
-  for (auto [rank, part] : {std::pair{1, ".rank1-of-2"}, std::pair{0, "last.safetensors"}}) {
+  for (const auto& fault : {std::pair{1, ".rank1-of-2"}, std::pair{0, "last.safetensors"}}) {
+    const int rank = fault.first;
+    const char* part = fault.second;
     INFO("rank " << rank << " fails writing " << std::string(part));
     auto dir = fresh("fault");
     auto start = Clock::now();
