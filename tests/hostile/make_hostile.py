@@ -300,7 +300,8 @@ def main():
          "optimizer groups of the wrong type")
     write("ck_lr_string.safetensors",
           checkpoint(edited(["optimizer", "hyper_params", "param_groups"], [dict(SGD_GROUP, lr="fast")])))
-    case("ck_lr_string.safetensors", "checkpoint", "malformed options", "a learning rate that is a string")
+    case("ck_lr_string.safetensors", "checkpoint", "SGD: malformed options: SGD options: $.lr must be a number, got string \"fast\"",
+         "a learning rate that is a string")
     write("ck_opt_index_huge.safetensors",
           checkpoint(tensors=MODEL + [("optimizer.state.99999999999999999999.momentum_buffer", "F32", [2], f32(1, 2))]))
     case("ck_opt_index_huge.safetensors", "checkpoint", "names parameter 99999999999999999999 but there are 2",
