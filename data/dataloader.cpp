@@ -48,6 +48,12 @@ class LoaderRun {
     workers_.reserve(size_t(num_workers));
     try {
       for (int w = 0; w < num_workers; ++w) workers_.emplace_back([this] { work(); });
+    } catch (const std::system_error& e) {
+      const size_t started = workers_.size();
+      stop();
+      fail("DataLoader: could not start worker thread ", started + 1, " of ", num_workers, " (",
+           e.what(), "); use fewer num_workers (the machine has ", std::thread::hardware_concurrency(),
+           " hardware threads)");
     } catch (...) {
       stop();
       throw;
@@ -174,7 +180,10 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
     : dataset_(std::move(dataset)), options_(std::move(options)) {
   KILN_CHECK(dataset_ != nullptr, "DataLoader: dataset is null");
   KILN_CHECK(options_.batch_size >= 1, "DataLoader: batch_size must be >= 1, got ", options_.batch_size);
-  KILN_CHECK(options_.num_workers >= 0, "DataLoader: num_workers must be >= 0, got ", options_.num_workers);
+  KILN_CHECK(options_.num_workers >= 0 && options_.num_workers <= kMaxWorkers, "DataLoader: num_workers must be in [0, ",
+             kMaxWorkers, "], got ", options_.num_workers, "; a few per core is plenty");
+  KILN_CHECK(options_.prefetch_factor <= 1024, "DataLoader: prefetch_factor must be <= 1024, got ",
+             options_.prefetch_factor);
   KILN_CHECK(options_.prefetch_factor >= 1, "DataLoader: prefetch_factor must be >= 1, got ", options_.prefetch_factor);
   KILN_CHECK(!(options_.shuffle && options_.sampler), "DataLoader: shuffle = true cannot be combined with a "
              "sampler; shuffle inside the sampler (DistributedSampler's shuffle option) instead");

@@ -445,56 +445,34 @@ void Fabric::save(const std::string& path, const State& state, const SaveFilter&
   for (const auto& [key, value] : state)
     if (auto o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value))
       sharded = sharded || (ctx && ctx->layouts.count(o->get()));
+  KILN_CHECK(!sharded || filter.empty(), "Fabric::save: a filter does not combine with the sharded "
+             "strategy's optimizer yet; save without a filter, or filter the consolidated checkpoint");
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty() && (sharded || is_global_zero())) {
     std::error_code ec;
     std::filesystem::create_directories(parent, ec);
     KILN_CHECK(!ec, "Fabric::save: cannot create the folder ", parent.string(), " for ", path, ": ", ec.message());
   }
-  // The shard files of a sharded checkpoint this save replaces go once the new one is in place,
-  // each removed by one rank.
-  std::vector<std::string> old = ctx ? detail::checkpoint_shard_files(path) : std::vector<std::string>{};
-  // Every rank reads the previous index before rank 0 may replace it.
-  if (ctx) barrier("save: previous index read");
-  auto remove_old = [&](const std::string& token) {
-    std::error_code ec;
-    for (size_t j = 0; j < old.size(); ++j)
-      if (int(j % size_t(world_size())) == global_rank() &&
-          old[j] != detail::checkpoint_shard_path(path, token, int(j), world_size()))
-        std::filesystem::remove(old[j], ec);
-  };
-  if (!sharded) {  // no sharded optimizer in the state (a model alone, say): one file
-    if (is_global_zero()) {
-      detail::CheckpointContents c = detail::encode_state(state, nullptr, false);
-      for (const auto& [key, keep] : filter) {
-        const std::string prefix = key + ".";
-        std::erase_if(c.tensors, [&](const auto& kv) {
-          return kv.first.rfind(prefix, 0) == 0 && !keep(kv.first.substr(prefix.size()), kv.second);
-        });
-      }
-      detail::write_contents(path, std::move(c));
+  // One file's contents, with the filter applied to the tensors of the objects it names.
+  auto contents = [&] {
+    detail::CheckpointContents c = detail::encode_state(state, nullptr, false);
+    for (const auto& [key, keep] : filter) {
+      const std::string prefix = key + ".";
+      std::erase_if(c.tensors, [&](const auto& kv) {
+        return kv.first.rfind(prefix, 0) == 0 && !keep(kv.first.substr(prefix.size()), kv.second);
+      });
     }
-    barrier("save");
-    remove_old("");
+    return c;
+  };
+  if (!group_) {
+    detail::write_checkpoint_file(path, contents());
     return;
   }
-  KILN_CHECK(filter.empty(), "Fabric::save: a filter does not combine with the sharded strategy's "
-             "optimizer yet; save without a filter, or filter the consolidated checkpoint");
-  // Sharded: every rank writes its file under a fresh save id, then rank 0 the index.
-  Tensor id = zeros({1}, {.dtype = DType::i64});
-  if (is_global_zero()) {
-    std::random_device rd;
-    uint64_t bits = (uint64_t(rd()) << 32) ^ rd() ^
-                    uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
-    id.fill_(double(bits & ((uint64_t(1) << 48) - 1)));
-  }
-  char token[16];
-  std::snprintf(token, sizeof token, "%012llx", (unsigned long long)broadcast(id, 0).item<int64_t>());
-  detail::save_checkpoint_shard(path, token, state, *ctx);
-  barrier("save shards");
-  if (is_global_zero()) detail::save_checkpoint_index(path, token, state, *ctx);
-  barrier("save index");
-  remove_old(token);
+  // Every rank's outcome is exchanged after each step: a failure anywhere fails every rank at once.
+  detail::SaveGroup g{global_rank(), world_size(), [&](const Tensor& t) { return group_->all_gather(t); },
+                      [&](const Tensor& t, int src) { return group_->broadcast(t, src); },
+                      [&] { group_->barrier(); }};
+  detail::save_distributed(path, state, ctx ? &*ctx : nullptr, g, contents);
 }
 
 State Fabric::load(const std::string& path, State& state, bool strict) const {

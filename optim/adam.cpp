@@ -8,6 +8,7 @@
 
 #include "core/autograd.h"
 #include "core/foreach.h"
+#include "core/json.h"
 
 namespace kiln::optim {
 namespace {
@@ -28,14 +29,15 @@ void to_json(nlohmann::json& j, const AdamOptions& o) {
 }
 
 void from_json(const nlohmann::json& j, AdamOptions& o) {
-  o.lr = j.at("lr").get<double>();
-  const auto& b = j.at("betas");
-  KILN_CHECK(b.is_array() && b.size() == 2, "Adam: betas must be a pair of numbers, got ", b.dump());
-  o.betas = {b[0].get<double>(), b[1].get<double>()};
-  o.eps = j.at("eps").get<double>();
-  o.weight_decay = j.at("weight_decay").get<double>();
-  o.amsgrad = j.at("amsgrad").get<bool>();
-  o.maximize = j.at("maximize").get<bool>();
+  const detail::JsonIn in(j, "Adam options");
+  o.lr = in["lr"].as_double();
+  const auto b = in["betas"];
+  if (b.array().size() != 2) b.fail("must be a pair of numbers");
+  o.betas = {b[0].as_double(), b[1].as_double()};
+  o.eps = in["eps"].as_double();
+  o.weight_decay = in["weight_decay"].as_double();
+  o.amsgrad = in["amsgrad"].as_bool();
+  o.maximize = in["maximize"].as_bool();
 }
 
 Adam::Adam(std::vector<Tensor> params, double lr) : Adam(std::move(params), AdamOptions{.lr = lr}) {}
@@ -57,8 +59,8 @@ void Adam::check_options(const nlohmann::json& j) const {
   AdamOptions o;
   try {
     o = j.get<AdamOptions>();
-  } catch (const nlohmann::json::exception& e) {
-    fail(name(), ": malformed options ", j.dump(), ": ", e.what());
+  } catch (const Error& e) {
+    fail(name(), ": malformed options: ", e.what());
   }
   KILN_CHECK(o.lr >= 0.0, name(), ": Invalid learning rate: ", o.lr);
   KILN_CHECK(o.eps >= 0.0, name(), ": Invalid epsilon value: ", o.eps);

@@ -6,6 +6,7 @@
 
 #include "core/autograd.h"
 #include "core/foreach.h"
+#include "core/json.h"
 #include "core/ops.h"
 
 namespace kiln::optim {
@@ -123,19 +124,23 @@ nlohmann::json GradScaler::state_dict() const {
 }
 
 void GradScaler::load_state_dict(const nlohmann::json& s) {
-  for (const char* k : {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"})
-    KILN_CHECK(s.contains(k) && s[k].is_number(), "GradScaler.load_state_dict: missing or non-numeric \"", k,
-               "\" in ", s.dump());
-  const double scale = s["scale"].get<double>();
-  KILN_CHECK(scale > 0 && std::isfinite(scale), "GradScaler.load_state_dict: scale must be positive and "
-             "finite, got ", scale);
-  options_.growth_factor = s["growth_factor"].get<double>();
-  options_.backoff_factor = s["backoff_factor"].get<double>();
-  options_.growth_interval = s["growth_interval"].get<int64_t>();
+  const detail::JsonIn in(s, "GradScaler.load_state_dict", "expected the object state_dict() writes");
+  auto positive = [&](const char* key) {
+    const double v = in[key].as_double();
+    if (!(v > 0 && std::isfinite(v))) in[key].fail("must be a positive finite number");
+    return v;
+  };
+  const double scale = positive("scale"), growth = positive("growth_factor");
+  const double backoff = positive("backoff_factor");
+  const int64_t interval = in["growth_interval"].as_int(1);
+  const int64_t tracker = in["_growth_tracker"].as_int(0);
+  options_.growth_factor = growth;
+  options_.backoff_factor = backoff;
+  options_.growth_interval = interval;
   NoGradGuard no_grad;
   scale_.fill_(scale);
   inv_scale_.fill_(1.0 / double(float(scale)));
-  tracker_.fill_(double(s["_growth_tracker"].get<int64_t>()));
+  tracker_.fill_(double(tracker));
 }
 
 }  // namespace kiln::optim

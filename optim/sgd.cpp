@@ -6,6 +6,7 @@
 
 #include "core/autograd.h"
 #include "core/foreach.h"
+#include "core/json.h"
 
 namespace kiln::optim {
 
@@ -15,12 +16,13 @@ void to_json(nlohmann::json& j, const SGDOptions& o) {
 }
 
 void from_json(const nlohmann::json& j, SGDOptions& o) {
-  o.lr = j.at("lr").get<double>();
-  o.momentum = j.at("momentum").get<double>();
-  o.dampening = j.at("dampening").get<double>();
-  o.weight_decay = j.at("weight_decay").get<double>();
-  o.nesterov = j.at("nesterov").get<bool>();
-  o.maximize = j.at("maximize").get<bool>();
+  const detail::JsonIn in(j, "SGD options");
+  o.lr = in["lr"].as_double();
+  o.momentum = in["momentum"].as_double();
+  o.dampening = in["dampening"].as_double();
+  o.weight_decay = in["weight_decay"].as_double();
+  o.nesterov = in["nesterov"].as_bool();
+  o.maximize = in["maximize"].as_bool();
 }
 
 SGD::SGD(std::vector<Tensor> params, double lr) : SGD(std::move(params), SGDOptions{.lr = lr}) {}
@@ -36,8 +38,8 @@ void SGD::check_options(const nlohmann::json& j) const {
   SGDOptions o;
   try {
     o = j.get<SGDOptions>();
-  } catch (const nlohmann::json::exception& e) {
-    fail("SGD: malformed options ", j.dump(), ": ", e.what());
+  } catch (const Error& e) {
+    fail("SGD: malformed options: ", e.what());
   }
   KILN_CHECK(o.lr >= 0.0, "SGD: Invalid learning rate: ", o.lr);
   KILN_CHECK(o.momentum >= 0.0, "SGD: Invalid momentum value: ", o.momentum);
