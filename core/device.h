@@ -26,7 +26,9 @@ struct Device {
 
 inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
 
-// Threads used by CPU kernels (OpenMP). Defaults to OMP_NUM_THREADS, else the machine's cores.
+// Threads used by CPU kernels (kiln's own pool; idle threads spin for at most KILN_SPIN_US
+// microseconds, 50 by default, then sleep). Defaults to OMP_NUM_THREADS, else the CPUs this process
+// may run on. Call it between operations, not from inside one.
 void set_num_threads(int n);
 int get_num_threads();
 

@@ -279,7 +279,8 @@ Backend& cpu_backend();
 Backend* cuda_backend();
 int cuda_device_count();
 
-// Threads used by CPU kernels (OpenMP). Defaults to the machine's cores or OMP_NUM_THREADS.
+// Threads used by CPU kernels (kernels/cpu/parallel.h). Defaults to OMP_NUM_THREADS, else the CPUs
+// this process may run on.
 void set_num_threads(int n);
 int get_num_threads();
 

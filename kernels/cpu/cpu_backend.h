@@ -1,4 +1,4 @@
-// The CPU implementation of kernels::Backend: OpenMP threads, Eigen for f32/f64 matrix products
+// The CPU implementation of kernels::Backend: kiln's thread pool (parallel.h), Eigen for f32/f64 matrix products
 // (gemm.h), handwritten AMX / AVX512-BF16 kernels for bf16 ones (bgemm.h), plain vectorisable
 // loops for the rest. Member functions are defined in the file of their kind
 // (elementwise.cpp, reduce.cpp, matmul.cpp, conv.cpp, pool.cpp, softmax.cpp, optim.cpp).

@@ -1,8 +1,6 @@
 // CPU elementwise kernels: copies with casts, fills, unary and binary maps, where, random numbers.
 // Each op is a small functor instantiated into the strided loop of loops.h, so the switch on the
 // op runs once per call, not once per element; dense operands become one flat loop.
-#include <omp.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -27,12 +25,6 @@ Backend& cpu_backend() {
   static cpu::CpuBackend backend;
   return backend;
 }
-
-void set_num_threads(int n) {
-  KILN_CHECK(n >= 1, "set_num_threads: expected a thread count >= 1, got ", n);
-  omp_set_num_threads(n);
-}
-int get_num_threads() { return omp_get_max_threads(); }
 
 namespace {
 std::atomic<bool> g_deterministic{false};
@@ -393,14 +385,7 @@ void binary_typed(BinaryOp op, const View& out, const View& x, const View& y, do
 // Runs f(start, count) over [0, n) in one chunk per thread (one chunk for small n).
 template <class F>
 void dense_chunks(int64_t n, F&& f) {
-  const int threads = n >= kParallelGrain ? omp_get_max_threads() : 1;
-  if (threads == 1) return f(0, n);
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t s = n * t / nt, e = n * (t + 1) / nt;
-    if (e > s) f(s, e - s);
-  }
+  parallel_chunks(n, threads_for(n), [&](int64_t b, int64_t e) { f(b, e - b); });
 }
 
 }  // namespace
@@ -516,9 +501,7 @@ namespace {
 
 template <class T>
 void random_typed(RandomKind kind, T* o, int64_t n, uint64_t seed, uint64_t offset, double a, double b) {
-  const int threads = n >= kParallelGrain ? omp_get_max_threads() : 1;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(0, n, threads_for(n), [&](int64_t i) {
     double v = 0;
     switch (kind) {
       case RandomKind::uniform: v = a + (b - a) * double(philox_uniform(seed, offset, uint64_t(i))); break;
@@ -529,7 +512,7 @@ void random_typed(RandomKind kind, T* o, int64_t n, uint64_t seed, uint64_t offs
       case RandomKind::bernoulli: v = philox_uniform(seed, offset, uint64_t(i)) < a ? 1.0 : 0.0; break;
     }
     o[i] = T(compute_t<T>(v));
-  }
+  });
 }
 
 }  // namespace

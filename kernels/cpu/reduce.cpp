@@ -1,7 +1,6 @@
 // CPU reductions. Each output element reduces a (coalesced) strided sub-space of the input; float
 // sums accumulate in double, so f32 results match a float64 reference to f32 rounding. Threads
 // split the outputs, or the reduced range when there are few outputs (a full sum).
-#include <omp.h>
 
 #include <cmath>
 #include <limits>
@@ -79,26 +78,23 @@ void reduce_impl(const View& out, const View& in, Acc init, Op op, bool mean_of 
   };
 
   const int64_t total = s.kept_numel * s.red_numel;
-  const int threads = total >= kParallelGrain ? omp_get_max_threads() : 1;
+  const int threads = threads_for(total);
   if (s.kept_numel >= threads || outer_n < threads) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t k = 0; k < s.kept_numel; ++k) {
+    parallel_for(0, s.kept_numel, threads, [&](int64_t k) {
       int64_t base = offset_of(k, s.nk, s.ksizes, s.kstrides);
       dst[k] = T(compute_t<T>(reduce_range(base, 0, outer_n)));
-    }
+    });
     return;
   }
   // Few outputs, much to reduce: split the reduced range and combine the partial results.
   for (int64_t k = 0; k < s.kept_numel; ++k) {
     int64_t base = offset_of(k, s.nk, s.ksizes, s.kstrides);
     std::vector<Acc> partial(size_t(threads), init);
-#pragma omp parallel num_threads(threads)
-    {
-      int t = omp_get_thread_num();
-      int64_t chunk = (outer_n + threads - 1) / threads;
-      int64_t r0 = std::min(outer_n, t * chunk), r1 = std::min(outer_n, r0 + chunk);
+    parallel_region(threads, [&](int t, int nt) {
+      int64_t r0, r1;
+      static_range(outer_n, t, nt, r0, r1);
       partial[size_t(t)] = reduce_range(base, r0, r1);
-    }
+    });
     Acc acc = init;
     for (Acc v : partial) acc = op(acc, v);
     dst[k] = T(compute_t<T>(acc));
@@ -157,9 +153,7 @@ void reduce_index_typed(bool want_max, const View& values, const View& indices, 
   const T* src = in.ptr<T>();
   T* vals = values.ptr<T>();
   int64_t* idx = indices.ptr<int64_t>();
-  const int threads = outer * n >= kParallelGrain ? omp_get_max_threads() : 1;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t o = 0; o < outer; ++o) {
+  parallel_for(0, outer, threads_for(outer * n), [&](int64_t o) {
     const T* p = src + offset_of(o, no, osizes, ostrides);
     C best = C(p[0]);
     int64_t best_i = 0;
@@ -173,7 +167,7 @@ void reduce_index_typed(bool want_max, const View& values, const View& indices, 
     }
     if (vals) vals[o] = T(best);
     if (idx) idx[o] = best_i;
-  }
+  });
 }
 
 }  // namespace
