@@ -54,6 +54,15 @@ template <class T>
 constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, Half> ||
                             std::is_same_v<T, BFloat16>;
 
+// The identity of max (for_min = false) or min: +-inf for floating types, else the type's limits.
+template <class C>
+C extreme_init(bool for_min) {
+  if constexpr (std::is_floating_point_v<C>)
+    return for_min ? std::numeric_limits<C>::infinity() : -std::numeric_limits<C>::infinity();
+  else
+    return for_min ? std::numeric_limits<C>::max() : std::numeric_limits<C>::lowest();
+}
+
 template <class T, class Acc, class Op>
 void reduce_impl(const View& out, const View& in, Acc init, Op op, bool mean_of = false) {
   (void)mean_of;
@@ -118,12 +127,13 @@ void CpuBackend::reduce(ReduceOp op, const View& out, const View& in) {
         case ReduceOp::sum: return reduce_impl<T, Acc>(out, in, Acc(0), [](Acc a, Acc b) { return a + b; });
         case ReduceOp::prod: return reduce_impl<T, Acc>(out, in, Acc(1), [](Acc a, Acc b) { return a * b; });
         case ReduceOp::max:
-          return reduce_impl<T, C>(out, in, std::numeric_limits<C>::lowest(), [](C a, C b) {
+          // Floating maxima start at -inf, so a slice of -inf reduces to -inf (not -DBL_MAX).
+          return reduce_impl<T, C>(out, in, extreme_init<C>(false), [](C a, C b) {
             if constexpr (is_float_v<T>) { if (a != a || b != b) return std::numeric_limits<C>::quiet_NaN(); }
             return a > b ? a : b;
           });
         case ReduceOp::min:
-          return reduce_impl<T, C>(out, in, std::numeric_limits<C>::max(), [](C a, C b) {
+          return reduce_impl<T, C>(out, in, extreme_init<C>(true), [](C a, C b) {
             if constexpr (is_float_v<T>) { if (a != a || b != b) return std::numeric_limits<C>::quiet_NaN(); }
             return a < b ? a : b;
           });
