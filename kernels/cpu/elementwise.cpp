@@ -287,6 +287,9 @@ void unary_typed(UnaryOp op, const View& out, const View& in, double a, double b
       case UnaryOp::sigmoid:
         return map1<T, T>(out, in, [](C x) { return C(1) / (C(1) + std::exp(-x)); });
       case UnaryOp::tanh: return map1<T, T>(out, in, [](C x) { return std::tanh(x); });
+      case UnaryOp::sin: return map1<T, T>(out, in, [](C x) { return std::sin(x); });
+      case UnaryOp::cos: return map1<T, T>(out, in, [](C x) { return std::cos(x); });
+      case UnaryOp::silu: return map1<T, T>(out, in, [](C x) { return x / (C(1) + std::exp(-x)); });
       case UnaryOp::gelu:
         return map1<T, T>(out, in, [](C x) { return C(0.5) * x * (C(1) + std::erf(x * C(kSqrt1_2))); });
       case UnaryOp::gelu_tanh:
@@ -367,6 +370,11 @@ void binary_typed(BinaryOp op, const View& out, const View& x, const View& y, do
         return map2<T, T>(out, x, y, [](C g, C s) { return g * s * (C(1) - s); });
       case BinaryOp::tanh_backward:
         return map2<T, T>(out, x, y, [](C g, C t) { return g * (C(1) - t * t); });
+      case BinaryOp::silu_backward:
+        return map2<T, T>(out, x, y, [](C g, C v) {
+          const C s = C(1) / (C(1) + std::exp(-v));
+          return g * s * (C(1) + v * (C(1) - s));
+        });
       case BinaryOp::clamp_backward: {
         const bool has_lo = !std::isnan(alpha), has_hi = !std::isnan(beta);
         return map2<T, T>(out, x, y, [=](C g, C v) {
