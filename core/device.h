@@ -39,6 +39,18 @@ int get_num_threads();
 void use_deterministic_algorithms(bool on);
 bool are_deterministic_algorithms_enabled();
 
+namespace cpu {
+// CPU tensor storage kiln has allocated: bytes in use now (rounded block sizes), the peak since
+// reset_peak_memory_stats(), and the number of allocations so far (torch.cuda's names, for RAM).
+struct MemoryStats {
+  size_t allocated = 0;
+  size_t peak_allocated = 0;
+  uint64_t num_allocs = 0;
+};
+MemoryStats memory_stats();
+void reset_peak_memory_stats();
+}  // namespace cpu
+
 namespace cuda {
 // True when kiln was built with its CUDA backend and this machine has at least one usable GPU.
 bool is_available();

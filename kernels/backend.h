@@ -342,6 +342,15 @@ class Backend {
 
 // The CPU backend (always present).
 Backend& cpu_backend();
+// Bytes of CPU tensor storage kiln has handed out and not yet freed (rounded block sizes), the peak
+// since the last reset, and the number of allocations so far.
+struct CpuMemoryStats {
+  size_t allocated = 0;
+  size_t peak_allocated = 0;
+  uint64_t num_allocs = 0;
+};
+CpuMemoryStats cpu_memory_stats();
+void reset_cpu_peak_memory();
 // The CUDA backend: null when kiln was built without it. cuda_device_count() is 0 then, and also
 // when the backend is built but the machine has no usable GPU.
 Backend* cuda_backend();

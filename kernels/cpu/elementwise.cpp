@@ -80,24 +80,45 @@ LargeBlockCache& large_blocks() {
   return *cache;
 }
 
+std::atomic<size_t> g_allocated{0}, g_peak{0};
+std::atomic<uint64_t> g_num_allocs{0};
+
+void count_allocation(size_t size) {
+  const size_t now = g_allocated.fetch_add(size, std::memory_order_relaxed) + size;
+  size_t peak = g_peak.load(std::memory_order_relaxed);
+  while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+  g_num_allocs.fetch_add(1, std::memory_order_relaxed);
+}
+
 }  // namespace
 
 void* CpuBackend::allocate(size_t nbytes) {
   if (nbytes == 0) return nullptr;
   // 64-byte alignment: whole cache lines and full AVX-512 vectors.
   const size_t size = LargeBlockCache::rounded(nbytes);
-  if (size >= LargeBlockCache::kMin)
-    if (void* p = large_blocks().take(size)) return p;
-  void* p = std::aligned_alloc(64, size);
+  void* p = size >= LargeBlockCache::kMin ? large_blocks().take(size) : nullptr;
+  if (!p) p = std::aligned_alloc(64, size);
   KILN_CHECK(p, "out of CPU memory: could not allocate ", nbytes, " bytes");
+  count_allocation(size);
   return p;
 }
 void CpuBackend::deallocate(void* ptr, size_t nbytes) {
   if (!ptr) return;
   const size_t size = LargeBlockCache::rounded(nbytes);
+  g_allocated.fetch_sub(size, std::memory_order_relaxed);
   if (size >= LargeBlockCache::kMin && large_blocks().give(ptr, size)) return;
   std::free(ptr);
 }
+
+}  // namespace cpu
+
+CpuMemoryStats cpu_memory_stats() {
+  return {cpu::g_allocated.load(), cpu::g_peak.load(), cpu::g_num_allocs.load()};
+}
+void reset_cpu_peak_memory() { cpu::g_peak.store(cpu::g_allocated.load()); }
+
+namespace cpu {
 void CpuBackend::copy_from_host(void* dst, const void* src, size_t n) {
   if (n) std::memcpy(dst, src, n);
 }
