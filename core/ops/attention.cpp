@@ -92,7 +92,10 @@ Tensor fused_path(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   Tensor q3 = q.detach().reshape({s.batch, s.L, s.E}).contiguous();
   Tensor k3 = k.detach().reshape({s.batch, s.S, s.E}).contiguous();
   Tensor v3 = v.detach().reshape({s.batch, s.S, s.Ev}).contiguous();
+  // Floating masks in the arithmetic type (f32, f64 for f64 inputs): the kernels read two kinds only.
+  const DType acc = q.dtype() == DType::f64 ? DType::f64 : DType::f32;
   Tensor m = mask.defined() ? mask.detach() : Tensor();
+  if (m.defined() && m.dtype() != DType::boolean && m.dtype() != acc) m = m.to(acc);
   Shape mask_shape = s.lead;
   mask_shape.push_back(s.L);
   mask_shape.push_back(s.S);
@@ -111,7 +114,6 @@ Tensor fused_path(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
     p.seed = seed;
     p.offset = offset;
   }
-  const DType acc = q.dtype() == DType::f64 ? DType::f64 : DType::f32;
   Tensor out = detail::make_empty({s.batch, s.L, s.Ev}, q.dtype(), q.device());
   Tensor lse = detail::make_empty({s.batch, s.L}, acc, q.device());
   auto mask_view = [mask_shape](const Tensor& t) {

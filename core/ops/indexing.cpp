@@ -7,8 +7,6 @@ namespace kiln {
 
 namespace {
 
-Tensor dense(const Tensor& t) { return t.detach().contiguous(); }
-
 void check_mask(const Tensor& mask, const char* op) {
   KILN_CHECK(mask.dtype() == DType::boolean, op, ": mask must be a bool tensor, got ", mask.dtype(),
              "; build it with a comparison such as x > 0");
