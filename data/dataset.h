@@ -44,6 +44,10 @@ struct Example {
 // several tensors, each one stacked: data the first, target the second, rest the others.
 // `for (auto& [x, y] : loader)` binds data and target; batch[i] reaches every tensor.
 struct Batch {
+  Batch() = default;
+  Batch(Tensor data, Tensor target = {}, std::vector<Tensor> rest = {})
+      : data(std::move(data)), target(std::move(target)), rest(std::move(rest)) {}
+
   Tensor data;
   Tensor target;
   std::vector<Tensor> rest;

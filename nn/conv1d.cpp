@@ -31,8 +31,10 @@ void Conv1d::reset_parameters(Generator* gen) {
   }
 }
 
-Tensor Conv1d::forward(const Tensor& x) {
-  return functional::conv1d(x, weight, bias, options.stride, options.padding, options.dilation, options.groups);
+Tensor Conv1d::forward(const Tensor& input) {
+  return run_forward(input, [this](const Tensor& x) {
+    return functional::conv1d(x, weight, bias, options.stride, options.padding, options.dilation, options.groups);
+  });
 }
 
 std::string Conv1d::extra_repr() const {

@@ -103,10 +103,12 @@ GroupNorm::GroupNorm(int64_t groups, int64_t channels, double e, bool affine)
   register_parameter("bias", bias, affine ? zeros({channels}) : Tensor());
 }
 
-Tensor GroupNorm::forward(const Tensor& x) {
-  KILN_CHECK(x.dim() >= 2 && x.size(1) == num_channels, "GroupNorm: expected input of shape [N, ", num_channels,
-             ", ...], got ", x.sizes());
-  return functional::group_norm(x, num_groups, weight, bias, eps);
+Tensor GroupNorm::forward(const Tensor& input) {
+  return run_forward(input, [this](const Tensor& x) {
+    KILN_CHECK(x.dim() >= 2 && x.size(1) == num_channels, "GroupNorm: expected input of shape [N, ", num_channels,
+               ", ...], got ", x.sizes());
+    return functional::group_norm(x, num_groups, weight, bias, eps);
+  });
 }
 
 std::string GroupNorm::extra_repr() const {
@@ -124,7 +126,9 @@ RMSNorm::RMSNorm(Shape shape, std::optional<double> e, bool elementwise_affine)
   register_parameter("weight", weight, elementwise_affine ? ones(normalized_shape) : Tensor());
 }
 
-Tensor RMSNorm::forward(const Tensor& x) { return functional::rms_norm(x, normalized_shape, weight, eps); }
+Tensor RMSNorm::forward(const Tensor& input) {
+  return run_forward(input, [this](const Tensor& x) { return functional::rms_norm(x, normalized_shape, weight, eps); });
+}
 
 std::string RMSNorm::extra_repr() const {
   std::ostringstream os;

@@ -1,7 +1,8 @@
 // CUDA gather and scatter along one dim: one thread per position of `index` (which has at most
 // kMaxDims dims), its coordinates unravelled once, the index value read, and the element moved.
 // Gather and plain scatter move raw bytes (any dtype); scatter-add adds with atomics (f32, f64, f16,
-// bf16, i32, i64), so repeated indices sum, in an order that may vary between runs.
+// bf16, i32, i64), so repeated indices sum in an order that may vary between runs (one thread in
+// index order under kiln::use_deterministic_algorithms).
 #include <type_traits>
 
 #include "kernels/cuda/common.cuh"
@@ -129,8 +130,11 @@ void CudaBackend::scatter(const View& self, const View& index, const View& src, 
       fail("scatter_add: ", dtype_name(self.dtype), " tensors have no atomic add on CUDA; convert to int32 or "
            "int64 first");
     } else {
-      scatter_add_kernel<T><<<grid_for(g.numel), kThreads, 0, current_stream()>>>(g, self.ptr<T>(),
-                                                                                 index.ptr<int64_t>(), src.ptr<T>());
+      // Atomics add in whatever order the threads arrive; under kiln::use_deterministic_algorithms
+      // one thread adds in index order instead (slow, and bit-identical to the CPU's sums).
+      const bool det = deterministic();
+      scatter_add_kernel<T><<<det ? 1 : grid_for(g.numel), det ? 1 : kThreads, 0, current_stream()>>>(
+          g, self.ptr<T>(), index.ptr<int64_t>(), src.ptr<T>());
       KILN_LAUNCH_CHECK("scatter_add_kernel");
     }
   });
