@@ -3,6 +3,8 @@
 //   kiln::data::DataLoader loader(dataset, {.batch_size = 128, .shuffle = true, .num_workers = 2});
 //   for (int epoch = 0; epoch < 20; ++epoch)
 //     for (auto& [x, y] : loader) { ... }   // x [128, C, H, W] float, y [128] int64
+// Examples of several tensors batch each one ([B, T] inputs and [B, T] next tokens, say);
+// batch[i] reaches the third and later ones.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +31,10 @@ struct DataLoaderOptions {
   // Seeds shuffling and augmentation. Unset: drawn from kiln's default generator when the loader
   // is built, so kiln::manual_seed(s) makes runs repeatable.
   std::optional<uint64_t> seed = std::nullopt;
+  // Builds a batch from its examples (torch's collate_fn: padding sequences of several lengths,
+  // say). Set, the loader fetches examples one by one (Dataset::fetch) and calls it in the worker
+  // threads; unset, the dataset's fetch_batch and the default collate are used.
+  std::function<Batch(const std::vector<Example>&)> collate_fn = nullptr;
 };
 
 // Copies a batch into page-locked memory. Unset (the default), pin_memory=true pins data and

@@ -344,7 +344,7 @@ Environment launch(int nprocs, const LaunchOptions& options) {
   for (auto& [k, v] : environment_variables(self)) ::setenv(k.c_str(), v.c_str(), 1);
   if (auto t = shared.find("OMP_NUM_THREADS"); t != shared.end()) {
     ::setenv("OMP_NUM_THREADS", t->second.c_str(), 1);
-    set_num_threads(std::stoi(t->second));  // the OpenMP runtime may have read it already
+    set_num_threads(std::stoi(t->second));  // the thread pool may have been sized already
   }
   watcher().start(std::move(kids), options.kill_grace);
   return self;

@@ -327,7 +327,9 @@ Tensor Fabric::to_device(const Tensor& t) const {
 }
 
 data::Batch Fabric::to_device(const data::Batch& b) const {
-  return {to_device(b.data), to_device(b.target)};
+  data::Batch out{to_device(b.data), to_device(b.target), {}};
+  for (const Tensor& t : b.rest) out.rest.push_back(to_device(t));
+  return out;
 }
 
 void Fabric::barrier(const std::string& name) const {

@@ -1,7 +1,5 @@
 // CPU optimizer updates: PyTorch's Adam/AdamW and SGD rules element by element, in one pass over
 // the parameter, gradient and state (no temporaries), threaded over large tensors.
-#include <omp.h>
-
 #include <cmath>
 
 #include "core/error.h"
@@ -25,8 +23,7 @@ void CpuBackend::adam_step(const AdamParams& p, const View& param, const View& g
     const C bc2_sqrt = C(std::sqrt(1.0 - std::pow(p.beta2, double(p.step))));
     const C step_size = lr / bc1;
     const bool decoupled = p.decoupled, amsgrad = p.amsgrad, maximize = p.maximize;
-#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) {
+    parallel_for(0, n, threads_for(n), [&](int64_t i) {
       C gi = maximize ? -C(g[i]) : C(g[i]);
       C wi = C(w[i]);
       if (wd != C(0)) {
@@ -46,7 +43,7 @@ void CpuBackend::adam_step(const AdamParams& p, const View& param, const View& g
       m[i] = T(mi);
       v[i] = T(vi);
       w[i] = T(wi);
-    }
+    });
   });
 }
 
@@ -60,8 +57,7 @@ void CpuBackend::sgd_step(const SgdParams& p, const View& param, const View& gra
     const T* g = grad.ptr<T>();
     T* buf = momentum_buffer.ptr<T>();
     const C lr = C(p.lr), mom = C(p.momentum), damp = C(p.dampening), wd = C(p.weight_decay);
-#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) {
+    parallel_for(0, n, threads_for(n), [&](int64_t i) {
       C d = p.maximize ? -C(g[i]) : C(g[i]);
       const C wi = C(w[i]);
       if (wd != C(0)) d = d + wd * wi;
@@ -71,7 +67,7 @@ void CpuBackend::sgd_step(const SgdParams& p, const View& param, const View& gra
         d = p.nesterov ? d + mom * b : b;
       }
       w[i] = T(wi - lr * d);
-    }
+    });
   });
 }
 
