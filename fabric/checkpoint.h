@@ -74,7 +74,7 @@ namespace detail {
 struct ShardContext {
   int rank = 0;
   int world_size = 1;
-  std::map<const optim::Optimizer*, nlohmann::json> layouts;
+  std::map<const optim::Optimizer*, nlohmann::json> layouts = {};
 };
 // The shard file of `rank` for the index at `path` and save id `token`.
 std::string checkpoint_shard_path(const std::string& path, const std::string& token, int rank,
