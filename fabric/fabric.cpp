@@ -58,7 +58,8 @@ std::shared_ptr<Precision> precision_from_plugins(const FabricOptions& o) {
   for (const auto& p : o.plugins) {
     KILN_CHECK(p, "Fabric: a plugin in options.plugins is null");
     auto prec = std::dynamic_pointer_cast<Precision>(p);
-    KILN_CHECK(prec, "Fabric: options.plugins holds a ", detail::type_name(typeid(*p)),
+    const Plugin& plugin = *p;
+    KILN_CHECK(prec, "Fabric: options.plugins holds a ", detail::type_name(typeid(plugin)),
                ", which Fabric does not know; pass a kiln::Precision");
     KILN_CHECK(!found, "Fabric: options.plugins holds more than one Precision; pass one");
     found = prec;
@@ -458,8 +459,9 @@ void Fabric::save(const std::string& path, const State& state, const SaveFilter&
   // One file's contents, with the filter applied to the tensors of the objects it names.
   auto contents = [&] {
     detail::CheckpointContents c = detail::encode_state(state, nullptr, false);
-    for (const auto& [key, keep] : filter) {
-      const std::string prefix = key + ".";
+    for (const auto& entry : filter) {
+      const std::string prefix = entry.first + ".";
+      const auto& keep = entry.second;
       std::erase_if(c.tensors, [&](const auto& kv) {
         return kv.first.rfind(prefix, 0) == 0 && !keep(kv.first.substr(prefix.size()), kv.second);
       });
