@@ -16,7 +16,7 @@
 #include <omp.h>
 
 #include "kernels/cpu/simd.h"
-#include "kernels/cpu/simd_conv.h"
+#include "kernels/cpu/simd_kernels.h"
 
 namespace kiln::kernels::cpu::KILN_SIMD_NS {
 namespace {

@@ -12,18 +12,12 @@
 #include <type_traits>
 
 #include "kernels/cpu/isa.h"
-#include "kernels/cpu/simd_conv.h"
+#include "kernels/cpu/simd_kernels.h"
 
 namespace kiln::kernels::cpu {
 namespace {
 
-const SimdConv* table() {
-  static const SimdConv* t = isa_enabled(Isa::avx512) ? &avx512::kSimdConv
-                             : isa_enabled(Isa::avx2) ? &avx2::kSimdConv
-                                                      : nullptr;
-  return t;
-}
-const char* table_name() { return table() == &avx512::kSimdConv ? "avx512" : "avx2"; }
+const SimdKernels* table() { return simd_kernels(); }
 
 // bf16 goes through f32 arithmetic only where the CPU has no bf16 dot products of its own.
 bool dtype_ok(DType t) {
@@ -125,7 +119,7 @@ Elem<T>* elems(const View& v) {
 }
 
 template <class T>
-void winograd_forward(const SimdConv& k, const ConvShape& s, const float* wt, const Elem<T>* x, Elem<T>* y,
+void winograd_forward(const SimdKernels& k, const ConvShape& s, const float* wt, const Elem<T>* x, Elem<T>* y,
                       const float* bias) {
   const int threads = omp_get_max_threads();
   float* u = scratch(kTransformed, k.winograd_weights_size(s.c_in, s.c_out));
@@ -137,7 +131,7 @@ void winograd_forward(const SimdConv& k, const ConvShape& s, const float* wt, co
 
 template <class T>
 bool forward(const Conv2dParams& p, const View& out, const View& in, const View& weight, const View& bias) {
-  const SimdConv& k = *table();
+  const SimdKernels& k = *table();
   const ConvShape s = shape_of(p);
   const bool wino = winograd_fits(p.c_in, p.c_out, p.h_out, p.w_out);
   if (!wino && !direct_fits(p.c_in)) return false;
@@ -157,7 +151,7 @@ bool forward(const Conv2dParams& p, const View& out, const View& in, const View&
 template <class T>
 ConvGradsDone backward(const Conv2dParams& p, const View& grad_in, const View& grad_weight, const View& grad_bias,
                        const View& grad_out, const View& in, const View& weight) {
-  const SimdConv& k = *table();
+  const SimdKernels& k = *table();
   ConvGradsDone done;
   const int threads = omp_get_max_threads();
   if (grad_in.data && winograd_fits(p.c_out, p.c_in, p.h_in, p.w_in)) {
@@ -211,7 +205,7 @@ ConvGradsDone conv2d_backward_fast(const Conv2dParams& p, const View& grad_in, c
 
 ConvKernels conv2d_fast_kernels(const Conv2dParams& p, DType dtype) {
   if (!table() || !dtype_ok(dtype) || !shape_ok(p)) return {};
-  const std::string isa = table_name();
+  const std::string isa = simd_kernels_isa();
   const bool wino = winograd_fits(p.c_in, p.c_out, p.h_out, p.w_out);
   ConvKernels k;
   k.forward = wino ? "winograd-" + isa : direct_fits(p.c_in) ? "direct-" + isa : "";

@@ -1,4 +1,4 @@
-// The fast paths of the CPU conv2d (simd_conv.h): Winograd F(4x4, 3x3) and a direct kernel for few
+// The fast paths of the CPU conv2d (simd_kernels.h): Winograd F(4x4, 3x3) and a direct kernel for few
 // input channels, for 3x3 stride-1 convolutions in f32, and in bf16 on CPUs without bf16 dot
 // products (there the conversion rides on the kernels' loads and stores and the arithmetic is f32;
 // CPUs with AVX512-BF16 or AMX keep bgemm's bf16 path). conv.cpp asks here first and runs its

@@ -1,6 +1,6 @@
 // The vector vocabulary of the convolution kernels that are compiled once per instruction set
-// (winograd.cpp, conv_direct.cpp; see simd_conv.h): f32 vectors of kLanes lanes, loads and stores
-// of f32 or bf16 rows with a tail, and an in-register transpose of kLanes x kLanes floats. The
+// (winograd.cpp, conv_direct.cpp; see simd_kernels.h): f32 vectors of kLanes lanes, loads and stores
+// of f32 or bf16 rows with a tail, masks and selects, and in-register transposes. The
 // including file is built with -DKILN_SIMD_AVX512 (16 lanes) or -DKILN_SIMD_AVX2 (8 lanes) and the
 // matching -m flags; everything here has internal linkage, so the two builds never share code.
 //   using namespace kiln::kernels::cpu::KILN_SIMD_NS::simd;
@@ -63,6 +63,58 @@ KILN_SIMD_INLINE V mul(V a, V b) { return _mm512_mul_ps(a, b); }
 KILN_SIMD_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }    // a * b + c
 KILN_SIMD_INLINE V fnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a * b
 KILN_SIMD_INLINE float hsum(V v) { return _mm512_reduce_add_ps(v); }
+
+// Lanes [lo, hi) of a replaced by (or stored from) p[lane]; the other lanes are not touched.
+KILN_SIMD_INLINE V load_lanes(V a, const float* p, int lo, int hi) {
+  return _mm512_mask_loadu_ps(a, __mmask16(first(hi) & ~first(lo)), p);
+}
+KILN_SIMD_INLINE void store_lanes(float* p, V v, int lo, int hi) {
+  _mm512_mask_storeu_ps(p, __mmask16(first(hi) & ~first(lo)), v);
+}
+
+// Lane masks, 32-bit integer lanes, and the moves between even/odd columns and interleaved rows.
+using M = __mmask16;
+using VI = __m512i;
+KILN_SIMD_INLINE M cmp_gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+KILN_SIMD_INLINE M is_nan(V a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
+KILN_SIMD_INLINE V select(M m, V a, V b) { return _mm512_mask_mov_ps(b, m, a); }  // m ? a : b
+KILN_SIMD_INLINE V select_or_zero(M m, V a) { return _mm512_maskz_mov_ps(m, a); }
+KILN_SIMD_INLINE VI select(M m, VI a, VI b) { return _mm512_mask_mov_epi32(b, m, a); }
+KILN_SIMD_INLINE VI set1_i(int32_t x) { return _mm512_set1_epi32(x); }
+KILN_SIMD_INLINE VI iota_i() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+KILN_SIMD_INLINE VI add_i(VI a, VI b) { return _mm512_add_epi32(a, b); }
+KILN_SIMD_INLINE VI sub_i(VI a, VI b) { return _mm512_sub_epi32(a, b); }
+KILN_SIMD_INLINE M eq_i(VI a, VI b) { return _mm512_cmpeq_epi32_mask(a, b); }
+// n (<= 16) int64 values to and from 32-bit lanes.
+KILN_SIMD_INLINE void store_i64(int64_t* p, VI k, int n) {
+  if (n == 16) {
+    _mm512_storeu_si512(p, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(k)));
+    _mm512_storeu_si512(p + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(k, 1)));
+    return;
+  }
+  _mm512_mask_storeu_epi64(p, __mmask8(first(n)), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(k)));
+  if (n > 8) _mm512_mask_storeu_epi64(p + 8, __mmask8(first(n - 8)), _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(k, 1)));
+}
+KILN_SIMD_INLINE VI load_i64(const int64_t* p, int n) {
+  if (n == 16)
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(_mm512_loadu_si512(p))),
+                              _mm512_cvtepi64_epi32(_mm512_loadu_si512(p + 8)), 1);
+  const __m256i lo = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(__mmask8(first(n)), p));
+  const __m256i hi = n > 8 ? _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(__mmask8(first(n - 8)), p + 8))
+                           : _mm256_setzero_si256();
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+// Columns 0..31 of a row (lo: 0-15, hi: 16-31) as its even and odd columns, and back.
+KILN_SIMD_INLINE void deinterleave(V lo, V hi, V& even, V& odd) {
+  const VI e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  even = _mm512_permutex2var_ps(lo, e, hi);
+  odd = _mm512_permutex2var_ps(lo, _mm512_add_epi32(e, _mm512_set1_epi32(1)), hi);
+}
+KILN_SIMD_INLINE void interleave(V even, V odd, V& lo, V& hi) {
+  const VI i = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  lo = _mm512_permutex2var_ps(even, i, odd);
+  hi = _mm512_permutex2var_ps(even, _mm512_add_epi32(i, _mm512_set1_epi32(8)), odd);
+}
 
 // r[i][j] becomes r[j][i]: four rounds of 64 shuffles in all (32-bit pairs, 64-bit pairs, then
 // 128-bit lanes twice).
@@ -144,6 +196,68 @@ KILN_SIMD_INLINE float hsum(V v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
+}
+
+// Lanes [lo, hi) of a replaced by (or stored from) p[lane]; the other lanes are not touched.
+KILN_SIMD_INLINE __m256i lanes(int lo, int hi) { return _mm256_andnot_si256(first(lo), first(hi)); }
+KILN_SIMD_INLINE V load_lanes(V a, const float* p, int lo, int hi) {
+  const __m256i m = lanes(lo, hi);
+  return _mm256_blendv_ps(a, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+}
+KILN_SIMD_INLINE void store_lanes(float* p, V v, int lo, int hi) { _mm256_maskstore_ps(p, lanes(lo, hi), v); }
+
+// Lane masks (all-ones lanes of a float vector), 32-bit integer lanes, and the moves between
+// even/odd columns and interleaved rows.
+using M = __m256;
+using VI = __m256i;
+KILN_SIMD_INLINE M cmp_gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+KILN_SIMD_INLINE M is_nan(V a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
+KILN_SIMD_INLINE V select(M m, V a, V b) { return _mm256_blendv_ps(b, a, m); }  // m ? a : b
+KILN_SIMD_INLINE V select_or_zero(M m, V a) { return _mm256_and_ps(m, a); }
+KILN_SIMD_INLINE VI select(M m, VI a, VI b) { return _mm256_blendv_epi8(b, a, _mm256_castps_si256(m)); }
+KILN_SIMD_INLINE VI set1_i(int32_t x) { return _mm256_set1_epi32(x); }
+KILN_SIMD_INLINE VI iota_i() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+KILN_SIMD_INLINE VI add_i(VI a, VI b) { return _mm256_add_epi32(a, b); }
+KILN_SIMD_INLINE VI sub_i(VI a, VI b) { return _mm256_sub_epi32(a, b); }
+KILN_SIMD_INLINE M eq_i(VI a, VI b) { return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)); }
+KILN_SIMD_INLINE __m256i first64(int n) {
+  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+// n (<= 8) int64 values to and from 32-bit lanes.
+KILN_SIMD_INLINE void store_i64(int64_t* p, VI k, int n) {
+  long long* q = reinterpret_cast<long long*>(p);
+  if (n == 8) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(k)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(k, 1)));
+    return;
+  }
+  _mm256_maskstore_epi64(q, first64(n), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(k)));
+  if (n > 4) _mm256_maskstore_epi64(q + 4, first64(n - 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(k, 1)));
+}
+KILN_SIMD_INLINE VI load_i64(const int64_t* p, int n) {
+  const long long* q = reinterpret_cast<const long long*>(p);
+  const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);  // the low halves
+  if (n == 8) {
+    const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)), pick);
+    const __m256i hi = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 4)), pick);
+    return _mm256_inserti128_si256(lo, _mm256_castsi256_si128(hi), 1);
+  }
+  const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_maskload_epi64(q, first64(n)), pick);
+  const __m256i hi = n > 4 ? _mm256_permutevar8x32_epi32(_mm256_maskload_epi64(q + 4, first64(n - 4)), pick)
+                           : _mm256_setzero_si256();
+  return _mm256_inserti128_si256(lo, _mm256_castsi256_si128(hi), 1);
+}
+// Columns 0..15 of a row (lo: 0-7, hi: 8-15) as its even and odd columns, and back.
+KILN_SIMD_INLINE void deinterleave(V lo, V hi, V& even, V& odd) {
+  // shuffle_ps works within 128-bit halves: [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]; then 64-bit
+  // words in the order 0, 2, 1, 3.
+  even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xd8));
+  odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xdd)), 0xd8));
+}
+KILN_SIMD_INLINE void interleave(V even, V odd, V& lo, V& hi) {
+  const V a = _mm256_unpacklo_ps(even, odd), b = _mm256_unpackhi_ps(even, odd);  // [e0 o0 e1 o1 | e4 o4 e5 o5]
+  lo = _mm256_permute2f128_ps(a, b, 0x20);
+  hi = _mm256_permute2f128_ps(a, b, 0x31);
 }
 
 KILN_SIMD_INLINE void transpose(V (&r)[8]) {

@@ -23,7 +23,7 @@
 #include <omp.h>
 
 #include "kernels/cpu/simd.h"
-#include "kernels/cpu/simd_conv.h"
+#include "kernels/cpu/simd_kernels.h"
 
 namespace kiln::kernels::cpu::KILN_SIMD_NS {
 namespace {
@@ -528,7 +528,7 @@ void weights(int64_t k, int64_t m, const float* wt, float* u, int threads) {
 
 }  // namespace
 
-// The entry points of this instruction set's table (simd_conv.cpp).
+// The entry points of this instruction set's table (simd_kernels.cpp).
 int64_t winograd_weights_size(int64_t k, int64_t m) { return weights_size(k, m); }
 void winograd_weights(int64_t k, int64_t m, const float* wt, float* u, int threads) { weights(k, m, wt, u, threads); }
 int64_t winograd_forward_workspace(const ConvShape& s, int threads) { return forward_workspace(s, threads); }

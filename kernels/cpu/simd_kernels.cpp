@@ -1,6 +1,7 @@
-// This instruction set's table of convolution kernels (simd_conv.h): built once per variant with
-// winograd.cpp and conv_direct.cpp, whose entry points it collects.
-#include "kernels/cpu/simd_conv.h"
+// This instruction set's table of kernels (simd_kernels.h), built once per variant with
+// winograd.cpp, conv_direct.cpp and max_pool_2x2.cpp, whose entry points it collects; and the FMA
+// throughput probe, which is small enough to live here.
+#include "kernels/cpu/simd_kernels.h"
 
 #include "kernels/cpu/simd.h"
 
@@ -29,8 +30,40 @@ void direct_weight_grad_f32(const ConvShape& s, const float* x, const float* gy,
 void direct_weight_grad_bf16(const ConvShape& s, const uint16_t* x, const uint16_t* gy, float* gw, float* gb,
                              float* ws, int threads);
 
-extern const SimdConv kSimdConv;
-const SimdConv kSimdConv = {
+void max_pool_2x2_f32(const float* x, float* y, int64_t* idx, int64_t h_in, int64_t w_in, int64_t h_out,
+                      int64_t w_out);
+void max_pool_2x2_backward_f32(float* gx, const float* gy, const int64_t* idx, int64_t h_in, int64_t w_in,
+                               int64_t h_out, int64_t w_out);
+
+namespace {
+
+// Independent chains of x = x * m + a, enough of them to cover the FMA latency on every FMA port
+// (4-5 cycles x 2 ports), so the loop runs at the FMA throughput.
+#if defined(KILN_SIMD_AVX512)
+constexpr int kChains = 16;
+#else
+constexpr int kChains = 10;
+#endif
+
+double fma_probe(int64_t rounds) {
+  using namespace simd;
+  V x[kChains];
+  for (int c = 0; c < kChains; ++c) x[c] = set1(1.f + 0.001f * float(c));
+  const V m = set1(0.999999f), a = set1(1e-7f);
+  for (int64_t r = 0; r < rounds; ++r)
+#pragma GCC unroll 16
+    for (int c = 0; c < kChains; ++c) x[c] = fma(x[c], m, a);
+  V sum = zero();
+  for (int c = 0; c < kChains; ++c) sum = add(sum, x[c]);
+  volatile float sink = hsum(sum);  // keeps the chains from being optimised away
+  (void)sink;
+  return 2.0 * double(rounds) * kChains * kLanes;
+}
+
+}  // namespace
+
+extern const SimdKernels kSimdKernels;
+const SimdKernels kSimdKernels = {
     simd::kLanes,
     winograd_weights_size,
     winograd_weights,
@@ -46,6 +79,9 @@ const SimdConv kSimdConv = {
     direct_weight_grad_workspace,
     direct_weight_grad_f32,
     direct_weight_grad_bf16,
+    max_pool_2x2_f32,
+    max_pool_2x2_backward_f32,
+    fma_probe,
 };
 
 }  // namespace kiln::kernels::cpu::KILN_SIMD_NS

@@ -1,8 +1,10 @@
-// The f32 convolution kernels compiled once per instruction set (private to kernels/cpu): Winograd
-// F(4x4, 3x3) for 3x3 stride-1 convolutions with enough channels (winograd.cpp) and a direct
-// register-blocked kernel for 3x3 stride-1 convolutions of few input channels (conv_direct.cpp).
-// Both files are built twice, for AVX-512 and for AVX2 + FMA; each build fills one table below
-// (avx512::kSimdConv, avx2::kSimdConv) and conv_fast.cpp picks a table at run time (isa.h).
+// The kernels compiled once per instruction set (private to kernels/cpu): Winograd F(4x4, 3x3) for
+// 3x3 stride-1 convolutions with enough channels (winograd.cpp), a direct register-blocked kernel
+// for 3x3 stride-1 convolutions of few input channels (conv_direct.cpp), 2x2 max pooling in f32
+// (max_pool_2x2.cpp) and an FMA throughput probe. The files are built twice, for AVX-512 and for
+// AVX2 + FMA; each build fills one table below (avx512::kSimdKernels, avx2::kSimdKernels) and
+// simd_kernels() picks one at run time (isa.h).
+//   if (const SimdKernels* k = simd_kernels()) k->max_pool_2x2_f32(x, y, idx, h, w, h / 2, w / 2);
 // Tensors are dense NCHW, f32 or bf16 bits (uint16_t: widened on load, rounded once on store);
 // arithmetic is f32 throughout. Scratch memory comes from the caller: `ws` holds the floats the
 // matching *_workspace function asks for, for `threads` OpenMP threads.
@@ -18,7 +20,7 @@ struct ConvShape {
   int64_t n, c_in, h_in, w_in, c_out, h_out, w_out, pad_h, pad_w;
 };
 
-struct SimdConv {
+struct SimdKernels {
   int lanes;  // f32 lanes of a vector: 16 or 8
   // Winograd. winograd_weights: u [36][k][round_up(m, lanes)] = G g G^T for each 3x3 filter g of
   // wt [k][9][round_up(m, lanes)] (the padding of m is zero in wt and stays zero in u). For the
@@ -48,13 +50,28 @@ struct SimdConv {
                                  float* ws, int threads);
   void (*direct_weight_grad_bf16)(const ConvShape& s, const uint16_t* x, const uint16_t* gy, float* gw,
                                   float* gb, float* ws, int threads);
+  // 2x2 max pooling with stride 2 and no padding on one plane [h_in, w_in] -> [h_out, w_out]
+  // (h_out <= h_in / 2, likewise w; h_in * w_in < 2^31): idx (when not null) receives the flat
+  // position of each maximum, the first in window order winning ties and NaN propagating; the
+  // backward pass writes the whole plane of grad_in.
+  void (*max_pool_2x2_f32)(const float* x, float* y, int64_t* idx, int64_t h_in, int64_t w_in, int64_t h_out,
+                           int64_t w_out);
+  void (*max_pool_2x2_backward_f32)(float* gx, const float* gy, const int64_t* idx, int64_t h_in, int64_t w_in,
+                                    int64_t h_out, int64_t w_out);
+  // Runs `rounds` rounds of independent FMA chains on the calling thread and returns the
+  // floating-point operations done (2 per lane and FMA), for kiln_bench's peak-FLOP probe.
+  double (*fma_probe)(int64_t rounds);
 };
 
 namespace avx512 {
-extern const SimdConv kSimdConv;
+extern const SimdKernels kSimdKernels;
 }
 namespace avx2 {
-extern const SimdConv kSimdConv;
+extern const SimdKernels kSimdKernels;
 }
+
+// The widest table this CPU and KILN_CPU_ISA allow, or null (neither AVX-512 nor AVX2); its name.
+const SimdKernels* simd_kernels();
+const char* simd_kernels_isa();
 
 }  // namespace kiln::kernels::cpu
