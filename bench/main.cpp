@@ -10,7 +10,7 @@
 namespace {
 
 void usage() {
-  std::cerr << "usage: kiln_bench --mode train|infer|loader|kernels [--device cpu|cuda] [--precision P]\n"
+  std::cerr << "usage: kiln_bench --mode train|infer|loader|kernels|peak [--device cpu|cuda] [--precision P]\n"
                "                  [--batch-size N] [--threads N] [--steps N] [--warmup N] [--repeats N]\n"
                "                  [--cuda-graphs 0|1] [--tf32 0|1]\n"
                "                  [--num-workers N] [--filter NAME] [--dataset fashion-mnist|cifar10]\n";
@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
     if (a.mode == "infer") return kiln::bench::run_infer(a);
     if (a.mode == "loader") return kiln::bench::run_loader(a);
     if (a.mode == "kernels") return kiln::bench::run_kernels(a);
-    throw kiln::Error("kiln_bench: unknown --mode " + a.mode + " (expected train, infer, loader or kernels)");
+    if (a.mode == "peak") return kiln::bench::run_peak(a);
+    throw kiln::Error("kiln_bench: unknown --mode " + a.mode + " (expected train, infer, loader, kernels or peak)");
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     usage();
