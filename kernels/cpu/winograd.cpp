@@ -96,27 +96,28 @@ struct Geo {
   int64_t th, tw;          // tiles per image: rows, columns
   int64_t cp, kp;          // c_in, c_out rounded up to whole vectors
   int64_t cols, ocols;     // columns of the input (4 tw + 2) and output (4 tw) row buffers
-  int64_t rows, per_chunk, chunks, tc;  // tile rows in all, per chunk; chunks; tiles per chunk
+  int64_t rows, per_chunk, chunks, tc;  // tile rows in all, at most per chunk; chunks; tiles per chunk
   int64_t v_size, m_size, in_size, out_size;  // per-thread buffers, in floats
 };
 
 int64_t round_up(int64_t x, int64_t m) { return ceil_div(x, m) * m; }
 
-// Chunks hold about `budget` floats of V and M (or dM); their count is a multiple of the thread
-// count where there are enough tile rows, so static scheduling gives every thread the same work.
+// Chunks hold about `budget` floats of V and M (or dM), and at least as many as the transformed
+// weights (or dU) that every chunk reads once (or reads and writes), so those cost less per tile
+// than the chunk's own traffic. Their count is a multiple of the thread count where there are
+// enough tile rows, so static scheduling gives every thread the same work.
 Geo make_geo(const ConvShape& s, int threads, int64_t budget) {
   Geo g{};
   g.s = s;
   g.th = ceil_div(s.h_out, 4), g.tw = ceil_div(s.w_out, 4);
   g.cp = round_up(s.c_in, L), g.kp = round_up(s.c_out, L);
+  budget = max64(budget, 36 * s.c_in * g.kp);
   g.cols = 4 * g.tw + 2, g.ocols = 4 * g.tw;
   g.rows = s.n * g.th;
   const int64_t tile_floats = 36 * (g.cp + g.kp);
   const int64_t rows_target = max64(1, budget / tile_floats / g.tw);
-  int64_t chunks = ceil_div(g.rows, rows_target);
-  chunks = min64(g.rows, round_up(chunks, threads));
-  g.per_chunk = ceil_div(g.rows, chunks);
-  g.chunks = ceil_div(g.rows, g.per_chunk);
+  g.chunks = min64(g.rows, round_up(ceil_div(g.rows, rows_target), threads));
+  g.per_chunk = ceil_div(g.rows, g.chunks);  // the most; chunk c is [rows c / chunks, rows (c + 1) / chunks)
   g.tc = g.per_chunk * g.tw;
   g.v_size = round_up(36 * g.tc * g.cp, 16);
   g.m_size = round_up(36 * g.tc * g.kp, 16);
@@ -125,8 +126,8 @@ Geo make_geo(const ConvShape& s, int threads, int64_t budget) {
   return g;
 }
 
-constexpr int64_t kForwardBudget = 128 * 1024;  // floats of V and M per chunk (512 KiB)
-constexpr int64_t kGradBudget = 192 * 1024;     // V and dM; larger, so dU is read less often
+constexpr int64_t kForwardBudget = 128 * 1024;  // floats of V and M per chunk (512 KiB: L2)
+constexpr int64_t kGradBudget = 192 * 1024;     // V and dM
 
 void zero_vecs(float* p, int64_t count) {
   for (int64_t i = 0; i < count; ++i) store(p + i * L, zero());
@@ -373,7 +374,7 @@ void forward_impl(const ConvShape& s, const T* x, T* y, const float* u, const fl
     float* outbuf = inbuf + g.in_size;
 #pragma omp for schedule(static)
     for (int64_t chunk = 0; chunk < g.chunks; ++chunk) {
-      const int64_t q0 = chunk * g.per_chunk, q1 = min64(q0 + g.per_chunk, g.rows);
+      const int64_t q0 = g.rows * chunk / g.chunks, q1 = g.rows * (chunk + 1) / g.chunks;
       transform_input(g, x, q0, q1, v, inbuf);
       const int64_t tiles = (q1 - q0) * g.tw;
       for (int p = 0; p < 36; ++p)
@@ -431,7 +432,7 @@ void weight_grad_impl(const ConvShape& s, const T* x, const T* gy, float* gw, fl
     team = omp_get_num_threads();
 #pragma omp for schedule(static)
     for (int64_t chunk = 0; chunk < g.chunks; ++chunk) {
-      const int64_t q0 = chunk * g.per_chunk, q1 = min64(q0 + g.per_chunk, g.rows);
+      const int64_t q0 = g.rows * chunk / g.chunks, q1 = g.rows * (chunk + 1) / g.chunks;
       transform_input(g, x, q0, q1, v, inbuf);
       for (int64_t q = q0; q < q1; ++q) {
         const int64_t n = q / g.th, ty = q % g.th;

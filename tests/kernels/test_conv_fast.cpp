@@ -72,6 +72,7 @@ const Case kWinograd[] = {
     {2, 12, 5, 7, 8, 2},     // padding 2: the output is larger than the input
     {1, 9, 6, 37, 11, 1},    // rows wider than two vectors
     {5, 16, 4, 4, 16, 1},    // one tile per image
+    {64, 16, 16, 16, 24, 1}, // many chunks of tile rows per thread, of unequal sizes
 };
 const Case kDirect[] = {
     {3, 3, 32, 32, 32, 1},   // the reference CNN's conv1 (CIFAR-10) and its Fashion-MNIST version
