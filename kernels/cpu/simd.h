@@ -62,6 +62,11 @@ KILN_SIMD_INLINE V sub(V a, V b) { return _mm512_sub_ps(a, b); }
 KILN_SIMD_INLINE V mul(V a, V b) { return _mm512_mul_ps(a, b); }
 KILN_SIMD_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }    // a * b + c
 KILN_SIMD_INLINE V fnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a * b
+KILN_SIMD_INLINE V neg(V a) { return _mm512_xor_ps(a, _mm512_set1_ps(-0.f)); }  // flips the sign bit, as -x
+KILN_SIMD_INLINE V div(V a, V b) { return _mm512_div_ps(a, b); }
+KILN_SIMD_INLINE V sqrt(V a) { return _mm512_sqrt_ps(a); }  // correctly rounded, as std::sqrt
+// b where a is NaN or a <= b, else a: std::max(b, a) lane by lane.
+KILN_SIMD_INLINE V max_of(V b, V a) { return _mm512_max_ps(a, b); }
 KILN_SIMD_INLINE float hsum(V v) { return _mm512_reduce_add_ps(v); }
 
 // Lanes [lo, hi) of a replaced by (or stored from) p[lane]; the other lanes are not touched.
@@ -191,6 +196,10 @@ KILN_SIMD_INLINE V sub(V a, V b) { return _mm256_sub_ps(a, b); }
 KILN_SIMD_INLINE V mul(V a, V b) { return _mm256_mul_ps(a, b); }
 KILN_SIMD_INLINE V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 KILN_SIMD_INLINE V fnma(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
+KILN_SIMD_INLINE V neg(V a) { return _mm256_xor_ps(a, _mm256_set1_ps(-0.f)); }
+KILN_SIMD_INLINE V div(V a, V b) { return _mm256_div_ps(a, b); }
+KILN_SIMD_INLINE V sqrt(V a) { return _mm256_sqrt_ps(a); }
+KILN_SIMD_INLINE V max_of(V b, V a) { return _mm256_max_ps(a, b); }
 KILN_SIMD_INLINE float hsum(V v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));

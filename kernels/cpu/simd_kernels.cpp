@@ -1,5 +1,5 @@
 // This instruction set's table of kernels (simd_kernels.h), built once per variant with
-// winograd.cpp, conv_direct.cpp and max_pool_2x2.cpp, whose entry points it collects; and the FMA
+// winograd.cpp, conv_direct.cpp, max_pool_2x2.cpp and adam.cpp, whose entry points it collects; and the FMA
 // throughput probe, which is small enough to live here.
 #include "kernels/cpu/simd_kernels.h"
 
@@ -34,6 +34,7 @@ void max_pool_2x2_f32(const float* x, float* y, int64_t* idx, int64_t h_in, int6
                       int64_t w_out);
 void max_pool_2x2_backward_f32(float* gx, const float* gy, const int64_t* idx, int64_t h_in, int64_t w_in,
                                int64_t h_out, int64_t w_out);
+void adam_f32(const AdamF32& a, float* w, const float* g, float* m, float* v, float* vmax, int64_t n);
 
 namespace {
 
@@ -81,6 +82,7 @@ const SimdKernels kSimdKernels = {
     direct_weight_grad_bf16,
     max_pool_2x2_f32,
     max_pool_2x2_backward_f32,
+    adam_f32,
     fma_probe,
 };
 

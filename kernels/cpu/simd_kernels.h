@@ -1,7 +1,7 @@
 // The kernels compiled once per instruction set (private to kernels/cpu): Winograd F(4x4, 3x3) for
 // 3x3 stride-1 convolutions with enough channels (winograd.cpp), a direct register-blocked kernel
 // for 3x3 stride-1 convolutions of few input channels (conv_direct.cpp), 2x2 max pooling in f32
-// (max_pool_2x2.cpp) and an FMA throughput probe. The files are built twice, for AVX-512 and for
+// (max_pool_2x2.cpp), the f32 Adam/AdamW update (adam.cpp) and an FMA throughput probe. The files are built twice, for AVX-512 and for
 // AVX2 + FMA; each build fills one table below (avx512::kSimdKernels, avx2::kSimdKernels) and
 // simd_kernels() picks one at run time (isa.h).
 //   if (const SimdKernels* k = simd_kernels()) k->max_pool_2x2_f32(x, y, idx, h, w, h / 2, w / 2);
@@ -18,6 +18,12 @@ namespace kiln::kernels::cpu {
 // [n, c_out, h_out, w_out] with h_out = h_in + 2 pad_h - 2 (likewise w), 0 <= pad <= 2.
 struct ConvShape {
   int64_t n, c_in, h_in, w_in, c_out, h_out, w_out, pad_h, pad_w;
+};
+
+// Adam's constants for one step (optim.cpp computes them).
+struct AdamF32 {
+  float lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt;
+  bool decoupled, amsgrad, maximize;
 };
 
 struct SimdKernels {
@@ -58,6 +64,9 @@ struct SimdKernels {
                            int64_t w_out);
   void (*max_pool_2x2_backward_f32)(float* gx, const float* gy, const int64_t* idx, int64_t h_in, int64_t w_in,
                                     int64_t h_out, int64_t w_out);
+  // Adam/AdamW on n f32 elements (optim.cpp's rule, operation for operation, so the results equal
+  // the scalar loop's bit for bit); vmax is read and written only with amsgrad.
+  void (*adam_f32)(const AdamF32& a, float* w, const float* g, float* m, float* v, float* vmax, int64_t n);
   // Runs `rounds` rounds of independent FMA chains on the calling thread and returns the
   // floating-point operations done (2 per lane and FMA), for kiln_bench's peak-FLOP probe.
   double (*fma_probe)(int64_t rounds);
