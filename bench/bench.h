@@ -8,7 +8,7 @@
 namespace kiln::bench {
 
 struct Args {
-  std::string mode = "train";       // train | infer | loader | kernels | peak
+  std::string mode = "train";       // train | infer | loader | kernels | peak | attention | gpt | resnet
   std::string device = "cpu";       // cpu | cuda
   std::string precision = "32-true";
   int batch_size = 128;
@@ -21,15 +21,25 @@ struct Args {
   int num_workers = 2;
   std::string filter;               // kernels mode: run only benchmarks whose name contains this
   std::string dataset;              // loader mode: fashion-mnist (default) | cifar10
+  // attention, gpt and resnet modes (models.cpp)
+  int seq = 64;                     // attention: T; gpt: the context length
+  int heads = 4;
+  int head_dim = 64;                // attention
+  bool causal = true;               // attention
+  int n_layer = 2, n_embd = 128;    // gpt
+  int compete = 0;                  // busy processes running beside the timed steps
 };
 
 // Implemented in train.cpp (train, infer), loader.cpp (loader), kernels.cpp (kernels), peak.cpp
-// (peak).
+// (peak), models.cpp (attention, gpt, resnet).
 int run_train(const Args& args);
 int run_infer(const Args& args);
 int run_loader(const Args& args);
 int run_kernels(const Args& args);
 int run_peak(const Args& args);
+int run_attention(const Args& args);
+int run_gpt(const Args& args);
+int run_resnet(const Args& args);
 
 // The measured f32 FMA ceiling of `threads` threads (peak.cpp): 0 GFLOP/s where kiln has no vector
 // kernels for this CPU.

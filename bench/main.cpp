@@ -10,10 +10,13 @@
 namespace {
 
 void usage() {
-  std::cerr << "usage: kiln_bench --mode train|infer|loader|kernels|peak [--device cpu|cuda] [--precision P]\n"
+  std::cerr << "usage: kiln_bench --mode train|infer|loader|kernels|peak|attention|gpt|resnet [--device cpu|cuda]\n"
+               "                  [--precision P]\n"
                "                  [--batch-size N] [--threads N] [--steps N] [--warmup N] [--repeats N]\n"
                "                  [--cuda-graphs 0|1] [--tf32 0|1]\n"
-               "                  [--num-workers N] [--filter NAME] [--dataset fashion-mnist|cifar10]\n";
+               "                  [--num-workers N] [--filter NAME] [--dataset fashion-mnist|cifar10]\n"
+               "                  [--seq N] [--heads N] [--head-dim N] [--causal 0|1] [--n-layer N] [--n-embd N]\n"
+               "                  [--compete N]   (attention, gpt, resnet: N busy processes alongside)\n";
 }
 
 int to_int(const std::string& flag, const char* v) {
@@ -46,6 +49,13 @@ int main(int argc, char** argv) {
       else if (f == "--num-workers") a.num_workers = to_int(f, v);
       else if (f == "--filter") a.filter = v;
       else if (f == "--dataset") a.dataset = v;
+      else if (f == "--seq") a.seq = to_int(f, v);
+      else if (f == "--heads") a.heads = to_int(f, v);
+      else if (f == "--head-dim") a.head_dim = to_int(f, v);
+      else if (f == "--causal") a.causal = to_int(f, v) != 0;
+      else if (f == "--n-layer") a.n_layer = to_int(f, v);
+      else if (f == "--n-embd") a.n_embd = to_int(f, v);
+      else if (f == "--compete") a.compete = to_int(f, v);
       else throw kiln::Error("kiln_bench: unknown flag " + f);
     }
     if (a.threads > 0) kiln::set_num_threads(a.threads);
@@ -54,7 +64,11 @@ int main(int argc, char** argv) {
     if (a.mode == "loader") return kiln::bench::run_loader(a);
     if (a.mode == "kernels") return kiln::bench::run_kernels(a);
     if (a.mode == "peak") return kiln::bench::run_peak(a);
-    throw kiln::Error("kiln_bench: unknown --mode " + a.mode + " (expected train, infer, loader, kernels or peak)");
+    if (a.mode == "attention") return kiln::bench::run_attention(a);
+    if (a.mode == "gpt") return kiln::bench::run_gpt(a);
+    if (a.mode == "resnet") return kiln::bench::run_resnet(a);
+    throw kiln::Error("kiln_bench: unknown --mode " + a.mode +
+                      " (expected train, infer, loader, kernels, peak, attention, gpt or resnet)");
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     usage();

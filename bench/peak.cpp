@@ -4,13 +4,13 @@
 // The CPU training profile (KILN_BENCH_PROFILE=1 --mode train|infer) prints each layer's achieved
 // GFLOP/s as a share of this figure, so the distance to the hardware is on record.
 //   kiln_bench --mode peak --threads 2
-#include <omp.h>
-
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 
 #include "bench.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd_kernels.h"
 #include "kiln.h"
 
@@ -22,11 +22,15 @@ Peak measure_peak(int threads) {
   Peak p{0.0, threads, kernels::cpu::simd_kernels_isa()};
   if (!k) return p;  // no vector FMA kernels on this CPU: nothing to compare with
   auto run = [&](int64_t rounds) {
-    double flops = 0;
+    std::atomic<double> flops = 0;
     const auto t0 = Clock::now();
-#pragma omp parallel num_threads(threads) reduction(+ : flops)
-    flops += k->fma_probe(rounds);
-    return std::make_pair(flops, std::chrono::duration<double>(Clock::now() - t0).count());
+    kernels::cpu::parallel_region(threads, [&](int, int) {
+      const double mine = k->fma_probe(rounds);
+      double seen = flops.load();
+      while (!flops.compare_exchange_weak(seen, seen + mine)) {
+      }
+    });
+    return std::make_pair(flops.load(), std::chrono::duration<double>(Clock::now() - t0).count());
   };
   int64_t rounds = 1 << 20;
   const double first = run(rounds).second;

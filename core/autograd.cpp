@@ -1,9 +1,12 @@
 // The tape and the backward walk.
 //
 // Nodes hold their inputs' AutogradMeta strongly (to push gradients into them) and their outputs'
-// weakly. A node whose outputs have all died can never receive a gradient, so the tape prunes such
-// nodes as it grows: a forward pass run without NoGradGuard and never differentiated (an
-// evaluation loop, say) does not leak.
+// weakly. A node whose outputs have all died can never receive a gradient: when the last output's
+// AutogradMeta is destroyed, the node's backward function (with its saved tensors) and its inputs
+// are released at once, which may release the nodes before it in turn (through a work list, not
+// recursion). A forward pass run without NoGradGuard and never differentiated (an evaluation loop,
+// say) so frees its memory as soon as its outputs go, as PyTorch's does; the tape drops the empty
+// node shells as it grows.
 #include "core/autograd.h"
 
 #include <algorithm>
@@ -19,7 +22,7 @@ namespace {
 struct Tape {
   std::vector<std::shared_ptr<Node>> nodes;
   uint64_t next_sequence = 0;
-  size_t prune_at = 4096;
+  size_t prune_at = 256;
 };
 
 Tape& tape() {
@@ -39,9 +42,32 @@ void prune() {
   auto& nodes = tape().nodes;
   // Back to front: dropping a dead node releases its inputs, which may kill earlier nodes.
   for (size_t i = nodes.size(); i-- > 0;) {
-    if (node_dead(*nodes[i])) nodes[i].reset();
+    if (nodes[i]->released || node_dead(*nodes[i])) nodes[i].reset();
   }
   nodes.erase(std::remove(nodes.begin(), nodes.end(), nullptr), nodes.end());
+}
+
+// Frees what a node whose outputs are all gone holds. Releasing its inputs can kill earlier nodes'
+// last outputs, whose destructors come back here: they are queued and handled by the outermost
+// call, so a long chain of ops does not recurse once per op.
+void release(std::shared_ptr<Node> node) {
+  thread_local std::vector<std::shared_ptr<Node>> pending;
+  thread_local bool draining = false;
+  pending.push_back(std::move(node));
+  if (draining) return;
+  draining = true;
+  while (!pending.empty()) {
+    std::shared_ptr<Node> n = std::move(pending.back());
+    pending.pop_back();
+    if (n->released) continue;
+    n->released = true;
+    BackwardFn fn = std::move(n->backward);
+    std::vector<std::shared_ptr<AutogradMeta>> inputs = std::move(n->inputs);
+    n->backward = nullptr;
+    n->inputs.clear();
+    // fn and inputs are destroyed here, possibly queueing more nodes.
+  }
+  draining = false;
 }
 
 std::shared_ptr<AutogradMeta>& meta_of(const Tensor& t) {
@@ -70,6 +96,11 @@ Tensor own(const Tensor& g) {
 }
 
 }  // namespace
+
+AutogradMeta::~AutogradMeta() {
+  std::shared_ptr<Node> node = grad_fn.lock();
+  if (node && !node->released && node_dead(*node)) release(std::move(node));
+}
 
 bool GradMode::is_enabled() { return grad_enabled; }
 void GradMode::set_enabled(bool enabled) { grad_enabled = enabled; }
@@ -137,9 +168,9 @@ void record(const char* name, const std::vector<Tensor>& inputs, const std::vect
   Tape& t = tape();
   node->sequence = t.next_sequence++;
   t.nodes.push_back(std::move(node));
-  if (t.nodes.size() >= t.prune_at) {
+  if (t.nodes.size() >= t.prune_at) {  // drop the shells of released nodes (amortised O(1))
     prune();
-    t.prune_at = std::max<size_t>(4096, 2 * t.nodes.size());
+    t.prune_at = std::max<size_t>(256, 2 * t.nodes.size());
   }
 }
 

@@ -17,6 +17,9 @@ namespace kiln {
 struct Node;
 
 struct AutogradMeta {
+  // When the last output of a node dies, nothing can send that node a gradient any more: the
+  // destructor frees what the node holds (saved tensors, its inputs' history) at once.
+  ~AutogradMeta();
   bool requires_grad = false;
   Tensor grad;                       // leaves: the accumulated gradient
   std::weak_ptr<Node> grad_fn;       // non-leaves: the node that produced this tensor
@@ -51,6 +54,7 @@ struct Node {
   std::vector<TensorOptions> output_options;
   BackwardFn backward;
   uint64_t sequence = 0;
+  bool released = false;  // its outputs are gone and backward, inputs were freed
 };
 
 // Gradient mode, thread-local like the tape.

@@ -30,6 +30,14 @@ int get_num_threads() { return kernels::get_num_threads(); }
 void use_deterministic_algorithms(bool on) { kernels::set_deterministic(on); }
 bool are_deterministic_algorithms_enabled() { return kernels::deterministic(); }
 
+namespace cpu {
+MemoryStats memory_stats() {
+  const kernels::CpuMemoryStats s = kernels::cpu_memory_stats();
+  return {s.allocated, s.peak_allocated, s.num_allocs};
+}
+void reset_peak_memory_stats() { kernels::reset_cpu_peak_memory(); }
+}  // namespace cpu
+
 namespace cuda {
 bool is_available() { return kernels::cuda_device_count() > 0; }
 int device_count() { return kernels::cuda_device_count(); }

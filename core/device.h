@@ -26,7 +26,9 @@ struct Device {
 
 inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
 
-// Threads used by CPU kernels (OpenMP). Defaults to OMP_NUM_THREADS, else the machine's cores.
+// Threads used by CPU kernels (kiln's own pool; idle threads spin for at most KILN_SPIN_US
+// microseconds, 50 by default, then sleep). Defaults to OMP_NUM_THREADS, else the CPUs this process
+// may run on. Call it between operations, not from inside one.
 void set_num_threads(int n);
 int get_num_threads();
 
@@ -36,6 +38,18 @@ int get_num_threads();
 // convolution of each shape: the choice is made once per shape.
 void use_deterministic_algorithms(bool on);
 bool are_deterministic_algorithms_enabled();
+
+namespace cpu {
+// CPU tensor storage kiln has allocated: bytes in use now (rounded block sizes), the peak since
+// reset_peak_memory_stats(), and the number of allocations so far (torch.cuda's names, for RAM).
+struct MemoryStats {
+  size_t allocated = 0;
+  size_t peak_allocated = 0;
+  uint64_t num_allocs = 0;
+};
+MemoryStats memory_stats();
+void reset_peak_memory_stats();
+}  // namespace cpu
 
 namespace cuda {
 // True when kiln was built with its CUDA backend and this machine has at least one usable GPU.

@@ -9,6 +9,7 @@
 
 #include "core/autograd.h"
 #include "core/dispatch.h"
+#include "core/ops/internal.h"
 #include "core/ops.h"
 #include "kernels/philox.h"
 
@@ -281,6 +282,77 @@ Tensor Tensor::mean(Shape dims, bool keepdim) const { return kiln::mean(*this, s
 Tensor Tensor::max() const { return kiln::max(*this); }
 Tensor Tensor::min() const { return kiln::min(*this); }
 Tensor Tensor::argmax(int64_t dim, bool keepdim) const { return kiln::argmax(*this, dim, keepdim); }
+Tensor Tensor::argmax() const { return kiln::argmax(reshape({-1}), 0); }
+Tensor Tensor::argmin(int64_t dim, bool keepdim) const { return kiln::argmin(*this, dim, keepdim); }
+Tensor Tensor::argmin() const { return kiln::argmin(reshape({-1}), 0); }
+Tensor Tensor::var(Shape dims, int64_t correction, bool keepdim) const {
+  return kiln::var(*this, std::move(dims), correction, keepdim);
+}
+Tensor Tensor::std(Shape dims, int64_t correction, bool keepdim) const {
+  return kiln::std(*this, std::move(dims), correction, keepdim);
+}
+Tensor Tensor::amax(Shape dims, bool keepdim) const { return kiln::amax(*this, std::move(dims), keepdim); }
+Tensor Tensor::amin(Shape dims, bool keepdim) const { return kiln::amin(*this, std::move(dims), keepdim); }
+std::tuple<Tensor, Tensor> Tensor::max(int64_t dim, bool keepdim) const { return kiln::max(*this, dim, keepdim); }
+std::tuple<Tensor, Tensor> Tensor::min(int64_t dim, bool keepdim) const { return kiln::min(*this, dim, keepdim); }
+Tensor Tensor::all() const { return kiln::all(*this); }
+Tensor Tensor::any() const { return kiln::any(*this); }
+Tensor Tensor::norm() const { return kiln::norm(*this); }
+Tensor Tensor::cumsum(int64_t dim) const { return kiln::cumsum(*this, dim); }
+Tensor Tensor::softmax(int64_t dim) const { return kiln::softmax(*this, dim); }
+Tensor Tensor::log_softmax(int64_t dim) const { return kiln::log_softmax(*this, dim); }
+Tensor Tensor::masked_fill(const Tensor& mask, double value) const { return kiln::masked_fill(*this, mask, value); }
+Tensor Tensor::masked_fill(const Tensor& mask, const Tensor& value) const {
+  return kiln::masked_fill(*this, mask, value);
+}
+Tensor& Tensor::masked_fill_(const Tensor& mask, double value) { return kiln::masked_fill_(*this, mask, value); }
+Tensor Tensor::tril(int64_t diagonal) const { return kiln::tril(*this, diagonal); }
+Tensor Tensor::triu(int64_t diagonal) const { return kiln::triu(*this, diagonal); }
+Tensor Tensor::gather(int64_t dim, const Tensor& index) const { return kiln::gather(*this, dim, index); }
+Tensor Tensor::scatter(int64_t dim, const Tensor& index, const Tensor& src) const {
+  return kiln::scatter(*this, dim, index, src);
+}
+Tensor Tensor::scatter(int64_t dim, const Tensor& index, double value) const {
+  return kiln::scatter(*this, dim, index, value);
+}
+Tensor Tensor::scatter_add(int64_t dim, const Tensor& index, const Tensor& src) const {
+  return kiln::scatter_add(*this, dim, index, src);
+}
+Tensor& Tensor::scatter_(int64_t dim, const Tensor& index, const Tensor& src) {
+  return kiln::scatter_(*this, dim, index, src);
+}
+Tensor& Tensor::scatter_add_(int64_t dim, const Tensor& index, const Tensor& src) {
+  return kiln::scatter_add_(*this, dim, index, src);
+}
+Tensor Tensor::index_select(int64_t dim, const Tensor& index) const { return kiln::index_select(*this, dim, index); }
+std::tuple<Tensor, Tensor> Tensor::sort(int64_t dim, bool descending) const {
+  return kiln::sort(*this, dim, descending);
+}
+Tensor Tensor::argsort(int64_t dim, bool descending) const { return kiln::argsort(*this, dim, descending); }
+std::tuple<Tensor, Tensor> Tensor::topk(int64_t k, int64_t dim, bool largest, bool sorted) const {
+  return kiln::topk(*this, k, dim, largest, sorted);
+}
+Tensor Tensor::flip(Shape dims) const { return kiln::flip(*this, dims); }
+std::vector<Tensor> Tensor::chunk(int64_t chunks, int64_t dim) const { return kiln::chunk(*this, chunks, dim); }
+std::vector<Tensor> Tensor::split(int64_t split_size, int64_t dim) const { return kiln::split(*this, split_size, dim); }
+std::vector<Tensor> Tensor::split(const std::vector<int64_t>& sizes, int64_t dim) const {
+  return kiln::split(*this, sizes, dim);
+}
+Tensor Tensor::eq(const Tensor& o) const { return kiln::eq(*this, o); }
+Tensor Tensor::ne(const Tensor& o) const { return kiln::ne(*this, o); }
+Tensor Tensor::lt(const Tensor& o) const { return kiln::lt(*this, o); }
+Tensor Tensor::le(const Tensor& o) const { return kiln::le(*this, o); }
+Tensor Tensor::gt(const Tensor& o) const { return kiln::gt(*this, o); }
+Tensor Tensor::ge(const Tensor& o) const { return kiln::ge(*this, o); }
+Tensor Tensor::sin() const { return kiln::sin(*this); }
+Tensor Tensor::cos() const { return kiln::cos(*this); }
+Tensor Tensor::silu() const { return kiln::silu(*this); }
+Tensor Tensor::gelu(const std::string& approximate) const { return kiln::gelu(*this, approximate); }
+Tensor Tensor::square() const { return kiln::square(*this); }
+Tensor Tensor::rsqrt() const { return kiln::rsqrt(*this); }
+Tensor Tensor::sign() const { return kiln::sign(*this); }
+Tensor Tensor::clamp(std::optional<double> lo, std::optional<double> hi) const { return kiln::clamp(*this, lo, hi); }
+Tensor& Tensor::sub_(double v) { return kiln::add_(*this, -v); }
 Tensor Tensor::abs() const { return kiln::abs(*this); }
 Tensor Tensor::exp() const { return kiln::exp(*this); }
 Tensor Tensor::log() const { return kiln::log(*this); }
@@ -421,6 +493,19 @@ uint64_t reserve(Generator* gen, uint64_t numel) {
   return default_generator().advance(counters);
 }
 uint64_t seed_of(Generator* gen) { return gen ? gen->seed() : default_generator().seed(); }
+}  // namespace
+
+std::pair<uint64_t, uint64_t> detail::philox_reserve(Generator* gen, uint64_t counters) {
+  if (gen) {
+    const uint64_t seed = gen->seed();
+    return {seed, gen->advance(counters)};
+  }
+  std::lock_guard<std::mutex> lock(default_generator_mutex());
+  const uint64_t seed = default_generator().seed();
+  return {seed, default_generator().advance(counters)};
+}
+
+namespace {
 
 Tensor random_tensor(kernels::RandomKind kind, Shape shape, TensorOptions o, Generator* gen,
                      double a, double b) {

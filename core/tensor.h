@@ -6,11 +6,16 @@
 #pragma once
 
 #include <atomic>
+#include <concepts>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <ostream>
+#include <string>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "core/device.h"
@@ -19,7 +24,18 @@
 
 namespace kiln {
 
-using Shape = std::vector<int64_t>;
+// A tensor's sizes (or strides, or a list of dims). A vector type of kiln's own, so that
+// `std::cout << t.sizes()` finds kiln's operator<< by argument-dependent lookup.
+struct Shape : std::vector<int64_t> {
+  using std::vector<int64_t>::vector;
+  Shape() = default;
+  Shape(const std::vector<int64_t>& v) : std::vector<int64_t>(v) {}  // NOLINT: a vector is a shape
+  Shape(std::vector<int64_t>&& v) : std::vector<int64_t>(std::move(v)) {}  // NOLINT
+};
+
+// An integer naming a dim (or a size) where kiln also takes a Shape: x.sum(-1), x.view(4, -1).
+template <class I>
+concept DimIndex = std::integral<I> && !std::same_as<I, bool>;
 
 // A block of device memory. Views of it share one version counter, bumped by in-place writes, so
 // autograd can tell when a tensor it saved has been overwritten.
@@ -91,8 +107,9 @@ class Tensor {
                ", not the requested ", dtype_of_v<T>);
     return static_cast<T*>(raw_data());
   }
-  // The value of a one-element tensor as T (copies from the device, converts the dtype).
-  template <class T>
+  // The value of a one-element tensor as T, double unless asked (copies from the device, converts
+  // the dtype): loss.item(), n.item<int64_t>().
+  template <class T = double>
   T item() const {
     return static_cast<T>(item_double());
   }
@@ -136,6 +153,13 @@ class Tensor {
   Tensor view(Shape shape) const;
   Tensor reshape(Shape shape) const;
   Tensor permute(Shape dims) const;
+  // The same with the sizes (dims) spelled out: x.view(b, t, -1), x.permute(0, 2, 1).
+  template <DimIndex... I>
+  Tensor view(I... sizes) const { return view(Shape{int64_t(sizes)...}); }
+  template <DimIndex... I>
+  Tensor reshape(I... sizes) const { return reshape(Shape{int64_t(sizes)...}); }
+  template <DimIndex... I>
+  Tensor permute(I... dims) const { return permute(Shape{int64_t(dims)...}); }
   Tensor transpose(int64_t d0, int64_t d1) const;
   Tensor t() const;
   Tensor squeeze() const;
@@ -146,17 +170,77 @@ class Tensor {
   Tensor select(int64_t dim, int64_t index) const;
   Tensor operator[](int64_t index) const { return select(0, index); }
   Tensor expand(Shape shape) const;
+  template <DimIndex... I>
+  Tensor expand(I... sizes) const { return expand(Shape{int64_t(sizes)...}); }
   Tensor expand_as(const Tensor& other) const { return expand(other.sizes()); }
+  const Shape& shape() const { return sizes(); }
   Tensor flatten(int64_t start_dim = 0, int64_t end_dim = -1) const;
 
-  // Common ops as methods (free functions in core/ops.h hold the full set).
+  // Common ops as methods, beside the free functions of core/ops.h (which hold the full set and
+  // document the semantics). A reduction's dims may be one integer: x.sum(-1), x.amax(1, true).
   Tensor sum() const;
   Tensor sum(Shape dims, bool keepdim = false) const;
   Tensor mean() const;
   Tensor mean(Shape dims, bool keepdim = false) const;
+  Tensor var(Shape dims = {}, int64_t correction = 1, bool keepdim = false) const;
+  Tensor std(Shape dims = {}, int64_t correction = 1, bool keepdim = false) const;
+  Tensor amax(Shape dims = {}, bool keepdim = false) const;
+  Tensor amin(Shape dims = {}, bool keepdim = false) const;
+  template <DimIndex I>
+  Tensor sum(I dim, bool keepdim = false) const { return sum(Shape{int64_t(dim)}, keepdim); }
+  template <DimIndex I>
+  Tensor mean(I dim, bool keepdim = false) const { return mean(Shape{int64_t(dim)}, keepdim); }
+  template <DimIndex I>
+  Tensor var(I dim, int64_t correction = 1, bool keepdim = false) const {
+    return var(Shape{int64_t(dim)}, correction, keepdim);
+  }
+  template <DimIndex I>
+  Tensor std(I dim, int64_t correction = 1, bool keepdim = false) const {
+    return std(Shape{int64_t(dim)}, correction, keepdim);
+  }
+  template <DimIndex I>
+  Tensor amax(I dim, bool keepdim = false) const { return amax(Shape{int64_t(dim)}, keepdim); }
+  template <DimIndex I>
+  Tensor amin(I dim, bool keepdim = false) const { return amin(Shape{int64_t(dim)}, keepdim); }
   Tensor max() const;
   Tensor min() const;
+  std::tuple<Tensor, Tensor> max(int64_t dim, bool keepdim = false) const;  // (values, indices)
+  std::tuple<Tensor, Tensor> min(int64_t dim, bool keepdim = false) const;
+  Tensor argmax() const;  // the position in the flattened tensor
   Tensor argmax(int64_t dim, bool keepdim = false) const;
+  Tensor argmin() const;
+  Tensor argmin(int64_t dim, bool keepdim = false) const;
+  Tensor all() const;
+  Tensor any() const;
+  Tensor norm() const;
+  Tensor cumsum(int64_t dim) const;
+  Tensor softmax(int64_t dim) const;
+  Tensor log_softmax(int64_t dim) const;
+  Tensor masked_fill(const Tensor& mask, double value) const;
+  Tensor masked_fill(const Tensor& mask, const Tensor& value) const;
+  Tensor& masked_fill_(const Tensor& mask, double value);
+  Tensor tril(int64_t diagonal = 0) const;
+  Tensor triu(int64_t diagonal = 0) const;
+  Tensor gather(int64_t dim, const Tensor& index) const;
+  Tensor scatter(int64_t dim, const Tensor& index, const Tensor& src) const;
+  Tensor scatter(int64_t dim, const Tensor& index, double value) const;
+  Tensor scatter_add(int64_t dim, const Tensor& index, const Tensor& src) const;
+  Tensor& scatter_(int64_t dim, const Tensor& index, const Tensor& src);
+  Tensor& scatter_add_(int64_t dim, const Tensor& index, const Tensor& src);
+  Tensor index_select(int64_t dim, const Tensor& index) const;
+  std::tuple<Tensor, Tensor> sort(int64_t dim = -1, bool descending = false) const;
+  Tensor argsort(int64_t dim = -1, bool descending = false) const;
+  std::tuple<Tensor, Tensor> topk(int64_t k, int64_t dim = -1, bool largest = true, bool sorted = true) const;
+  Tensor flip(Shape dims) const;
+  std::vector<Tensor> chunk(int64_t chunks, int64_t dim = 0) const;
+  std::vector<Tensor> split(int64_t split_size, int64_t dim = 0) const;
+  std::vector<Tensor> split(const std::vector<int64_t>& split_sizes, int64_t dim = 0) const;
+  Tensor eq(const Tensor& other) const;
+  Tensor ne(const Tensor& other) const;
+  Tensor lt(const Tensor& other) const;
+  Tensor le(const Tensor& other) const;
+  Tensor gt(const Tensor& other) const;
+  Tensor ge(const Tensor& other) const;
   Tensor abs() const;
   Tensor exp() const;
   Tensor log() const;
@@ -165,16 +249,34 @@ class Tensor {
   Tensor relu() const;
   Tensor sigmoid() const;
   Tensor tanh() const;
+  Tensor sin() const;
+  Tensor cos() const;
+  Tensor silu() const;
+  Tensor gelu(const std::string& approximate = "none") const;
+  Tensor square() const;
+  Tensor rsqrt() const;
+  Tensor sign() const;
+  Tensor clamp(std::optional<double> lo, std::optional<double> hi = std::nullopt) const;
   Tensor matmul(const Tensor& other) const;
   Tensor neg() const;
   Tensor& add_(const Tensor& other, double alpha = 1.0);
   Tensor& add_(double value);
   Tensor& sub_(const Tensor& other);
+  Tensor& sub_(double value);
   Tensor& mul_(const Tensor& other);
   Tensor& mul_(double value);
   Tensor& div_(const Tensor& other);
   Tensor& div_(double value);
   Tensor& clamp_(double lo, double hi);
+  // Compound assignment works in place, as PyTorch's: x *= 2 is x.mul_(2).
+  Tensor& operator+=(const Tensor& other) { return add_(other); }
+  Tensor& operator-=(const Tensor& other) { return sub_(other); }
+  Tensor& operator*=(const Tensor& other) { return mul_(other); }
+  Tensor& operator/=(const Tensor& other) { return div_(other); }
+  Tensor& operator+=(double value) { return add_(value); }
+  Tensor& operator-=(double value) { return sub_(value); }
+  Tensor& operator*=(double value) { return mul_(value); }
+  Tensor& operator/=(double value) { return div_(value); }
 
  private:
   TensorImpl* checked() const {
@@ -209,6 +311,46 @@ Tensor empty_strided(Shape shape, Shape strides, TensorOptions options = {});
 template <class T>
 Tensor tensor(const std::vector<T>& values, Shape shape = {}, TensorOptions options = {
                                                                    .dtype = dtype_of_v<T>});
+template <>
+Tensor tensor<bool>(const std::vector<bool>& values, Shape shape, TensorOptions options);
+// From a braced list, with PyTorch's inferred dtypes: kiln::tensor({1, 2, 3}) is int64,
+// kiln::tensor({0.5, 1.0}) float32, kiln::tensor({true, false}) bool; nested lists give rows:
+// kiln::tensor({{1.0, 2.0}, {3.0, 4.0}}) is [2, 2]. With options, the values take its dtype.
+namespace detail {
+template <class T>
+using literal_t = std::conditional_t<std::is_same_v<T, bool>, bool,
+                                     std::conditional_t<std::is_integral_v<T>, int64_t, double>>;
+template <class T>
+constexpr DType literal_dtype() {
+  if constexpr (std::is_same_v<T, bool>) return DType::boolean;
+  else if constexpr (std::is_integral_v<T>) return DType::i64;
+  else return DType::f32;
+}
+}  // namespace detail
+template <class T>
+Tensor tensor(std::initializer_list<T> values, TensorOptions options) {
+  using L = detail::literal_t<T>;
+  return tensor(std::vector<L>(values.begin(), values.end()), Shape{int64_t(values.size())}, options);
+}
+template <class T>
+Tensor tensor(std::initializer_list<T> values) {
+  return tensor(values, TensorOptions{.dtype = detail::literal_dtype<T>()});
+}
+template <class T>
+Tensor tensor(std::initializer_list<std::initializer_list<T>> rows, TensorOptions options) {
+  using L = detail::literal_t<T>;
+  std::vector<L> flat;
+  const int64_t cols = rows.size() ? int64_t(rows.begin()->size()) : 0;
+  for (const auto& r : rows) {
+    KILN_CHECK(int64_t(r.size()) == cols, "tensor: rows of different lengths (", cols, " and ", r.size(), ")");
+    flat.insert(flat.end(), r.begin(), r.end());
+  }
+  return tensor(flat, Shape{int64_t(rows.size()), cols}, options);
+}
+template <class T>
+Tensor tensor(std::initializer_list<std::initializer_list<T>> rows) {
+  return tensor(rows, TensorOptions{.dtype = detail::literal_dtype<T>()});
+}
 Tensor from_buffer(const void* data, Shape shape, DType dtype, TensorOptions options = {});
 Tensor from_blob(void* data, Shape shape, DType dtype, std::function<void(void*)> deleter = {},
                  Device device = Device::cpu());

@@ -15,14 +15,18 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <new>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/file.h"
+#include "data/gz_reader.h"
 
 extern char** environ;
 
 namespace kiln::data {
 namespace fs = std::filesystem;
+using detail::GzReader;
 namespace {
 
 class Md5 {
@@ -89,39 +93,6 @@ class Md5 {
   uint64_t length_ = 0;
 };
 
-// Reads a file through zlib, which passes plain files through unchanged.
-class GzReader {
- public:
-  explicit GzReader(const std::string& path) : path_(path) {
-    KILN_CHECK(fs::is_regular_file(path), "cannot open ", path, ": no such file");
-    file_ = gzopen(path.c_str(), "rb");
-    KILN_CHECK(file_ != nullptr, "cannot open ", path, ": ", std::strerror(errno));
-    gzbuffer(file_, 1 << 18);
-  }
-  GzReader(const GzReader&) = delete;
-  GzReader& operator=(const GzReader&) = delete;
-  ~GzReader() { gzclose(file_); }
-  // Fills up to n bytes; fewer only at the end of the data. Corrupt or truncated gzip throws.
-  size_t read(void* dst, size_t n) {
-    size_t got = 0;
-    while (got < n) {
-      unsigned chunk = unsigned(std::min<size_t>(n - got, 1u << 30));
-      int r = gzread(file_, static_cast<char*>(dst) + got, chunk);
-      int err = Z_OK;
-      const char* msg = gzerror(file_, &err);
-      KILN_CHECK(r >= 0 && (err == Z_OK || err == Z_STREAM_END), path_, ": corrupt or truncated gzip data (",
-                 msg ? msg : "zlib error", "); delete the file and fetch it again");
-      if (r == 0) break;
-      got += size_t(r);
-    }
-    return got;
-  }
-
- private:
-  std::string path_;
-  gzFile file_;
-};
-
 // Writes to `path`.part, renamed to `path` by commit(); removed if never committed.
 class AtomicFile {
  public:
@@ -144,7 +115,9 @@ class AtomicFile {
   void commit() {
     out_.close();
     KILN_CHECK(!out_.fail(), "writing ", part_, " failed (disk full?)");
-    fs::rename(part_, path_);
+    std::error_code ec;
+    fs::rename(part_, path_, ec);
+    KILN_CHECK(!ec, "renaming ", part_, " to ", path_, " failed: ", ec.message());
     committed_ = true;
   }
 
@@ -175,19 +148,30 @@ fs::path safe_member_path(std::string name, const std::string& archive) {
   return p;
 }
 
-// The "path" record of a pax extended header, if any.
+// The "path" record of a pax extended header ("<length> path=<name>\n" records), if any. A
+// malformed record ends the search: the member then keeps its plain name.
 std::string pax_path(const std::string& records) {
   size_t pos = 0;
   while (pos < records.size()) {
     size_t space = records.find(' ', pos);
-    if (space == std::string::npos) break;
-    size_t len = std::strtoull(records.c_str() + pos, nullptr, 10);
-    if (len == 0 || pos + len > records.size()) break;
+    if (space == std::string::npos || space == pos || space - pos > 20) break;
+    uint64_t len = 0;
+    for (size_t i = pos; i < space; ++i) {
+      if (records[i] < '0' || records[i] > '9') return {};
+      len = len * 10 + uint64_t(records[i] - '0');
+    }
+    if (len < space - pos + 2 || len > records.size() - pos) break;
     std::string kv = records.substr(space + 1, pos + len - space - 2);  // without the trailing '\n'
     if (kv.starts_with("path=")) return kv.substr(5);
     pos += len;
   }
   return {};
+}
+
+void make_dirs(const fs::path& dir, const std::string& archive) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  KILN_CHECK(!ec, archive, ": cannot create folder ", dir.string(), ": ", ec.message());
 }
 
 std::string find_program(const std::string& name) {
@@ -221,31 +205,29 @@ std::string md5(std::span<const uint8_t> bytes) {
 }
 
 std::string md5_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  KILN_CHECK(in.good(), "md5_file: cannot open ", path);
+  auto in = kiln::detail::RegularFile::open(path, "md5_file");
   Md5 h;
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), std::streamsize(buf.size()));
-    h.update(reinterpret_cast<const uint8_t*>(buf.data()), size_t(in.gcount()));
-  }
-  KILN_CHECK(in.eof(), "md5_file: reading ", path, " failed");
+  std::vector<uint8_t> buf(1 << 20);
+  while (size_t got = in.read(buf.data(), buf.size())) h.update(buf.data(), got);
   return h.hex();
 }
 
 bool check_integrity(const std::string& path, const std::string& expected_md5) {
-  if (!fs::is_regular_file(path)) return false;
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
   std::string want = expected_md5;
   for (char& ch : want) ch = char(std::tolower(static_cast<unsigned char>(ch)));
   return md5_file(path) == want;
 }
 
-std::vector<std::string> extract_tar_gz(const std::string& archive, const std::string& to_dir) {
-  GzReader in(archive);
-  fs::create_directories(to_dir);
+std::vector<std::string> extract_tar_gz(const std::string& archive, const std::string& to_dir,
+                                        uint64_t max_bytes) {
+  GzReader in(archive, "extract_tar_gz");
+  make_dirs(to_dir, archive);
   std::vector<std::string> written;
   std::string long_name;
   std::vector<char> buf(1 << 20);
+  uint64_t extracted = 0;
   for (;;) {
     char h[512];
     size_t got = in.read(h, 512);
@@ -261,6 +243,14 @@ std::vector<std::string> extract_tar_gz(const std::string& archive, const std::s
     std::string name = field_string(h, 100);
     if (std::memcmp(h + 257, "ustar", 5) == 0 && h[345]) name = field_string(h + 345, 155) + "/" + name;
     if (!long_name.empty()) name = std::move(long_name), long_name.clear();
+    if (type == 'L' || type == 'x')
+      KILN_CHECK(size <= (1u << 20), archive, ": a ", type == 'L' ? "long-name" : "pax", " header of ",
+                 kiln::detail::bytes_str(size), " (at most 1 MiB is read); the archive is damaged");
+    // What a member declares must fit in what the archive can still hold.
+    const uint64_t room = in.max_output() - std::min(in.max_output(), in.position());
+    KILN_CHECK(size <= room, archive, ": member '", name, "' declares ", kiln::detail::bytes_str(size),
+               " but the archive (", kiln::detail::bytes_str(in.compressed_size()),
+               ") cannot hold that much; it is damaged or not a tar archive");
 
     // Stream the member's content (padded to 512-byte blocks) to `sink`.
     auto consume = [&](auto&& sink) {
@@ -279,15 +269,19 @@ std::vector<std::string> extract_tar_gz(const std::string& archive, const std::s
       consume([&](const char* p, size_t n) { content.append(p, n); });
       long_name = type == 'L' ? std::string(content.c_str()) : pax_path(content);
     } else if (type == '0' || type == '\0' || type == '7') {
+      extracted += size;
+      KILN_CHECK(extracted <= max_bytes, archive, ": extracting it would write more than ",
+                 kiln::detail::bytes_str(max_bytes), " (member '", name, "'); pass a larger max_bytes if "
+                 "the archive is genuine");
       fs::path target = fs::path(to_dir) / safe_member_path(name, archive);
-      fs::create_directories(target.parent_path());
+      make_dirs(target.parent_path(), archive);
       AtomicFile out(target.string());
       consume([&](const char* p, size_t n) { out.write(p, n); });
       out.commit();
       written.push_back(target.string());
     } else if (type == '5') {
       fs::path target = fs::path(to_dir) / safe_member_path(name, archive);
-      fs::create_directories(target);
+      make_dirs(target, archive);
       consume([](const char*, size_t) {});
     } else {
       consume([](const char*, size_t) {});  // links, devices, global pax headers: not needed
@@ -306,7 +300,7 @@ void download_url(const std::string& url, const std::string& path, const std::st
   } else {
     fail("download_url: cannot download ", url, ": neither curl nor wget is installed. ", hint);
   }
-  if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
+  if (fs::path(path).has_parent_path()) make_dirs(fs::path(path).parent_path(), "download_url");
   int rc = run_program(cmd);
   if (rc != 0) {
     std::error_code ec;
@@ -314,18 +308,31 @@ void download_url(const std::string& url, const std::string& path, const std::st
     fail("download_url: downloading ", url, " with ", fs::path(cmd[0]).filename().string(), " failed (exit code ", rc,
          "; no network?). ", hint);
   }
-  fs::rename(part, path);
+  std::error_code ec;
+  fs::rename(part, path, ec);
+  KILN_CHECK(!ec, "download_url: renaming ", part, " to ", path, " failed: ", ec.message());
 }
 
-std::vector<uint8_t> read_file_maybe_gzip(const std::string& path) {
-  GzReader in(path);
+std::vector<uint8_t> read_file_maybe_gzip(const std::string& path, uint64_t max_bytes) {
+  GzReader in(path, "read_file_maybe_gzip");
+  const uint64_t limit = std::min(max_bytes, in.max_output());
   std::vector<uint8_t> out;
   size_t used = 0;
   for (;;) {
-    out.resize(std::max<size_t>(out.size() * 2, 1 << 20));
+    // Grow by doubling, never past the limit (plus one byte, to notice data beyond it).
+    uint64_t want = std::min<uint64_t>(std::max<size_t>(out.size() * 2, 1 << 20), limit + 1);
+    try {
+      out.resize(size_t(want));
+    } catch (const std::bad_alloc&) {
+      fail("read_file_maybe_gzip: cannot allocate ", kiln::detail::bytes_str(want), " to read ", path,
+           " (out of memory)");
+    }
     size_t got = in.read(out.data() + used, out.size() - used);
     used += got;
     if (used < out.size()) break;
+    KILN_CHECK(used <= limit, "read_file_maybe_gzip: ", path, " inflates to more than ",
+               kiln::detail::bytes_str(max_bytes), ", the most kiln reads into memory for it (a gzip "
+               "bomb, or the wrong file); pass a larger max_bytes if it is genuine");
   }
   out.resize(used);
   return out;

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "core/ops.h"
+#include "core/file.h"
 #include "data/archive.h"
 
 namespace kiln::data {
@@ -14,6 +15,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int64_t kRecord = 1 + 3 * 32 * 32;
+constexpr uint64_t kMaxBatchBytes = uint64_t(10) * 10000 * kRecord;
 constexpr const char* kFolder = "cifar-10-batches-bin";
 
 std::vector<std::string> batch_files(bool train) {
@@ -21,15 +23,22 @@ std::vector<std::string> batch_files(bool train) {
   return {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"};
 }
 
+// std::filesystem's calls, with their errors as kiln::Error naming the step.
+void fs_ok(const std::error_code& ec, const std::string& what) {
+  KILN_CHECK(!ec, "download_cifar10: ", what, " failed: ", ec.message());
+}
+
 fs::path batches_dir(const std::string& root) {
-  if (fs::exists(fs::path(root) / "data_batch_1.bin") || fs::exists(fs::path(root) / "test_batch.bin")) return root;
+  std::error_code ec;
+  if (fs::exists(fs::path(root) / "data_batch_1.bin", ec) || fs::exists(fs::path(root) / "test_batch.bin", ec))
+    return root;
   return fs::path(root) / kFolder;
 }
 
 bool complete(const fs::path& dir) {
   for (bool train : {true, false})
     for (const auto& f : batch_files(train))
-      if (!fs::is_regular_file(dir / f)) return false;
+      if (std::error_code ec; !fs::is_regular_file(dir / f, ec)) return false;
   return true;
 }
 
@@ -52,14 +61,19 @@ const char* const CIFAR10::classes[10] = {"airplane", "automobile", "bird", "cat
                                           "dog", "frog", "horse", "ship", "truck"};
 
 std::pair<Tensor, Tensor> read_cifar10_file(const std::string& path) {
-  KILN_CHECK(fs::is_regular_file(path), "CIFAR10: ", path, " does not exist; download_cifar10(root) fetches it");
-  const auto bytes = fs::file_size(path);
+  std::error_code ec;
+  KILN_CHECK(fs::exists(path, ec), "CIFAR10: ", path, " does not exist; download_cifar10(root) fetches it");
+  auto file = kiln::detail::RegularFile::open(path, "CIFAR10");
+  const uint64_t bytes = file.size();
+  // A batch file holds 10,000 records (30.7 MB); ten times that is not CIFAR-10.
+  KILN_CHECK(bytes <= kMaxBatchBytes, "CIFAR10: ", path, " is ", kiln::detail::bytes_str(bytes),
+             ", far more than a CIFAR-10 batch file (30.7 MB); the path names the wrong file");
   KILN_CHECK(bytes > 0 && bytes % kRecord == 0, "CIFAR10: ", path, " has ", bytes, " bytes, not a whole number of ",
              kRecord, "-byte records; the file is truncated or not CIFAR-10's binary version (delete it and download again)");
   const int64_t n = int64_t(bytes / kRecord);
-  std::vector<char> raw(bytes);
-  std::ifstream in(path, std::ios::binary);
-  KILN_CHECK(in.read(raw.data(), std::streamsize(bytes)), "CIFAR10: reading ", path, " failed");
+  std::string raw = file.read_all(kMaxBatchBytes);
+  KILN_CHECK(raw.size() == bytes, "CIFAR10: ", path, " shrank while it was read (", raw.size(), " of ",
+             bytes, " bytes)");
   Tensor images = empty({n, 3, 32, 32}, {.dtype = DType::u8});
   Tensor labels = empty({n}, {.dtype = DType::i64});
   uint8_t* img = images.data_ptr<uint8_t>();
@@ -81,7 +95,8 @@ static std::pair<Tensor, Tensor> load_cifar10(const std::string& root, bool trai
   std::vector<Tensor> images, labels;
   for (const auto& f : batch_files(train)) {
     const fs::path path = dir / f;
-    KILN_CHECK(fs::is_regular_file(path), "CIFAR10: ", path.string(), " not found. Pass download = true, or: ",
+    std::error_code ec;
+    KILN_CHECK(fs::exists(path, ec), "CIFAR10: ", path.string(), " not found. Pass download = true, or: ",
                where_to_put(root));
     auto [x, y] = read_cifar10_file(path.string());
     images.push_back(x);
@@ -99,7 +114,9 @@ CIFAR10::CIFAR10(std::pair<Tensor, Tensor> data, TransformPtr transform)
 void download_cifar10(const std::string& root, const ArchiveSource& source) {
   const fs::path dest = fs::path(root) / kFolder;
   if (complete(batches_dir(root))) return;
-  fs::create_directories(root);
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  fs_ok(ec, "creating " + root);
   const std::string archive = (fs::path(root) / source.filename).string();
   if (!check_integrity(archive, source.md5)) {
     // Fetched beside the archive and renamed only once its MD5 is right.
@@ -107,26 +124,29 @@ void download_cifar10(const std::string& root, const ArchiveSource& source) {
     download_url(source.url, fresh, where_to_put(root));
     if (!check_integrity(fresh, source.md5)) {
       std::string got = md5_file(fresh);
-      fs::remove(fresh);
+      fs::remove(fresh, ec);
       fail("download_cifar10: ", source.url, " arrived with md5 ", got, ", expected ", source.md5,
            "; the download is corrupt (it was deleted). ", where_to_put(root));
     }
-    fs::rename(fresh, archive);
+    fs::rename(fresh, archive, ec);
+    fs_ok(ec, "renaming " + fresh + " to " + archive);
   }
   const fs::path staging = fs::path(root) / ".cifar-10-extract";
-  fs::remove_all(staging);
+  fs::remove_all(staging, ec);
+  fs_ok(ec, "removing " + staging.string());
   try {
     extract_tar_gz(archive, staging.string());
     KILN_CHECK(complete(staging / kFolder), "download_cifar10: ", archive, " does not contain ", kFolder,
                "/ with the six batch files; ", where_to_put(root));
   } catch (...) {
-    std::error_code ec;
     fs::remove_all(staging, ec);
     throw;
   }
-  fs::remove_all(dest);
-  fs::rename(staging / kFolder, dest);
-  fs::remove_all(staging);
+  fs::remove_all(dest, ec);
+  fs_ok(ec, "removing " + dest.string());
+  fs::rename(staging / kFolder, dest, ec);
+  fs_ok(ec, "moving the extracted files to " + dest.string());
+  fs::remove_all(staging, ec);
 }
 
 }  // namespace kiln::data

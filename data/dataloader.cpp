@@ -26,6 +26,8 @@ PinMemoryHook& pin_hook() {
 Batch pin_batch(Batch b) {
   if (b.data.defined()) b.data = b.data.pin_memory();
   if (b.target.defined()) b.target = b.target.pin_memory();
+  for (Tensor& t : b.rest)
+    if (t.defined()) t = t.pin_memory();
   return b;
 }
 
@@ -40,14 +42,21 @@ namespace detail {
 
 class LoaderRun {
  public:
+  using Collate = std::function<Batch(const std::vector<Example>&)>;
   LoaderRun(std::shared_ptr<const Dataset> dataset, std::vector<std::vector<int64_t>> batches, uint64_t seed,
-            int64_t epoch, int num_workers, int prefetch_factor, PinMemoryHook pin)
+            int64_t epoch, int num_workers, int prefetch_factor, PinMemoryHook pin, Collate collate)
       : dataset_(std::move(dataset)), batches_(std::move(batches)), seed_(seed), epoch_(epoch),
-        pin_(std::move(pin)), slots_(batches_.size()),
+        pin_(std::move(pin)), collate_(std::move(collate)), slots_(batches_.size()),
         window_(size_t(num_workers) * size_t(prefetch_factor)) {
     workers_.reserve(size_t(num_workers));
     try {
       for (int w = 0; w < num_workers; ++w) workers_.emplace_back([this] { work(); });
+    } catch (const std::system_error& e) {
+      const size_t started = workers_.size();
+      stop();
+      fail("DataLoader: could not start worker thread ", started + 1, " of ", num_workers, " (",
+           e.what(), "); use fewer num_workers (the machine has ", std::thread::hardware_concurrency(),
+           " hardware threads)");
     } catch (...) {
       stop();
       throw;
@@ -123,11 +132,21 @@ class LoaderRun {
     std::vector<Generator> gens;
     gens.reserve(indices.size());
     for (int64_t i : indices) gens.push_back(sample_generator(seed_, epoch_, i));
-    Batch b = dataset_->fetch_batch(indices, gens);
-    KILN_CHECK(b.data.defined() && b.target.defined() && b.data.size(0) == int64_t(indices.size()) &&
-                   b.target.size(0) == int64_t(indices.size()),
-               "DataLoader: the dataset's fetch_batch returned a batch that does not hold ", indices.size(),
-               " examples in data and target");
+    Batch b;
+    if (collate_) {
+      std::vector<Example> examples;
+      examples.reserve(indices.size());
+      for (size_t k = 0; k < indices.size(); ++k) examples.push_back(dataset_->fetch(indices[k], gens[k]));
+      b = collate_(examples);
+      KILN_CHECK(b.data.defined(), "DataLoader: collate_fn returned a batch without data");
+    } else {
+      b = dataset_->fetch_batch(indices, gens);
+      const int64_t n = int64_t(indices.size());
+      bool ok = b.data.defined() && b.data.dim() > 0 && b.data.size(0) == n;
+      for (size_t i = 1; ok && i < b.size(); ++i) ok = !b[i].defined() || (b[i].dim() > 0 && b[i].size(0) == n);
+      KILN_CHECK(ok, "DataLoader: the dataset's fetch_batch returned a batch that does not hold ", n,
+                 " examples in each of its tensors");
+    }
     return pin_ ? pin_(std::move(b)) : b;
   }
 
@@ -156,6 +175,7 @@ class LoaderRun {
   uint64_t seed_;
   int64_t epoch_;
   PinMemoryHook pin_;
+  Collate collate_;
   std::vector<Slot> slots_;
   size_t window_;
   Batch current_;
@@ -174,7 +194,10 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
     : dataset_(std::move(dataset)), options_(std::move(options)) {
   KILN_CHECK(dataset_ != nullptr, "DataLoader: dataset is null");
   KILN_CHECK(options_.batch_size >= 1, "DataLoader: batch_size must be >= 1, got ", options_.batch_size);
-  KILN_CHECK(options_.num_workers >= 0, "DataLoader: num_workers must be >= 0, got ", options_.num_workers);
+  KILN_CHECK(options_.num_workers >= 0 && options_.num_workers <= kMaxWorkers, "DataLoader: num_workers must be in [0, ",
+             kMaxWorkers, "], got ", options_.num_workers, "; a few per core is plenty");
+  KILN_CHECK(options_.prefetch_factor <= 1024, "DataLoader: prefetch_factor must be <= 1024, got ",
+             options_.prefetch_factor);
   KILN_CHECK(options_.prefetch_factor >= 1, "DataLoader: prefetch_factor must be >= 1, got ", options_.prefetch_factor);
   KILN_CHECK(!(options_.shuffle && options_.sampler), "DataLoader: shuffle = true cannot be combined with a "
              "sampler; shuffle inside the sampler (DistributedSampler's shuffle option) instead");
@@ -214,7 +237,7 @@ DataLoader::Iterator DataLoader::begin() {
     if (!pin && cuda::is_available()) pin = pin_batch;
   }
   auto run = std::make_shared<detail::LoaderRun>(dataset_, std::move(batches), seed_, epoch, options_.num_workers,
-                                                 options_.prefetch_factor, std::move(pin));
+                                                 options_.prefetch_factor, std::move(pin), options_.collate_fn);
   current_ = run;
   return Iterator(std::move(run));
 }

@@ -3,6 +3,8 @@
 //   kiln::data::DataLoader loader(dataset, {.batch_size = 128, .shuffle = true, .num_workers = 2});
 //   for (int epoch = 0; epoch < 20; ++epoch)
 //     for (auto& [x, y] : loader) { ... }   // x [128, C, H, W] float, y [128] int64
+// Examples of several tensors batch each one ([B, T] inputs and [B, T] next tokens, say);
+// batch[i] reaches the third and later ones.
 #pragma once
 
 #include <cstdint>
@@ -15,17 +17,24 @@
 
 namespace kiln::data {
 
+// More worker threads than this is a typo, not a configuration.
+inline constexpr int kMaxWorkers = 1024;
+
 struct DataLoaderOptions {
   int64_t batch_size = 1;
   bool shuffle = false;             // a RandomSampler over the dataset; not together with `sampler`
   std::shared_ptr<Sampler> sampler = nullptr;  // e.g. a DistributedSampler; the loader sets its epoch
   bool drop_last = false;           // drop the last batch when it would be smaller than batch_size
-  int num_workers = 0;              // 0: batches are built in the consuming thread
+  int num_workers = 0;              // 0: batches are built in the consuming thread; at most 1024
   int prefetch_factor = 2;          // batches in flight per worker
   bool pin_memory = false;          // page-locked batches (Tensor::pin_memory) where a GPU is available
   // Seeds shuffling and augmentation. Unset: drawn from kiln's default generator when the loader
   // is built, so kiln::manual_seed(s) makes runs repeatable.
   std::optional<uint64_t> seed = std::nullopt;
+  // Builds a batch from its examples (torch's collate_fn: padding sequences of several lengths,
+  // say). Set, the loader fetches examples one by one (Dataset::fetch) and calls it in the worker
+  // threads; unset, the dataset's fetch_batch and the default collate are used.
+  std::function<Batch(const std::vector<Example>&)> collate_fn = nullptr;
 };
 
 // Copies a batch into page-locked memory. Unset (the default), pin_memory=true pins data and

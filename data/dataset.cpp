@@ -47,14 +47,45 @@ Generator sample_generator(uint64_t seed, int64_t epoch, int64_t index) {
   return Generator(splitmix64(splitmix64(splitmix64(seed) ^ uint64_t(epoch)) ^ uint64_t(index)));
 }
 
+namespace {
+
+// Examples of several tensors: position k of every example stacked into tensor k of the batch.
+Batch collate_tensors(const std::vector<Example>& examples) {
+  const size_t n = examples[0].tensors.size();
+  std::vector<Tensor> out;
+  for (size_t k = 0; k < n; ++k) {
+    std::vector<Tensor> column;
+    column.reserve(examples.size());
+    for (size_t e = 0; e < examples.size(); ++e) {
+      const auto& ts = examples[e].tensors;
+      KILN_CHECK(ts.size() == n, "collate: example ", e, " has ", ts.size(), " tensors but example 0 has ", n);
+      KILN_CHECK(ts[k].defined(), "collate: tensor ", k, " of example ", e, " is undefined");
+      KILN_CHECK(ts[k].sizes() == examples[0].tensors[k].sizes(), "collate: tensor ", k, " of example ", e,
+                 " has shape ", ts[k].sizes(), " but example 0's has ", examples[0].tensors[k].sizes(),
+                 "; pad the examples to one length, or pass a collate_fn that does");
+      column.push_back(ts[k]);
+    }
+    out.push_back(stack(column));
+  }
+  Batch b;
+  b.data = out[0];
+  if (n > 1) b.target = out[1];
+  b.rest.assign(out.begin() + std::min<ptrdiff_t>(2, ptrdiff_t(n)), out.end());
+  return b;
+}
+
+}  // namespace
+
 Batch collate(const std::vector<Example>& examples) {
   KILN_CHECK(!examples.empty(), "collate: no examples to collate");
+  if (!examples[0].tensors.empty()) return collate_tensors(examples);
   std::vector<Tensor> data;
   data.reserve(examples.size());
   Tensor target = empty({int64_t(examples.size())}, {.dtype = DType::i64});
   int64_t* t = target.data_ptr<int64_t>();
   for (size_t k = 0; k < examples.size(); ++k) {
-    KILN_CHECK(examples[k].data.defined(), "collate: example ", k, " has no data");
+    KILN_CHECK(examples[k].data.defined(), "collate: example ", k, " has no data",
+               examples[k].tensors.empty() ? "" : " (it has tensors, but example 0 has none)");
     KILN_CHECK(examples[k].data.sizes() == examples[0].data.sizes(), "collate: example ", k, " has shape ",
                examples[k].data.sizes(), " but example 0 has ", examples[0].data.sizes(),
                "; resize or crop the images to one size before batching");
@@ -78,25 +109,40 @@ Batch Dataset::fetch_batch(std::span<const int64_t> indices, std::span<Generator
   return collate(examples);
 }
 
-TensorDataset::TensorDataset(Tensor data, Tensor targets) {
-  KILN_CHECK(data.defined() && targets.defined(), "TensorDataset: data and targets must be defined tensors");
-  KILN_CHECK(data.dim() >= 1, "TensorDataset: data needs a leading example dimension, got a 0-d tensor");
-  KILN_CHECK(targets.dim() == 1 && targets.size(0) == data.size(0), "TensorDataset: targets must be 1-D with one "
-             "entry per example: data has ", data.size(0), " examples, targets have shape ", targets.sizes());
-  KILN_CHECK(!is_floating(targets.dtype()) && targets.dtype() != DType::boolean,
-             "TensorDataset: targets must hold integer class indices, got ", targets.dtype());
-  data_ = data.to(Device::cpu()).contiguous();
-  targets_ = targets.to(Device::cpu(), DType::i64).contiguous();
+TensorDataset::TensorDataset(std::vector<Tensor> tensors) {
+  KILN_CHECK(!tensors.empty(), "TensorDataset: expected at least one tensor");
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    KILN_CHECK(tensors[k].defined() && tensors[k].dim() >= 1, "TensorDataset: tensor ", k, " needs a leading "
+               "example dimension", tensors[k].defined() ? ", got a 0-d tensor" : ", got an undefined tensor");
+    KILN_CHECK(tensors[k].size(0) == tensors[0].size(0), "TensorDataset: every tensor needs one row per example: "
+               "tensor 0 has ", tensors[0].size(0), ", tensor ", k, " has shape ", tensors[k].sizes());
+    tensors_.push_back(tensors[k].to(Device::cpu()).contiguous());
+  }
+}
+
+TensorDataset::TensorDataset(Tensor data, Tensor targets) : TensorDataset(std::vector<Tensor>{data, targets}) {
+  // An input and 1-D integer labels: class indices, as int64 for the losses.
+  if (targets.dim() == 1 && !is_floating(targets.dtype()) && targets.dtype() != DType::boolean) {
+    labels_ = true;
+    tensors_[1] = tensors_[1].to(DType::i64).contiguous();
+  }
 }
 
 Example TensorDataset::get(int64_t index) const {
   check_index(index);
-  return {data_[index], targets_.data_ptr<int64_t>()[index]};
+  if (labels_) return {tensors_[0][index], tensors_[1].data_ptr<int64_t>()[index]};
+  std::vector<Tensor> rows;
+  for (const Tensor& t : tensors_) rows.push_back(t[index]);
+  return Example(std::move(rows));
 }
 
 Batch TensorDataset::fetch_batch(std::span<const int64_t> indices, std::span<Generator>) const {
   check_indices(indices, size(), "TensorDataset");
-  return {gather_rows(data_, indices), labels_tensor(indices, targets_.data_ptr<int64_t>())};
+  Batch b;
+  b.data = gather_rows(tensors_[0], indices);
+  if (tensors_.size() > 1) b.target = gather_rows(tensors_[1], indices);
+  for (size_t k = 2; k < tensors_.size(); ++k) b.rest.push_back(gather_rows(tensors_[k], indices));
+  return b;
 }
 
 VisionDataset::VisionDataset(Tensor images, Tensor labels, std::shared_ptr<const Transform> transform)

@@ -1,12 +1,16 @@
-// Datasets: a Dataset maps an index to one (image, label) example; a DataLoader groups examples
-// into batches. VisionDataset keeps uint8 images in memory ([N, C, H, W]) and applies a transform.
+// Datasets: a Dataset maps an index to one example, an (image, label) pair or a tuple of tensors;
+// a DataLoader groups examples into batches. VisionDataset keeps uint8 images in memory
+// ([N, C, H, W]) and applies a transform.
 //   kiln::data::TensorDataset ds(kiln::rand({100, 3, 8, 8}), kiln::randint(0, 10, {100}));
-//   auto [x, y] = ds.get(7);          // x: [3, 8, 8] float, y: the int64_t label
+//   auto ex = ds.get(7);              // ex.data: [3, 8, 8] float, ex.target: the int64_t label
+//   kiln::data::TensorDataset lm({inputs, next_tokens});   // two [N, T] int64 tensors
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <span>
+#include <tuple>
 #include <vector>
 
 #include "core/tensor.h"
@@ -15,20 +19,50 @@ namespace kiln::data {
 
 class Transform;  // data/transforms.h
 
-// One sample: an image tensor (usually [C, H, W]) and its class index.
+// One sample: an image tensor (usually [C, H, W]) and its class index, or, like a Python tuple
+// from a torch Dataset, several tensors (a sequence and the sequence after it, say).
+//   return {image, label};                        // Example(Tensor, int64_t)
+//   return {tokens.narrow(0, i, t), tokens.narrow(0, i + 1, t)};   // two tensors
 struct Example {
+  Example() = default;
+  Example(Tensor data, int64_t target) : data(std::move(data)), target(target) {}
+  Example(std::initializer_list<Tensor> tensors) : tensors(tensors) {}
+  explicit Example(std::vector<Tensor> tensors) : tensors(std::move(tensors)) {}
+
   Tensor data;
   int64_t target = 0;
+  std::vector<Tensor> tensors;  // when not empty, the example (data and target are unused)
+
+  // `auto [image, label] = ds.get(i)` binds data and target.
+  template <size_t I>
+  auto& get() { if constexpr (I == 0) return data; else return target; }
+  template <size_t I>
+  const auto& get() const { if constexpr (I == 0) return data; else return target; }
 };
 
-// A batch: data [B, C, H, W] (float once ToTensor ran) and target [B] int64.
-// `for (auto& [x, y] : loader)` binds these two members.
+// A batch: data [B, C, H, W] (float once ToTensor ran) and target [B] int64; for examples of
+// several tensors, each one stacked: data the first, target the second, rest the others.
+// `for (auto& [x, y] : loader)` binds data and target; batch[i] reaches every tensor.
 struct Batch {
+  Batch() = default;
+  Batch(Tensor data, Tensor target = {}, std::vector<Tensor> rest = {})
+      : data(std::move(data)), target(std::move(target)), rest(std::move(rest)) {}
+
   Tensor data;
   Tensor target;
+  std::vector<Tensor> rest;
+
+  size_t size() const { return !rest.empty() ? 2 + rest.size() : target.defined() ? 2 : data.defined() ? 1 : 0; }
+  Tensor& operator[](size_t i) { return i == 0 ? data : i == 1 ? target : rest.at(i - 2); }
+  const Tensor& operator[](size_t i) const { return i == 0 ? data : i == 1 ? target : rest.at(i - 2); }
+  template <size_t I>
+  Tensor& get() { return I == 0 ? data : target; }
+  template <size_t I>
+  const Tensor& get() const { return I == 0 ? data : target; }
 };
 
-// Stacks examples of one shape into a Batch (the default collation of torch's DataLoader).
+// torch's default collation: examples of one shape stacked into a Batch (image examples: their
+// labels into an int64 [B] target; examples of several tensors: each position stacked).
 Batch collate(const std::vector<Example>& examples);
 
 class Dataset {
@@ -48,19 +82,23 @@ class Dataset {
   void check_index(int64_t index) const;
 };
 
-// Rows of `data` paired with entries of `targets` (1-D integer tensor), like torch's TensorDataset.
+// Like torch's TensorDataset: example i is row i of every tensor (all share their first dim).
+// With two tensors where the second is 1-D integer, that is an (input, class index) pair and
+// get() returns Example(row, label); otherwise examples are tuples of rows.
 class TensorDataset : public Dataset {
  public:
   TensorDataset(Tensor data, Tensor targets);
-  int64_t size() const override { return data_.size(0); }
+  explicit TensorDataset(std::vector<Tensor> tensors);
+  int64_t size() const override { return tensors_[0].size(0); }
   Example get(int64_t index) const override;
   Batch fetch_batch(std::span<const int64_t> indices, std::span<Generator> gens) const override;
-  const Tensor& data() const { return data_; }
-  const Tensor& targets() const { return targets_; }
+  const Tensor& data() const { return tensors_[0]; }
+  const Tensor& targets() const { return tensors_.size() > 1 ? tensors_[1] : tensors_[0]; }
+  const std::vector<Tensor>& tensors() const { return tensors_; }
 
  private:
-  Tensor data_;     // contiguous, on the CPU
-  Tensor targets_;  // int64 [N]
+  std::vector<Tensor> tensors_;  // contiguous, on the CPU
+  bool labels_ = false;          // two tensors, the second int64 class indices [N]
 };
 
 // uint8 images [N, C, H, W] with int64 labels [N], both held in memory, plus an optional
@@ -89,3 +127,21 @@ class VisionDataset : public Dataset {
 Generator sample_generator(uint64_t seed, int64_t epoch, int64_t index);
 
 }  // namespace kiln::data
+
+// Example and Batch bind as two values (data, target) in structured bindings.
+template <>
+struct std::tuple_size<kiln::data::Example> : std::integral_constant<size_t, 2> {};
+template <>
+struct std::tuple_element<0, kiln::data::Example> {
+  using type = kiln::Tensor;
+};
+template <>
+struct std::tuple_element<1, kiln::data::Example> {
+  using type = int64_t;
+};
+template <>
+struct std::tuple_size<kiln::data::Batch> : std::integral_constant<size_t, 2> {};
+template <size_t I>
+struct std::tuple_element<I, kiln::data::Batch> {
+  using type = kiln::Tensor;
+};

@@ -2,19 +2,26 @@
 // and the payload copied into one tensor.
 #include "data/idx.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
 #include "data/archive.h"
+#include "data/gz_reader.h"
 
 namespace kiln::data {
 namespace fs = std::filesystem;
 namespace {
 
+// IDX files of kiln's datasets are unsigned bytes; the largest published (EMNIST) is 0.6 GB.
+constexpr uint64_t kMaxIdxBytes = uint64_t(4) << 30;
+
 std::string resolve(const std::string& path) {
-  if (fs::is_regular_file(path)) return path;
-  if (fs::is_regular_file(path + ".gz")) return path + ".gz";
-  if (path.ends_with(".gz") && fs::is_regular_file(path.substr(0, path.size() - 3))) return path.substr(0, path.size() - 3);
+  // A path that exists is used as it is (RegularFile refuses directories, FIFOs and devices).
+  std::error_code ec;
+  if (fs::exists(path, ec)) return path;
+  if (fs::exists(path + ".gz", ec)) return path + ".gz";
+  if (path.ends_with(".gz") && fs::exists(path.substr(0, path.size() - 3), ec)) return path.substr(0, path.size() - 3);
   fail("read_idx: ", path, " not found (also tried ", path, ".gz)");
 }
 
@@ -22,30 +29,56 @@ std::string resolve(const std::string& path) {
 
 const char* default_fashion_mnist_root() { return "/usr/share/datasets/fashion-mnist"; }
 
+// The header is read first; the data's size it declares is checked against what the file can
+// hold (its size, or 1032 times that when gzipped) and a limit before the tensor is allocated, and
+// the data is then inflated straight into it.
 Tensor read_idx(const std::string& given) {
   const std::string path = resolve(given);
-  const std::vector<uint8_t> bytes = read_file_maybe_gzip(path);
-  KILN_CHECK(bytes.size() >= 4, "read_idx: ", path, " has only ", bytes.size(), " bytes, too short for an IDX header");
-  KILN_CHECK(bytes[0] == 0 && bytes[1] == 0, "read_idx: ", path, " does not start with an IDX magic number "
+  detail::GzReader in(path, "read_idx");
+  uint8_t head[4 + 4 * 4];
+  const size_t got = in.read(head, 4);
+  KILN_CHECK(got == 4, "read_idx: ", path, " has only ", got, " bytes, too short for an IDX header");
+  KILN_CHECK(head[0] == 0 && head[1] == 0, "read_idx: ", path, " does not start with an IDX magic number "
              "(first bytes must be 0x00 0x00); it is not an IDX file");
-  KILN_CHECK(bytes[2] == 0x08, "read_idx: ", path, " holds element type 0x", std::hex, int(bytes[2]),
+  KILN_CHECK(head[2] == 0x08, "read_idx: ", path, " holds element type 0x", std::hex, int(head[2]),
              "; only unsigned bytes (0x08), as in MNIST and Fashion-MNIST, are supported");
-  const int ndim = bytes[3];
+  const int ndim = head[3];
   KILN_CHECK(ndim >= 1 && ndim <= 4, "read_idx: ", path, " declares ", ndim, " dimensions; expected 1 to 4");
   const size_t header = 4 + 4 * size_t(ndim);
-  KILN_CHECK(bytes.size() >= header, "read_idx: ", path, " is truncated inside its header");
+  KILN_CHECK(in.read(head + 4, header - 4) == header - 4, "read_idx: ", path, " is truncated inside its header");
   Shape shape;
-  uint64_t count = 1;
+  // Four 32-bit sizes can multiply past 64 bits: the product is checked against the limit as it
+  // grows, zero sizes counted as one (a tensor [0, 2^32-1, 2^32-1] is empty, but its strides are
+  // not).
+  uint64_t span = 1;
+  bool too_big = false;
   for (int d = 0; d < ndim; ++d) {
-    const uint8_t* p = bytes.data() + 4 + 4 * d;
+    const uint8_t* p = head + 4 + 4 * d;
     const uint64_t n = uint64_t(p[0]) << 24 | uint64_t(p[1]) << 16 | uint64_t(p[2]) << 8 | p[3];
     shape.push_back(int64_t(n));
-    count *= n;
+    const uint64_t m = std::max<uint64_t>(n, 1);
+    if (span > kMaxIdxBytes / m) too_big = true;
+    else span *= m;
   }
-  KILN_CHECK(bytes.size() - header == count, "read_idx: ", path, " header declares shape ", shape, " (", count,
-             " bytes of data) but the file holds ", bytes.size() - header, "; the file is truncated or damaged");
+  const uint64_t count = std::find(shape.begin(), shape.end(), 0) != shape.end() ? 0 : span;
+  KILN_CHECK(!too_big, "read_idx: ", path, " header declares shape ", shape, ", more than the ",
+             kiln::detail::bytes_str(kMaxIdxBytes), " kiln reads from one IDX file; the header is damaged");
+  const uint64_t room = in.max_output() - std::min(in.max_output(), uint64_t(header));
+  if (in.direct())
+    KILN_CHECK(count <= room, "read_idx: ", path, " header declares shape ", shape, " (", count,
+               " bytes of data) but the file holds ", room, "; the file is truncated or damaged");
+  KILN_CHECK(count <= room, "read_idx: ", path, " header declares shape ", shape, " (", count,
+             " bytes of data) but the file (", kiln::detail::bytes_str(in.compressed_size()),
+             " of gzip) can hold at most ", room, "; the file is truncated or damaged");
   Tensor out = empty(shape, {.dtype = DType::u8});
-  if (count) std::memcpy(out.data_ptr<uint8_t>(), bytes.data() + header, count);
+  const size_t data = count ? in.read(out.data_ptr<uint8_t>(), size_t(count)) : 0;
+  // Trailing data is counted up to 64 MiB, not inflated to its end.
+  constexpr uint64_t kCount = uint64_t(64) << 20;
+  const uint64_t extra = data < count ? 0 : in.skip_rest(kCount);
+  const uint64_t holds = data + extra;
+  KILN_CHECK(holds == count, "read_idx: ", path, " header declares shape ", shape, " (", count,
+             " bytes of data) but the file holds ", extra >= kCount ? "more than " : "", holds,
+             "; the file is truncated or damaged");
   return out;
 }
 
@@ -67,7 +100,8 @@ std::pair<Tensor, Tensor> read_idx_pair(const std::string& images_path, const st
 }
 
 std::pair<Tensor, Tensor> MNIST::load(const std::string& root, bool train, const char* name) {
-  KILN_CHECK(fs::is_directory(root), name, ": data folder ", root, " does not exist; pass the folder that holds ",
+  std::error_code ec;
+  KILN_CHECK(fs::is_directory(root, ec), name, ": data folder ", root, " does not exist; pass the folder that holds ",
              "train-images-idx3-ubyte[.gz] and the other three files");
   const std::string split = train ? "train" : "t10k";
   return read_idx_pair((fs::path(root) / (split + "-images-idx3-ubyte")).string(),

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "distributed/store.h"
 
 namespace kiln::distributed {
 
@@ -53,6 +54,28 @@ std::string first_slurm_host(const std::string& list) {
   return host;
 }
 
+// SLURM_TASKS_PER_NODE like "4(x2),3": the task count of node `node` (0 when it cannot tell).
+int slurm_tasks_on_node(const std::string& spec, int node) {
+  int index = 0;
+  size_t i = 0;
+  while (i < spec.size()) {
+    size_t end = spec.find(',', i);
+    std::string part = spec.substr(i, end == std::string::npos ? std::string::npos : end - i);
+    int count = std::atoi(part.c_str()), repeat = 1;
+    if (auto x = part.find("(x"); x != std::string::npos) repeat = std::atoi(part.c_str() + x + 2);
+    if (count <= 0 || repeat <= 0) return 0;
+    if (node < index + repeat) return count;
+    index += repeat;
+    if (end == std::string::npos) break;
+    i = end + 1;
+  }
+  return 0;
+}
+
+bool is_loopback(const std::string& a) {
+  return a == "localhost" || a == "::1" || a.rfind("127.", 0) == 0;
+}
+
 void validate(const Environment& e) {
   KILN_CHECK(e.world_size >= 1, "distributed environment (", e.source, "): WORLD_SIZE=",
              e.world_size, " must be at least 1");
@@ -86,13 +109,23 @@ std::optional<Environment> detect_environment(const EnvLookup& env) {
     e.node_rank = parse_or(env, "NODE_RANK", 0, e.rank / e.local_world_size);
     e.master_addr = *env("MASTER_ADDR");
     e.master_port = parse_int(env, "MASTER_PORT", 0);
+    e.single_node = (env("LOCAL_WORLD_SIZE") && e.local_world_size == e.world_size) ||
+                    parse_or(env, "GROUP_WORLD_SIZE", 1, 0) == 1;
+    e.agent_store = env("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
+    e.restart_count = parse_or(env, "TORCHELASTIC_RESTART_COUNT", 0, 0);
   } else if (env("SLURM_PROCID") && env("SLURM_NTASKS")) {
     e.source = "slurm";
     e.rank = parse_int(env, "SLURM_PROCID", 0);
     e.world_size = parse_int(env, "SLURM_NTASKS", 1);
     e.local_rank = parse_or(env, "SLURM_LOCALID", 0, 0);
-    e.local_world_size = parse_or(env, "SLURM_NTASKS_PER_NODE", 1, e.world_size);
     e.node_rank = parse_or(env, "SLURM_NODEID", 0, 0);
+    int num_nodes = parse_or(env, "SLURM_STEP_NUM_NODES", 1,
+                         parse_or(env, "SLURM_NNODES", 1, parse_or(env, "SLURM_JOB_NUM_NODES", 1, 0)));
+    int here = 0;
+    if (auto t = env("SLURM_STEP_TASKS_PER_NODE") ? env("SLURM_STEP_TASKS_PER_NODE") : env("SLURM_TASKS_PER_NODE"))
+      here = slurm_tasks_on_node(*t, e.node_rank);
+    e.local_world_size = parse_or(env, "SLURM_NTASKS_PER_NODE", 1, here > 0 ? here : e.world_size);
+    e.single_node = num_nodes == 1;
     auto nodes = env("SLURM_STEP_NODELIST") ? env("SLURM_STEP_NODELIST") : env("SLURM_NODELIST");
     e.master_addr = nodes ? first_slurm_host(*nodes) : "127.0.0.1";
     // SLURM has no port of its own: one derived from the job id keeps concurrent jobs apart.
@@ -107,6 +140,7 @@ std::optional<Environment> detect_environment(const EnvLookup& env) {
     e.node_rank = parse_or(env, "OMPI_COMM_WORLD_NODE_RANK", 0, 0);
     e.master_addr = "127.0.0.1";
     e.master_port = 29500;
+    e.single_node = env("OMPI_COMM_WORLD_LOCAL_SIZE") && e.local_world_size == e.world_size;
     KILN_CHECK(e.world_size == e.local_world_size || env("MASTER_ADDR"),
                "distributed environment (openmpi): a multi-node mpirun needs MASTER_ADDR (the "
                "host of rank 0) and MASTER_PORT set with mpirun -x");
@@ -117,12 +151,16 @@ std::optional<Environment> detect_environment(const EnvLookup& env) {
     if (auto a = env("MASTER_ADDR")) e.master_addr = *a;
     if (env("MASTER_PORT")) e.master_port = parse_int(env, "MASTER_PORT", 1);
   }
+  e.single_node = e.single_node || is_loopback(e.master_addr) || e.world_size == 1;
+  e.store_token = env(kStoreTokenVariable).value_or("");
+  KILN_CHECK(e.store_token.size() <= kStoreMaxTokenBytes, "distributed environment: ", kStoreTokenVariable,
+             " has ", e.store_token.size(), " characters; the limit is ", kStoreMaxTokenBytes);
   validate(e);
   return e;
 }
 
 std::map<std::string, std::string> environment_variables(const Environment& e) {
-  return {{"RANK", std::to_string(e.rank)},
+  std::map<std::string, std::string> vars = {{"RANK", std::to_string(e.rank)},
           {"WORLD_SIZE", std::to_string(e.world_size)},
           {"LOCAL_RANK", std::to_string(e.local_rank)},
           {"LOCAL_WORLD_SIZE", std::to_string(e.local_world_size)},
@@ -130,6 +168,8 @@ std::map<std::string, std::string> environment_variables(const Environment& e) {
           {"GROUP_RANK", std::to_string(e.node_rank)},
           {"MASTER_ADDR", e.master_addr},
           {"MASTER_PORT", std::to_string(e.master_port)}};
+  if (!e.store_token.empty()) vars[kStoreTokenVariable] = e.store_token;
+  return vars;
 }
 
 }  // namespace kiln::distributed

@@ -104,6 +104,7 @@ class GlooCommunicator : public Communicator {
   GlooCommunicator(std::shared_ptr<Store> store, int rank, int world, const ProcessGroupOptions& o,
                    const std::string& hostname, int instance)
       : store_(std::move(store)), rank_(rank), world_(world), timeout_(o.timeout) {
+    check_timeout("init_process_group", timeout_);
     KILN_CHECK(world >= 1 && rank >= 0 && rank < world, "init_process_group: rank ", rank,
                " is not in a world of ", world);
     std::string prefix = "gloo/" + std::to_string(instance);
@@ -132,6 +133,7 @@ class GlooCommunicator : public Communicator {
   std::string backend() const override { return "gloo"; }
   Milliseconds timeout() const override { return timeout_; }
   void set_timeout(Milliseconds t) override {
+    check_timeout("Communicator::set_timeout", t);
     std::lock_guard<std::mutex> g(mu_);
     timeout_ = t;
     ctx_->setTimeout(t);

@@ -5,12 +5,14 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -19,6 +21,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/device.h"
 #include "core/error.h"
 
 extern char** environ;
@@ -144,6 +147,23 @@ void stop_all(std::vector<Child>& kids, Milliseconds grace) {
     }
 }
 
+// CPUs this process may run on (its affinity mask, which containers and taskset narrow).
+int available_cpus() {
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1, int(std::thread::hardware_concurrency()));
+}
+
+// The variables every worker of this node shares: the job token, and OMP_NUM_THREADS (the CPUs
+// split between the node's processes) unless the user set it.
+std::map<std::string, std::string> shared_variables(int local_processes, const std::string& token) {
+  std::map<std::string, std::string> vars;
+  if (!token.empty()) vars[kStoreTokenVariable] = token;
+  if (!std::getenv("OMP_NUM_THREADS"))
+    vars["OMP_NUM_THREADS"] = std::to_string(std::max(1, available_cpus() / std::max(1, local_processes)));
+  return vars;
+}
+
 std::vector<std::string> self_argv() {
   std::ifstream f("/proc/self/cmdline", std::ios::binary);
   std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -165,12 +185,23 @@ RunResult run_workers(const WorkerSpec& spec) {
              spec.nproc_per_node, " and nnodes=", spec.nnodes, " must be at least 1");
   KILN_CHECK(spec.node_rank >= 0 && spec.node_rank < spec.nnodes, "run_workers: node_rank=",
              spec.node_rank, " is not below nnodes=", spec.nnodes);
+  if (spec.timeout.count() != 0) check_timeout("run_workers", spec.timeout);
+  check_timeout("run_workers (kill_grace)", spec.kill_grace);
   int port = spec.master_port;
   if (port == 0) {
     KILN_CHECK(spec.nnodes == 1, "run_workers: a job over ", spec.nnodes,
                " nodes needs an explicit master port, the same on every node");
     port = find_free_port();
   }
+  // A single node makes its own token; the nodes of a multi-node job must share one
+  // (kStoreTokenVariable in every node's environment, or WorkerSpec::store_token).
+  std::string token = spec.store_token;
+  if (token.empty())
+    if (const char* t = std::getenv(kStoreTokenVariable)) token = t;
+  if (token.empty() && spec.nnodes == 1) token = make_store_token();
+  KILN_CHECK(token.size() <= kStoreMaxTokenBytes, "run_workers: the job token has ", token.size(),
+             " characters; the limit is ", kStoreMaxTokenBytes, " (kStoreMaxTokenBytes)");
+  const auto shared = shared_variables(spec.nproc_per_node, token);
   std::vector<Child> kids;
   RunResult result;
   try {
@@ -184,6 +215,7 @@ RunResult run_workers(const WorkerSpec& spec) {
       e.master_addr = spec.master_addr;
       e.master_port = port;
       auto vars = environment_variables(e);
+      for (auto& [k, v] : shared) vars[k] = v;
       for (auto& [k, v] : spec.extra_env) vars[k] = v;
       kids.push_back(spawn(spec.argv, vars, e.rank, spec.argv[0]));
     }
@@ -281,13 +313,18 @@ Watcher& watcher() {
 Environment launch(int nprocs, const LaunchOptions& options) {
   if (auto env = detect_environment()) return *env;
   KILN_CHECK(nprocs >= 1, "launch: the number of processes must be at least 1, got ", nprocs);
+  check_timeout("launch (kill_grace)", options.kill_grace);
   Environment self;
   self.source = "kiln launch";
   self.world_size = nprocs;
   self.local_world_size = nprocs;
+  self.single_node = true;
   self.master_addr = options.master_addr;
   self.master_port = options.master_port ? options.master_port : find_free_port();
   if (nprocs == 1) return self;
+  const char* token = std::getenv(kStoreTokenVariable);
+  self.store_token = token && *token ? token : make_store_token();
+  const auto shared = shared_variables(nprocs, self.store_token);
   std::vector<Child> kids;
   auto argv = self_argv();
   KILN_CHECK(!argv.empty(), "launch: cannot read this program's arguments from /proc/self/cmdline");
@@ -296,6 +333,7 @@ Environment launch(int nprocs, const LaunchOptions& options) {
       Environment e = self;
       e.rank = e.local_rank = r;
       auto vars = environment_variables(e);
+      for (auto& [k, v] : shared) vars[k] = v;
       for (auto& [k, v] : options.extra_env) vars[k] = v;
       kids.push_back(spawn(argv, vars, r, "/proc/self/exe"));
     }
@@ -304,6 +342,10 @@ Environment launch(int nprocs, const LaunchOptions& options) {
     throw;
   }
   for (auto& [k, v] : environment_variables(self)) ::setenv(k.c_str(), v.c_str(), 1);
+  if (auto t = shared.find("OMP_NUM_THREADS"); t != shared.end()) {
+    ::setenv("OMP_NUM_THREADS", t->second.c_str(), 1);
+    set_num_threads(std::stoi(t->second));  // the thread pool may have been sized already
+  }
   watcher().start(std::move(kids), options.kill_grace);
   return self;
 }

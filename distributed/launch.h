@@ -23,6 +23,9 @@ struct WorkerSpec {
   std::string master_addr = "127.0.0.1";
   int master_port = 0;  // 0: a free port (single node only)
   std::map<std::string, std::string> extra_env;
+  // The job token every worker gets (kStoreTokenVariable). Empty: the launching environment's,
+  // else a fresh one on a single node, else none (a multi-node job's nodes must agree on it).
+  std::string store_token;
   Milliseconds timeout{0};                  // 0: none; else stop every worker after it
   Milliseconds kill_grace = std::chrono::seconds(5);  // SIGTERM, then SIGKILL after this
 };
@@ -34,7 +37,8 @@ struct RunResult {
 };
 
 // Starts the workers with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR,
-// MASTER_PORT set, waits for all of them; when one fails, stops the rest and reports it.
+// MASTER_PORT and the job token set (and OMP_NUM_THREADS = CPUs / nproc_per_node unless it is
+// set), waits for all of them; when one fails, stops the rest and reports it.
 RunResult run_workers(const WorkerSpec& spec);
 
 struct LaunchOptions {
@@ -47,7 +51,7 @@ struct LaunchOptions {
 // With a distributed environment set (torchrun, kiln-run, SLURM, mpirun, or an earlier launch):
 // returns it and starts nothing. Otherwise, with nprocs > 1: re-executes /proc/self/exe with this
 // process's arguments as ranks 1..nprocs-1, sets this process's own environment to rank 0 and
-// returns that. A watcher thread stops the other children as soon as one of them fails; the
+// returns that. Every rank gets the job token, and OMP_NUM_THREADS = CPUs / nprocs unless set. A watcher thread stops the other children as soon as one of them fails; the
 // collectives of rank 0 then fail with an error naming that rank and its exit status.
 Environment launch(int nprocs, const LaunchOptions& options = {});
 

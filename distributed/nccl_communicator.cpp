@@ -16,7 +16,7 @@
 #include "distributed/communicator.h"
 #include "distributed/debug_check.h"
 #include "distributed/launch.h"
-#include "kernels/cuda/cuda_backend.h"
+#include "core/cuda.h"
 
 namespace kiln::distributed {
 namespace {
@@ -56,6 +56,7 @@ class NcclCommunicator : public Communicator {
   NcclCommunicator(std::shared_ptr<Store> store, int rank, int world, const ProcessGroupOptions& o,
                    int device, int instance)
       : store_(std::move(store)), rank_(rank), world_(world), timeout_(o.timeout) {
+    check_timeout("init_process_group", timeout_);
     KILN_CHECK(world >= 1 && rank >= 0 && rank < world, "init_process_group: rank ", rank,
                " is not in a world of ", world);
     int count = 0;
@@ -113,6 +114,7 @@ class NcclCommunicator : public Communicator {
   std::string backend() const override { return "nccl"; }
   Milliseconds timeout() const override { return timeout_; }
   void set_timeout(Milliseconds t) override {
+    check_timeout("Communicator::set_timeout", t);
     std::lock_guard<std::mutex> g(mu_);
     timeout_ = t;
   }
@@ -212,7 +214,7 @@ class NcclCommunicator : public Communicator {
     int prev = -1;
     check_cuda(cudaGetDevice(&prev), "cudaGetDevice");
     if (prev != device_) check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-    cudaStream_t s = kernels::cuda::current_stream();
+    cudaStream_t s = static_cast<cudaStream_t>(kiln::cuda::current_stream().handle());
     ncclResult_t r = enqueue(s);
     if (r != ncclSuccess && r != ncclInProgress) failed(call, t, r);
     wait_ready(call, t);

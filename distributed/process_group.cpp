@@ -21,7 +21,7 @@ bool is_loopback(const std::string& a) {
 // The address Gloo listens on: loopback for single-host jobs, else this host's name (as PyTorch).
 std::string gloo_hostname(const Environment& env) {
   if (const char* h = std::getenv("KILN_GLOO_HOSTNAME")) return h;
-  if (is_loopback(env.master_addr)) return "127.0.0.1";
+  if (env.single_node || is_loopback(env.master_addr)) return "127.0.0.1";
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) == 0 && buf[0]) return buf;
   return "127.0.0.1";
@@ -75,7 +75,23 @@ class DeviceDispatchCommunicator final : public Communicator {
   std::mutex mu_;
 };
 
-std::shared_ptr<Communicator> make_communicator(std::shared_ptr<TCPStore> store, int rank, int world,
+// The job's store. Under torchrun's agent store every rank is a client of the agent's, under this
+// restart's keys (as PyTorch's workers are). Otherwise rank 0 serves it with the job's token: on
+// loopback when every rank is on this host, else on MASTER_ADDR's addresses (KILN_STORE_LISTEN
+// overrides: an address, or "*" for every interface).
+std::shared_ptr<Store> make_store(const Environment& env, Milliseconds timeout) {
+  if (env.agent_store) {
+    TCPStoreOptions o{.timeout = timeout, .protocol = StoreProtocol::detect};
+    auto agent = std::make_shared<TCPStore>(env.master_addr, env.master_port, o);
+    return std::make_shared<PrefixStore>("/worker/attempt_" + std::to_string(env.restart_count), agent);
+  }
+  TCPStoreOptions o{.is_server = env.rank == 0, .timeout = timeout, .token = env.store_token};
+  std::string host = env.single_node ? "127.0.0.1" : env.master_addr;
+  if (const char* l = std::getenv("KILN_STORE_LISTEN"); l && *l) o.listen_address = l;
+  return std::make_shared<TCPStore>(host, env.master_port, o);
+}
+
+std::shared_ptr<Communicator> make_communicator(std::shared_ptr<Store> store, int rank, int world,
                                                 const ProcessGroupOptions& options,
                                                 const std::string& hostname) {
   const std::string& backend = options.backend;
@@ -98,8 +114,8 @@ std::shared_ptr<Communicator> make_communicator(std::shared_ptr<TCPStore> store,
 
 std::shared_ptr<Communicator> init_process_group(const Environment& env,
                                                  const ProcessGroupOptions& options) {
-  auto store = std::make_shared<TCPStore>(env.master_addr, env.master_port, env.rank == 0,
-                                          options.timeout);
+  check_timeout("init_process_group", options.timeout);
+  auto store = make_store(env, options.timeout);
   auto comm = make_communicator(store, env.rank, env.world_size, options, gloo_hostname(env));
   std::lock_guard<std::mutex> g(g_mu);
   g_default = comm;
@@ -112,6 +128,7 @@ std::shared_ptr<Communicator> init_process_group(const ProcessGroupOptions& opti
     Environment single;
     single.source = "single process";
     single.master_port = 0;
+    check_timeout("init_process_group", options.timeout);
     auto store = std::make_shared<TCPStore>("127.0.0.1", 0, true, options.timeout);
     auto comm = make_communicator(store, 0, 1, options, "127.0.0.1");
     std::lock_guard<std::mutex> g(g_mu);

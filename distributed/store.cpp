@@ -1,33 +1,34 @@
-// TCPStore wire format: a frame is [u32 payload bytes][u8 command or status][u32 count] followed by
-// `count` strings, each [u32 length][bytes]. One request is outstanding per connection; the server
-// runs one thread per connection and blocks WAIT requests on a condition variable, so a rendezvous
-// costs no polling.
+// TCPStore's client side: PyTorch's wire format (store_protocol.h), one query outstanding per
+// connection, every read and write bounded by a deadline. Keys go on the wire behind "/", as
+// PyTorch's TCPStore sends them, so kiln and PyTorch clients of one store see the same keys.
 #include "distributed/store.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
-#include <map>
 #include <thread>
 
 #include "core/error.h"
+#include "distributed/store_protocol.h"
+#include "distributed/store_server.h"
 
 namespace kiln::distributed {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-enum Cmd : uint8_t { kSet = 1, kGet, kAdd, kWait, kMissing, kErase };
-enum Status : uint8_t { kOk = 0, kNotFound, kTimeout, kBadRequest };
+using detail::Dialect;
+using detail::Op;
 
 std::string fmt_keys(const std::vector<std::string>& keys) {
   std::string s = "[";
@@ -35,239 +36,27 @@ std::string fmt_keys(const std::vector<std::string>& keys) {
   return s + "]";
 }
 
-void put_u32(std::string& b, uint32_t v) {
-  for (int i = 0; i < 4; ++i) b.push_back(char((v >> (8 * i)) & 0xff));
-}
-uint32_t get_u32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= uint32_t(uint8_t(p[i])) << (8 * i);
-  return v;
+const std::string kKeyPrefix = "/";
+
+int ms_left(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<Milliseconds>(deadline - Clock::now()).count();
+  return int(std::clamp<long long>(left, 0, 1 << 30));
 }
 
-std::string encode(uint8_t code, const std::vector<std::string>& args) {
-  std::string body;
-  body.push_back(char(code));
-  put_u32(body, uint32_t(args.size()));
-  for (auto& a : args) {
-    put_u32(body, uint32_t(a.size()));
-    body += a;
+// Waits for `events` on fd until the deadline; false on timeout.
+bool wait_fd(int fd, short events, Clock::time_point deadline) {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    int r = ::poll(&p, 1, ms_left(deadline));
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return true;  // the read or write that follows reports it
+    if (r == 0 && Clock::now() >= deadline) return false;
   }
-  std::string frame;
-  put_u32(frame, uint32_t(body.size()));
-  return frame + body;
 }
 
-bool decode(const std::string& body, uint8_t& code, std::vector<std::string>& args) {
-  if (body.size() < 5) return false;
-  code = uint8_t(body[0]);
-  uint32_t n = get_u32(body.data() + 1);
-  size_t pos = 5;
-  args.clear();
-  for (uint32_t i = 0; i < n; ++i) {
-    if (pos + 4 > body.size()) return false;
-    uint32_t len = get_u32(body.data() + pos);
-    pos += 4;
-    if (pos + len > body.size()) return false;
-    args.emplace_back(body.data() + pos, len);
-    pos += len;
-  }
-  return pos == body.size();
-}
-
-// Reads or writes exactly n bytes before the deadline (none: block). Returns false when the peer
-// closed the connection; throws on timeout.
-bool io_all(int fd, char* buf, size_t n, bool write, std::optional<Clock::time_point> deadline,
-            const char* what) {
-  size_t done = 0;
-  while (done < n) {
-    if (deadline) {
-      auto left = std::chrono::duration_cast<Milliseconds>(*deadline - Clock::now()).count();
-      if (left <= 0) fail(what, ": timed out");
-      pollfd p{fd, short(write ? POLLOUT : POLLIN), 0};
-      int r = ::poll(&p, 1, int(std::min<long long>(left, 1 << 30)));
-      if (r < 0 && errno == EINTR) continue;
-      if (r == 0) fail(what, ": timed out");
-    }
-    ssize_t r = write ? ::send(fd, buf + done, n - done, MSG_NOSIGNAL) : ::recv(fd, buf + done, n - done, 0);
-    if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (r <= 0) return false;
-    done += size_t(r);
-  }
-  return true;
-}
-
-bool read_frame(int fd, std::string& body, std::optional<Clock::time_point> deadline, const char* what) {
-  char hdr[4];
-  if (!io_all(fd, hdr, 4, false, deadline, what)) return false;
-  body.resize(get_u32(hdr));
-  return io_all(fd, body.data(), body.size(), false, deadline, what);
-}
-
-}  // namespace
-
-namespace detail {
-
-class StoreServer {
- public:
-  StoreServer(const std::string& host, int port) {
-    listen_fd_ = ::socket(AF_INET6, SOCK_STREAM, 0);
-    bool v6 = listen_fd_ >= 0;
-    if (!v6) listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    KILN_CHECK(listen_fd_ >= 0, "TCPStore: socket() failed: ", std::strerror(errno));
-    int one = 1, zero = 0;
-    ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    int rc;
-    if (v6) {
-      ::setsockopt(listen_fd_, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-      sockaddr_in6 a{};
-      a.sin6_family = AF_INET6;
-      a.sin6_addr = in6addr_any;
-      a.sin6_port = htons(uint16_t(port));
-      rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    } else {
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_addr.s_addr = htonl(INADDR_ANY);
-      a.sin_port = htons(uint16_t(port));
-      rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    }
-    if (rc != 0 || ::listen(listen_fd_, 1024) != 0) {
-      int err = errno;
-      ::close(listen_fd_);
-      fail("TCPStore: rank 0 could not serve the rendezvous store on port ", port, " (", host,
-           "): ", std::strerror(err), "; choose another MASTER_PORT");
-    }
-    sockaddr_storage s{};
-    socklen_t len = sizeof s;
-    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&s), &len);
-    port_ = ntohs(s.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&s)->sin6_port
-                                          : reinterpret_cast<sockaddr_in*>(&s)->sin_port);
-    accept_thread_ = std::thread([this] { accept_loop(); });
-  }
-
-  ~StoreServer() {
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      stopping_ = true;
-      for (int fd : conns_) ::shutdown(fd, SHUT_RDWR);
-    }
-    cv_.notify_all();
-    ::shutdown(listen_fd_, SHUT_RDWR);
-    accept_thread_.join();
-    for (auto& t : threads_) t.join();
-    for (int fd : conns_) ::close(fd);
-    ::close(listen_fd_);
-  }
-
-  int port() const { return port_; }
-
- private:
-  void accept_loop() {
-    for (;;) {
-      int fd = ::accept(listen_fd_, nullptr, nullptr);
-      std::lock_guard<std::mutex> g(mu_);
-      if (stopping_) {
-        if (fd >= 0) ::close(fd);
-        return;
-      }
-      if (fd < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        return;
-      }
-      int one = 1;
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      conns_.push_back(fd);
-      threads_.emplace_back([this, fd] { serve(fd); });
-    }
-  }
-
-  std::vector<std::string> missing_locked(const std::vector<std::string>& keys) {
-    std::vector<std::string> m;
-    for (auto& k : keys)
-      if (!data_.count(k)) m.push_back(k);
-    return m;
-  }
-
-  void serve(int fd) {
-    std::string body;
-    try {
-      while (read_frame(fd, body, std::nullopt, "TCPStore server")) {
-        uint8_t cmd;
-        std::vector<std::string> args;
-        std::string reply;
-        if (!decode(body, cmd, args)) {
-          reply = encode(kBadRequest, {"malformed request"});
-        } else {
-          reply = handle(cmd, args);
-        }
-        if (!io_all(fd, reply.data(), reply.size(), true, std::nullopt, "TCPStore server")) break;
-      }
-    } catch (const std::exception&) {
-      // A broken client connection ends only that connection.
-    }
-  }
-
-  std::string handle(uint8_t cmd, std::vector<std::string>& args) {
-    std::unique_lock<std::mutex> lk(mu_);
-    switch (cmd) {
-      case kSet:
-        if (args.size() != 2) break;
-        data_[args[0]] = args[1];
-        cv_.notify_all();
-        return encode(kOk, {});
-      case kGet: {
-        if (args.size() != 1) break;
-        auto it = data_.find(args[0]);
-        if (it == data_.end()) return encode(kNotFound, {});
-        return encode(kOk, {it->second});
-      }
-      case kAdd: {
-        if (args.size() != 2) break;
-        int64_t cur = 0;
-        auto it = data_.find(args[0]);
-        if (it != data_.end()) cur = std::stoll(it->second);
-        cur += std::stoll(args[1]);
-        data_[args[0]] = std::to_string(cur);
-        cv_.notify_all();
-        return encode(kOk, {std::to_string(cur)});
-      }
-      case kWait: {
-        if (args.empty()) break;
-        auto ms = std::stoll(args.back());
-        args.pop_back();
-        auto deadline = Clock::now() + Milliseconds(ms);
-        bool ok = cv_.wait_until(lk, deadline,
-                                 [&] { return stopping_ || missing_locked(args).empty(); });
-        if (ok && !stopping_) return encode(kOk, {});
-        return encode(kTimeout, missing_locked(args));
-      }
-      case kMissing:
-        return encode(kOk, missing_locked(args));
-      case kErase:
-        if (args.size() != 1) break;
-        return encode(data_.erase(args[0]) ? kOk : kNotFound, {});
-      default:
-        break;
-    }
-    return encode(kBadRequest, {"unknown command or wrong argument count"});
-  }
-
-  int listen_fd_ = -1;
-  int port_ = 0;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
-  std::map<std::string, std::string> data_;
-  std::vector<int> conns_;
-  std::vector<std::thread> threads_;
-  std::thread accept_thread_;
-};
-
-}  // namespace detail
-
-namespace {
-
-int connect_once(const std::string& host, int port) {
+// One non-blocking connect to any address of host:port before the deadline; -1 (and `error`) if
+// none answers.
+int connect_once(const std::string& host, int port, Clock::time_point deadline, std::string& error) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -275,12 +64,27 @@ int connect_once(const std::string& host, int port) {
   int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
   KILN_CHECK(rc == 0, "TCPStore: cannot resolve MASTER_ADDR '", host, "': ", gai_strerror(rc));
   int fd = -1;
-  for (addrinfo* a = res; a; a = a->ai_next) {
-    fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-    if (fd < 0) continue;
-    if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
-    ::close(fd);
-    fd = -1;
+  for (addrinfo* a = res; a && fd < 0; a = a->ai_next) {
+    fd = ::socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      error = std::strerror(errno);
+      continue;
+    }
+    int r = ::connect(fd, a->ai_addr, a->ai_addrlen);
+    if (r != 0 && errno == EINPROGRESS) {
+      int err = ETIMEDOUT;
+      if (wait_fd(fd, POLLOUT, deadline)) {
+        socklen_t len = sizeof err;
+        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      }
+      r = err == 0 ? 0 : -1;
+      errno = err;
+    }
+    if (r != 0) {
+      error = std::strerror(errno);
+      ::close(fd);
+      fd = -1;
+    }
   }
   ::freeaddrinfo(res);
   if (fd >= 0) {
@@ -290,92 +94,338 @@ int connect_once(const std::string& host, int port) {
   return fd;
 }
 
+std::string query(Op op, Dialect d) {
+  std::string b;
+  detail::put_u8(b, *detail::op_code(op, d));
+  return b;
+}
+
+void check_key(const char* op, const std::string& key) {
+  KILN_CHECK(key.size() + kKeyPrefix.size() <= kStoreMaxKeyBytes, "TCPStore::", op, ": a key of ", key.size(),
+             " bytes is longer than the store allows (kStoreMaxKeyBytes = ", kStoreMaxKeyBytes, ")");
+}
+
 }  // namespace
 
-TCPStore::TCPStore(const std::string& host, int port, bool is_server, Milliseconds timeout)
-    : host_(host), port_(port) {
+void check_timeout(const std::string& what, Milliseconds timeout) {
+  KILN_CHECK(timeout.count() > 0 && timeout <= kStoreMaxTimeout, what, ": timeout ", timeout.count(),
+             " ms is out of range; use a value between 1 ms and ", kStoreMaxTimeout.count(),
+             " ms (366 days, kStoreMaxTimeout)");
+}
+
+void Store::set_timeout(Milliseconds timeout) {
+  check_timeout("Store::set_timeout", timeout);
   timeout_ = timeout;
-  if (is_server) {
-    server_ = std::make_unique<detail::StoreServer>(host, port);
+}
+
+TCPStore::TCPStore(const std::string& host, int port, bool is_server, Milliseconds timeout)
+    : TCPStore(host, port, TCPStoreOptions{.is_server = is_server, .timeout = timeout}) {}
+
+TCPStore::TCPStore(const std::string& host, int port, const TCPStoreOptions& options)
+    : host_(host), port_(port), options_(options), protocol_(options.protocol) {
+  check_timeout("TCPStore", options.timeout);
+  check_timeout("TCPStore (handshake_timeout)", options.handshake_timeout);
+  check_timeout("TCPStore (message_timeout)", options.message_timeout);
+  KILN_CHECK(options.token.size() <= kStoreMaxTokenBytes, "TCPStore: the job token has ",
+             options.token.size(), " bytes; the limit is ", kStoreMaxTokenBytes, " (kStoreMaxTokenBytes)");
+  KILN_CHECK(!(options.is_server && options.protocol == StoreProtocol::legacy),
+             "TCPStore: a server's own "
+             "client speaks the current protocol; StoreProtocol::legacy is for joining PyTorch 2.1 or older");
+  timeout_ = options.timeout;
+  if (options.is_server) {
+    server_ = std::make_unique<detail::StoreServer>(
+        options.listen_address.empty() ? host : options.listen_address, port, options);
     port_ = server_->port();
+    protocol_ = StoreProtocol::current;
   }
-  KILN_CHECK(port_ > 0, "TCPStore: a client needs the server's port (MASTER_PORT), got ", port_);
-  // The server may not be up yet: retry with a short backoff until the timeout.
+  KILN_CHECK(port_ >= 1 && port_ <= 65535, "TCPStore: a client needs the server's port (MASTER_PORT), got ",
+             port_);
+  connect(options.timeout);
+}
+
+TCPStore::~TCPStore() {
+  disconnect();
+  server_.reset();
+}
+
+std::optional<StoreServerStats> TCPStore::server_stats() const {
+  if (!server_) return std::nullopt;
+  return server_->stats();
+}
+
+void TCPStore::disconnect() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+// Connects and runs the dialect's handshake, retrying while the server comes up (or drops this
+// connection to make room) until the timeout.
+void TCPStore::connect(Milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
+  const std::string target = server_ ? server_->connect_address() : host_;
   auto backoff = Milliseconds(5);
+  std::string problem = "no answer";
+  int attempts = 0;
   for (;;) {
-    fd_ = connect_once(server_ ? std::string("127.0.0.1") : host_, port_);
-    if (fd_ >= 0) break;
-    if (Clock::now() + backoff > deadline)
-      fail("TCPStore: could not connect to the rendezvous store at ", host_, ":", port_, " within ",
-           timeout.count(), " ms; rank 0 serves it: check that rank 0 is running and that "
-           "MASTER_ADDR/MASTER_PORT are the same for every rank");
+    ++attempts;
+    disconnect();
+    std::string error;
+    fd_ = connect_once(target, port_, deadline, error);
+    bool refused = false;
+    if (fd_ < 0) {
+      problem = error;
+    } else {
+      try {
+        if (handshake(deadline, refused)) return;
+        problem =
+            "it closed the connection at the handshake (not a kiln store of this job, or one that "
+            "dropped this connection to make room)";
+      } catch (const Error& e) {
+        problem = e.what();
+      }
+    }
+    if (refused) {
+      disconnect();
+      fail("TCPStore: the rendezvous store at ", host_, ":", port_, " refused this rank's job token (",
+           kStoreTokenVariable, "): it serves another job. Give every rank of a job the same ",
+           kStoreTokenVariable, " (kiln's launchers do), and each job its own MASTER_PORT");
+    }
+    if (Clock::now() + backoff > deadline) {
+      disconnect();
+      fail(
+          "TCPStore: could not connect to the rendezvous store at ", host_, ":", port_, " within ",
+          timeout.count(), " ms (", attempts, " attempts; last: ", problem,
+          "); rank 0 (or torchrun's agent) "
+          "serves it: check that it is running and that MASTER_ADDR/MASTER_PORT are the same for every rank");
+    }
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, Milliseconds(250));
   }
 }
 
-TCPStore::~TCPStore() {
-  if (fd_ >= 0) ::close(fd_);
-  server_.reset();
+// The handshake of the client's dialect on a fresh connection. False: the server closed it (try
+// again); `refused`: it refused the job token.
+bool TCPStore::handshake(Clock::time_point deadline, bool& refused) {
+  auto read_all = [&](char* out, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+      KILN_CHECK(wait_fd(fd_, POLLIN, deadline), "no answer to the handshake in time");
+      ssize_t r = ::recv(fd_, out + got, n - got, 0);
+      if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+      if (r <= 0) break;
+      got += size_t(r);
+    }
+    return got;
+  };
+  if (protocol_ == StoreProtocol::legacy) return true;  // PyTorch <= 2.1: no handshake
+  std::string b = query(Op::validate, Dialect::current);
+  detail::put_u32(b, detail::kValidateMagic);
+  if (protocol_ == StoreProtocol::detect) {
+    // VALIDATE, then four GETNUMKEYS: PyTorch >= 2.2 answers 32 bytes. An older server reads byte
+    // 0 as SET and the next eight as a key length of ~5e17, fails to allocate it and closes the
+    // connection; the client then reconnects and speaks the older protocol.
+    b += std::string(4, char(*detail::op_code(Op::num_keys, Dialect::current)));
+    send(b, "connect");
+    char reply[32];
+    protocol_ =
+        read_all(reply, sizeof reply) == sizeof reply ? StoreProtocol::current : StoreProtocol::legacy;
+    if (protocol_ == StoreProtocol::current) return true;
+    disconnect();
+    fd_ = -1;
+    return false;
+  }
+  if (!options_.token.empty()) {
+    detail::put_u8(b, detail::kAuthCode);
+    detail::put_str(b, options_.token);
+  }
+  send(b, "connect");
+  if (options_.token.empty()) return true;
+  char c = 0;
+  if (read_all(&c, 1) != 1) return false;
+  refused = uint8_t(c) != detail::kAuthAccepted;
+  return !refused;
 }
 
-std::vector<std::string> TCPStore::request(uint8_t cmd, const std::vector<std::string>& args,
-                                           Milliseconds timeout, uint8_t* status) {
-  std::lock_guard<std::mutex> g(mu_);
-  std::string what = "TCPStore request to " + host_ + ":" + std::to_string(port_);
-  auto deadline = Clock::now() + timeout;
-  std::string frame = encode(cmd, args), body;
-  bool ok = io_all(fd_, frame.data(), frame.size(), true, deadline, what.c_str()) &&
-            read_frame(fd_, body, deadline, what.c_str());
-  KILN_CHECK(ok, "TCPStore: the rendezvous store at ", host_, ":", port_,
-             " closed the connection; rank 0, which serves it, has probably exited or crashed");
-  uint8_t code;
-  std::vector<std::string> out;
-  KILN_CHECK(decode(body, code, out), "TCPStore: malformed reply from ", host_, ":", port_);
-  KILN_CHECK(code != kBadRequest, "TCPStore: the server rejected a request: ",
-             out.empty() ? "" : out[0]);
-  if (status) *status = code;
-  return out;
+void TCPStore::lost(const char* op) {
+  disconnect();
+  fail("TCPStore: the rendezvous store at ", host_, ":", port_, " closed the connection during ", op,
+       "; the process that serves it (rank 0, or torchrun's agent) has probably exited or crashed");
+}
+
+void TCPStore::send(const std::string& bytes, const char* op) {
+  if (fd_ < 0) connect(timeout_);
+  auto deadline = Clock::now() + timeout_;
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t r = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+    if (r > 0) {
+      done += size_t(r);
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (wait_fd(fd_, POLLOUT, deadline)) continue;
+      disconnect();
+      fail("TCPStore: ", op, ": could not send to the rendezvous store at ", host_, ":", port_, " within ",
+           timeout_.count(), " ms");
+    }
+    lost(op);
+  }
+}
+
+void TCPStore::receive(char* out, size_t n, const char* op, Clock::time_point deadline) {
+  size_t done = 0;
+  while (done < n) {
+    if (!wait_fd(fd_, POLLIN, deadline)) {
+      disconnect();  // a reply may still come: this connection is out of step now
+      fail("TCPStore: ", op, ": no reply from the rendezvous store at ", host_, ":", port_, " within ",
+           timeout_.count(), " ms");
+    }
+    ssize_t r = ::recv(fd_, out + done, n - done, 0);
+    if (r > 0) {
+      done += size_t(r);
+      continue;
+    }
+    if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+    lost(op);
+  }
+}
+
+uint8_t TCPStore::receive_u8(const char* op) {
+  char c;
+  receive(&c, 1, op, Clock::now() + timeout_);
+  return uint8_t(c);
+}
+
+int64_t TCPStore::receive_i64(const char* op) {
+  char b[8];
+  receive(b, 8, op, Clock::now() + timeout_);
+  return int64_t(detail::get_u64(b));
+}
+
+std::string TCPStore::receive_bytes(const char* op) {
+  auto deadline = Clock::now() + timeout_;
+  char b[8];
+  receive(b, 8, op, deadline);
+  uint64_t len = detail::get_u64(b);
+  if (len > kStoreMaxValueBytes) {
+    disconnect();
+    fail("TCPStore: ", op, ": the rendezvous store at ", host_, ":", port_, " announced a value of ", len,
+         " bytes, more than kStoreMaxValueBytes (", kStoreMaxValueBytes, "); it is not a well-behaved store");
+  }
+  std::string v(size_t(len), '\0');
+  receive(v.data(), v.size(), op, deadline);
+  return v;
 }
 
 void TCPStore::set(const std::string& key, const std::string& value) {
-  request(kSet, {key, value}, timeout_);
+  check_key("set", key);
+  KILN_CHECK(value.size() <= kStoreMaxValueBytes, "TCPStore::set: a value of ", value.size(),
+             " bytes for key '", key,
+             "' is longer than the store allows (kStoreMaxValueBytes = ", kStoreMaxValueBytes, ")");
+  std::lock_guard<std::mutex> g(mu_);
+  Dialect d = protocol_ == StoreProtocol::legacy ? Dialect::legacy : Dialect::current;
+  std::string b = query(Op::set, d);
+  detail::put_str(b, kKeyPrefix + key);
+  detail::put_str(b, value);
+  send(b, "set");
 }
 
 std::string TCPStore::get(const std::string& key) {
   wait({key});
-  uint8_t st;
-  auto out = request(kGet, {key}, timeout_, &st);
-  KILN_CHECK(st == kOk && out.size() == 1, "TCPStore::get: key '", key, "' vanished");
-  return out[0];
+  std::lock_guard<std::mutex> g(mu_);
+  Dialect d = protocol_ == StoreProtocol::legacy ? Dialect::legacy : Dialect::current;
+  std::string b = query(Op::get, d);
+  detail::put_str(b, kKeyPrefix + key);
+  send(b, "get");
+  return receive_bytes("get");
 }
 
 int64_t TCPStore::add(const std::string& key, int64_t delta) {
-  auto out = request(kAdd, {key, std::to_string(delta)}, timeout_);
-  return std::stoll(out.at(0));
+  check_key("add", key);
+  std::lock_guard<std::mutex> g(mu_);
+  Dialect d = protocol_ == StoreProtocol::legacy ? Dialect::legacy : Dialect::current;
+  std::string b = query(Op::add, d);
+  detail::put_str(b, kKeyPrefix + key);
+  detail::put_u64(b, uint64_t(delta));
+  send(b, "add");
+  return receive_i64("add");
 }
 
 void TCPStore::wait(const std::vector<std::string>& keys, std::optional<Milliseconds> timeout) {
   Milliseconds t = timeout.value_or(timeout_);
-  auto args = keys;
-  args.push_back(std::to_string(t.count()));
-  uint8_t st;
-  // The server answers at its deadline; the client allows some slack on top of it.
-  auto out = request(kWait, args, t + std::chrono::seconds(10), &st);
-  if (st != kOk)
-    fail("TCPStore::wait: timed out after ", t.count(), " ms waiting for keys ", fmt_keys(keys),
-         "; still missing: ", fmt_keys(out));
+  check_timeout("TCPStore::wait", t);
+  KILN_CHECK(keys.size() <= kStoreMaxKeysPerQuery, "TCPStore::wait: ", keys.size(),
+             " keys; the store takes at most ", kStoreMaxKeysPerQuery, " per query (kStoreMaxKeysPerQuery)");
+  for (const auto& k : keys) check_key("wait", k);
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    Dialect d = protocol_ == StoreProtocol::legacy ? Dialect::legacy : Dialect::current;
+    std::string b = query(Op::wait, d);
+    detail::put_u64(b, keys.size());
+    for (const auto& k : keys) detail::put_str(b, kKeyPrefix + k);
+    send(b, "wait");
+    if (wait_fd(fd_, POLLIN, Clock::now() + t)) {
+      uint8_t r = receive_u8("wait");
+      if (r != detail::kStopWaiting) {
+        disconnect();
+        fail("TCPStore::wait: the rendezvous store at ", host_, ":", port_, " answered WAIT with ", int(r),
+             " instead of STOP_WAITING; it is not a well-behaved store");
+      }
+      return;
+    }
+    // Timed out: withdraw the WAIT so the connection stays usable (PyTorch 2.1 and older have no
+    // CANCEL_WAIT: that connection is dropped and the next query reconnects).
+    bool resynced = false;
+    if (d == Dialect::current) {
+      try {
+        send(query(Op::cancel_wait, d), "wait");
+        uint8_t r = receive_u8("wait");
+        if (r == detail::kStopWaiting) r = receive_u8("wait");  // the keys came just in time
+        resynced = r == detail::kWaitCanceled;
+      } catch (const Error&) {
+      }
+    }
+    if (!resynced) disconnect();
+  }
+  auto miss = missing(keys);
+  fail("TCPStore::wait: timed out after ", t.count(), " ms waiting for keys ", fmt_keys(keys),
+       "; still missing: ", fmt_keys(miss));
 }
 
 std::vector<std::string> TCPStore::missing(const std::vector<std::string>& keys) {
-  return request(kMissing, keys, timeout_);
+  for (const auto& k : keys) check_key("missing", k);
+  std::lock_guard<std::mutex> g(mu_);
+  Dialect d = protocol_ == StoreProtocol::legacy ? Dialect::legacy : Dialect::current;
+  // One CHECK per key, sent together, answered in order.
+  std::string b;
+  for (const auto& k : keys) {
+    b += query(Op::check, d);
+    detail::put_u64(b, 1);
+    detail::put_str(b, kKeyPrefix + k);
+  }
+  if (!b.empty()) send(b, "missing");
+  std::vector<std::string> out;
+  for (const auto& k : keys)
+    if (receive_u8("missing") != detail::kReady) out.push_back(k);
+  return out;
 }
 
 bool TCPStore::erase(const std::string& key) {
-  uint8_t st;
-  request(kErase, {key}, timeout_, &st);
-  return st == kOk;
+  check_key("erase", key);
+  std::lock_guard<std::mutex> g(mu_);
+  Dialect d = protocol_ == StoreProtocol::legacy ? Dialect::legacy : Dialect::current;
+  std::string b = query(Op::erase, d);
+  detail::put_str(b, kKeyPrefix + key);
+  send(b, "erase");
+  return receive_i64("erase") == 1;
+}
+
+int64_t TCPStore::num_keys() {
+  std::lock_guard<std::mutex> g(mu_);
+  Dialect d = protocol_ == StoreProtocol::legacy ? Dialect::legacy : Dialect::current;
+  send(query(Op::num_keys, d), "num_keys");
+  return receive_i64("num_keys");
 }
 
 PrefixStore::PrefixStore(std::string prefix, std::shared_ptr<Store> store)
@@ -390,7 +440,9 @@ std::vector<std::string> PrefixStore::full(const std::vector<std::string>& keys)
 void PrefixStore::set(const std::string& key, const std::string& value) {
   store_->set(prefix_ + "/" + key, value);
 }
-std::string PrefixStore::get(const std::string& key) { return store_->get(prefix_ + "/" + key); }
+std::string PrefixStore::get(const std::string& key) {
+  return store_->get(prefix_ + "/" + key);
+}
 int64_t PrefixStore::add(const std::string& key, int64_t delta) {
   return store_->add(prefix_ + "/" + key, delta);
 }
@@ -402,7 +454,9 @@ std::vector<std::string> PrefixStore::missing(const std::vector<std::string>& ke
   for (auto& k : m) k = k.substr(prefix_.size() + 1);
   return m;
 }
-bool PrefixStore::erase(const std::string& key) { return store_->erase(prefix_ + "/" + key); }
+bool PrefixStore::erase(const std::string& key) {
+  return store_->erase(prefix_ + "/" + key);
+}
 
 void store_barrier(Store& store, const std::string& name, int rank, int world_size,
                    std::optional<Milliseconds> timeout) {
@@ -422,7 +476,7 @@ void store_barrier(Store& store, const std::string& name, int rank, int world_si
 }
 
 int find_free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   KILN_CHECK(fd >= 0, "find_free_port: socket() failed: ", std::strerror(errno));
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -434,6 +488,24 @@ int find_free_port() {
   ::close(fd);
   KILN_CHECK(rc == 0, "find_free_port: could not bind a socket: ", std::strerror(errno));
   return ntohs(a.sin_port);
+}
+
+std::string make_store_token() {
+  unsigned char bytes[16];
+  size_t got = 0;
+  while (got < sizeof bytes) {
+    ssize_t r = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    if (r < 0 && errno == EINTR) continue;
+    KILN_CHECK(r > 0, "make_store_token: getrandom failed: ", std::strerror(errno));
+    got += size_t(r);
+  }
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (unsigned char b : bytes) {
+    s.push_back(hex[b >> 4]);
+    s.push_back(hex[b & 15]);
+  }
+  return s;
 }
 
 }  // namespace kiln::distributed

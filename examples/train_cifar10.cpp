@@ -20,6 +20,7 @@
 
 #include "data/data.h"
 #include "examples/simple_cnn.h"
+#include "examples/train_cifar10_args.h"
 #include "fabric/fabric.h"
 #include "kiln.h"
 #include "nn/nn.h"
@@ -31,81 +32,16 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-const char* kUsage = R"(usage: train_cifar10 [flags]
-  --dataset cifar10|fashion-mnist  default: cifar10 if its files are in --data-dir, else fashion-mnist
-  --data-dir DIR             CIFAR-10 root (holds cifar-10-batches-bin/) or Fashion-MNIST IDX folder
-  --download                 fetch CIFAR-10 into --data-dir first
-  --epochs N (20)  --batch-size N (128)  --lr X (3e-4)  --seed N (42)  --num-workers N (2)
-  --accelerator auto|cpu|gpu|cuda  --devices auto|N
-  --strategy auto|single_device|ddp|zero|deepspeed|deepspeed_stage_2|fsdp
-                             the last four: ZeRO-2 (gradients and optimizer state sharded); the
-                             checkpoint is then an index plus one file per rank (kiln-consolidate)
-  --precision 32-true|64-true|bf16-mixed|bf16-true|16-true|16-mixed (32-true)
-  --checkpoint PATH (checkpoints/last.safetensors)  --resume PATH  --log-dir DIR (logs)
-  --max-train-batches N  --max-eval-batches N    limit each epoch, for quick runs
-  --max-steps N              stop after N optimizer steps (the epoch still ends with eval and checkpoint)
-  --loader auto|cpu|device   device: the dataset is uploaded once and batches are built and augmented
-                             on the training device (auto: on a GPU); cpu: worker threads
-  --cuda-graphs auto|on|off  replay the training step as a CUDA graph (auto: on a GPU, one process)
-)";
+using train_cifar10::Args;
 
-struct Args {
-  std::string dataset, data_dir = "data", accelerator = "auto", devices = "auto";
-  std::string strategy = "auto", precision = "32-true", checkpoint = "checkpoints/last.safetensors";
-  std::string resume, log_dir = "logs", loader = "auto", cuda_graphs = "auto";
-  bool download = false;
-  int64_t epochs = 20, batch_size = 128, seed = 42, num_workers = 2;
-  int64_t max_train_batches = -1, max_eval_batches = -1, max_steps = -1;
-  double lr = 3e-4;
-};
-
-// Returns false (after printing why and the usage) on a bad flag.
-bool parse(int argc, char** argv, Args& a) {
-  std::map<std::string, std::string*> strings{
-      {"--dataset", &a.dataset},       {"--data-dir", &a.data_dir},   {"--accelerator", &a.accelerator},
-      {"--devices", &a.devices},       {"--strategy", &a.strategy},   {"--precision", &a.precision},
-      {"--checkpoint", &a.checkpoint}, {"--resume", &a.resume},       {"--log-dir", &a.log_dir},
-      {"--loader", &a.loader},         {"--cuda-graphs", &a.cuda_graphs}};
-  std::map<std::string, int64_t*> ints{
-      {"--epochs", &a.epochs}, {"--batch-size", &a.batch_size}, {"--seed", &a.seed},
-      {"--num-workers", &a.num_workers}, {"--max-train-batches", &a.max_train_batches},
-      {"--max-steps", &a.max_steps},
-      {"--max-eval-batches", &a.max_eval_batches}};
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") return std::cout << kUsage, false;
-    if (flag == "--download") {
-      a.download = true;
-      continue;
-    }
-    if (i + 1 >= argc) return std::cerr << "train_cifar10: " << flag << " needs a value\n" << kUsage, false;
-    std::string value = argv[++i];
-    try {
-      size_t used = 0;
-      if (auto s = strings.find(flag); s != strings.end()) *s->second = value;
-      else if (auto n = ints.find(flag); n != ints.end()) *n->second = std::stoll(value, &used);
-      else if (flag == "--lr") a.lr = std::stod(value, &used);
-      else return std::cerr << "train_cifar10: unknown flag " << flag << "\n" << kUsage, false;
-      if (used && used != value.size()) throw std::invalid_argument(value);
-    } catch (const std::logic_error&) {
-      return std::cerr << "train_cifar10: " << flag << " expects a number, got '" << value << "'\n" << kUsage, false;
-    }
-  }
-  if (a.dataset.empty()) {
-    bool cifar = fs::exists(fs::path(a.data_dir) / "cifar-10-batches-bin" / "data_batch_1.bin") ||
-                 fs::exists(fs::path(a.data_dir) / "data_batch_1.bin") || a.download;
-    a.dataset = cifar ? "cifar10" : "fashion-mnist";
-    if (!cifar) std::cout << "CIFAR-10 not found in " << a.data_dir << "; training on Fashion-MNIST\n";
-  }
-  if (a.dataset != "cifar10" && a.dataset != "fashion-mnist")
-    return std::cerr << "train_cifar10: --dataset must be cifar10 or fashion-mnist\n" << kUsage, false;
-  if (a.loader != "auto" && a.loader != "cpu" && a.loader != "device")
-    return std::cerr << "train_cifar10: --loader must be auto, cpu or device\n" << kUsage, false;
-  if (a.cuda_graphs != "auto" && a.cuda_graphs != "on" && a.cuda_graphs != "off")
-    return std::cerr << "train_cifar10: --cuda-graphs must be auto, on or off\n" << kUsage, false;
-  if (a.epochs < 1 || a.batch_size < 1 || a.num_workers < 0 || !(a.lr > 0))
-    return std::cerr << "train_cifar10: --epochs, --batch-size and --lr must be positive\n" << kUsage, false;
-  return true;
+// --dataset's default: CIFAR-10 when its files are in --data-dir (or --download fetches them).
+void choose_dataset(Args& a) {
+  if (!a.dataset.empty()) return;
+  std::error_code ec;
+  bool cifar = fs::exists(fs::path(a.data_dir) / "cifar-10-batches-bin" / "data_batch_1.bin", ec) ||
+               fs::exists(fs::path(a.data_dir) / "data_batch_1.bin", ec) || a.download;
+  a.dataset = cifar ? "cifar10" : "fashion-mnist";
+  if (!cifar) std::cout << "CIFAR-10 not found in " << a.data_dir << "; training on Fashion-MNIST\n";
 }
 
 struct Data {
@@ -120,7 +56,8 @@ struct Data {
 // none, means Debian's dataset-fashion-mnist package ("" to the reader).
 std::string fashion_mnist_root(const std::string& dir) {
   for (fs::path p : {fs::path(dir), fs::path(dir) / "fashion-mnist", fs::path(dir) / "FashionMNIST" / "raw"})
-    if (fs::exists(p / "train-images-idx3-ubyte") || fs::exists(p / "train-images-idx3-ubyte.gz"))
+    if (std::error_code ec; fs::exists(p / "train-images-idx3-ubyte", ec) ||
+                            fs::exists(p / "train-images-idx3-ubyte.gz", ec))
       return p.string();
   return dir == "data" ? "" : dir;
 }
@@ -256,20 +193,23 @@ int run(const Args& a) {
     kiln::State rest = fabric.load(a.resume, state);
     kiln::default_generator().manual_seed(uint64_t(std::get<int64_t>(state["rng_seed"])));
     kiln::default_generator().set_offset(uint64_t(std::get<int64_t>(state["rng_offset"])));
+    auto planned = rest.find("epochs");
+    const int64_t* planned_epochs = nullptr;
+    if (planned != rest.end() && std::holds_alternative<int64_t>(planned->second))
+      planned_epochs = &std::get<int64_t>(planned->second);
+    train_cifar10::check_resumed_epoch(a.resume, std::get<int64_t>(state["epoch"]), planned_epochs);
     start_epoch = std::get<int64_t>(state["epoch"]) + 1;
     fabric.print("Resumed from ", a.resume, " after epoch ", start_epoch - 1);
     // The cosine schedule spans --epochs. Resuming with the --epochs the checkpoint was trained
     // for continues it exactly; with another value the schedule is re-planned over the new total
     // and its rate applies from the next epoch on (otherwise that epoch would run at the old
     // plan's rate, near zero at its end).
-    auto planned = rest.find("epochs");
-    if (planned != rest.end() && std::holds_alternative<int64_t>(planned->second) &&
-        std::get<int64_t>(planned->second) != a.epochs && start_epoch < a.epochs) {
+    if (planned_epochs && *planned_epochs != a.epochs && start_epoch < a.epochs) {
       const double before = optimizer->lr();
       scheduler->set_epoch(scheduler->last_epoch());
       char b[200];
       std::snprintf(b, sizeof b, "The checkpoint was trained for --epochs %lld; the cosine schedule now spans "
-                    "%lld epochs: lr %.3g -> %.3g for epoch %lld", (long long)std::get<int64_t>(planned->second),
+                    "%lld epochs: lr %.3g -> %.3g for epoch %lld", (long long)*planned_epochs,
                     (long long)a.epochs, before, optimizer->lr(), (long long)start_epoch);
       fabric.print(b);
     }
@@ -277,7 +217,12 @@ int run(const Args& a) {
   if (fabric.is_global_zero())
     fabric.logger()->log_hyperparams({{"dataset", a.dataset}, {"epochs", a.epochs}, {"batch_size", a.batch_size},
                                     {"lr", a.lr}, {"precision", a.precision}, {"seed", a.seed}});
-  if (!fs::path(a.checkpoint).parent_path().empty()) fs::create_directories(fs::path(a.checkpoint).parent_path());
+  if (const fs::path dir = fs::path(a.checkpoint).parent_path(); !dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    KILN_CHECK(!ec, "--checkpoint ", a.checkpoint, ": cannot create the folder ", dir.string(), " (",
+               ec.message(), "); pass a path in a folder you can write to");
+  }
 
   // A live progress line on rank 0 when stdout is a terminal; logs and pipes get the plain lines.
   const bool progress = fabric.is_global_zero() && ::isatty(STDOUT_FILENO);
@@ -393,10 +338,23 @@ int run(const Args& a) {
 
 int main(int argc, char** argv) {
   Args args;
-  if (!parse(argc, argv, args)) return 2;
   try {
+    args = train_cifar10::parse_args(argc, argv);
+  } catch (const kiln::Error& e) {
+    std::cerr << "train_cifar10: " << e.what() << "\n" << train_cifar10::kUsage;
+    return 2;
+  }
+  if (args.help) {
+    std::cout << train_cifar10::kUsage;
+    return 0;
+  }
+  try {
+    choose_dataset(args);
     return run(args);
   } catch (const kiln::Error& e) {
+    std::cerr << "train_cifar10: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {  // not kiln's own: still a message and a status, never an abort
     std::cerr << "train_cifar10: " << e.what() << "\n";
     return 1;
   }

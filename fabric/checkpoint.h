@@ -44,7 +44,11 @@ inline constexpr int kCheckpointFormatVersion = 1;
 void save_checkpoint(const std::string& path, const State& state);
 
 // Restores each object of `state` in place (modules, optimizers, schedulers, grad scalers, tensors)
-// and overwrites its plain values with the saved ones. Returns the saved entries that `state` did
+// and overwrites its plain values with the saved ones. Everything is checked before anything is
+// changed: a malformed file is a kiln::Error naming the entry (its JSON path, its byte offset),
+// and so are NaN or infinite values in a module's or optimizer's tensors, which only a run that
+// had diverged saves (the error names the tensor and how many values; PyTorch would load them and
+// train on NaN). To inspect such a file, read it with kiln::load_safetensors. Returns the saved entries that `state` did
 // not ask for (plain values and tensors). strict: every key of `state` must be in the file and
 // every module must match exactly; otherwise missing entries are left as they are. `path` may be
 // the index of a sharded checkpoint: its shards are consolidated in memory first.
@@ -70,7 +74,7 @@ namespace detail {
 struct ShardContext {
   int rank = 0;
   int world_size = 1;
-  std::map<const optim::Optimizer*, nlohmann::json> layouts;
+  std::map<const optim::Optimizer*, nlohmann::json> layouts = {};
 };
 // The shard file of `rank` for the index at `path` and save id `token`.
 std::string checkpoint_shard_path(const std::string& path, const std::string& token, int rank,

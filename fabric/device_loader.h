@@ -59,6 +59,8 @@ class DeviceDataLoader {
       if (dtype_ && out.data.is_floating_point()) out.data = out.data.to(*dtype_);
     }
     if (out.target.defined() && out.target.device() != device) out.target = out.target.to(device, async);
+    for (Tensor& t : out.rest)
+      if (t.defined() && t.device() != device) t = t.to(device, async);
     return out;
   }
 

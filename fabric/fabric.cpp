@@ -38,28 +38,6 @@ void check_one_of(const std::string& what, const std::string& value,
              what, " \"", value, "\"; use one of ", join(accepted));
 }
 
-// "auto" -> 1; "3" -> 3; "0,1" -> 2 (a list of ids). Anything else is an error.
-int parse_device_count(const std::string& devices) {
-  if (devices == "auto") return 1;
-  int count = 0;
-  size_t pos = 0;
-  bool list = devices.find(',') != std::string::npos || devices.find('[') != std::string::npos;
-  std::string s = devices;
-  std::erase_if(s, [](char c) { return c == '[' || c == ']' || c == ' '; });
-  while (pos <= s.size()) {
-    size_t end = s.find(',', pos);
-    std::string part = s.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
-    KILN_CHECK(!part.empty() && part.find_first_not_of("0123456789") == std::string::npos,
-               "Fabric: invalid devices \"", devices,
-               "\"; use \"auto\", a count such as \"1\", or device ids such as \"0,1\"");
-    count += list ? 1 : std::stoi(part);
-    if (end == std::string::npos) break;
-    pos = end + 1;
-  }
-  KILN_CHECK(count > 0, "Fabric: devices \"", devices, "\" selects no device; use \"auto\" or \"1\"");
-  return count;
-}
-
 // "16" -> "16-mixed", "bf16" -> "bf16-mixed", "32" -> "32-true", "64" -> "64-true", as Lightning
 // reads them (and, as it does, with a word on stderr for the two that mean mixed precision).
 std::string canonical_precision(const std::string& p) {
@@ -105,7 +83,9 @@ void override_from_env(const char* var, const char* flag, std::string& value, co
 
 void apply_launcher_overrides(FabricOptions& o) {
   override_from_env("LT_ACCELERATOR", "accelerator", o.accelerator, "auto");
-  override_from_env("LT_DEVICES", "devices", o.devices, "auto");
+  std::string devices = o.devices.str();
+  override_from_env("LT_DEVICES", "devices", devices, "auto");
+  o.devices = devices;
   override_from_env("LT_STRATEGY", "strategy", o.strategy, "auto");
   override_from_env("LT_PRECISION", "precision", o.precision, "32-true");
   std::string nodes = std::to_string(o.num_nodes);
@@ -126,17 +106,16 @@ Fabric::Fabric(FabricOptions options) : options_(std::move(options)) {
   check_one_of("precision", options_.precision, kPrecisions);
   check_one_of("strategy", options_.strategy, kStrategies);
   KILN_CHECK(options_.num_nodes >= 1, "Fabric: num_nodes must be >= 1, got ", options_.num_nodes);
-  int count = parse_device_count(options_.devices);
-
   bool gpu = acc == "gpu" || acc == "cuda" || (acc == "auto" && cuda::is_available());
-  if (gpu) {
+  if (gpu)
     KILN_CHECK(cuda::is_available(), "Fabric: accelerator \"", acc, "\" asks for a GPU, but ",
                "this machine has none that kiln can use (no CUDA device, or kiln was built "
                "without its CUDA backend); use accelerator \"cpu\" or \"auto\"");
-    KILN_CHECK(count <= cuda::device_count(), "Fabric: devices \"", options_.devices, "\" asks for ",
-               count, " GPUs but this machine has ", cuda::device_count());
-    device_ = Device::cuda(0);
-  }
+  plan_ = detail::plan_devices(options_.devices, gpu, gpu ? cuda::device_count() : 0);
+  if (gpu) device_ = Device::cuda(plan_.gpu_ids.front());
+  // Started by torchrun, kiln-run, srun or mpirun: the job is the launcher's, whatever the strategy.
+  const auto launcher = detail::detect_launcher();
+  const int launched_world = launcher ? launcher->world_size : 1;
   const std::string& prec = options_.precision;
   if (!gpu && prec == "16-mixed" && !plugin)
     fail("Fabric: precision \"16-mixed\" needs a GPU (fp16 loss scaling on a CPU is slow and "
@@ -148,13 +127,15 @@ Fabric::Fabric(FabricOptions options) : options_(std::move(options)) {
     fail("Fabric: strategy \"", strat, "\" does not combine with precision \"16-mixed\" yet: each ",
          "rank would see inf/NaN only in its own gradient shard, and the loss scaler's skip decision "
          "must be the same on every rank; use \"bf16-mixed\", or strategy \"ddp\"");
-  bool multi = count > 1 || options_.num_nodes > 1 || strat == "ddp" || sharded;
+  KILN_CHECK(!(strat == "single_device" && launched_world > 1), "Fabric: strategy \"single_device\" runs one ",
+             "process, but ", launcher ? launcher->source : "", " started ", launched_world, " (WORLD_SIZE); "
+             "each would train alone. Use strategy \"auto\" or \"ddp\"");
+  bool multi = plan_.processes > 1 || options_.num_nodes > 1 || launched_world > 1 || strat == "ddp" || sharded;
   KILN_CHECK(!(strat == "single_device" && multi), "Fabric: strategy \"single_device\" runs one ",
              "process, but devices \"", options_.devices, "\" and num_nodes ", options_.num_nodes,
              " ask for more; use strategy \"ddp\"");
   precision_ = prec;
   strategy_ = sharded ? "zero" : multi ? "ddp" : "single_device";
-  processes_ = options_.devices == "auto" ? 0 : count;
   loggers_ = options_.loggers;
   for (const auto& l : loggers_) KILN_CHECK(l, "Fabric: a logger in options.loggers is null");
   callbacks_ = options_.callbacks;
@@ -178,9 +159,14 @@ Fabric::Fabric(FabricOptions options) : options_(std::move(options)) {
 void Fabric::launch() {
   if (launched_) return;
   if (strategy_ == "ddp" || strategy_ == "zero") {
-    group_ = detail::start_process_group(processes_, strategy_ == "zero", options_.timeout);
+    group_ = detail::start_process_group(plan_.processes, plan_.automatic, strategy_ == "zero", options_.timeout);
     state_->group = group_;
-    if (device_.is_cuda()) device_ = Device::cuda(group_->local_rank());
+    if (device_.is_cuda()) {
+      int lr = group_->local_rank();
+      KILN_CHECK(lr < int(plan_.gpu_ids.size()), "Fabric::launch: local rank ", lr, " has no GPU: devices \"",
+                 options_.devices, "\" selects ", plan_.gpu_ids.size(), " and this node runs more processes");
+      device_ = Device::cuda(plan_.gpu_ids[size_t(lr)]);
+    }
   }
   if (options_.strategy == "fsdp" && is_global_zero())
     std::cerr << "kiln: strategy \"fsdp\" runs as ZeRO stage 2 (\"zero\"): gradients, optimizer state "
@@ -341,7 +327,9 @@ Tensor Fabric::to_device(const Tensor& t) const {
 }
 
 data::Batch Fabric::to_device(const data::Batch& b) const {
-  return {to_device(b.data), to_device(b.target)};
+  data::Batch out{to_device(b.data), to_device(b.target), {}};
+  for (const Tensor& t : b.rest) out.rest.push_back(to_device(t));
+  return out;
 }
 
 void Fabric::barrier(const std::string& name) const {
@@ -459,56 +447,34 @@ void Fabric::save(const std::string& path, const State& state, const SaveFilter&
   for (const auto& [key, value] : state)
     if (auto o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value))
       sharded = sharded || (ctx && ctx->layouts.count(o->get()));
+  KILN_CHECK(!sharded || filter.empty(), "Fabric::save: a filter does not combine with the sharded "
+             "strategy's optimizer yet; save without a filter, or filter the consolidated checkpoint");
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty() && (sharded || is_global_zero())) {
     std::error_code ec;
     std::filesystem::create_directories(parent, ec);
     KILN_CHECK(!ec, "Fabric::save: cannot create the folder ", parent.string(), " for ", path, ": ", ec.message());
   }
-  // The shard files of a sharded checkpoint this save replaces go once the new one is in place,
-  // each removed by one rank.
-  std::vector<std::string> old = ctx ? detail::checkpoint_shard_files(path) : std::vector<std::string>{};
-  // Every rank reads the previous index before rank 0 may replace it.
-  if (ctx) barrier("save: previous index read");
-  auto remove_old = [&](const std::string& token) {
-    std::error_code ec;
-    for (size_t j = 0; j < old.size(); ++j)
-      if (int(j % size_t(world_size())) == global_rank() &&
-          old[j] != detail::checkpoint_shard_path(path, token, int(j), world_size()))
-        std::filesystem::remove(old[j], ec);
-  };
-  if (!sharded) {  // no sharded optimizer in the state (a model alone, say): one file
-    if (is_global_zero()) {
-      detail::CheckpointContents c = detail::encode_state(state, nullptr, false);
-      for (const auto& [key, keep] : filter) {
-        const std::string prefix = key + ".";
-        std::erase_if(c.tensors, [&](const auto& kv) {
-          return kv.first.rfind(prefix, 0) == 0 && !keep(kv.first.substr(prefix.size()), kv.second);
-        });
-      }
-      detail::write_contents(path, std::move(c));
+  // One file's contents, with the filter applied to the tensors of the objects it names.
+  auto contents = [&] {
+    detail::CheckpointContents c = detail::encode_state(state, nullptr, false);
+    for (const auto& [key, keep] : filter) {
+      const std::string prefix = key + ".";
+      std::erase_if(c.tensors, [&](const auto& kv) {
+        return kv.first.rfind(prefix, 0) == 0 && !keep(kv.first.substr(prefix.size()), kv.second);
+      });
     }
-    barrier("save");
-    remove_old("");
+    return c;
+  };
+  if (!group_) {
+    detail::write_checkpoint_file(path, contents());
     return;
   }
-  KILN_CHECK(filter.empty(), "Fabric::save: a filter does not combine with the sharded strategy's "
-             "optimizer yet; save without a filter, or filter the consolidated checkpoint");
-  // Sharded: every rank writes its file under a fresh save id, then rank 0 the index.
-  Tensor id = zeros({1}, {.dtype = DType::i64});
-  if (is_global_zero()) {
-    std::random_device rd;
-    uint64_t bits = (uint64_t(rd()) << 32) ^ rd() ^
-                    uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
-    id.fill_(double(bits & ((uint64_t(1) << 48) - 1)));
-  }
-  char token[16];
-  std::snprintf(token, sizeof token, "%012llx", (unsigned long long)broadcast(id, 0).item<int64_t>());
-  detail::save_checkpoint_shard(path, token, state, *ctx);
-  barrier("save shards");
-  if (is_global_zero()) detail::save_checkpoint_index(path, token, state, *ctx);
-  barrier("save index");
-  remove_old(token);
+  // Every rank's outcome is exchanged after each step: a failure anywhere fails every rank at once.
+  detail::SaveGroup g{global_rank(), world_size(), [&](const Tensor& t) { return group_->all_gather(t); },
+                      [&](const Tensor& t, int src) { return group_->broadcast(t, src); },
+                      [&] { group_->barrier(); }};
+  detail::save_distributed(path, state, ctx ? &*ctx : nullptr, g, contents);
 }
 
 State Fabric::load(const std::string& path, State& state, bool strict) const {

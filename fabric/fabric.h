@@ -38,6 +38,7 @@
 #include "fabric/checkpoint.h"
 #include "fabric/compiled_step.h"
 #include "fabric/device_loader.h"
+#include "fabric/devices.h"
 #include "fabric/loggers.h"
 #include "fabric/precision.h"
 #include "fabric/safetensors.h"
@@ -53,7 +54,7 @@ struct FabricState;
 
 struct FabricOptions {
   std::string accelerator = "auto";  // "auto", "cpu", "gpu" / "cuda"
-  std::string devices = "auto";      // "auto", a count ("1"), or device ids ("0,1")
+  Devices devices = "auto";          // "auto", a count ("2"), or GPU ids ("0,2" or {0, 2})
   int num_nodes = 1;
   std::string precision = "32-true"; // "32-true" "64-true" "bf16-mixed" "bf16-true" "16-true" "16-mixed"
   // "auto", "single_device", "ddp", or a sharded one: "zero" (kiln's name), "deepspeed" /
@@ -371,7 +372,7 @@ class Fabric {
   std::set<const void*> setup_objects_;
   std::vector<std::shared_ptr<optim::Optimizer>> optimizers_;  // set up, in order
   bool launched_ = false;
-  int processes_ = 1;  // per node; 0: as many as the launcher's environment says
+  detail::DevicePlan plan_;  // processes per node and their GPUs
   std::shared_ptr<detail::FabricProcessGroup> group_;
   int64_t log_step_ = 0;
 };

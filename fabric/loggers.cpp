@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "core/error.h"
+#include "core/json.h"
 #include "fabric/atomic_file.h"
 #include "fabric/loggers.h"
 
@@ -76,7 +77,7 @@ std::string Logger::ensure_log_dir() {
 
 void Logger::log_hyperparams(const nlohmann::json& params) {
   KILN_CHECK(params.is_object(), "log_hyperparams: expected a JSON object of name -> value, got ",
-             params.dump());
+             detail::json_brief(params));
   write_file_atomic(ensure_log_dir() + "/hparams.yaml", detail::to_yaml(params));
 }
 
@@ -85,7 +86,8 @@ namespace detail {
 std::string to_yaml(const nlohmann::json& params) {
   std::string out;
   for (auto it = params.begin(); it != params.end(); ++it)
-    out += nlohmann::json(it.key()).dump() + ": " + it.value().dump() + "\n";
+    out += dump_json(nlohmann::json(it.key()), "log_hyperparams") + ": " +
+           dump_json(it.value(), "log_hyperparams") + "\n";
   return out;
 }
 }  // namespace detail

@@ -126,15 +126,22 @@ class GlooProcessGroup final : public FabricProcessGroup {
 
 }  // namespace
 
-std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool sharded,
-                                                        std::chrono::milliseconds timeout) {
+std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool match_launcher,
+                                                        bool sharded, std::chrono::milliseconds timeout) {
   kd::Environment env = kd::launch(std::max(processes_per_node, 1));
-  KILN_CHECK(processes_per_node <= 0 || env.local_world_size == processes_per_node, "Fabric::launch: devices asks for ",
+  KILN_CHECK(match_launcher || env.local_world_size == processes_per_node, "Fabric::launch: devices asks for ",
              processes_per_node, " processes per node, but the launcher (", env.source,
-             ") started ", env.local_world_size, "; make them agree");
+             ") started ", env.local_world_size, "; make them agree, or pass devices \"auto\"");
   kd::ProcessGroupOptions options;
   options.timeout = timeout;
   return std::make_shared<GlooProcessGroup>(env, kd::init_process_group(env, options), sharded);
+}
+
+std::optional<LauncherInfo> detect_launcher() {
+  auto env = kd::detect_environment();
+  if (!env) return std::nullopt;
+  return LauncherInfo{.world_size = env->world_size, .local_world_size = env->local_world_size,
+                      .source = env->source};
 }
 
 }  // namespace kiln::detail

@@ -52,10 +52,19 @@ class FabricProcessGroup {
 };
 
 // Starts the other local processes when no distributed environment is set (the program is
-// re-executed, this process becomes rank 0), then joins the process group. processes_per_node 0:
-// as many as the launcher's environment says (one without a launcher). sharded: the ZeRO-2
-// strategy instead of DDP. timeout: how long joining and each collective wait for the others.
-std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool sharded,
-                                                        std::chrono::milliseconds timeout);
+// re-executed, this process becomes rank 0), then joins the process group. match_launcher: take
+// as many processes per node as a launcher started (devices "auto"); otherwise they must be
+// processes_per_node. sharded: the ZeRO-2 strategy instead of DDP. timeout: how long joining and
+// each collective wait for the others.
+std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool match_launcher,
+                                                        bool sharded, std::chrono::milliseconds timeout);
+
+// The job a launcher (torchrun, kiln-run, srun, mpirun) started this process in; nullopt without one.
+struct LauncherInfo {
+  int world_size = 1;
+  int local_world_size = 1;
+  std::string source;
+};
+std::optional<LauncherInfo> detect_launcher();
 
 }  // namespace kiln::detail

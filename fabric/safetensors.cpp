@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <bit>
-#include <fstream>
+#include <cstdint>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "core/file.h"
+#include "core/json.h"
 #include "fabric/atomic_file.h"
 
 namespace kiln {
@@ -16,6 +19,10 @@ static_assert(std::endian::native == std::endian::little,
 
 // The header may not exceed this (the reference implementation's limit).
 constexpr uint64_t kMaxHeader = 100u * 1000 * 1000;
+// More dimensions than any tensor has; a longer shape is a corrupt header.
+constexpr size_t kMaxDims = 64;
+// A file is read whole into memory; this only refuses sizes no checkpoint has.
+constexpr uint64_t kMaxFile = uint64_t(1) << 40;
 
 const std::pair<DType, const char*> kDTypes[] = {
     {DType::f32, "F32"}, {DType::f64, "F64"}, {DType::f16, "F16"}, {DType::bf16, "BF16"},
@@ -51,7 +58,7 @@ Prepared prepare(const std::map<std::string, Tensor>& tensors,
     offset += n;
     p.tensors.emplace_back(key, c);
   }
-  std::string json = header.dump();
+  std::string json = detail::dump_json(header, "save_safetensors");
   json.append((8 - json.size() % 8) % 8, ' ');
   uint64_t len = json.size();
   p.header.assign(reinterpret_cast<const char*>(&len), 8);
@@ -98,13 +105,8 @@ SafetensorsData parse_safetensors(const std::string& bytes, const std::string& s
              " at byte offset 0 reaches past the end of the file (", bytes.size(),
              " bytes); the file is truncated or corrupt");
   std::string_view text(bytes.data() + 8, n);
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("safetensors ", src, ": invalid JSON header near byte offset ", 8 + e.byte, ": ",
-         e.what());
-  }
+  nlohmann::json header = detail::parse_json(text, "safetensors " + src + ": JSON header",
+                                             detail::kMaxJsonDepth, /*byte_offset=*/8);
   KILN_CHECK(header.is_object(), "safetensors ", src, ": the header at byte offset 8 is not a JSON object");
 
   SafetensorsData out;
@@ -126,31 +128,46 @@ SafetensorsData parse_safetensors(const std::string& bytes, const std::string& s
     auto bad = [&](const std::string& what) {
       fail("safetensors ", src, ": tensor '", key, "': ", what);
     };
+    if (key.empty()) bad("an empty tensor name is not allowed");
     if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
       bad("entry needs dtype, shape and data_offsets");
     if (!e["dtype"].is_string()) bad("dtype is not a string");
     DType dtype = parse_dtype(e["dtype"].get<std::string>(), key, src);
     const auto& js = e["shape"];
     if (!js.is_array()) bad("shape is not an array");
+    if (js.size() > kMaxDims) bad("shape " + js.dump() + " has more than " + std::to_string(kMaxDims) + " dimensions");
     Shape shape;
-    uint64_t numel = 1;
+    // The element count and byte size, checked against overflow: a shape such as
+    // [2305843009213693953] must not wrap around to a small byte count.
+    // `span` counts zero sizes as one, as strides do: [0, 2^40, 2^40] holds nothing but its
+    // strides would still overflow.
+    uint64_t numel = 1, span = 1;
     for (const auto& d : js) {
       if (!d.is_number_unsigned()) bad("shape has a negative or non-integer size " + d.dump());
       uint64_t v = d.get<uint64_t>();
-      if (v != 0 && numel > (uint64_t(1) << 62) / v) bad("shape " + js.dump() + " is too large");
+      const uint64_t m = std::max<uint64_t>(v, 1);
+      if (v > uint64_t(INT64_MAX) || span > uint64_t(INT64_MAX) / m)
+        bad("shape " + js.dump() + " has more than 2^63 elements; the header is corrupt");
+      span *= m;
       numel *= v;
       shape.push_back(int64_t(v));
     }
+    const uint64_t esize = element_size(dtype);
+    if (numel > uint64_t(INT64_MAX) / esize)
+      bad("shape " + js.dump() + " of " + e["dtype"].get<std::string>() +
+          " needs more than 2^63 bytes; the header is corrupt");
     const auto& jo = e["data_offsets"];
     if (!jo.is_array() || jo.size() != 2 || !jo[0].is_number_unsigned() || !jo[1].is_number_unsigned())
       bad("data_offsets must be two non-negative integers, got " + jo.dump());
     uint64_t begin = jo[0].get<uint64_t>(), end = jo[1].get<uint64_t>();
     if (begin > end) bad("data_offsets " + jo.dump() + " end before they begin");
     if (end > data_size)
-      bad("data_offsets " + jo.dump() + " reach byte offset " + std::to_string(data_start + end) +
+      bad("data_offsets " + jo.dump() + " reach byte offset " +
+          (end > UINT64_MAX - data_start ? jo[1].dump() + " + " + std::to_string(data_start)
+                                         : std::to_string(data_start + end)) +
           ", past the end of the file (" + std::to_string(bytes.size()) +
           " bytes); the file is truncated or corrupt");
-    uint64_t expect = numel * element_size(dtype);
+    uint64_t expect = numel * esize;
     if (end - begin != expect)
       bad("data_offsets " + jo.dump() + " hold " + std::to_string(end - begin) + " bytes but " +
           e["dtype"].get<std::string>() + " " + js.dump() + " needs " + std::to_string(expect));
@@ -173,11 +190,8 @@ SafetensorsData parse_safetensors(const std::string& bytes, const std::string& s
 }
 
 SafetensorsData load_safetensors(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  KILN_CHECK(f.good(), "load_safetensors: cannot open ", path, " (does it exist and is it readable?)");
-  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  KILN_CHECK(!f.bad(), "load_safetensors: read error on ", path);
-  return parse_safetensors(bytes, path);
+  auto file = detail::RegularFile::open(path, "load_safetensors");
+  return parse_safetensors(file.read_all(kMaxFile), path);
 }
 
 }  // namespace kiln

@@ -43,6 +43,7 @@ struct View {
 
 enum class UnaryOp : uint8_t {
   neg, abs, exp, log, sqrt, rsqrt, relu, sigmoid, tanh, gelu, gelu_tanh, sign, square, reciprocal,
+  sin, cos, silu,
   leaky_relu,  // a = negative slope
   pow_scalar,  // x^a
   clamp,       // clamp(x, a, b); NaN bounds mean "no bound"
@@ -62,6 +63,7 @@ enum class BinaryOp : uint8_t {
   sigmoid_backward,                  // g * y * (1 - y); y = output
   tanh_backward,                     // g * (1 - y^2); y = output
   clamp_backward,                    // g where lo <= x <= hi (alpha: lo, beta: hi), else 0
+  silu_backward,                     // g * silu'(x); x = input
 };
 
 enum class ReduceOp : uint8_t { sum, max, min, prod, argmax, argmin, any, all };
@@ -102,6 +104,18 @@ struct SgdParams {
   bool nesterov, maximize;
   bool first_step;     // momentum buffer is initialised to the gradient on the first step
   const float* found_inf = nullptr;  // as in AdamParams
+};
+
+// Fused scaled dot-product attention over dense q [batch, tq, d], k [batch, tk, d] and
+// v [batch, tk, dv] (batch: every leading dim flattened): out = softmax(scale * q k^T + mask) v.
+struct SdpaParams {
+  int64_t batch, tq, tk, d, dv;
+  double scale;
+  bool causal;       // query i sees keys j <= i only (top-left aligned, as PyTorch's is_causal)
+  double dropout_p;  // attention weights dropped with this probability, the rest scaled by 1/(1-p)
+  // Dropout draws: weight (b, i, j) is kept when Philox lane (b * tq + i) * tk + j of (seed, offset)
+  // gives a uniform >= dropout_p, so backward redraws the same mask and every device agrees.
+  uint64_t seed, offset;
 };
 
 // All views given to a Backend live on that backend's device. Unless a method says otherwise,
@@ -195,21 +209,30 @@ class Backend {
   // many tensors into each launch. max_exp_avg_sqs is empty unless p.amsgrad, momentum_buffers
   // unless p.momentum != 0. `steps`, when not empty, holds each tensor's step count as one f32 on
   // the device: the counts are incremented there (unless p.found_inf is set) and the bias
-  // corrections read from them, so no step count needs the host (p.step is then unused).
+  // corrections read from them, so no step count needs the host (p.step is then unused). The
+  // defaults loop on host memory (the CPU backend), found_inf and step counts included.
   virtual void adam_step_multi(const AdamParams& p, std::span<const View> params,
                                std::span<const View> grads, std::span<const View> exp_avgs,
                                std::span<const View> exp_avg_sqs,
                                std::span<const View> max_exp_avg_sqs,
                                std::span<const View> steps = {}) {
-    KILN_CHECK(steps.empty() && !p.found_inf,
-               "adam_step_multi: device step counts and found_inf need the CUDA backend");
-    for (size_t i = 0; i < params.size(); ++i)
-      adam_step(p, params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
+    if (p.found_inf && *p.found_inf != 0.0f) return;
+    KILN_CHECK(steps.empty() || steps.size() == params.size(), "adam_step_multi: ", steps.size(),
+               " step counts for ", params.size(), " tensors");
+    for (size_t i = 0; i < params.size(); ++i) {
+      AdamParams q = p;
+      if (!steps.empty()) {
+        float& count = *steps[i].ptr<float>();
+        count += 1.0f;
+        q.step = int64_t(count);
+      }
+      adam_step(q, params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
                 p.amsgrad ? max_exp_avg_sqs[i] : View{nullptr, params[i].dtype});
+    }
   }
   virtual void sgd_step_multi(const SgdParams& p, std::span<const View> params,
                               std::span<const View> grads, std::span<const View> momentum_buffers) {
-    KILN_CHECK(!p.found_inf, "sgd_step_multi: found_inf needs the CUDA backend");
+    if (p.found_inf && *p.found_inf != 0.0f) return;
     for (size_t i = 0; i < params.size(); ++i)
       sgd_step(p, params[i], grads[i],
                p.momentum != 0 ? momentum_buffers[i] : View{nullptr, params[i].dtype});
@@ -261,16 +284,80 @@ class Backend {
     (void)tensors, (void)order, (void)out;
     fail("norm_multi: not provided by this backend; use the per-tensor ops");
   }
+
+  // ---- Scans, sorting, gather/scatter, sampling and attention (the ops of sequence models) ----
+
+  // Inclusive prefix sums along the middle dim of a dense [outer, n, inner] tensor (out likewise).
+  virtual void cumsum(const View& out, const View& in, int64_t outer, int64_t n, int64_t inner) {
+    (void)out, (void)in, (void)outer, (void)n, (void)inner;
+    fail("cumsum: not provided by this backend");
+  }
+  // Sorts every row of a dense [rows, n] tensor into values (its dtype) and i64 indices, both dense
+  // [rows, n]. Stable; NaN counts as larger than any number (last ascending, first descending).
+  virtual void sort(const View& values, const View& indices, const View& in, bool descending) {
+    (void)values, (void)indices, (void)in, (void)descending;
+    fail("sort: not provided by this backend");
+  }
+  // out (dense, index's shape) = in at each position with the coordinate along dim replaced by
+  // index's (i64) value there. in and index are strided; the caller has checked the indices.
+  virtual void gather(const View& out, const View& in, const View& index, int dim) {
+    (void)out, (void)in, (void)index, (void)dim;
+    fail("gather: not provided by this backend");
+  }
+  // The reverse: self (dense, written in place) at each position of index, with the coordinate
+  // along dim replaced by the index value, receives src's element at that position (src is viewed
+  // with index's shape); accumulate adds instead of assigning.
+  virtual void scatter(const View& self, const View& index, const View& src, int dim, bool accumulate) {
+    (void)self, (void)index, (void)src, (void)dim, (void)accumulate;
+    fail("scatter: not provided by this backend");
+  }
+  // k column indices per row of probs (dense [rows, c], non-negative, positive row sums) into out
+  // (dense i64 [rows, k]); without replacement a drawn column is not drawn again. Draw s of row r
+  // uses Philox counter offset + r * k + s.
+  virtual void multinomial(const View& out, const View& probs, int64_t k, bool replacement,
+                           uint64_t seed, uint64_t offset) {
+    (void)out, (void)probs, (void)k, (void)replacement, (void)seed, (void)offset;
+    fail("multinomial: not provided by this backend");
+  }
+  // Fused attention (SdpaParams): tiles of keys stream past each tile of queries with an online
+  // softmax, so no [tq, tk] matrix is ever held. mask (null data: none) is bool (true: attend) or
+  // floating (added to the scores), viewed with shape [lead..., tq, tk] whose lead dims flatten to
+  // batch (broadcast dims have stride 0). lse (dense f32, f64 for f64 inputs, [batch, tq]) receives
+  // each row's log-sum-exp for backward; a row that sees no key gets out 0 and lse -inf.
+  virtual void sdpa_forward(const SdpaParams& p, const View& out, const View& lse, const View& q,
+                            const View& k, const View& v, const View& mask) {
+    (void)p, (void)out, (void)lse, (void)q, (void)k, (void)v, (void)mask;
+    fail("scaled_dot_product_attention: not provided by this backend");
+  }
+  // Gradients of sdpa_forward, recomputing the weights tile by tile from q, k and lse. grad_q,
+  // grad_k and grad_v are dense and overwritten; all inputs are the forward's.
+  virtual void sdpa_backward(const SdpaParams& p, const View& grad_q, const View& grad_k,
+                             const View& grad_v, const View& grad_out, const View& q, const View& k,
+                             const View& v, const View& out, const View& lse, const View& mask) {
+    (void)p, (void)grad_q, (void)grad_k, (void)grad_v, (void)grad_out, (void)q, (void)k, (void)v,
+        (void)out, (void)lse, (void)mask;
+    fail("scaled_dot_product_attention backward: not provided by this backend");
+  }
 };
 
 // The CPU backend (always present).
 Backend& cpu_backend();
+// Bytes of CPU tensor storage kiln has handed out and not yet freed (rounded block sizes), the peak
+// since the last reset, and the number of allocations so far.
+struct CpuMemoryStats {
+  size_t allocated = 0;
+  size_t peak_allocated = 0;
+  uint64_t num_allocs = 0;
+};
+CpuMemoryStats cpu_memory_stats();
+void reset_cpu_peak_memory();
 // The CUDA backend: null when kiln was built without it. cuda_device_count() is 0 then, and also
 // when the backend is built but the machine has no usable GPU.
 Backend* cuda_backend();
 int cuda_device_count();
 
-// Threads used by CPU kernels (OpenMP). Defaults to the machine's cores or OMP_NUM_THREADS.
+// Threads used by CPU kernels (kernels/cpu/parallel.h). Defaults to OMP_NUM_THREADS, else the CPUs
+// this process may run on.
 void set_num_threads(int n);
 int get_num_threads();
 

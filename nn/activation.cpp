@@ -10,6 +10,9 @@ namespace kiln::nn {
 Tensor ReLU::forward(const Tensor& x) {
   return run_forward(x, [](const Tensor& in) { return functional::relu(in); });
 }
+Tensor SiLU::forward(const Tensor& x) {
+  return run_forward(x, [](const Tensor& in) { return functional::silu(in); });
+}
 
 GELU::GELU(std::string approx) : approximate(std::move(approx)) {
   KILN_CHECK(approximate == "none" || approximate == "tanh", "GELU: approximate must be \"none\" or "

@@ -12,6 +12,12 @@ class ReLU : public Module {
   Tensor forward(const Tensor& input) override;
 };
 
+// x * sigmoid(x), also called swish.
+class SiLU : public Module {
+ public:
+  Tensor forward(const Tensor& input) override;
+};
+
 class GELU : public Module {
  public:
   // approximate: "none" (exact erf form) or "tanh".

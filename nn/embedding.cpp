@@ -19,7 +19,7 @@ Embedding::Embedding(int64_t num, int64_t dim, std::optional<int64_t> pad)
                "num_embeddings (", num, "), got ", *padding_idx);
     if (*padding_idx < 0) *padding_idx += num;
   }
-  weight = register_parameter("weight", empty({num, dim}));
+  register_parameter("weight", weight, empty({num, dim}));
   reset_parameters();
 }
 

@@ -9,6 +9,7 @@ Tensor leaky_relu(const Tensor& x, double negative_slope) { return kiln::leaky_r
 Tensor gelu(const Tensor& x, const std::string& approximate) { return kiln::gelu(x, approximate); }
 Tensor sigmoid(const Tensor& x) { return kiln::sigmoid(x); }
 Tensor tanh(const Tensor& x) { return kiln::tanh(x); }
+Tensor silu(const Tensor& x) { return kiln::silu(x); }
 Tensor softmax(const Tensor& x, int64_t dim) { return kiln::softmax(x, dim); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return kiln::log_softmax(x, dim); }
 
@@ -47,6 +48,28 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                   const Tensor& bias, double eps) {
   return kiln::layer_norm(x, normalized_shape, weight, bias, eps);
+}
+
+Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias, double eps) {
+  return kiln::group_norm(x, num_groups, weight, bias, eps);
+}
+
+Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, std::optional<double> eps) {
+  return kiln::rms_norm(x, normalized_shape, weight, eps);
+}
+
+Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding,
+              int64_t dilation, int64_t groups) {
+  return kiln::conv1d(x, weight, bias, stride, padding, dilation, groups);
+}
+
+Tensor pad(const Tensor& x, const std::vector<int64_t>& p, const std::string& mode, double value) {
+  return kiln::pad(x, p, mode, value);
+}
+
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& attn_mask,
+                                    double dropout_p, bool is_causal, std::optional<double> scale, Generator* gen) {
+  return kiln::scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale, gen);
 }
 
 Tensor embedding(const Tensor& indices, const Tensor& weight) { return kiln::embedding(indices, weight); }

@@ -18,6 +18,7 @@ Tensor leaky_relu(const Tensor& x, double negative_slope = 0.01);
 Tensor gelu(const Tensor& x, const std::string& approximate = "none");
 Tensor sigmoid(const Tensor& x);
 Tensor tanh(const Tensor& x);
+Tensor silu(const Tensor& x);
 Tensor softmax(const Tensor& x, int64_t dim);
 Tensor log_softmax(const Tensor& x, int64_t dim);
 // Zeroes elements with probability p and scales the rest by 1/(1-p); identity when !training.
@@ -37,6 +38,21 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
                   double momentum = 0.1, double eps = 1e-5);
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {},
                   const Tensor& bias = {}, double eps = 1e-5);
+Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight = {}, const Tensor& bias = {},
+                  double eps = 1e-5);
+Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {},
+                std::optional<double> eps = std::nullopt);
+Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = {}, int64_t stride = 1,
+              int64_t padding = 0, int64_t dilation = 1, int64_t groups = 1);
+// (before, after) pairs from the last dim backwards; mode "constant", "reflect", "replicate" or
+// "circular".
+Tensor pad(const Tensor& x, const std::vector<int64_t>& pad, const std::string& mode = "constant",
+           double value = 0.0);
+// torch.nn.functional.scaled_dot_product_attention (see kiln::scaled_dot_product_attention).
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& attn_mask = {}, double dropout_p = 0.0,
+                                    bool is_causal = false, std::optional<double> scale = std::nullopt,
+                                    Generator* gen = nullptr);
 Tensor embedding(const Tensor& indices, const Tensor& weight);
 Tensor one_hot(const Tensor& indices, int64_t num_classes = -1);
 Tensor flatten(const Tensor& x, int64_t start_dim = 1, int64_t end_dim = -1);

@@ -25,8 +25,8 @@ void reset_weight_and_bias(Tensor& weight, Tensor& bias, Generator* gen) {
 Linear::Linear(int64_t in, int64_t out, bool with_bias) : in_features(in), out_features(out) {
   KILN_CHECK(in > 0 && out > 0, "Linear: in_features and out_features must be positive, got ", in,
              " and ", out);
-  weight = register_parameter("weight", empty({out, in}));
-  if (with_bias) bias = register_parameter("bias", empty({out}));
+  register_parameter("weight", weight, empty({out, in}));
+  register_parameter("bias", bias, with_bias ? empty({out}) : Tensor());  // None without a bias
   reset_parameters();
 }
 
@@ -56,8 +56,8 @@ Conv2d::Conv2d(int64_t in, int64_t out, Size2 kernel, Conv2dOptions o)
   KILN_CHECK(o.stride.h > 0 && o.stride.w > 0, "Conv2d: stride must be positive, got ", o.stride);
   KILN_CHECK(o.dilation.h > 0 && o.dilation.w > 0, "Conv2d: dilation must be positive, got ", o.dilation);
   KILN_CHECK(o.padding.h >= 0 && o.padding.w >= 0, "Conv2d: padding must be non-negative, got ", o.padding);
-  weight = register_parameter("weight", empty({out, in / o.groups, kernel.h, kernel.w}));
-  if (o.bias) bias = register_parameter("bias", empty({out}));
+  register_parameter("weight", weight, empty({out, in / o.groups, kernel.h, kernel.w}));
+  register_parameter("bias", bias, o.bias ? empty({out}) : Tensor());
   reset_parameters();
 }
 

@@ -144,15 +144,28 @@ void Module::check_new_name(const std::string& n, const char* what) const {
              "::", what, ": '", n, "' is already registered in this module; pick another name");
 }
 
+namespace {
+// A parameter must be a leaf so gradients accumulate in it rather than flowing through it.
+Tensor as_parameter(Tensor tensor, bool requires_grad) {
+  if (!tensor.is_leaf()) tensor = tensor.detach();
+  tensor.requires_grad_(requires_grad && tensor.is_floating_point());
+  return tensor;
+}
+}  // namespace
+
 Tensor Module::register_parameter(const std::string& n, Tensor tensor, bool requires_grad) {
   check_new_name(n, "register_parameter");
   if (!tensor.defined()) return tensor;
-  tensor = placed(tensor);
-  // A parameter must be a leaf so gradients accumulate in it rather than flowing through it.
-  if (!tensor.is_leaf()) tensor = tensor.detach();
-  tensor.requires_grad_(requires_grad && tensor.is_floating_point());
-  parameters_.insert(n, tensor);
+  tensor = as_parameter(placed(tensor), requires_grad);
+  parameters_.insert(n, ParamSlot{tensor, nullptr});
   return tensor;
+}
+
+Tensor& Module::register_parameter(const std::string& n, Tensor& member, Tensor tensor, bool requires_grad) {
+  check_new_name(n, "register_parameter");
+  member = tensor.defined() ? as_parameter(placed(tensor), requires_grad) : Tensor();
+  parameters_.insert(n, ParamSlot{Tensor(), &member});
+  return member;
 }
 
 Tensor Module::register_buffer(const std::string& n, Tensor tensor, bool persistent) {
@@ -173,8 +186,9 @@ void Module::register_module_impl(const std::string& n, std::shared_ptr<Module> 
 
 void Module::collect_params(const std::string& prefix, bool recurse, OrderedDict<Tensor>& out,
                             std::vector<const TensorImpl*>& seen) const {
-  for (const auto& [n, t] : parameters_) {
-    if (std::find(seen.begin(), seen.end(), t.impl()) != seen.end()) continue;
+  for (const auto& [n, slot] : parameters_) {
+    const Tensor& t = slot.get();
+    if (!t.defined() || std::find(seen.begin(), seen.end(), t.impl()) != seen.end()) continue;
     seen.push_back(t.impl());
     out.insert(join(prefix, n), t);
   }
@@ -237,7 +251,9 @@ void Module::train(bool on) {
 
 void Module::convert(const std::function<Tensor(const Tensor&)>& fn, bool floating_only) {
   NoGradGuard no_grad;
+  std::unordered_set<const TensorImpl*> done;  // a tied parameter is converted once
   auto convert_one = [&](const Tensor& t) {
+    if (!t.defined() || !done.insert(t.impl()).second) return;
     if (floating_only && !t.is_floating_point()) return;
     Tensor converted = fn(t);
     if (!converted.is_same(t)) assign_in_place(t, converted);
@@ -247,9 +263,12 @@ void Module::convert(const std::function<Tensor(const Tensor&)>& fn, bool floati
       if (!gc.is_same(g)) assign_in_place(g, gc);
     }
   };
-  for (auto& [n, t] : parameters_) convert_one(t);
-  for (auto& [n, slot] : buffers_) convert_one(slot.tensor);
-  for (auto& [n, child] : children_) child->convert(fn, floating_only);
+  std::function<void(Module&)> visit = [&](Module& m) {
+    for (auto& [n, slot] : m.parameters_) convert_one(slot.get());
+    for (auto& [n, slot] : m.buffers_) convert_one(slot.tensor);
+    for (auto& [n, child] : m.children_) visit(*child);
+  };
+  visit(*this);
 }
 
 Module& Module::to(Device device) {
@@ -281,7 +300,8 @@ void Module::zero_grad(bool set_to_none) {
 }
 
 void Module::collect_state(const std::string& prefix, StateDict& out) const {
-  for (const auto& [n, t] : parameters_) out.insert(join(prefix, n), t.detach());
+  for (const auto& [n, slot] : parameters_)
+    if (slot.get().defined()) out.insert(join(prefix, n), slot.get().detach());
   for (const auto& [n, slot] : buffers_)
     if (slot.persistent) out.insert(join(prefix, n), slot.tensor.detach());
   for (const auto& [n, child] : children_) child->collect_state(join(prefix, n), out);

@@ -64,6 +64,13 @@ class Module {
   // non-persistent buffer stays out of state_dict(). An undefined tensor registers nothing (like
   // PyTorch's None), so optional pieces such as a bias can be skipped.
   Tensor register_parameter(const std::string& name, Tensor tensor, bool requires_grad = true);
+  // Registers the data member `member` (set to `tensor`) as the parameter `name`. The module reads
+  // the member from then on, so assigning it ties parameters as in PyTorch: after
+  // `head->weight = wte->weight` both modules hold one tensor, which gets one gradient, appears once
+  // in parameters() (under its first name) and under both names in state_dict(). kiln's layers
+  // register their weights this way.
+  //   weight = ...;  register_parameter("weight", weight, kiln::empty({out, in}));
+  Tensor& register_parameter(const std::string& name, Tensor& member, Tensor tensor, bool requires_grad = true);
   Tensor register_buffer(const std::string& name, Tensor tensor, bool persistent = true);
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
@@ -115,6 +122,12 @@ class Module {
     Tensor tensor;
     bool persistent;
   };
+  // A parameter held by the module, or a data member it reads (set by the member form above).
+  struct ParamSlot {
+    Tensor owned;
+    Tensor* member = nullptr;
+    const Tensor& get() const { return member ? *member : owned; }
+  };
   void register_module_impl(const std::string& name, std::shared_ptr<Module> module);
   void check_new_name(const std::string& name, const char* what) const;
   // `t` where the innermost ModuleInitGuard puts new parameters and buffers.
@@ -125,7 +138,7 @@ class Module {
   void collect_buffers(const std::string& prefix, bool recurse, OrderedDict<Tensor>& out) const;
   void convert(const std::function<Tensor(const Tensor&)>& fn, bool floating_only);
 
-  OrderedDict<Tensor> parameters_;
+  OrderedDict<ParamSlot> parameters_;
   OrderedDict<BufferSlot> buffers_;
   OrderedDict<std::shared_ptr<Module>> children_;
   bool training_ = true;

@@ -4,6 +4,8 @@
 #pragma once
 
 #include "nn/activation.h"
+#include "nn/containers.h"
+#include "nn/conv1d.h"
 #include "nn/embedding.h"
 #include "nn/functional.h"
 #include "nn/init.h"

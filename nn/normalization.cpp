@@ -14,8 +14,8 @@ BatchNorm2d::BatchNorm2d(int64_t n, BatchNormOptions o) : num_features(n), optio
   KILN_CHECK(n > 0, "BatchNorm2d: num_features must be positive, got ", n);
   KILN_CHECK(o.eps > 0, "BatchNorm2d: eps must be positive, got ", o.eps);
   if (o.affine) {
-    weight = register_parameter("weight", ones({n}));
-    bias = register_parameter("bias", zeros({n}));
+    register_parameter("weight", weight, ones({n}));
+    register_parameter("bias", bias, zeros({n}));
   }
   if (o.track_running_stats) {
     running_mean = register_buffer("running_mean", zeros({n}));
@@ -78,8 +78,8 @@ LayerNorm::LayerNorm(Shape shape, double e, bool elementwise_affine, bool with_b
   for (int64_t s : normalized_shape)
     KILN_CHECK(s > 0, "LayerNorm: normalized_shape must be positive, got ", normalized_shape);
   if (elementwise_affine) {
-    weight = register_parameter("weight", ones(normalized_shape));
-    if (with_bias) bias = register_parameter("bias", zeros(normalized_shape));
+    register_parameter("weight", weight, ones(normalized_shape));
+    register_parameter("bias", bias, with_bias ? zeros(normalized_shape) : Tensor());
   }
 }
 
@@ -92,6 +92,49 @@ Tensor LayerNorm::forward(const Tensor& input) {
 std::string LayerNorm::extra_repr() const {
   std::ostringstream os;
   os << shape_str(normalized_shape) << ", eps=" << eps << ", elementwise_affine=" << (weight.defined() ? "true" : "false");
+  return os.str();
+}
+
+GroupNorm::GroupNorm(int64_t groups, int64_t channels, double e, bool affine)
+    : num_groups(groups), num_channels(channels), eps(e) {
+  KILN_CHECK(groups > 0 && channels > 0 && channels % groups == 0, "GroupNorm: num_channels (", channels,
+             ") must be divisible by num_groups (", groups, "), both positive");
+  register_parameter("weight", weight, affine ? ones({channels}) : Tensor());
+  register_parameter("bias", bias, affine ? zeros({channels}) : Tensor());
+}
+
+Tensor GroupNorm::forward(const Tensor& input) {
+  return run_forward(input, [this](const Tensor& x) {
+    KILN_CHECK(x.dim() >= 2 && x.size(1) == num_channels, "GroupNorm: expected input of shape [N, ", num_channels,
+               ", ...], got ", x.sizes());
+    return functional::group_norm(x, num_groups, weight, bias, eps);
+  });
+}
+
+std::string GroupNorm::extra_repr() const {
+  std::ostringstream os;
+  os << num_groups << ", " << num_channels << ", eps=" << eps << ", affine=" << (weight.defined() ? "true" : "false");
+  return os.str();
+}
+
+RMSNorm::RMSNorm(Shape shape, std::optional<double> e, bool elementwise_affine)
+    : normalized_shape(std::move(shape)), eps(e) {
+  KILN_CHECK(!normalized_shape.empty(), "RMSNorm: normalized_shape must have at least one dim");
+  for (int64_t s : normalized_shape)
+    KILN_CHECK(s > 0, "RMSNorm: normalized_shape must be positive, got ", normalized_shape);
+  KILN_CHECK(!eps || *eps >= 0, "RMSNorm: eps must be non-negative, got ", eps.value_or(0));
+  register_parameter("weight", weight, elementwise_affine ? ones(normalized_shape) : Tensor());
+}
+
+Tensor RMSNorm::forward(const Tensor& input) {
+  return run_forward(input, [this](const Tensor& x) { return functional::rms_norm(x, normalized_shape, weight, eps); });
+}
+
+std::string RMSNorm::extra_repr() const {
+  std::ostringstream os;
+  os << shape_str(normalized_shape) << ", eps=";
+  if (eps) os << *eps; else os << "None";
+  os << ", elementwise_affine=" << (weight.defined() ? "true" : "false");
   return os.str();
 }
 

@@ -1,13 +1,14 @@
-// Adam/AdamW: a fused backend update (moments, bias correction and the parameter write in a
-// single pass) per CPU parameter with host step counts, and one multi-tensor update for all CUDA
-// parameters of a device whose step counts live on the device (as PyTorch's capturable/fused
-// Adam keeps them), so GradScaler can skip a step there and a CUDA graph can replay it.
+// Adam/AdamW: one multi-tensor update (kiln::_fused_adam_: moments, bias correction and the
+// parameter write in a single pass) for the parameters of each device, with the step counts kept
+// beside the parameters as one f32 each (PyTorch's fused/capturable layout), so GradScaler can
+// skip a step on a GPU without the host and a CUDA graph can replay it.
 #include "optim/adam.h"
 
 #include <algorithm>
 
 #include "core/autograd.h"
-#include "core/dispatch.h"
+#include "core/foreach.h"
+#include "core/json.h"
 
 namespace kiln::optim {
 namespace {
@@ -28,14 +29,15 @@ void to_json(nlohmann::json& j, const AdamOptions& o) {
 }
 
 void from_json(const nlohmann::json& j, AdamOptions& o) {
-  o.lr = j.at("lr").get<double>();
-  const auto& b = j.at("betas");
-  KILN_CHECK(b.is_array() && b.size() == 2, "Adam: betas must be a pair of numbers, got ", b.dump());
-  o.betas = {b[0].get<double>(), b[1].get<double>()};
-  o.eps = j.at("eps").get<double>();
-  o.weight_decay = j.at("weight_decay").get<double>();
-  o.amsgrad = j.at("amsgrad").get<bool>();
-  o.maximize = j.at("maximize").get<bool>();
+  const detail::JsonIn in(j, "Adam options");
+  o.lr = in["lr"].as_double();
+  const auto b = in["betas"];
+  if (b.array().size() != 2) b.fail("must be a pair of numbers");
+  o.betas = {b[0].as_double(), b[1].as_double()};
+  o.eps = in["eps"].as_double();
+  o.weight_decay = in["weight_decay"].as_double();
+  o.amsgrad = in["amsgrad"].as_bool();
+  o.maximize = in["maximize"].as_bool();
 }
 
 Adam::Adam(std::vector<Tensor> params, double lr) : Adam(std::move(params), AdamOptions{.lr = lr}) {}
@@ -57,8 +59,8 @@ void Adam::check_options(const nlohmann::json& j) const {
   AdamOptions o;
   try {
     o = j.get<AdamOptions>();
-  } catch (const nlohmann::json::exception& e) {
-    fail(name(), ": malformed options ", j.dump(), ": ", e.what());
+  } catch (const Error& e) {
+    fail(name(), ": malformed options: ", e.what());
   }
   KILN_CHECK(o.lr >= 0.0, name(), ": Invalid learning rate: ", o.lr);
   KILN_CHECK(o.eps >= 0.0, name(), ": Invalid epsilon value: ", o.eps);
@@ -72,7 +74,7 @@ void Adam::check_options(const nlohmann::json& j) const {
 void Adam::update() { apply_update(nullptr); }
 
 bool Adam::step_unless_found_inf(const Tensor& found_inf) {
-  if (!found_inf.is_cuda() || found_inf.dtype() != DType::f32 || found_inf.numel() != 1 ||
+  if (!found_inf.defined() || found_inf.dtype() != DType::f32 || found_inf.numel() != 1 ||
       !grads_all_on(found_inf.device()))
     return false;
   apply_update(&found_inf);
@@ -83,58 +85,33 @@ void Adam::apply_update(const Tensor* found_inf) {
   NoGradGuard no_grad;
   for (const auto& group : param_groups()) {
     const auto o = group.options.get<AdamOptions>();
-    // The CUDA parameters of a device are updated by one multi-tensor call that also counts
-    // their steps on the device; the others one by one with host step counts.
-    struct Batch {
+    const FusedAdamOptions fo{o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, decoupled_, o.amsgrad,
+                              o.maximize};
+    // One multi-tensor step per device; the step counts live beside the parameters.
+    struct Lists {
       Device device{};
-      std::vector<kernels::View> w, g, m, v, vmax, steps;
-      std::vector<Tensor> grads;  // keeps converted gradients alive until the call
+      std::vector<Tensor> w, g, m, v, vmax, steps;
     };
-    std::vector<Batch> batches;
+    std::vector<Lists> per_device;
     for (const auto& p : group.params) {
       Tensor g = dense_grad(p, name().c_str());
       if (!g.defined()) continue;
       ParamState& st = state(p);
-      Tensor m = state_tensor(st, "exp_avg", p);
-      Tensor v = state_tensor(st, "exp_avg_sq", p);
-      Tensor vmax = o.amsgrad ? state_tensor(st, "max_exp_avg_sq", p) : Tensor();
-      if (p.is_cuda()) {
-        auto it = std::find_if(batches.begin(), batches.end(),
-                               [&](const Batch& b) { return b.device == p.device(); });
-        if (it == batches.end()) {
-          it = batches.insert(batches.end(), Batch{});
-          it->device = p.device();
-        }
-        it->w.push_back(detail::view_of(p));
-        it->g.push_back(detail::view_of(g));
-        it->m.push_back(detail::view_of(m));
-        it->v.push_back(detail::view_of(v));
-        if (vmax.defined()) it->vmax.push_back(detail::view_of(vmax));
-        it->steps.push_back(detail::view_of(device_step(st, p)));
-        it->grads.push_back(g);
-      } else {
-        if (st.device_step.defined()) {  // the parameter came back from a GPU
-          st.step = int64_t(st.device_step.item<double>());
-          st.device_step = Tensor();
-        }
-        st.step += 1;
-        kernels::AdamParams ap{o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, st.step,
-                               decoupled_, o.amsgrad, o.maximize};
-        detail::backend(p.device()).adam_step(ap, detail::view_of(p), detail::view_of(g),
-                                             detail::view_of(m), detail::view_of(v),
-                                             vmax.defined() ? detail::view_of(vmax) : detail::null_view(p.dtype()));
+      auto it = std::find_if(per_device.begin(), per_device.end(), [&](const Lists& l) { return l.device == p.device(); });
+      if (it == per_device.end()) {
+        it = per_device.insert(per_device.end(), Lists{});
+        it->device = p.device();
       }
-      p.bump_version();
-      m.bump_version();
-      v.bump_version();
-      if (vmax.defined()) vmax.bump_version();
+      it->w.push_back(p);
+      it->g.push_back(g);
+      it->m.push_back(state_tensor(st, "exp_avg", p));
+      it->v.push_back(state_tensor(st, "exp_avg_sq", p));
+      if (o.amsgrad) it->vmax.push_back(state_tensor(st, "max_exp_avg_sq", p));
+      it->steps.push_back(device_step(st, p));
     }
-    for (const Batch& b : batches) {
-      kernels::AdamParams ap{o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, /*step=*/0,
-                             decoupled_, o.amsgrad, o.maximize};
-      if (found_inf) ap.found_inf = found_inf->data_ptr<float>();
-      detail::backend(b.device).adam_step_multi(ap, b.w, b.g, b.m, b.v, b.vmax, b.steps);
-    }
+    for (const Lists& l : per_device)
+      _fused_adam_(l.w, l.g, l.m, l.v, l.vmax, l.steps, fo,
+                   found_inf && found_inf->device() == l.device ? *found_inf : Tensor());
   }
 }
 

@@ -1,33 +1,21 @@
 // Gradient clipping and norms. Norms are reduced on the gradients' device; the clip coefficient
 // is applied as a 0-d tensor, so the host never waits for the norm's value. When every tensor is
 // dense on one CUDA device, the norm (order 2 or infinity), the scaling and the non-finite check
-// are each one multi-tensor pass (kernels/cuda/multi_tensor.cu); otherwise they go tensor by
-// tensor.
+// are each one multi-tensor pass (core/foreach.h); otherwise they go tensor by tensor.
 #include "optim/clip_grad.h"
 
 #include <cmath>
 #include <optional>
 
 #include "core/autograd.h"
-#include "core/dispatch.h"
+#include "core/foreach.h"
 #include "core/ops.h"
 
 namespace kiln::optim {
 namespace {
 
-// The CUDA device holding every tensor, all dense and floating; nullopt otherwise.
-std::optional<Device> common_cuda_device(const std::vector<Tensor>& ts) {
-  if (ts.empty() || !ts[0].is_cuda()) return std::nullopt;
-  for (const Tensor& t : ts)
-    if (t.device() != ts[0].device() || !t.is_contiguous() || !t.is_floating_point()) return std::nullopt;
-  return ts[0].device();
-}
-
-std::vector<kernels::View> views_of(const std::vector<Tensor>& ts) {
-  std::vector<kernels::View> v;
-  for (const Tensor& t : ts) v.push_back(detail::view_of(t));
-  return v;
-}
+// Every tensor dense and floating on one CUDA device: the multi-tensor forms pay there.
+bool on_one_gpu(const std::vector<Tensor>& ts) { return _foreach_supported(ts) && ts[0].is_cuda(); }
 
 std::vector<Tensor> defined_only(const std::vector<Tensor>& ts) {
   std::vector<Tensor> out;
@@ -47,9 +35,8 @@ Tensor total_norm(const std::vector<Tensor>& tensors, double norm_type, bool err
     if (g.dtype() != DType::f64) acc = DType::f32;
   const bool inf = std::isinf(norm_type);
   Tensor total;
-  if (common_cuda_device(tensors) && (inf || norm_type == 2.0)) {
-    total = empty({}, {.dtype = acc, .device = device});
-    detail::backend(device).norm_multi(views_of(tensors), norm_type, detail::view_of(total));
+  if (on_one_gpu(tensors) && (inf || norm_type == 2.0)) {
+    total = _foreach_total_norm(tensors, norm_type);
   } else {
     std::vector<Tensor> parts;
     for (const auto& g : tensors) {
@@ -79,12 +66,7 @@ Tensor any_non_finite(const std::vector<Tensor>& tensors) {
   NoGradGuard no_grad;
   std::vector<Tensor> ts = defined_only(tensors);
   if (ts.empty()) return zeros({}, {.dtype = DType::boolean});
-  if (auto device = common_cuda_device(ts)) {
-    Tensor found = zeros({}, {.dtype = DType::f32, .device = *device});
-    detail::backend(*device).scale_and_check_multi(views_of(ts), 1.0, detail::null_view(),
-                                                   detail::view_of(found));
-    return found.to(DType::boolean);
-  }
+  if (on_one_gpu(ts)) return _foreach_non_finite(ts).to(DType::boolean);
   Tensor all_finite;
   for (const Tensor& t : ts) {
     Tensor finite = isfinite_all(t).to(ts[0].device());
@@ -105,10 +87,8 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& parameters, double max_norm, d
   const Device device = grads[0].device();
   Tensor coef = clamp(div(full({}, max_norm, {.dtype = total.dtype(), .device = device}), add(total, 1e-6)),
                       std::nullopt, 1.0);
-  if (auto cuda_device = common_cuda_device(grads)) {
-    detail::backend(*cuda_device).scale_and_check_multi(views_of(grads), 1.0, detail::view_of(coef),
-                                                        detail::null_view());
-    for (auto& g : grads) g.bump_version();
+  if (on_one_gpu(grads)) {
+    _foreach_mul_(grads, coef);
     return total;
   }
   for (auto& g : grads) {

@@ -1,33 +1,15 @@
 #include "optim/grad_scaler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
 #include "core/autograd.h"
-#include "core/dispatch.h"
+#include "core/foreach.h"
+#include "core/json.h"
 #include "core/ops.h"
 
 namespace kiln::optim {
-namespace {
-
-// Gradients all dense on one CUDA device: one multi-tensor pass that multiplies them by `inv`
-// (a one-element f32 there) and raises a one-element f32 flag on any inf/NaN, returned.
-// Otherwise nothing is done and the result is undefined.
-Tensor unscale_on_cuda(std::vector<Tensor>& grads, const Tensor& inv) {
-  if (grads.empty() || !grads[0].is_cuda() || inv.device() != grads[0].device()) return {};
-  const Device device = grads[0].device();
-  std::vector<kernels::View> views;
-  for (const Tensor& g : grads) {
-    if (g.device() != device || !g.is_contiguous() || !g.is_floating_point()) return {};
-    views.push_back(detail::view_of(g));
-  }
-  Tensor found = zeros({}, {.dtype = DType::f32, .device = device});
-  detail::backend(device).scale_and_check_multi(views, 1.0, detail::view_of(inv), detail::view_of(found));
-  for (Tensor& g : grads) g.bump_version();
-  return found;
-}
-
-}  // namespace
 
 GradScaler::GradScaler(GradScalerOptions o) : options_(o) {
   KILN_CHECK(o.init_scale > 0 && std::isfinite(o.init_scale) && o.init_scale < 3.4e38, "GradScaler: init_scale "
@@ -61,19 +43,28 @@ void GradScaler::unscale_(Optimizer& optimizer) {
   KILN_CHECK(!st.unscaled, "GradScaler.unscale_: already called for this optimizer since the last "
              "update(); call it once per step");
   NoGradGuard no_grad;
-  std::vector<Tensor> grads;
-  for (Tensor& p : optimizer.parameters())
-    if (p.grad().defined()) grads.push_back(p.grad());
-  if (Tensor found = unscale_on_cuda(grads, inv_scale_); found.defined()) {
-    st.found_inf = found;
-  } else {
-    Tensor all_finite;
-    for (Tensor& g : grads) {
-      g.mul_(inv_scale_.to(g.device()));
-      Tensor finite = isfinite_all(g).to(scale_.device());
-      all_finite = all_finite.defined() ? mul(all_finite, finite) : finite;
+  // One multi-tensor pass per device: the gradients are multiplied by 1/scale and any inf/NaN
+  // raises the device's flag, without the host reading anything.
+  std::vector<std::pair<Device, std::vector<Tensor>>> by_device;
+  for (Tensor& p : optimizer.parameters()) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    auto it = std::find_if(by_device.begin(), by_device.end(), [&](const auto& e) { return e.first == g.device(); });
+    if (it == by_device.end()) it = by_device.insert(by_device.end(), {g.device(), {}});
+    it->second.push_back(g.is_contiguous() ? g : Tensor());
+    if (!g.is_contiguous()) {  // rare: unscaled on its own
+      Tensor bad = logical_not(isfinite_all(g)).to(DType::f32);
+      g.mul_(inv_scale_.to(g.device(), g.dtype()));
+      st.found_inf = st.found_inf.defined() ? maximum(st.found_inf, bad.to(scale_.device())) : bad.to(scale_.device());
     }
-    st.found_inf = all_finite.defined() ? logical_not(all_finite).to(DType::f32) : Tensor();
+  }
+  for (auto& [device, grads] : by_device) {
+    grads.erase(std::remove_if(grads.begin(), grads.end(), [](const Tensor& t) { return !t.defined(); }), grads.end());
+    if (grads.empty()) continue;
+    Tensor found = zeros({}, {.dtype = DType::f32, .device = device});
+    _amp_foreach_non_finite_check_and_unscale_(grads, found, inv_scale_.to(device));
+    found = found.to(scale_.device());
+    st.found_inf = st.found_inf.defined() ? maximum(st.found_inf, found) : found;
   }
   st.unscaled = true;
 }
@@ -92,7 +83,9 @@ bool GradScaler::step(Optimizer& optimizer) {
     optimizer.step();
     return true;
   }
-  if (optimizer.step_unless_found_inf(st.found_inf)) return true;
+  // On a GPU the optimizer skips by itself; reading the flag would stall the step. On the CPU the
+  // value is right here, and step() can say whether the update ran.
+  if (st.found_inf.is_cuda() && optimizer.step_unless_found_inf(st.found_inf)) return true;
   if (st.found_inf.item<float>() != 0.0f) return false;
   optimizer.step();
   return true;
@@ -108,13 +101,8 @@ void GradScaler::update() {
   }
   if (found.defined()) {
     NoGradGuard no_grad;
-    detail::backend(scale_.device()).update_scale(detail::view_of(scale_), detail::view_of(inv_scale_),
-                                                  detail::view_of(tracker_), detail::view_of(found),
-                                                  options_.growth_factor, options_.backoff_factor,
-                                                  options_.growth_interval);
-    scale_.bump_version();
-    inv_scale_.bump_version();
-    tracker_.bump_version();
+    _amp_update_scale_(scale_, inv_scale_, tracker_, found, options_.growth_factor, options_.backoff_factor,
+                       options_.growth_interval);
   }
   per_optimizer_.clear();
 }
@@ -136,19 +124,23 @@ nlohmann::json GradScaler::state_dict() const {
 }
 
 void GradScaler::load_state_dict(const nlohmann::json& s) {
-  for (const char* k : {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"})
-    KILN_CHECK(s.contains(k) && s[k].is_number(), "GradScaler.load_state_dict: missing or non-numeric \"", k,
-               "\" in ", s.dump());
-  const double scale = s["scale"].get<double>();
-  KILN_CHECK(scale > 0 && std::isfinite(scale), "GradScaler.load_state_dict: scale must be positive and "
-             "finite, got ", scale);
-  options_.growth_factor = s["growth_factor"].get<double>();
-  options_.backoff_factor = s["backoff_factor"].get<double>();
-  options_.growth_interval = s["growth_interval"].get<int64_t>();
+  const detail::JsonIn in(s, "GradScaler.load_state_dict", "expected the object state_dict() writes");
+  auto positive = [&](const char* key) {
+    const double v = in[key].as_double();
+    if (!(v > 0 && std::isfinite(v))) in[key].fail("must be a positive finite number");
+    return v;
+  };
+  const double scale = positive("scale"), growth = positive("growth_factor");
+  const double backoff = positive("backoff_factor");
+  const int64_t interval = in["growth_interval"].as_int(1);
+  const int64_t tracker = in["_growth_tracker"].as_int(0);
+  options_.growth_factor = growth;
+  options_.backoff_factor = backoff;
+  options_.growth_interval = interval;
   NoGradGuard no_grad;
   scale_.fill_(scale);
   inv_scale_.fill_(1.0 / double(float(scale)));
-  tracker_.fill_(double(s["_growth_tracker"].get<int64_t>()));
+  tracker_.fill_(double(tracker));
 }
 
 }  // namespace kiln::optim

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <numbers>
 
+#include "core/json.h"
+
 namespace kiln::optim {
 
 // ---------------------------------------------------------------- base
@@ -37,17 +39,25 @@ nlohmann::json LRScheduler::state_dict() const {
 }
 
 void LRScheduler::load_state_dict(const nlohmann::json& s) {
-  KILN_CHECK(s.is_object() && s.contains("last_epoch") && s.contains("base_lrs"), name(),
-             "::load_state_dict: expected {\"last_epoch\", \"base_lrs\", ...}, got ", s.dump());
-  if (s.contains("scheduler"))
-    KILN_CHECK(s["scheduler"] == name(), name(), "::load_state_dict: the state belongs to ",
-               s["scheduler"].dump());
-  auto base = s["base_lrs"].get<std::vector<double>>();
+  const detail::JsonIn in(s, name() + "::load_state_dict",
+                          "expected {\"last_epoch\", \"base_lrs\", ...} as state_dict() writes it");
+  if (auto saved_by = in.find("scheduler"))
+    KILN_CHECK(saved_by->json() == name(), name(), "::load_state_dict: the state belongs to ",
+               detail::json_text(saved_by->json()));
+  auto base = in["base_lrs"].as_doubles();
   KILN_CHECK(base.size() == base_lrs_.size(), name(), "::load_state_dict: the state has ",
              base.size(), " param groups, the scheduler has ", base_lrs_.size());
+  // An epoch count, not a position in an unbounded loop: -1 (before the first step) up to 2^31.
+  const int64_t last_epoch = in["last_epoch"].as_int(-1, int64_t(1) << 31);
+  std::vector<double> last_lr;
+  if (auto l = in.find("last_lr")) {
+    last_lr = l->as_doubles();
+    KILN_CHECK(last_lr.size() == base_lrs_.size(), name(), "::load_state_dict: last_lr has ",
+               last_lr.size(), " rates, the scheduler has ", base_lrs_.size(), " param groups");
+  }
   base_lrs_ = std::move(base);
-  last_epoch_ = s["last_epoch"].get<int64_t>();
-  last_lr_ = s.contains("last_lr") ? s["last_lr"].get<std::vector<double>>() : lr_at(last_epoch_);
+  last_epoch_ = last_epoch;
+  last_lr_ = last_lr.empty() ? lr_at(last_epoch_) : std::move(last_lr);
 }
 
 // ---------------------------------------------------------------- simple schedules
@@ -153,11 +163,13 @@ nlohmann::json SequentialLR::state_dict() const {
 }
 
 void SequentialLR::load_state_dict(const nlohmann::json& s) {
+  const detail::JsonIn in(s, "SequentialLR::load_state_dict");
+  std::vector<detail::JsonIn> inner;
+  if (auto list = in.find("schedulers")) inner = list->elements();
+  KILN_CHECK(inner.empty() || inner.size() == schedulers_.size(), "SequentialLR::load_state_dict: "
+             "the state has ", inner.size(), " schedulers, this one has ", schedulers_.size());
   LRScheduler::load_state_dict(s);
-  if (!s.contains("schedulers")) return;
-  KILN_CHECK(s["schedulers"].size() == schedulers_.size(), "SequentialLR::load_state_dict: the state "
-             "has ", s["schedulers"].size(), " schedulers, this one has ", schedulers_.size());
-  for (size_t i = 0; i < schedulers_.size(); ++i) schedulers_[i]->load_state_dict(s["schedulers"][i]);
+  for (size_t i = 0; i < inner.size(); ++i) schedulers_[i]->load_state_dict(inner[i].json());
 }
 
 }  // namespace kiln::optim

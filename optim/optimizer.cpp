@@ -1,9 +1,11 @@
 // Optimizer base: group bookkeeping, lazily created state and the checkpoint format.
 #include "optim/optimizer.h"
 
+#include <cmath>
 #include <unordered_set>
 
 #include "core/autograd.h"
+#include "core/json.h"
 #include "core/ops.h"
 
 namespace kiln::optim {
@@ -16,6 +18,8 @@ nlohmann::json Optimizer::merged_options(const nlohmann::json& overrides, size_t
     // initial_lr belongs to LR schedulers, which keep it in the group as PyTorch's do.
     KILN_CHECK(defaults_.contains(key) || key == "initial_lr", name(), ": unknown option \"", key,
                "\" in param group ", index, "; the options are ", defaults_.dump());
+    KILN_CHECK(key != "initial_lr" || value.is_number(), name(), ": initial_lr of param group ",
+               index, " must be a number, got ", detail::json_brief(value));
     merged[key] = value;
   }
   check_options(merged);
@@ -197,21 +201,23 @@ nlohmann::json Optimizer::hyper_params() const {
 
 void Optimizer::load(const std::map<std::string, Tensor>& tensors, const nlohmann::json& hp) {
   const std::string op = name() + "::load";
-  KILN_CHECK(hp.is_object() && hp.contains("param_groups") && hp["param_groups"].is_array(), op,
-             ": expected {\"param_groups\": [...]} as produced by hyper_params(), got ", hp.dump());
-  if (hp.contains("optimizer"))
-    KILN_CHECK(hp["optimizer"] == name(), op, ": the state was saved by ", hp["optimizer"].dump(),
-               ", not by ", name());
-  const auto& saved = hp["param_groups"];
+  const detail::JsonIn in(hp, op + ": hyper_params",
+                          "expected {\"param_groups\": [...]} as produced by hyper_params()");
+  if (auto saved_by = in.find("optimizer"))
+    KILN_CHECK(saved_by->json() == name(), op, ": the state was saved by ",
+               detail::json_text(saved_by->json()), ", not by ", name());
+  const auto saved = in["param_groups"].elements();
   KILN_CHECK(saved.size() == groups_.size(), op, ": the state has ", saved.size(), " param groups, "
              "this optimizer has ", groups_.size());
   std::vector<nlohmann::json> options;
   std::vector<Tensor> params;
   for (size_t i = 0; i < groups_.size(); ++i) {
-    nlohmann::json o = saved[i];
-    const size_t n = o.contains("params") ? o["params"].size() : groups_[i].params.size();
+    saved[i].object();
+    auto listed = saved[i].find("params");
+    const size_t n = listed ? listed->array().size() : groups_[i].params.size();
     KILN_CHECK(n == groups_[i].params.size(), op, ": param group ", i, " of the state has ", n,
                " parameters, this optimizer's has ", groups_[i].params.size());
+    nlohmann::json o = saved[i].json();
     o.erase("params");
     options.push_back(merged_options(o, i));
     params.insert(params.end(), groups_[i].params.begin(), groups_[i].params.end());
@@ -222,13 +228,20 @@ void Optimizer::load(const std::map<std::string, Tensor>& tensors, const nlohman
     KILN_CHECK(key.rfind("state.", 0) == 0 && dot2 != std::string::npos, op, ": unexpected entry \"",
                key, "\"; expected names like state.<param index>.<name>");
     const std::string idx = key.substr(dot1 + 1, dot2 - dot1 - 1), field = key.substr(dot2 + 1);
-    KILN_CHECK(!idx.empty() && idx.find_first_not_of("0123456789") == std::string::npos &&
-                   std::stoull(idx) < params.size(),
-               op, ": entry \"", key, "\" names parameter ", idx, " but there are ", params.size());
-    const Tensor& p = params[std::stoull(idx)];
+    // At most 18 digits: the index fits an int64 without a range error to catch.
+    KILN_CHECK(!idx.empty() && idx.size() <= 18 && idx.find_first_not_of("0123456789") == std::string::npos &&
+                   std::stoll(idx) < int64_t(params.size()),
+               op, ": entry \"", key, "\" names parameter ", idx.substr(0, 40), " but there are ",
+               params.size());
+    const Tensor& p = params[size_t(std::stoll(idx))];
     ParamState& st = state[p.impl()];
     if (field == "step") {
-      st.step = int64_t(t.item<double>());
+      // A count of steps taken: a whole number a double holds exactly.
+      const double step = t.numel() == 1 ? t.item<double>() : -1.0;
+      KILN_CHECK(step >= 0 && step <= 9007199254740992.0 && step == std::floor(step), op, ": entry \"",
+                 key, "\" must hold one whole step count in [0, 2^53], got ",
+                 t.numel() == 1 ? std::to_string(step) : "a tensor of shape " + shape_str(t.sizes()));
+      st.step = int64_t(step);
       continue;
     }
     KILN_CHECK(t.sizes() == p.sizes(), op, ": entry \"", key, "\" has shape ", t.sizes(),

@@ -1,11 +1,12 @@
-// SGD: options checks as PyTorch words them, then a fused backend update per CPU parameter and a
-// multi-tensor update for the CUDA parameters of each device.
+// SGD: options checks as PyTorch words them, then one multi-tensor update (kiln::_fused_sgd_)
+// for the parameters of each device.
 #include "optim/sgd.h"
 
 #include <algorithm>
 
 #include "core/autograd.h"
-#include "core/dispatch.h"
+#include "core/foreach.h"
+#include "core/json.h"
 
 namespace kiln::optim {
 
@@ -15,12 +16,13 @@ void to_json(nlohmann::json& j, const SGDOptions& o) {
 }
 
 void from_json(const nlohmann::json& j, SGDOptions& o) {
-  o.lr = j.at("lr").get<double>();
-  o.momentum = j.at("momentum").get<double>();
-  o.dampening = j.at("dampening").get<double>();
-  o.weight_decay = j.at("weight_decay").get<double>();
-  o.nesterov = j.at("nesterov").get<bool>();
-  o.maximize = j.at("maximize").get<bool>();
+  const detail::JsonIn in(j, "SGD options");
+  o.lr = in["lr"].as_double();
+  o.momentum = in["momentum"].as_double();
+  o.dampening = in["dampening"].as_double();
+  o.weight_decay = in["weight_decay"].as_double();
+  o.nesterov = in["nesterov"].as_bool();
+  o.maximize = in["maximize"].as_bool();
 }
 
 SGD::SGD(std::vector<Tensor> params, double lr) : SGD(std::move(params), SGDOptions{.lr = lr}) {}
@@ -36,8 +38,8 @@ void SGD::check_options(const nlohmann::json& j) const {
   SGDOptions o;
   try {
     o = j.get<SGDOptions>();
-  } catch (const nlohmann::json::exception& e) {
-    fail("SGD: malformed options ", j.dump(), ": ", e.what());
+  } catch (const Error& e) {
+    fail("SGD: malformed options: ", e.what());
   }
   KILN_CHECK(o.lr >= 0.0, "SGD: Invalid learning rate: ", o.lr);
   KILN_CHECK(o.momentum >= 0.0, "SGD: Invalid momentum value: ", o.momentum);
@@ -50,7 +52,7 @@ void SGD::check_options(const nlohmann::json& j) const {
 void SGD::update() { apply_update(nullptr); }
 
 bool SGD::step_unless_found_inf(const Tensor& found_inf) {
-  if (!found_inf.is_cuda() || found_inf.dtype() != DType::f32 || found_inf.numel() != 1 ||
+  if (!found_inf.defined() || found_inf.dtype() != DType::f32 || found_inf.numel() != 1 ||
       !grads_all_on(found_inf.device()))
     return false;
   // A step that creates momentum buffers initialises them from the gradient: skipped on the
@@ -67,47 +69,34 @@ void SGD::apply_update(const Tensor* found_inf) {
   NoGradGuard no_grad;
   for (const auto& group : param_groups()) {
     const auto o = group.options.get<SGDOptions>();
-    // CUDA parameters of one device are updated by one multi-tensor call (two on the step that
-    // creates some momentum buffers); the others one by one, as before.
-    struct Batch {
+    // One multi-tensor step per device and kind of step (the one that creates momentum buffers
+    // sets them to the gradients).
+    struct Lists {
       Device device{};
       bool first = false;
-      std::vector<kernels::View> w, g, buf;
-      std::vector<Tensor> grads;  // keeps converted gradients alive until the call
+      std::vector<Tensor> w, g, buf;
     };
-    std::vector<Batch> batches;
+    std::vector<Lists> lists;
     for (const auto& p : group.params) {
       Tensor g = dense_grad(p, "SGD");
       if (!g.defined()) continue;
       Tensor buf;
       bool first = false;
       if (o.momentum != 0.0) buf = state_tensor(state(p), "momentum_buffer", p, &first);
-      if (p.is_cuda()) {
-        auto it = std::find_if(batches.begin(), batches.end(), [&](const Batch& b) {
-          return b.device == p.device() && b.first == first;
-        });
-        if (it == batches.end()) {
-          it = batches.insert(batches.end(), Batch{});
-          it->device = p.device();
-          it->first = first;
-        }
-        it->w.push_back(detail::view_of(p));
-        it->g.push_back(detail::view_of(g));
-        if (buf.defined()) it->buf.push_back(detail::view_of(buf));
-        it->grads.push_back(g);
-      } else {
-        kernels::SgdParams sp{o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov, o.maximize, first};
-        detail::backend(p.device()).sgd_step(sp, detail::view_of(p), detail::view_of(g),
-                                            buf.defined() ? detail::view_of(buf) : detail::null_view(p.dtype()));
+      auto it = std::find_if(lists.begin(), lists.end(),
+                             [&](const Lists& l) { return l.device == p.device() && l.first == first; });
+      if (it == lists.end()) {
+        it = lists.insert(lists.end(), Lists{});
+        it->device = p.device();
+        it->first = first;
       }
-      p.bump_version();
-      if (buf.defined()) buf.bump_version();
+      it->w.push_back(p);
+      it->g.push_back(g);
+      if (buf.defined()) it->buf.push_back(buf);
     }
-    for (const Batch& b : batches) {
-      kernels::SgdParams sp{o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov, o.maximize, b.first};
-      if (found_inf) sp.found_inf = found_inf->data_ptr<float>();
-      detail::backend(b.device).sgd_step_multi(sp, b.w, b.g, b.buf);
-    }
+    for (const Lists& l : lists)
+      _fused_sgd_(l.w, l.g, l.buf, {o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov, o.maximize, l.first},
+                  found_inf && found_inf->device() == l.device ? *found_inf : Tensor());
   }
 }
 

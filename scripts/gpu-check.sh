@@ -100,6 +100,11 @@ if [ -x "$BENCH" ]; then
           "$BENCH" --mode train --device cuda --precision "$p" --batch-size "$b" --steps 30 --warmup 5 \
             --repeats 3 --cuda-graphs $g || true
         done
+        # float32 convolutions on TF32 tensor cores, as PyTorch runs them by default
+        if [ "$p" = 32-true ]; then
+          "$BENCH" --mode train --device cuda --precision "$p" --batch-size "$b" --steps 30 --warmup 5 \
+            --repeats 3 --cuda-graphs 1 --tf32 1 || true
+        fi
       done
     done
   }

@@ -7,6 +7,7 @@
 #                               .venv/interop (Debian's python3 with its packages, plus safetensors and
 #                               tensorboard as pinned in tests/fabric/requirements.txt)
 #   scripts/setup.sh --peers    also PyTorch, torchvision and OpenBLAS for the CPU peer benchmarks
+#   scripts/setup.sh --fuzz     also clang with libFuzzer and its OpenMP, for scripts/fuzz.sh
 # Flags combine. KILN_REQUIRE_INTEROP=1 makes a failed PyPI install an error instead of a warning.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,9 +19,13 @@ for arg in "$@"; do
   case "$arg" in
     --tests) tests=true; pkgs+=(python3-torch python3-numpy python3-venv) ;;
     --peers) pkgs+=(python3-torch python3-torchvision libopenblas0-pthread python3-numpy) ;;
-    *) echo "kiln setup: unknown flag $arg (expected --tests or --peers)" >&2; exit 2 ;;
+    --fuzz) pkgs+=(clang libclang-rt-14-dev libomp-14-dev) ;;
+    *) echo "kiln setup: unknown flag $arg (expected --tests, --peers or --fuzz)" >&2; exit 2 ;;
   esac
 done
+# The launcher tests: real torchrun (python3-torch, above), mpirun and network namespaces (ip);
+# the store's fuzzer: clang with libFuzzer.
+if $tests; then pkgs+=(openmpi-bin iproute2 clang libclang-rt-14-dev); fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -24,6 +24,13 @@ meson compile -C "$build"
 status=0
 meson test -C "$build" --print-errorlogs --num-processes 1 "$@" || status=$?
 
+# CI also runs the suites under ASan+UBSan and each fuzzer for 10 s (scripts of their own, which
+# print their own summaries; a finding fails the run).
+if [[ "${CI:-}" == "true" && $# -eq 0 ]]; then
+  scripts/sanitize.sh || status=1
+  scripts/fuzz.sh 10 || status=1
+fi
+
 # Totals over the doctest cases of every suite that ran (meson counts whole executables).
 python3 - "$build/meson-logs/testlog.json" <<'PY' || true
 import json, re, sys

@@ -27,6 +27,14 @@ class Golden {
 
   bool has(const std::string& key) const { return json_.contains(key); }
 
+  // The entries whose names start with prefix (in name order).
+  std::vector<std::string> keys(const std::string& prefix) const {
+    std::vector<std::string> out;
+    for (const auto& [k, v] : json_.items())
+      if (k.rfind(prefix, 0) == 0) out.push_back(k);
+    return out;
+  }
+
   Tensor get(const std::string& key) const {
     REQUIRE_MESSAGE(json_.contains(key), "golden entry " << key << " missing");
     const auto& e = json_[key];

@@ -58,6 +58,7 @@ def run(accelerator, precision, batch, steps, warmup, repeats, threads):
     out = {"bench": "train_step", "peer": "lightning-fabric", "torch": torch.__version__,
            "device": fabric.device.type, "precision": precision, "batch_size": batch,
            "threads": torch.get_num_threads(), "images_per_s": round(statistics.median(rates), 1),
+           "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
            "repeats": [round(r, 1) for r in rates]}
     if cuda:
         out["gpu"] = torch.cuda.get_device_name()

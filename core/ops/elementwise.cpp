@@ -221,6 +221,58 @@ Tensor operator*(double a, const Tensor& b) { return mul(b, a); }
 Tensor operator/(double a, const Tensor& b) { return div(detail::scalar_like(a, b), b); }
 Tensor operator-(const Tensor& a) { return neg(a); }
 
+Tensor operator==(const Tensor& a, const Tensor& b) { return eq(a, b); }
+Tensor operator!=(const Tensor& a, const Tensor& b) { return ne(a, b); }
+Tensor operator<(const Tensor& a, const Tensor& b) { return lt(a, b); }
+Tensor operator<=(const Tensor& a, const Tensor& b) { return le(a, b); }
+Tensor operator>(const Tensor& a, const Tensor& b) { return gt(a, b); }
+Tensor operator>=(const Tensor& a, const Tensor& b) { return ge(a, b); }
+Tensor operator==(const Tensor& a, double b) { return eq(a, b); }
+Tensor operator!=(const Tensor& a, double b) { return ne(a, b); }
+Tensor operator<(const Tensor& a, double b) { return lt(a, b); }
+Tensor operator<=(const Tensor& a, double b) { return le(a, b); }
+Tensor operator>(const Tensor& a, double b) { return gt(a, b); }
+Tensor operator>=(const Tensor& a, double b) { return ge(a, b); }
+Tensor operator==(double a, const Tensor& b) { return eq(b, a); }
+Tensor operator!=(double a, const Tensor& b) { return ne(b, a); }
+Tensor operator<(double a, const Tensor& b) { return gt(b, a); }
+Tensor operator<=(double a, const Tensor& b) { return ge(b, a); }
+Tensor operator>(double a, const Tensor& b) { return lt(b, a); }
+Tensor operator>=(double a, const Tensor& b) { return le(b, a); }
+
+static void require_bool(const char* op, const Tensor& t) {
+  KILN_CHECK(t.dtype() == DType::boolean, op, ": expected bool tensors (masks), got ", t.dtype(),
+             "; compare first (x > 0) or use the arithmetic ops");
+}
+Tensor logical_and(const Tensor& a, const Tensor& b) {
+  return binary_raw(BinaryOp::logical_and, detail::cast(a, DType::boolean), detail::cast(b, DType::boolean));
+}
+Tensor logical_or(const Tensor& a, const Tensor& b) {
+  return binary_raw(BinaryOp::logical_or, detail::cast(a, DType::boolean), detail::cast(b, DType::boolean));
+}
+Tensor logical_xor(const Tensor& a, const Tensor& b) {
+  return binary_raw(BinaryOp::ne, detail::cast(a, DType::boolean), detail::cast(b, DType::boolean));
+}
+Tensor operator&(const Tensor& a, const Tensor& b) {
+  require_bool("operator&", a);
+  require_bool("operator&", b);
+  return logical_and(a, b);
+}
+Tensor operator|(const Tensor& a, const Tensor& b) {
+  require_bool("operator|", a);
+  require_bool("operator|", b);
+  return logical_or(a, b);
+}
+Tensor operator^(const Tensor& a, const Tensor& b) {
+  require_bool("operator^", a);
+  require_bool("operator^", b);
+  return logical_xor(a, b);
+}
+Tensor operator~(const Tensor& a) {
+  require_bool("operator~", a);
+  return logical_not(a);
+}
+
 // ---------------------------------------------------------------- in place
 
 static bool record_inplace(const Tensor& self, const Tensor& other) {

@@ -28,5 +28,8 @@ Tensor& rebase(Tensor& self, const Tensor& result, const char* op);
 // Output shape of a reduction over dims (keepdim form: 1 in reduced dims).
 Shape reduced_shape(const Shape& in, const std::vector<bool>& reduce_mask);
 std::vector<bool> reduce_mask(const Tensor& x, const Shape& dims, const char* op);
+// Reserves `counters` Philox counters of gen (kiln's default generator when null, under its lock)
+// and returns the generator's seed and the first counter.
+std::pair<uint64_t, uint64_t> philox_reserve(Generator* gen, uint64_t counters);
 
 }  // namespace kiln::detail

@@ -405,7 +405,8 @@ Tensor cross_entropy(const Tensor& input, const Tensor& target, const Tensor& we
     case Reduction::none: smooth_red = smooth.reshape(target.sizes()); break;
     case Reduction::sum: smooth_red = sum(smooth); break;
     case Reduction::mean: {
-      Tensor denom = [&] {  // a count of samples, not part of the graph
+      // (Structured bindings captured by name: clang before 16 cannot capture them implicitly.)
+      Tensor denom = [&, &t = t, &lp = lp] {  // a count of samples, not part of the graph
         NoGradGuard g;
         if (!weight.defined()) return sum(valid);
         Tensor safe_t = mul(t, detail::cast(valid, DType::i64));

@@ -36,6 +36,9 @@ int main(int argc, char** argv) {
   } catch (const kiln::Error& e) {
     std::cerr << "kiln-consolidate: " << e.what() << "\n";
     return 1;
+  } catch (const std::exception& e) {  // not kiln's own: still a message and a status
+    std::cerr << "kiln-consolidate: " << e.what() << "\n";
+    return 1;
   }
   return 0;
 }

@@ -1,8 +1,7 @@
 // Backend::augment_images on host memory: the CPU side of kernels/augment.h, one image per
-// iteration of an OpenMP loop.
-#include <omp.h>
-
+// iteration of a loop over kiln's CPU threads.
 #include "kernels/backend.h"
+#include "kernels/cpu/parallel.h"
 
 namespace kiln::kernels {
 
@@ -20,8 +19,7 @@ void Backend::augment_images(const AugmentParams& p, const View& out, const View
   float* o = out.ptr<float>();
   int64_t* ol = out_labels.ptr<int64_t>();
   const int64_t plane = p.h_out * p.w_out, image = p.channels * p.h_in * p.w_in;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < p.batch; ++b) {
+  cpu::parallel_for(0, p.batch, cpu::max_threads(), [&](int64_t b) {
     const AugmentChoice c = augment_choice(p, b);
     const uint8_t* img = src + idx[b] * image;
     float* ob = o + b * p.channels * plane;
@@ -29,7 +27,7 @@ void Backend::augment_images(const AugmentParams& p, const View& out, const View
       for (int64_t y = 0; y < p.h_out; ++y)
         for (int64_t x = 0; x < p.w_out; ++x) ob[(ch * p.h_out + y) * p.w_out + x] = augment_pixel(p, img, c, ch, y, x);
     ol[b] = lab[idx[b]];
-  }
+  });
 }
 
 }  // namespace kiln::kernels

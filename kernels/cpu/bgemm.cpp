@@ -11,7 +11,6 @@
 // bgemm_packed widens the packed tiles.
 #include "kernels/cpu/bgemm.h"
 
-#include <omp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -24,6 +23,7 @@
 #include "kernels/cpu/bf16_ops.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/isa.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd_bf16.h"
 
 namespace kiln::kernels::cpu {
@@ -260,13 +260,9 @@ void run_packed(detail::BgemmKernel kern, int64_t m, int64_t n, int64_t k, const
     if (amx) amx_blocks(first, last, m, n, k, pa, pb, beta, c, ldc, row_bias);
     else avx512bf16_blocks(first, last, m, n, k, pa, pb, beta, c, ldc, row_bias);
   };
-  const int threads = omp_in_parallel() || m * n * k < kParallelMacs ? 1 : omp_get_max_threads();
+  const int threads = in_parallel() || m * n * k < kParallelMacs ? 1 : max_threads();
   if (threads == 1 || nblocks == 1) return range(0, nblocks);
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    range(nblocks * t / nt, nblocks * (t + 1) / nt);
-  }
+  parallel_chunks(nblocks, threads, range);
 }
 
 // Thread-local scratch for bgemm's packed operands, grown as needed and kept.

@@ -40,7 +40,7 @@ void bf16_pack_b_rows(bool trans, int64_t k, int64_t n, const BFloat16* b, int64
 
 // C[M, N] = A @ B (+ row_bias[m]) + beta * C from packed operands, accumulated in f32. beta is 0
 // (overwrite; C may hold garbage) or 1 (accumulate). A bf16 C is rounded once, after the sum.
-// Inside an OpenMP parallel region the product runs on the calling thread only.
+// Inside a parallel region of kiln's pool the product runs on the calling thread only.
 void bgemm_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb, float beta,
                   float* c, int64_t ldc, const float* row_bias = nullptr);
 void bgemm_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb, float beta,

@@ -6,7 +6,6 @@
 // packed once per call, the column matrix stays bf16, and the weight gradient is summed over the
 // batch in f32 and rounded once.
 #include <Eigen/Core>
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -20,6 +19,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/isa.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd_bf16.h"
 
 namespace kiln::kernels::cpu {
@@ -124,11 +124,12 @@ void forward_typed(const Conv2dParams& p, T* y, const T* x, const T* w, const T*
   const int64_t ckk = cin_g * p.kh * p.kw, hw_out = p.h_out * p.w_out;
   const bool pointwise = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 &&
                          p.pad_h == 0 && p.pad_w == 0;
-#pragma omp parallel
-  {
+  // One image per thread; a single image leaves the threads to the product itself.
+  parallel_region(p.n > 1 ? max_threads() : 1, [&](int t, int nt) {
     std::vector<T> col(pointwise ? 0 : size_t(ckk * hw_out));
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < p.n; ++n) {
+    int64_t first, last;
+    static_range(p.n, t, nt, first, last);
+    for (int64_t n = first; n < last; ++n) {
       for (int64_t g = 0; g < p.groups; ++g) {
         const T* xg = x + (n * p.c_in + g * cin_g) * p.h_in * p.w_in;
         const T* cp = xg;
@@ -142,7 +143,7 @@ void forward_typed(const Conv2dParams& p, T* y, const T* x, const T* w, const T*
         if (b) out.colwise() += Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(b + g * cout_g, cout_g);
       }
     }
-  }
+  });
 }
 
 template <class T>
@@ -150,15 +151,15 @@ void backward_typed(const Conv2dParams& p, T* gx, T* gw, T* gb, const T* gy, con
   const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
   const int64_t ckk = cin_g * p.kh * p.kw, hw_out = p.h_out * p.w_out;
   const int64_t wsize = p.c_out * ckk;
-  const int threads = omp_get_max_threads();
+  const int threads = p.n > 1 ? max_threads() : 1;
   std::vector<T> gw_partial(gw ? size_t(threads) * size_t(wsize) : 0, T(0));
   if (gx) std::memset(gx, 0, sizeof(T) * size_t(p.n * p.c_in * p.h_in * p.w_in));
-#pragma omp parallel num_threads(threads)
-  {
+  parallel_region(threads, [&](int t, int nt) {
     std::vector<T> col(size_t(ckk * hw_out));
-    T* my_gw = gw ? gw_partial.data() + size_t(omp_get_thread_num()) * size_t(wsize) : nullptr;
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < p.n; ++n) {
+    T* my_gw = gw ? gw_partial.data() + size_t(t) * size_t(wsize) : nullptr;
+    int64_t first, last;
+    static_range(p.n, t, nt, first, last);
+    for (int64_t n = first; n < last; ++n) {
       for (int64_t g = 0; g < p.groups; ++g) {
         const T* gout = gy + (n * p.c_out + g * cout_g) * hw_out;
         const T* wg = w + g * cout_g * ckk;
@@ -173,7 +174,7 @@ void backward_typed(const Conv2dParams& p, T* gx, T* gw, T* gb, const T* gy, con
         }
       }
     }
-  }
+  });
   if (gw) {
     for (int64_t i = 0; i < wsize; ++i) {
       T s = T(0);
@@ -437,12 +438,12 @@ void forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const B
   if (b) bf16_to_f32(b, bias.data(), p.c_out);
   const bool fused = fused_ok(p);
   const ColRows rows(p);
-#pragma omp parallel
-  {
+  parallel_region(p.n > 1 ? max_threads() : 1, [&](int t, int nt) {
     std::vector<BFloat16> col(pointwise || fused ? 0 : size_t(ckk * hw_out));
     BFloat16* pcol = scratch<BFloat16, 0>(bf16_packed_b_size(ckk, hw_out));
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < p.n; ++n) {
+    int64_t first, last;
+    static_range(p.n, t, nt, first, last);
+    for (int64_t n = first; n < last; ++n) {
       for (int64_t g = 0; g < p.groups; ++g) {
         const BFloat16* xg = x + (n * p.c_in + g * cin_g) * p.h_in * p.w_in;
         const BFloat16* cp = xg;
@@ -457,18 +458,17 @@ void forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const B
                      y + (n * p.c_out + g * cout_g) * hw_out, hw_out, b ? bias.data() + g * cout_g : nullptr);
       }
     }
-  }
+  });
 }
 
 // grad_b[c] = the sum of grad_out over the batch and the plane, each plane summed in f32.
 void bias_grad_bf16(const Conv2dParams& p, BFloat16* gb, const BFloat16* gy) {
   const int64_t hw_out = p.h_out * p.w_out;
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < p.c_out; ++c) {
+  parallel_for(0, p.c_out, max_threads(), [&](int64_t c) {
     double s = 0;
     for (int64_t n = 0; n < p.n; ++n) s += double(bf16_sum(gy + (n * p.c_out + c) * hw_out, hw_out));
     gb[c] = BFloat16(float(s));
-  }
+  });
 }
 
 void backward_bf16(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* gb, const BFloat16* gy,
@@ -476,19 +476,19 @@ void backward_bf16(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* 
   const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
   const int64_t ckk = cin_g * p.kh * p.kw, hw_out = p.h_out * p.w_out, hw_in = p.h_in * p.w_in;
   const int64_t wsize = p.c_out * ckk;
-  const int threads = omp_get_max_threads();
+  const int threads = p.n > 1 ? max_threads() : 1;
   const std::vector<BFloat16> pwt = gx ? pack_weights(p, w, true) : std::vector<BFloat16>();
   const int64_t pwt_size = bf16_packed_a_size(ckk, cout_g);
   std::vector<float> gw_partial(gw ? size_t(threads) * size_t(wsize) : 0, 0.f);
-#pragma omp parallel num_threads(threads)
-  {
+  parallel_region(threads, [&](int t, int nt) {
     std::vector<BFloat16> col(gw ? size_t(ckk * hw_out) : 0);
     std::vector<BFloat16> pa(size_t(std::max(bf16_packed_a_size(cout_g, hw_out), int64_t(1))));
     std::vector<BFloat16> pb(size_t(std::max(bf16_packed_b_size(hw_out, ckk), bf16_packed_b_size(cout_g, hw_out))));
     std::vector<float> gcol(gx ? size_t(ckk * hw_out) : 0), gimg(gx ? size_t(cin_g * hw_in) : 0);
-    float* my_gw = gw ? gw_partial.data() + size_t(omp_get_thread_num()) * size_t(wsize) : nullptr;
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < p.n; ++n) {
+    float* my_gw = gw ? gw_partial.data() + size_t(t) * size_t(wsize) : nullptr;
+    int64_t first, last;
+    static_range(p.n, t, nt, first, last);
+    for (int64_t n = first; n < last; ++n) {
       for (int64_t g = 0; g < p.groups; ++g) {
         const BFloat16* gout = gy + (n * p.c_out + g * cout_g) * hw_out;
         if (my_gw) {  // grad_w[cout_g, ckk] += grad_out[cout_g, hw] @ col^T[hw, ckk]
@@ -506,7 +506,7 @@ void backward_bf16(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* 
         }
       }
     }
-  }
+  });
   if (gw) {
     std::vector<float> sum(size_t(wsize), 0.f);
     for (int t = 0; t < threads; ++t)
@@ -523,7 +523,7 @@ void backward_bf16_fused(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFlo
   // With a bias, the weight-gradient product carries one more row: the bias gradient.
   const bool with_bias = gw && gb;
   const int64_t rows_w = ckk + (with_bias ? 1 : 0), wsize = p.groups * rows_w * cout_g;
-  const int threads = omp_get_max_threads();
+  const int threads = p.n > 1 ? max_threads() : 1;
   const Conv2dParams t = transposed_params(p);
   const ColRows rows(p), trows(t);
   const std::vector<BFloat16> pwt = gx ? flip_weights(p, w) : std::vector<BFloat16>();
@@ -534,14 +534,12 @@ void backward_bf16_fused(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFlo
   const int64_t stack = hw_out % 32 == 0 ? std::max<int64_t>(1, 1024 / hw_out) : 1;
   const int64_t k_stack = stack * hw_out;
   std::vector<float*> gwt_partial(size_t(threads), nullptr);
-#pragma omp parallel num_threads(threads)
-  {
+  parallel_region(threads, [&](int th, int nth) {
     BFloat16* pa = gw ? scratch<BFloat16, 1>(bf16_packed_a_size(rows_w, k_stack)) : nullptr;
     BFloat16* pb = gw ? scratch<BFloat16, 2>(bf16_packed_b_size(k_stack, cout_g)) : nullptr;
     BFloat16* pcol = gx ? scratch<BFloat16, 0>(bf16_packed_b_size(trows.ckk, hw_in)) : nullptr;
     float* my_gwt = gw ? scratch<float, 0>(wsize) : nullptr;
     if (my_gwt) std::fill(my_gwt, my_gwt + wsize, 0.f);
-    const int64_t th = omp_get_thread_num(), nth = omp_get_num_threads();
     gwt_partial[size_t(th)] = my_gwt;
     // This thread's images, in stacks.
     const int64_t first = p.n * th / nth, last = p.n * (th + 1) / nth;
@@ -566,7 +564,7 @@ void backward_bf16_fused(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFlo
         }
       }
     }
-  }
+  });
   if (gw) {
     std::vector<float> sum(size_t(wsize), 0.f);
     for (const float* part : gwt_partial)

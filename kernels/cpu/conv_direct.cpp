@@ -13,8 +13,6 @@
 // and reduced over lanes and threads at the end. The bias gradient rides along (one more add per
 // grad_out vector). Memory: an image's input (a few KiB) and the grad_out planes it needs stay in
 // L1/L2; every input and grad_out value is read from memory once per pass over its channel.
-#include <omp.h>
-
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/simd_kernels.h"
 
@@ -122,11 +120,11 @@ template <class T>
 void forward_impl(const ConvShape& s, const T* x, T* y, const float* wt, const float* bias, float* ws, int threads) {
   const Geo g = make_geo(s);
   const int64_t plane = s.h_out * s.w_out;
-#pragma omp parallel num_threads(threads)
-  {
-    float* xp = ws + omp_get_thread_num() * g.img;
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < s.n; ++n) {
+  region(threads, [&](int t, int nt) {
+    float* xp = ws + t * g.img;
+    int64_t n_begin, n_end;
+    share(s.n, t, nt, n_begin, n_end);
+    for (int64_t n = n_begin; n < n_end; ++n) {
       pad_image(g, x + n * s.c_in * s.h_in * s.w_in, xp);
       T* yn = y + n * s.c_out * plane;
       for (int64_t oh = 0; oh < s.h_out; ++oh)
@@ -142,7 +140,7 @@ void forward_impl(const ConvShape& s, const T* x, T* y, const float* wt, const f
                                        yn + co * plane + oh * s.w_out + col0, plane, valid);
         }
     }
-  }
+  });
 }
 
 // The 9 taps' partial sums of R output channels against input channel xc of one image, added to
@@ -218,16 +216,15 @@ void weight_grad_impl(const ConvShape& s, const T* x, const T* gy, float* gw, fl
   const Geo& g = z.g;
   const int64_t plane = s.h_out * s.w_out, part_stride = s.c_in * 9 * L;
   int team = 1;
-#pragma omp parallel num_threads(threads)
-  {
-    float* xp = ws + omp_get_thread_num() * z.per_thread;
+  region(threads, [&](int t, int nt) {
+    float* xp = ws + t * z.per_thread;
     float* part = xp + g.img;
     float* bpart = part + z.part;
     for (int64_t i = 0; i < z.part + z.bpart; i += L) store(part + i, zero());
-#pragma omp single
-    team = omp_get_num_threads();
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < s.n; ++n) {
+    if (t == 0) team = nt;
+    int64_t n_begin, n_end;
+    share(s.n, t, nt, n_begin, n_end);
+    for (int64_t n = n_begin; n < n_end; ++n) {
       pad_image(g, x + n * s.c_in * s.h_in * s.w_in, xp);
       const T* gyn = gy + n * s.c_out * plane;
       for (int64_t c = 0; c < s.c_in; ++c) {
@@ -241,7 +238,7 @@ void weight_grad_impl(const ConvShape& s, const T* x, const T* gy, float* gw, fl
                                    part + co * part_stride + c * 9 * L, part_stride, bp ? bp + co * L : nullptr);
       }
     }
-  }
+  });
   for (int64_t i = 0; i < s.c_out * s.c_in * 9; ++i) {
     float sum = 0.f;
     for (int t = 0; t < team; ++t) sum += hsum(load(ws + t * z.per_thread + g.img + i * L));

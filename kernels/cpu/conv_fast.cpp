@@ -4,14 +4,13 @@
 // training step does not map and fault in fresh pages for every convolution.
 #include "kernels/cpu/conv_fast.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <new>
 #include <string>
 #include <type_traits>
 
 #include "kernels/cpu/isa.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd_kernels.h"
 
 namespace kiln::kernels::cpu {
@@ -121,7 +120,7 @@ Elem<T>* elems(const View& v) {
 template <class T>
 void winograd_forward(const SimdKernels& k, const ConvShape& s, const float* wt, const Elem<T>* x, Elem<T>* y,
                       const float* bias) {
-  const int threads = omp_get_max_threads();
+  const int threads = max_threads();
   float* u = scratch(kTransformed, k.winograd_weights_size(s.c_in, s.c_out));
   k.winograd_weights(s.c_in, s.c_out, wt, u, threads);
   float* ws = scratch(kWork, k.winograd_forward_workspace(s, threads));
@@ -141,7 +140,7 @@ bool forward(const Conv2dParams& p, const View& out, const View& in, const View&
     winograd_forward<T>(k, s, wt, elems<T>(in), elems<T>(out), b);
     return true;
   }
-  const int threads = omp_get_max_threads();
+  const int threads = max_threads();
   float* ws = scratch(kWork, k.direct_forward_workspace(s, threads));
   if constexpr (std::is_same_v<T, float>) k.direct_forward_f32(s, elems<T>(in), elems<T>(out), wt, b, ws, threads);
   else k.direct_forward_bf16(s, elems<T>(in), elems<T>(out), wt, b, ws, threads);
@@ -153,7 +152,7 @@ ConvGradsDone backward(const Conv2dParams& p, const View& grad_in, const View& g
                        const View& grad_out, const View& in, const View& weight) {
   const SimdKernels& k = *table();
   ConvGradsDone done;
-  const int threads = omp_get_max_threads();
+  const int threads = max_threads();
   if (grad_in.data && winograd_fits(p.c_out, p.c_in, p.h_in, p.w_in)) {
     const float* wt = pack_weights(p, weight.ptr<T>(), true, k.lanes);
     winograd_forward<T>(k, transposed_shape(p), wt, elems<T>(grad_out), elems<T>(grad_in), nullptr);

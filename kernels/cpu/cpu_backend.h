@@ -1,7 +1,8 @@
-// The CPU implementation of kernels::Backend: OpenMP threads, Eigen for f32/f64 matrix products
-// (gemm.h), handwritten AMX / AVX512-BF16 kernels for bf16 ones (bgemm.h), plain vectorisable
-// loops for the rest. Member functions are defined in the file of their kind
-// (elementwise.cpp, reduce.cpp, matmul.cpp, conv.cpp, pool.cpp, softmax.cpp, optim.cpp).
+// The CPU implementation of kernels::Backend: kiln's thread pool (parallel.h), Eigen for f32/f64
+// matrix products (gemm.h), handwritten AMX / AVX512-BF16 kernels for bf16 ones (bgemm.h), plain
+// vectorisable loops for the rest. Member functions are defined in the file of their kind
+// (elementwise.cpp, reduce.cpp, matmul.cpp, conv.cpp, pool.cpp, softmax.cpp, optim.cpp, and the
+// sequence-model kernels listed below).
 #pragma once
 
 #include "kernels/backend.h"
@@ -55,6 +56,18 @@ class CpuBackend final : public Backend {
                  const View& exp_avg_sq, const View& max_exp_avg_sq) override;
   void sgd_step(const SgdParams& p, const View& param, const View& grad,
                 const View& momentum_buffer) override;
+  // Sequence-model kernels (cumsum.cpp, sort.cpp, gather.cpp, multinomial.cpp, attention.cpp).
+  void cumsum(const View& out, const View& in, int64_t outer, int64_t n, int64_t inner) override;
+  void sort(const View& values, const View& indices, const View& in, bool descending) override;
+  void gather(const View& out, const View& in, const View& index, int dim) override;
+  void scatter(const View& self, const View& index, const View& src, int dim, bool accumulate) override;
+  void multinomial(const View& out, const View& probs, int64_t k, bool replacement, uint64_t seed,
+                   uint64_t offset) override;
+  void sdpa_forward(const SdpaParams& p, const View& out, const View& lse, const View& q, const View& k,
+                    const View& v, const View& mask) override;
+  void sdpa_backward(const SdpaParams& p, const View& grad_q, const View& grad_k, const View& grad_v,
+                     const View& grad_out, const View& q, const View& k, const View& v, const View& out,
+                     const View& lse, const View& mask) override;
 };
 
 }  // namespace kiln::kernels::cpu

@@ -1,8 +1,6 @@
 // CPU elementwise kernels: copies with casts, fills, unary and binary maps, where, random numbers.
 // Each op is a small functor instantiated into the strided loop of loops.h, so the switch on the
 // op runs once per call, not once per element; dense operands become one flat loop.
-#include <omp.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -27,12 +25,6 @@ Backend& cpu_backend() {
   static cpu::CpuBackend backend;
   return backend;
 }
-
-void set_num_threads(int n) {
-  KILN_CHECK(n >= 1, "set_num_threads: expected a thread count >= 1, got ", n);
-  omp_set_num_threads(n);
-}
-int get_num_threads() { return omp_get_max_threads(); }
 
 namespace {
 std::atomic<bool> g_deterministic{false};
@@ -88,24 +80,45 @@ LargeBlockCache& large_blocks() {
   return *cache;
 }
 
+std::atomic<size_t> g_allocated{0}, g_peak{0};
+std::atomic<uint64_t> g_num_allocs{0};
+
+void count_allocation(size_t size) {
+  const size_t now = g_allocated.fetch_add(size, std::memory_order_relaxed) + size;
+  size_t peak = g_peak.load(std::memory_order_relaxed);
+  while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+  g_num_allocs.fetch_add(1, std::memory_order_relaxed);
+}
+
 }  // namespace
 
 void* CpuBackend::allocate(size_t nbytes) {
   if (nbytes == 0) return nullptr;
   // 64-byte alignment: whole cache lines and full AVX-512 vectors.
   const size_t size = LargeBlockCache::rounded(nbytes);
-  if (size >= LargeBlockCache::kMin)
-    if (void* p = large_blocks().take(size)) return p;
-  void* p = std::aligned_alloc(64, size);
+  void* p = size >= LargeBlockCache::kMin ? large_blocks().take(size) : nullptr;
+  if (!p) p = std::aligned_alloc(64, size);
   KILN_CHECK(p, "out of CPU memory: could not allocate ", nbytes, " bytes");
+  count_allocation(size);
   return p;
 }
 void CpuBackend::deallocate(void* ptr, size_t nbytes) {
   if (!ptr) return;
   const size_t size = LargeBlockCache::rounded(nbytes);
+  g_allocated.fetch_sub(size, std::memory_order_relaxed);
   if (size >= LargeBlockCache::kMin && large_blocks().give(ptr, size)) return;
   std::free(ptr);
 }
+
+}  // namespace cpu
+
+CpuMemoryStats cpu_memory_stats() {
+  return {cpu::g_allocated.load(), cpu::g_peak.load(), cpu::g_num_allocs.load()};
+}
+void reset_cpu_peak_memory() { cpu::g_peak.store(cpu::g_allocated.load()); }
+
+namespace cpu {
 void CpuBackend::copy_from_host(void* dst, const void* src, size_t n) {
   if (n) std::memcpy(dst, src, n);
 }
@@ -295,6 +308,9 @@ void unary_typed(UnaryOp op, const View& out, const View& in, double a, double b
       case UnaryOp::sigmoid:
         return map1<T, T>(out, in, [](C x) { return C(1) / (C(1) + std::exp(-x)); });
       case UnaryOp::tanh: return map1<T, T>(out, in, [](C x) { return std::tanh(x); });
+      case UnaryOp::sin: return map1<T, T>(out, in, [](C x) { return std::sin(x); });
+      case UnaryOp::cos: return map1<T, T>(out, in, [](C x) { return std::cos(x); });
+      case UnaryOp::silu: return map1<T, T>(out, in, [](C x) { return x / (C(1) + std::exp(-x)); });
       case UnaryOp::gelu:
         return map1<T, T>(out, in, [](C x) { return C(0.5) * x * (C(1) + std::erf(x * C(kSqrt1_2))); });
       case UnaryOp::gelu_tanh:
@@ -375,6 +391,11 @@ void binary_typed(BinaryOp op, const View& out, const View& x, const View& y, do
         return map2<T, T>(out, x, y, [](C g, C s) { return g * s * (C(1) - s); });
       case BinaryOp::tanh_backward:
         return map2<T, T>(out, x, y, [](C g, C t) { return g * (C(1) - t * t); });
+      case BinaryOp::silu_backward:
+        return map2<T, T>(out, x, y, [](C g, C v) {
+          const C s = C(1) / (C(1) + std::exp(-v));
+          return g * s * (C(1) + v * (C(1) - s));
+        });
       case BinaryOp::clamp_backward: {
         const bool has_lo = !std::isnan(alpha), has_hi = !std::isnan(beta);
         return map2<T, T>(out, x, y, [=](C g, C v) {
@@ -393,14 +414,7 @@ void binary_typed(BinaryOp op, const View& out, const View& x, const View& y, do
 // Runs f(start, count) over [0, n) in one chunk per thread (one chunk for small n).
 template <class F>
 void dense_chunks(int64_t n, F&& f) {
-  const int threads = n >= kParallelGrain ? omp_get_max_threads() : 1;
-  if (threads == 1) return f(0, n);
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t s = n * t / nt, e = n * (t + 1) / nt;
-    if (e > s) f(s, e - s);
-  }
+  parallel_chunks(n, threads_for(n), [&](int64_t b, int64_t e) { f(b, e - b); });
 }
 
 }  // namespace
@@ -516,9 +530,7 @@ namespace {
 
 template <class T>
 void random_typed(RandomKind kind, T* o, int64_t n, uint64_t seed, uint64_t offset, double a, double b) {
-  const int threads = n >= kParallelGrain ? omp_get_max_threads() : 1;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(0, n, threads_for(n), [&](int64_t i) {
     double v = 0;
     switch (kind) {
       case RandomKind::uniform: v = a + (b - a) * double(philox_uniform(seed, offset, uint64_t(i))); break;
@@ -529,7 +541,7 @@ void random_typed(RandomKind kind, T* o, int64_t n, uint64_t seed, uint64_t offs
       case RandomKind::bernoulli: v = philox_uniform(seed, offset, uint64_t(i)) < a ? 1.0 : 0.0; break;
     }
     o[i] = T(compute_t<T>(v));
-  }
+  });
 }
 
 }  // namespace

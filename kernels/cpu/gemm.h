@@ -11,8 +11,9 @@ namespace kiln::kernels::cpu {
 
 // C[M, N] = op(A) @ op(B) + beta * C, all row-major with leading dimensions lda, ldb, ldc.
 // op(A) is [M, K]: A is [M, K] (lda >= K), or [K, M] when trans_a (lda >= M); likewise B.
-// beta is 0 (overwrite; C may hold garbage) or 1 (accumulate). Inside an OpenMP parallel region
-// the product runs on the calling thread only; outside it, it may use all of kiln's threads.
+// beta is 0 (overwrite; C may hold garbage) or 1 (accumulate). Inside a parallel region of kiln's
+// pool (parallel.h) the product runs on the calling thread only; outside it, large products use all
+// of kiln's threads.
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
            const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 

@@ -2,6 +2,8 @@
 // kernel table (simd_kernels.h).
 #include "kernels/cpu/isa.h"
 
+#include <cpuid.h>
+
 #include <cstdlib>
 #include <string_view>
 
@@ -35,8 +37,18 @@ bool cpu_has(Isa isa) {
              __builtin_cpu_supports("fma");
     case Isa::avx512bf16: return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512bf16");
     case Isa::amx:
+#if defined(__clang__) && __clang_major__ < 16
+      // clang before 16 knows no AMX names in __builtin_cpu_supports: CPUID leaf 7 says the same
+      // (EDX bit 24 AMX-TILE, bit 22 AMX-BF16).
+      {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        return cpu_has(Isa::avx512bf16) && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) &&
+               (d >> 22 & 1);
+      }
+#else
       return cpu_has(Isa::avx512bf16) && __builtin_cpu_supports("amx-tile") &&
              __builtin_cpu_supports("amx-bf16");
+#endif
   }
   return false;
 }

@@ -1,9 +1,7 @@
 // Strided iteration for CPU kernels: operands share one shape; dims are coalesced where every
 // operand is contiguous across them, so dense tensors run as one flat, vectorisable loop, and
-// rows are spread over OpenMP threads once there is enough work to pay for them.
+// rows are spread over kiln's CPU threads (parallel.h) once there is enough work to pay for them.
 #pragma once
-
-#include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -11,6 +9,7 @@
 
 #include "core/error.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/parallel.h"
 
 namespace kiln::kernels::cpu {
 
@@ -30,9 +29,6 @@ void dispatch_floating(DType t, const char* op, F&& f) {
   }
   fail(op, ": expected a floating-point tensor, got ", dtype_name(t));
 }
-
-// Work below this many elements runs on one thread.
-constexpr int64_t kParallelGrain = 32768;
 
 template <int K>
 struct Geometry {
@@ -80,20 +76,17 @@ void for_each_run(const Geometry<K>& g, Body&& body) {
   int64_t inner_strides[K];
   for (int k = 0; k < K; ++k) inner_strides[k] = g.strides[k][inner];
   const int64_t total = rows * n_inner;
-  const int threads = total >= kParallelGrain ? omp_get_max_threads() : 1;
+  const int threads = threads_for(total);
 
   if (rows == 1) {  // one long run: split it into chunks
-    const int64_t chunk = std::max<int64_t>((n_inner + threads - 1) / threads, 1);
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t start = 0; start < n_inner; start += chunk) {
+    parallel_chunks(n_inner, threads, [&](int64_t b, int64_t e) {
       int64_t off[K];
-      for (int k = 0; k < K; ++k) off[k] = start * inner_strides[k];
-      body(off, std::min(chunk, n_inner - start), inner_strides);
-    }
+      for (int k = 0; k < K; ++k) off[k] = b * inner_strides[k];
+      body(off, e - b, inner_strides);
+    });
     return;
   }
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(0, rows, threads, [&](int64_t r) {
     int64_t off[K] = {};
     int64_t rem = r;
     for (int d = inner - 1; d >= 0; --d) {
@@ -102,7 +95,7 @@ void for_each_run(const Geometry<K>& g, Body&& body) {
       for (int k = 0; k < K; ++k) off[k] += idx * g.strides[k][d];
     }
     body(off, n_inner, inner_strides);
-  }
+  });
 }
 
 }  // namespace kiln::kernels::cpu

@@ -3,7 +3,6 @@
 // column-major, so transposed views cost nothing); anything else is packed first, and f16 is
 // widened to f32. Batches run in parallel when the products are small.
 #include <Eigen/Core>
-#include <omp.h>
 
 #include <type_traits>
 #include <vector>
@@ -72,8 +71,7 @@ void matmul_blas(const View& out, const View& a, const View& b, double beta) {
   };
   const bool batch_parallel = B > 1 && M * N * K < (1 << 18);
   if (batch_parallel) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < B; ++i) one(i);
+    parallel_for(0, B, max_threads(), one);
   } else {
     for (int64_t i = 0; i < B; ++i) one(i);
   }
@@ -85,27 +83,29 @@ void matmul_typed(const View& out, const View& a, const View& b, double beta) {
   const T* pa = a.ptr<T>();
   const T* pb = b.ptr<T>();
   T* pc = out.ptr<T>();
-  auto one = [&](int64_t i) {
-    Eigen::Map<RowMat<T>> c(pc + i * M * N, M, N);
+  // Rows [r0, r1) of product i.
+  auto rows = [&](int64_t i, int64_t r0, int64_t r1) {
+    Eigen::Map<RowMat<T>> c(pc + (i * M + r0) * N, r1 - r0, N);
     if (K == 0) {
       if (beta == 0) c.setZero();
       return;
     }
-    with_map(pa + i * a.strides[0], M, K, a.strides[1], a.strides[2], [&](const auto& ma) {
+    with_map(pa + i * a.strides[0] + r0 * a.strides[1], r1 - r0, K, a.strides[1], a.strides[2], [&](const auto& ma) {
       with_map(pb + i * b.strides[0], K, N, b.strides[1], b.strides[2], [&](const auto& mb) {
         if (beta == 0) c.noalias() = ma * mb;
         else c.noalias() += ma * mb;
       });
     });
   };
-  // Large products parallelise inside Eigen; many small ones parallelise over the batch.
+  // Many small products run in parallel over the batch; large ones split their rows.
   const bool batch_parallel = B > 1 && M * N * K < (1 << 18);
   if (batch_parallel) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < B; ++i) one(i);
-  } else {
-    for (int64_t i = 0; i < B; ++i) one(i);
+    parallel_for(0, B, max_threads(), [&](int64_t i) { rows(i, 0, M); });
+    return;
   }
+  const int threads = M * N * K >= (1 << 18) ? int(std::min<int64_t>(max_threads(), M)) : 1;
+  for (int64_t i = 0; i < B; ++i)
+    parallel_chunks(M, threads, [&](int64_t r0, int64_t r1) { rows(i, r0, r1); });
 }
 
 template <class T>

@@ -1,8 +1,6 @@
 // CPU optimizer updates: PyTorch's Adam/AdamW and SGD rules element by element, in one pass over
 // the parameter, gradient and state (no temporaries), threaded over large tensors. f32 Adam runs
 // the same rule a vector at a time where the CPU has AVX2 or AVX-512 (adam.cpp).
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -32,15 +30,16 @@ void CpuBackend::adam_step(const AdamParams& p, const View& param, const View& g
     if constexpr (std::is_same_v<T, float>) {
       if (const SimdKernels* k = simd_kernels()) {  // the same rule, a vector at a time (adam.cpp)
         const AdamF32 a{lr, b1, b2, eps, wd, step_size, bc2_sqrt, decoupled, amsgrad, maximize};
-        const int64_t chunk = std::max<int64_t>(4096, (n / (4 * omp_get_max_threads()) + 63) / 64 * 64);
-#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
-        for (int64_t i = 0; i < n; i += chunk)
+        const int64_t chunk = std::max<int64_t>(4096, (n / (4 * max_threads()) + 63) / 64 * 64);
+        const int64_t chunks = (n + chunk - 1) / chunk;
+        parallel_for(0, chunks, threads_for(n), [&](int64_t c) {
+          const int64_t i = c * chunk;
           k->adam_f32(a, w + i, g + i, m + i, v + i, vmax ? vmax + i : nullptr, std::min(chunk, n - i));
+        });
         return;
       }
     }
-#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) {
+    parallel_for(0, n, threads_for(n), [&](int64_t i) {
       C gi = maximize ? -C(g[i]) : C(g[i]);
       C wi = C(w[i]);
       if (wd != C(0)) {
@@ -60,7 +59,7 @@ void CpuBackend::adam_step(const AdamParams& p, const View& param, const View& g
       m[i] = T(mi);
       v[i] = T(vi);
       w[i] = T(wi);
-    }
+    });
   });
 }
 
@@ -74,8 +73,7 @@ void CpuBackend::sgd_step(const SgdParams& p, const View& param, const View& gra
     const T* g = grad.ptr<T>();
     T* buf = momentum_buffer.ptr<T>();
     const C lr = C(p.lr), mom = C(p.momentum), damp = C(p.dampening), wd = C(p.weight_decay);
-#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) {
+    parallel_for(0, n, threads_for(n), [&](int64_t i) {
       C d = p.maximize ? -C(g[i]) : C(g[i]);
       const C wi = C(w[i]);
       if (wd != C(0)) d = d + wd * wi;
@@ -85,7 +83,7 @@ void CpuBackend::sgd_step(const SgdParams& p, const View& param, const View& gra
         d = p.nesterov ? d + mom * b : b;
       }
       w[i] = T(wi - lr * d);
-    }
+    });
   });
 }
 

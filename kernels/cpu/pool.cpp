@@ -1,8 +1,6 @@
 // CPU max and average pooling on dense NCHW tensors, one (n, c) plane per iteration across
 // threads. Max pooling records the flat position (ih * w_in + iw) of each maximum for backward.
 // The common 2x2/2 window has vector kernels: f32 in max_pool_2x2.cpp (simd_kernels.h), bf16 here.
-#include <omp.h>
-
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -124,8 +122,7 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
     int64_t* idx = indices.ptr<int64_t>();
     static const bool avx512 = isa_enabled(Isa::avx512);
     static const SimdKernels* simd = simd_kernels();
-#pragma omp parallel for schedule(static)
-    for (int64_t plane = 0; plane < p.n * p.c; ++plane) {
+    parallel_for(0, p.n * p.c, max_threads(), [&](int64_t plane) {
       const T* xp = x + plane * p.h_in * p.w_in;
       T* yp = y + plane * p.h_out * p.w_out;
       int64_t* ip = idx ? idx + plane * p.h_out * p.w_out : nullptr;
@@ -134,13 +131,13 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
         if constexpr (std::is_same_v<T, BFloat16>) {
           if (avx512 && p.h_in * p.w_in < (int64_t(1) << 31)) {
             max_pool_2x2_bf16_avx512(p, xp, yp, ip);
-            continue;
+            return;
           }
         }
         if constexpr (std::is_same_v<T, float>) {
           if (simd && p.h_in * p.w_in < (int64_t(1) << 31)) {
             simd->max_pool_2x2_f32(xp, yp, ip, p.h_in, p.w_in, p.h_out, p.w_out);
-            continue;
+            return;
           }
         }
         // The common 2x2/2 case: branch-free selection (conditional moves), since on real
@@ -170,7 +167,7 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
             if (ip) ip[oh * p.w_out + ow] = k;
           }
         }
-        continue;
+        return;
       }
       for (int64_t oh = 0; oh < p.h_out; ++oh) {
         const int64_t h0 = oh * p.stride_h - p.pad_h;
@@ -190,7 +187,7 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
           if (ip) ip[oh * p.w_out + ow] = best_i;
         }
       }
-    }
+    });
   });
 }
 
@@ -208,20 +205,19 @@ void CpuBackend::max_pool2d_backward(const Pool2dParams& p, const View& grad_in,
     const bool window_2x2 = p.kh == 2 && p.kw == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 &&
                             p.pad_w == 0 && p.h_in * p.w_in < (int64_t(1) << 31);
     const bool fast = window_2x2 && (std::is_same_v<T, BFloat16> ? avx512 : std::is_same_v<T, float> && simd);
-#pragma omp parallel for schedule(static)
-    for (int64_t plane = 0; plane < p.n * p.c; ++plane) {
+    parallel_for(0, p.n * p.c, max_threads(), [&](int64_t plane) {
       T* gxp = gx + plane * p.h_in * p.w_in;
       if constexpr (std::is_same_v<T, BFloat16>) {
         if (fast) {
           max_pool_2x2_backward_bf16_avx512(p, gxp, gy + plane * p.h_out * p.w_out, idx + plane * p.h_out * p.w_out);
-          continue;
+          return;
         }
       }
       if constexpr (std::is_same_v<T, float>) {
         if (fast) {
           simd->max_pool_2x2_backward_f32(gxp, gy + plane * p.h_out * p.w_out, idx + plane * p.h_out * p.w_out,
                                           p.h_in, p.w_in, p.h_out, p.w_out);
-          continue;
+          return;
         }
       }
       for (int64_t i = 0; i < p.h_in * p.w_in; ++i) gxp[i] = T(0);
@@ -229,10 +225,10 @@ void CpuBackend::max_pool2d_backward(const Pool2dParams& p, const View& grad_in,
       const int64_t* ip = idx + plane * p.h_out * p.w_out;
       if (disjoint) {  // each input is the maximum of at most one window: no sums to form
         for (int64_t o = 0; o < p.h_out * p.w_out; ++o) gxp[ip[o]] = gyp[o];
-        continue;
+        return;
       }
       for (int64_t o = 0; o < p.h_out * p.w_out; ++o) gxp[ip[o]] = T(C(gxp[ip[o]]) + C(gyp[o]));
-    }
+    });
   });
 }
 
@@ -242,8 +238,7 @@ void CpuBackend::avg_pool2d_forward(const Pool2dParams& p, const View& out, cons
     using C = compute_t<T>;
     const T* x = in.ptr<T>();
     T* y = out.ptr<T>();
-#pragma omp parallel for schedule(static)
-    for (int64_t plane = 0; plane < p.n * p.c; ++plane) {
+    parallel_for(0, p.n * p.c, max_threads(), [&](int64_t plane) {
       const T* xp = x + plane * p.h_in * p.w_in;
       T* yp = y + plane * p.h_out * p.w_out;
       for (int64_t oh = 0; oh < p.h_out; ++oh) {
@@ -261,7 +256,7 @@ void CpuBackend::avg_pool2d_forward(const Pool2dParams& p, const View& out, cons
           yp[oh * p.w_out + ow] = T(s / C(count));
         }
       }
-    }
+    });
   });
 }
 
@@ -272,8 +267,7 @@ void CpuBackend::avg_pool2d_backward(const Pool2dParams& p, const View& grad_in,
     using C = compute_t<T>;
     const T* gy = grad_out.ptr<T>();
     T* gx = grad_in.ptr<T>();
-#pragma omp parallel for schedule(static)
-    for (int64_t plane = 0; plane < p.n * p.c; ++plane) {
+    parallel_for(0, p.n * p.c, max_threads(), [&](int64_t plane) {
       T* gxp = gx + plane * p.h_in * p.w_in;
       for (int64_t i = 0; i < p.h_in * p.w_in; ++i) gxp[i] = T(0);
       const T* gyp = gy + plane * p.h_out * p.w_out;
@@ -291,7 +285,7 @@ void CpuBackend::avg_pool2d_backward(const Pool2dParams& p, const View& grad_in,
             for (int64_t iw = ws; iw < we; ++iw) gxp[ih * p.w_in + iw] = T(C(gxp[ih * p.w_in + iw]) + g);
         }
       }
-    }
+    });
   });
 }
 

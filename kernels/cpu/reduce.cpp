@@ -1,7 +1,6 @@
 // CPU reductions. Each output element reduces a (coalesced) strided sub-space of the input; float
 // sums accumulate in double, so f32 results match a float64 reference to f32 rounding. Threads
 // split the outputs, or the reduced range when there are few outputs (a full sum).
-#include <omp.h>
 
 #include <cmath>
 #include <limits>
@@ -55,6 +54,15 @@ template <class T>
 constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, Half> ||
                             std::is_same_v<T, BFloat16>;
 
+// The identity of max (for_min = false) or min: +-inf for floating types, else the type's limits.
+template <class C>
+C extreme_init(bool for_min) {
+  if constexpr (std::is_floating_point_v<C>)
+    return for_min ? std::numeric_limits<C>::infinity() : -std::numeric_limits<C>::infinity();
+  else
+    return for_min ? std::numeric_limits<C>::max() : std::numeric_limits<C>::lowest();
+}
+
 template <class T, class Acc, class Op>
 void reduce_impl(const View& out, const View& in, Acc init, Op op, bool mean_of = false) {
   (void)mean_of;
@@ -79,26 +87,23 @@ void reduce_impl(const View& out, const View& in, Acc init, Op op, bool mean_of 
   };
 
   const int64_t total = s.kept_numel * s.red_numel;
-  const int threads = total >= kParallelGrain ? omp_get_max_threads() : 1;
+  const int threads = threads_for(total);
   if (s.kept_numel >= threads || outer_n < threads) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t k = 0; k < s.kept_numel; ++k) {
+    parallel_for(0, s.kept_numel, threads, [&](int64_t k) {
       int64_t base = offset_of(k, s.nk, s.ksizes, s.kstrides);
       dst[k] = T(compute_t<T>(reduce_range(base, 0, outer_n)));
-    }
+    });
     return;
   }
   // Few outputs, much to reduce: split the reduced range and combine the partial results.
   for (int64_t k = 0; k < s.kept_numel; ++k) {
     int64_t base = offset_of(k, s.nk, s.ksizes, s.kstrides);
     std::vector<Acc> partial(size_t(threads), init);
-#pragma omp parallel num_threads(threads)
-    {
-      int t = omp_get_thread_num();
-      int64_t chunk = (outer_n + threads - 1) / threads;
-      int64_t r0 = std::min(outer_n, t * chunk), r1 = std::min(outer_n, r0 + chunk);
+    parallel_region(threads, [&](int t, int nt) {
+      int64_t r0, r1;
+      static_range(outer_n, t, nt, r0, r1);
       partial[size_t(t)] = reduce_range(base, r0, r1);
-    }
+    });
     Acc acc = init;
     for (Acc v : partial) acc = op(acc, v);
     dst[k] = T(compute_t<T>(acc));
@@ -122,12 +127,13 @@ void CpuBackend::reduce(ReduceOp op, const View& out, const View& in) {
         case ReduceOp::sum: return reduce_impl<T, Acc>(out, in, Acc(0), [](Acc a, Acc b) { return a + b; });
         case ReduceOp::prod: return reduce_impl<T, Acc>(out, in, Acc(1), [](Acc a, Acc b) { return a * b; });
         case ReduceOp::max:
-          return reduce_impl<T, C>(out, in, std::numeric_limits<C>::lowest(), [](C a, C b) {
+          // Floating maxima start at -inf, so a slice of -inf reduces to -inf (not -DBL_MAX).
+          return reduce_impl<T, C>(out, in, extreme_init<C>(false), [](C a, C b) {
             if constexpr (is_float_v<T>) { if (a != a || b != b) return std::numeric_limits<C>::quiet_NaN(); }
             return a > b ? a : b;
           });
         case ReduceOp::min:
-          return reduce_impl<T, C>(out, in, std::numeric_limits<C>::max(), [](C a, C b) {
+          return reduce_impl<T, C>(out, in, extreme_init<C>(true), [](C a, C b) {
             if constexpr (is_float_v<T>) { if (a != a || b != b) return std::numeric_limits<C>::quiet_NaN(); }
             return a < b ? a : b;
           });
@@ -157,9 +163,7 @@ void reduce_index_typed(bool want_max, const View& values, const View& indices, 
   const T* src = in.ptr<T>();
   T* vals = values.ptr<T>();
   int64_t* idx = indices.ptr<int64_t>();
-  const int threads = outer * n >= kParallelGrain ? omp_get_max_threads() : 1;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t o = 0; o < outer; ++o) {
+  parallel_for(0, outer, threads_for(outer * n), [&](int64_t o) {
     const T* p = src + offset_of(o, no, osizes, ostrides);
     C best = C(p[0]);
     int64_t best_i = 0;
@@ -173,7 +177,7 @@ void reduce_index_typed(bool want_max, const View& values, const View& indices, 
     }
     if (vals) vals[o] = T(best);
     if (idx) idx[o] = best_i;
-  }
+  });
 }
 
 }  // namespace

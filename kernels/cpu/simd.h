@@ -10,6 +10,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which -W(maybe-)uninitialized
 // reports once inlined (GCC PR 105593, fixed in 13); the value is never read.
@@ -293,5 +294,36 @@ KILN_SIMD_INLINE void transpose(V (&r)[8]) {
 KILN_SIMD_INLINE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 KILN_SIMD_INLINE int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 KILN_SIMD_INLINE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace kiln::kernels::cpu::KILN_SIMD_NS::simd
+
+// kiln's thread pool (parallel.h) as these files use it: through its out-of-line entry points only,
+// since an inline function of parallel.h compiled here, with this instruction set's flags, could be
+// the copy the linker keeps for the portable code too.
+namespace kiln::kernels::cpu {
+int max_threads();
+bool in_parallel();
+namespace detail {
+using RegionFn = void (*)(void* ctx, int thread, int num_threads);
+void run_region(int threads, RegionFn fn, void* ctx);
+}  // namespace detail
+}  // namespace kiln::kernels::cpu
+
+namespace kiln::kernels::cpu::KILN_SIMD_NS::simd {
+
+// body(t, nt) once on each of nt <= threads threads, t = 0 the caller; nt is 1 inside another region.
+template <class F>
+static inline void region(int threads, F&& body) {
+  if (threads <= 1 || in_parallel()) return body(0, 1);
+  using Fn = std::remove_reference_t<F>;
+  detail::run_region(threads, [](void* ctx, int t, int nt) { (*static_cast<Fn*>(ctx))(t, nt); },
+                     const_cast<void*>(static_cast<const void*>(&body)));
+}
+
+// Thread t's contiguous share [begin, end) of [0, n) among nt threads (OpenMP's static schedule).
+KILN_SIMD_INLINE void share(int64_t n, int t, int nt, int64_t& begin, int64_t& end) {
+  begin = n * t / nt;
+  end = n * (t + 1) / nt;
+}
 
 }  // namespace kiln::kernels::cpu::KILN_SIMD_NS::simd

@@ -1,7 +1,5 @@
 // CPU softmax / log-softmax over the middle dim of [outer, dim, inner] (max-subtracted, f32 or
 // wider accumulation), and the gather/scatter pair behind nll_loss and cross_entropy.
-#include <omp.h>
-
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -18,10 +16,9 @@ void CpuBackend::softmax_forward(const View& out, const View& in, int64_t outer,
     using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
     const T* x = in.ptr<T>();
     T* y = out.ptr<T>();
-    const int threads = outer * dim * inner >= kParallelGrain ? omp_get_max_threads() : 1;
-#pragma omp parallel for collapse(2) num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t o = 0; o < outer; ++o) {
-      for (int64_t in_ = 0; in_ < inner; ++in_) {
+    parallel_for(0, outer * inner, threads_for(outer * dim * inner), [&](int64_t oi) {
+      const int64_t o = oi / inner, in_ = oi % inner;
+      {
         const T* xp = x + o * dim * inner + in_;
         T* yp = y + o * dim * inner + in_;
         A mx = -std::numeric_limits<A>::infinity();
@@ -36,7 +33,7 @@ void CpuBackend::softmax_forward(const View& out, const View& in, int64_t outer,
           for (int64_t d = 0; d < dim; ++d) yp[d * inner] = T(std::exp(A(xp[d * inner]) - mx) * inv);
         }
       }
-    }
+    });
   });
 }
 
@@ -48,10 +45,9 @@ void CpuBackend::softmax_backward(const View& grad_in, const View& grad_out, con
     const T* gy = grad_out.ptr<T>();
     const T* y = out.ptr<T>();
     T* gx = grad_in.ptr<T>();
-    const int threads = outer * dim * inner >= kParallelGrain ? omp_get_max_threads() : 1;
-#pragma omp parallel for collapse(2) num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t o = 0; o < outer; ++o) {
-      for (int64_t in_ = 0; in_ < inner; ++in_) {
+    parallel_for(0, outer * inner, threads_for(outer * dim * inner), [&](int64_t oi) {
+      const int64_t o = oi / inner, in_ = oi % inner;
+      {
         const int64_t base = o * dim * inner + in_;
         A s = 0;
         if (log) {
@@ -68,7 +64,7 @@ void CpuBackend::softmax_backward(const View& grad_in, const View& grad_out, con
           }
         }
       }
-    }
+    });
   });
 }
 
@@ -124,8 +120,9 @@ int64_t CpuBackend::index_select_rows(const View& out, const View& weight, const
   const size_t row_bytes = size_t(d) * element_size(weight.dtype);
   const char* w = static_cast<const char*>(weight.data);
   char* o = static_cast<char*>(out.data);
-#pragma omp parallel for schedule(static) if (n * d >= kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) std::memcpy(o + size_t(i) * row_bytes, w + size_t(idx[i]) * row_bytes, row_bytes);
+  parallel_for(0, n, threads_for(n * d), [&](int64_t i) {
+    std::memcpy(o + size_t(i) * row_bytes, w + size_t(idx[i]) * row_bytes, row_bytes);
+  });
   return -1;
 }
 

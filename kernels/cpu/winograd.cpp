@@ -20,8 +20,6 @@
 // Accuracy: the transforms' constants (1/4, 1/6, 1/24, 8) add a few f32 roundings per output:
 // errors of 1e-6 to 1e-5 of the output's scale, against ~2e-7 for a direct sum (checked against
 // float64 and PyTorch's values in tests/kernels/test_conv_fast.cpp).
-#include <omp.h>
-
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/simd_kernels.h"
 
@@ -366,14 +364,14 @@ void forward_impl(const ConvShape& s, const T* x, T* y, const float* u, const fl
   const Geo g = make_geo(s, threads, kForwardBudget);
   const int64_t per_thread = g.v_size + g.m_size + g.in_size + g.out_size;
   const int64_t plane_out = s.h_out * s.w_out;
-#pragma omp parallel num_threads(threads)
-  {
-    float* v = ws + omp_get_thread_num() * per_thread;
+  region(threads, [&](int t, int nt) {
+    float* v = ws + t * per_thread;
     float* m = v + g.v_size;
     float* inbuf = m + g.m_size;
     float* outbuf = inbuf + g.in_size;
-#pragma omp for schedule(static)
-    for (int64_t chunk = 0; chunk < g.chunks; ++chunk) {
+    int64_t c_begin, c_end;
+    share(g.chunks, t, nt, c_begin, c_end);
+    for (int64_t chunk = c_begin; chunk < c_end; ++chunk) {
       const int64_t q0 = g.rows * chunk / g.chunks, q1 = g.rows * (chunk + 1) / g.chunks;
       transform_input(g, x, q0, q1, v, inbuf);
       const int64_t tiles = (q1 - q0) * g.tw;
@@ -391,7 +389,7 @@ void forward_impl(const ConvShape& s, const T* x, T* y, const float* u, const fl
         }
       }
     }
-  }
+  });
 }
 
 int64_t forward_workspace(const ConvShape& s, int threads) {
@@ -417,9 +415,8 @@ void weight_grad_impl(const ConvShape& s, const T* x, const T* gy, float* gw, fl
   const Geo& g = z.g;
   const int64_t plane_out = s.h_out * s.w_out;
   int team = 1;
-#pragma omp parallel num_threads(threads)
-  {
-    const int th = omp_get_thread_num();
+  // Three regions, each waiting for the one before: every thread's dU, their sum, and G^T dU G.
+  region(threads, [&](int th, int nt) {
     float* v = ws + th * z.per_thread;
     float* dm = v + g.v_size;
     float* inbuf = dm + g.m_size;
@@ -428,10 +425,10 @@ void weight_grad_impl(const ConvShape& s, const T* x, const T* gy, float* gw, fl
     float* bsum = du + z.du_size;
     zero_vecs(du, 36 * s.c_in * g.kp / L);
     zero_vecs(bsum, g.kp / L);
-#pragma omp single
-    team = omp_get_num_threads();
-#pragma omp for schedule(static)
-    for (int64_t chunk = 0; chunk < g.chunks; ++chunk) {
+    if (th == 0) team = nt;
+    int64_t c_begin, c_end;
+    share(g.chunks, th, nt, c_begin, c_end);
+    for (int64_t chunk = c_begin; chunk < c_end; ++chunk) {
       const int64_t q0 = g.rows * chunk / g.chunks, q1 = g.rows * (chunk + 1) / g.chunks;
       transform_input(g, x, q0, q1, v, inbuf);
       for (int64_t q = q0; q < q1; ++q) {
@@ -451,19 +448,26 @@ void weight_grad_impl(const ConvShape& s, const T* x, const T* gy, float* gw, fl
         gemm<true>(s.c_in, g.kp, tiles, v + p * g.tc * g.cp, g.cp, dm + p * g.tc * g.kp, g.kp,
                    du + p * s.c_in * g.kp, g.kp, true);
     }
-    // The implicit barrier of the loop: every thread's dU is complete. Sum them into thread 0's.
-    const int64_t du_off = g.v_size + g.m_size + g.in_size + g.out_size;
-    float* du0 = ws + du_off;
-#pragma omp for schedule(static)
-    for (int64_t row = 0; row < 36 * s.c_in; ++row)
-      for (int t = 1; t < team; ++t) {
-        const float* src = ws + t * z.per_thread + du_off + row * g.kp;
-        float* dst = du0 + row * g.kp;
-        for (int64_t j = 0; j < g.kp; j += L) store(dst + j, add(load(dst + j), load(src + j)));
-      }
-    // gw[co][ci] = G^T dU[ci][co] G, channels co in the lanes.
-#pragma omp for schedule(static)
-    for (int64_t ci = 0; ci < s.c_in; ++ci)
+  });
+  // Every thread's dU is complete: sum them into thread 0's.
+  const int64_t du_off = g.v_size + g.m_size + g.in_size + g.out_size;
+  float* du0 = ws + du_off;
+  if (team > 1)
+    region(threads, [&](int th, int nt) {
+      int64_t r_begin, r_end;
+      share(36 * s.c_in, th, nt, r_begin, r_end);
+      for (int64_t row = r_begin; row < r_end; ++row)
+        for (int t = 1; t < team; ++t) {
+          const float* src = ws + t * z.per_thread + du_off + row * g.kp;
+          float* dst = du0 + row * g.kp;
+          for (int64_t j = 0; j < g.kp; j += L) store(dst + j, add(load(dst + j), load(src + j)));
+        }
+    });
+  // gw[co][ci] = G^T dU[ci][co] G, channels co in the lanes.
+  region(threads, [&](int th, int nt) {
+    int64_t ci_begin, ci_end;
+    share(s.c_in, th, nt, ci_begin, ci_end);
+    for (int64_t ci = ci_begin; ci < ci_end; ++ci)
       for (int64_t c0 = 0; c0 < s.c_out; c0 += L) {
         V w3[3][6];
 #pragma GCC unroll 6
@@ -487,7 +491,7 @@ void weight_grad_impl(const ConvShape& s, const T* x, const T* gy, float* gw, fl
         for (int l = 0; l < nc; ++l)
           for (int t = 0; t < 9; ++t) gw[((c0 + l) * s.c_in + ci) * 9 + t] = taps[t][l];
       }
-  }
+  });
   if (gb) {
     for (int64_t c = 0; c < s.c_out; ++c) {
       float sum = 0.f;
@@ -503,8 +507,10 @@ int64_t weights_size(int64_t k, int64_t m) { return 36 * k * round_up(m, L); }
 
 void weights(int64_t k, int64_t m, const float* wt, float* u, int threads) {
   const int64_t mp = round_up(m, L);
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t kk = 0; kk < k; ++kk)
+  region(threads, [&](int t, int nt) {
+  int64_t k_begin, k_end;
+  share(k, t, nt, k_begin, k_end);
+  for (int64_t kk = k_begin; kk < k_end; ++kk)
     for (int64_t j0 = 0; j0 < mp; j0 += L) {
       V w[9];
 #pragma GCC unroll 9
@@ -525,6 +531,7 @@ void weights(int64_t k, int64_t m, const float* wt, float* u, int threads) {
         for (int b = 0; b < 6; ++b) store(u + ((a * 6 + b) * k + kk) * mp + j0, o[b]);
       }
     }
+  });
 }
 
 }  // namespace

@@ -158,4 +158,15 @@ __device__ __forceinline__ T warp_max(T v) {
   return v;
 }
 
+// atomicAdd in the storage type, the value given in the arithmetic type.
+template <class T>
+__device__ __forceinline__ void atomic_add(T* p, acc_t<T> v) {
+  if constexpr (is_half_v<T>) atomicAdd(p, store_c<T>(v));
+  else atomicAdd(p, v);
+}
+
+#define KILN_GRID_LOOP(i, n)                                                           \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);            \
+       i += int64_t(gridDim.x) * blockDim.x)
+
 }  // namespace kiln::kernels::cuda

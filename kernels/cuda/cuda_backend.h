@@ -2,7 +2,8 @@
 // pooling, softmax, loss and optimizer work; cuBLAS for matrix products and cuDNN for
 // convolutions. Every kernel runs on the current stream of the current device; memory comes
 // from one caching allocator per device. Member functions are defined in the file of their kind
-// (device.cpp, elementwise.cu, reduce.cu, matmul.cu, conv.cpp, nn.cu, multi_tensor.cu).
+// (device.cpp, elementwise.cu, reduce.cu, matmul.cu, conv.cpp, pool.cu, softmax.cu, loss.cu,
+// embedding.cu, optim.cu, multi_tensor.cu, augment.cu, graph.cu).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -147,6 +148,18 @@ class CudaBackend final : public Backend {
                       const View& labels, const View& indices) override;
   void update_scale(const View& scale, const View& inv_scale, const View& growth_tracker, const View& found_inf,
                     double growth, double backoff, int64_t growth_interval) override;
+  // Sequence-model kernels (cumsum.cu, sort.cu, gather.cu, multinomial.cu, attention.cu).
+  void cumsum(const View& out, const View& in, int64_t outer, int64_t n, int64_t inner) override;
+  void sort(const View& values, const View& indices, const View& in, bool descending) override;
+  void gather(const View& out, const View& in, const View& index, int dim) override;
+  void scatter(const View& self, const View& index, const View& src, int dim, bool accumulate) override;
+  void multinomial(const View& out, const View& probs, int64_t k, bool replacement, uint64_t seed,
+                   uint64_t offset) override;
+  void sdpa_forward(const SdpaParams& p, const View& out, const View& lse, const View& q, const View& k,
+                    const View& v, const View& mask) override;
+  void sdpa_backward(const SdpaParams& p, const View& grad_q, const View& grad_k, const View& grad_v,
+                     const View& grad_out, const View& q, const View& k, const View& v, const View& out,
+                     const View& lse, const View& mask) override;
 };
 
 }  // namespace kiln::kernels::cuda

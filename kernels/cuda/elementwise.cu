@@ -165,6 +165,9 @@ struct UnaryFn {
             case UnaryOp::reciprocal: r = C(1) / x; break;
             case UnaryOp::sigmoid: r = C(1) / (C(1) + exp(-x)); break;
             case UnaryOp::tanh: r = tanh(x); break;
+            case UnaryOp::sin: r = sin(x); break;
+            case UnaryOp::cos: r = cos(x); break;
+            case UnaryOp::silu: r = x / (C(1) + exp(-x)); break;
             case UnaryOp::gelu: r = C(0.5) * x * (C(1) + erf(x * C(kSqrt1_2))); break;
             case UnaryOp::gelu_tanh: {
               C inner = C(kSqrt2OverPi) * (x + C(0.044715) * x * x * x);
@@ -229,6 +232,11 @@ struct BinaryFn {
             }
             case BinaryOp::sigmoid_backward: r = x * y * (C(1) - y); break;
             case BinaryOp::tanh_backward: r = x * (C(1) - y * y); break;
+            case BinaryOp::silu_backward: {
+              const C s = C(1) / (C(1) + exp(-y));
+              r = x * s * (C(1) + y * (C(1) - s));
+              break;
+            }
             case BinaryOp::clamp_backward:
               r = ((!has_lo || y >= al) && (!has_hi || y <= be)) ? x : C(0);
               break;

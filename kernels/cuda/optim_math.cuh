@@ -1,4 +1,4 @@
-// The per-element optimizer updates, shared by the per-tensor kernels (nn.cu) and the
+// The per-element optimizer updates, shared by the per-tensor kernels (optim.cu) and the
 // multi-tensor ones (multi_tensor.cu) so both compute exactly the same thing. Arithmetic is f32
 // for f32/f16/bf16 storage and f64 for f64.
 #pragma once

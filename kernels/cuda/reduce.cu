@@ -341,8 +341,13 @@ void CudaBackend::reduce(ReduceOp op, const View& out, const View& in) {
       switch (op) {
         case ReduceOp::sum: return run_reduce<T, Acc>(out, in, SumOp{}, Acc(0));
         case ReduceOp::prod: return run_reduce<T, Acc>(out, in, ProdOp{}, Acc(1));
-        case ReduceOp::max: return run_reduce<T, C>(out, in, MaxOp{}, std::numeric_limits<C>::lowest());
-        case ReduceOp::min: return run_reduce<T, C>(out, in, MinOp{}, std::numeric_limits<C>::max());
+        // Floating maxima start at -inf, so a slice of -inf reduces to -inf (not -FLT_MAX).
+        case ReduceOp::max:
+          return run_reduce<T, C>(out, in, MaxOp{}, is_float_v<T> ? -std::numeric_limits<C>::infinity()
+                                                                  : std::numeric_limits<C>::lowest());
+        case ReduceOp::min:
+          return run_reduce<T, C>(out, in, MinOp{}, is_float_v<T> ? std::numeric_limits<C>::infinity()
+                                                                  : std::numeric_limits<C>::max());
         default: break;
       }
       fail("reduce: op ", int(op), " is not defined for ", dtype_name(in.dtype));

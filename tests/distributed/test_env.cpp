@@ -93,3 +93,54 @@ TEST_CASE("environment_variables round-trips through detect_environment") {
   CHECK(back->world_size == 3);
   CHECK(back->master_port == 4321);
 }
+
+TEST_CASE("distributed environment: torchrun's agent store, single node, job token") {
+  std::map<std::string, std::string> t = {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"},
+                                          {"LOCAL_WORLD_SIZE", "2"}, {"MASTER_ADDR", "node0"},
+                                          {"MASTER_PORT", "29500"}};
+  auto plain = kd::detect_environment(kd::map_env(t));
+  REQUIRE(plain.has_value());
+  CHECK_FALSE(plain->agent_store);
+  CHECK(plain->single_node);  // every rank on this node, even with a non-loopback MASTER_ADDR
+  CHECK(plain->store_token.empty());
+  t.insert_or_assign("TORCHELASTIC_USE_AGENT_STORE", std::string("True"));
+  t.insert_or_assign("TORCHELASTIC_RESTART_COUNT", std::string("2"));
+  t.insert_or_assign("KILN_STORE_TOKEN", std::string("abc"));
+  auto agent = kd::detect_environment(kd::map_env(t));
+  REQUIRE(agent.has_value());
+  CHECK(agent->agent_store);
+  CHECK(agent->restart_count == 2);
+  CHECK(agent->store_token == "abc");
+  CHECK(kd::environment_variables(*agent).at("KILN_STORE_TOKEN") == "abc");
+  // Two nodes of two processes.
+  t.insert_or_assign("WORLD_SIZE", std::string("4"));
+  t.insert_or_assign("RANK", std::string("3"));
+  CHECK_FALSE(kd::detect_environment(kd::map_env(t))->single_node);
+  t.insert_or_assign("MASTER_ADDR", std::string("127.0.0.1"));
+  CHECK(kd::detect_environment(kd::map_env(t))->single_node);
+
+  // SLURM: tasks per node from SLURM_TASKS_PER_NODE, nodes from SLURM_NNODES.
+  std::map<std::string, std::string> s = {{"SLURM_PROCID", "8"}, {"SLURM_NTASKS", "11"},
+                                          {"SLURM_NODEID", "2"}, {"SLURM_LOCALID", "0"},
+                                          {"SLURM_TASKS_PER_NODE", "4(x2),3"}, {"SLURM_NNODES", "3"},
+                                          {"SLURM_NODELIST", "n[1-3]"}};
+  auto sl = kd::detect_environment(kd::map_env(s));
+  REQUIRE(sl.has_value());
+  CHECK(sl->local_world_size == 3);
+  CHECK_FALSE(sl->single_node);
+  s = {{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "1"}, {"SLURM_NNODES", "1"},
+       {"SLURM_TASKS_PER_NODE", "2"}};
+  sl = kd::detect_environment(kd::map_env(s));
+  CHECK(sl->local_world_size == 2);
+  CHECK(sl->single_node);
+
+  auto m = kd::detect_environment(kd::map_env({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "2"},
+                                               {"OMPI_COMM_WORLD_LOCAL_RANK", "0"},
+                                               {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}}));
+  REQUIRE(m.has_value());
+  CHECK(m->single_node);
+  CHECK_THROWS_WITH_AS(kd::detect_environment(kd::map_env({{"RANK", "0"}, {"WORLD_SIZE", "1"},
+                                                           {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"},
+                                                           {"KILN_STORE_TOKEN", std::string(300, 'x')}})),
+                       doctest::Contains("KILN_STORE_TOKEN has 300 characters"), kiln::Error);
+}

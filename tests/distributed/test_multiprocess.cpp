@@ -1,6 +1,7 @@
 // Multi-process tests: each starts kiln_dist_worker 2 or 3 times on loopback (through
 // run_workers, kiln-run or the worker's own launch()) and checks the exit statuses. The workers
 // do the numeric checks themselves and print mismatches to stderr.
+#include <sched.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -25,10 +26,12 @@ std::string worker() { return build_root() + "/tests/distributed/kiln_dist_worke
 std::string kiln_run() { return build_root() + "/distributed/tools/kiln-run"; }
 
 kd::RunResult run(const std::vector<std::string>& argv, int nprocs,
-                  std::map<std::string, std::string> env = {}, kd::Milliseconds timeout = 60s) {
+                  std::map<std::string, std::string> env = {}, kd::Milliseconds timeout = 180s,
+                  int master_port = 0) {
   kd::WorkerSpec spec;
   spec.argv = argv;
   spec.nproc_per_node = nprocs;
+  spec.master_port = master_port;
   spec.extra_env = std::move(env);
   spec.timeout = timeout;
   spec.kill_grace = 10s;
@@ -144,4 +147,42 @@ TEST_CASE("kiln-run starts the workers like torchrun") {
   // A failing worker: kiln-run exits with its status.
   auto r = run({kiln_run(), "--nproc_per_node", "2", worker(), "no_such_scenario"}, 1);
   CHECK(r.exit_code == 2);
+  // Flags out of range are refused before anything starts.
+  CHECK(run({kiln_run(), "--nproc_per_node", "99999999999", worker(), "collectives"}, 1).exit_code == 2);
+  CHECK(run({kiln_run(), "--master_port", "70000", worker(), "collectives"}, 1).exit_code == 2);
+  // --rdzv_id is the job token the ranks get (here it must match on both ranks to rendezvous).
+  CHECK(run({kiln_run(), "--nproc_per_node", "2", "--rdzv_id", "job-42", worker(), "collectives"}, 1).exit_code == 0);
+  // Lightning's `fabric run` flags: the device count is the process count, the rest reach Fabric.
+  CHECK(run({kiln_run(), "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--precision", "bf16-mixed",
+             worker(), "fabric_env"}, 1).exit_code == 0);
+  CHECK(run({kiln_run(), "--devices", "", worker(), "fabric_env"}, 1).exit_code == 2);
+}
+
+TEST_CASE("launchers give every rank the job token, and OMP_NUM_THREADS = CPUs / processes unless set") {
+  // The suite sets OMP_NUM_THREADS: the workers keep it.
+  std::string suite_omp = std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "";
+  if (!suite_omp.empty()) {
+    CHECK(run({worker(), "env_check"}, 2, {{"KILN_TEST_EXPECT_OMP", suite_omp}}).exit_code == 0);
+  }
+  // Unset: the CPUs this process may use, split between the node's processes.
+  cpu_set_t set;
+  REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
+  int cpus = CPU_COUNT(&set);
+  ::unsetenv("OMP_NUM_THREADS");
+  CHECK(run({worker(), "env_check"}, 2, {{"KILN_TEST_EXPECT_OMP", std::to_string(std::max(1, cpus / 2))}})
+            .exit_code == 0);
+  CHECK(run({worker(), "launch"}, 1, {{"KILN_TEST_EXPECT_OMP", std::to_string(std::max(1, cpus / 3))}})
+            .exit_code == 0);
+  if (!suite_omp.empty()) ::setenv("OMP_NUM_THREADS", suite_omp.c_str(), 1);
+}
+
+TEST_CASE("under torchrun's agent store every rank is a client, under this restart's keys") {
+  // A kiln store stands in for torchrun's agent here (the real one: the integration suite).
+  kd::TCPStore agent("127.0.0.1", 0, true, 30s);
+  auto r = run({worker(), "collectives"}, 2,
+               {{"TORCHELASTIC_USE_AGENT_STORE", "True"}, {"TORCHELASTIC_RESTART_COUNT", "3"}}, 180s,
+               agent.port());
+  CHECK(r.exit_code == 0);
+  // The ranks' keys sit under "/worker/attempt_3/", as PyTorch's workers put theirs.
+  CHECK(agent.missing({"/worker/attempt_3/kiln/join/0/0", "/worker/attempt_3/kiln/join/0/1"}).empty());
 }

@@ -2,6 +2,7 @@
 // run_workers, kiln-run or launch()), it runs one scenario named by argv[1] and exits 0 when every
 // check held. Failures print the rank and the mismatch to stderr and exit 1.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -53,9 +54,10 @@ void expect_values(const Tensor& t, const std::vector<double>& want, const std::
   }
 }
 
-kd::ProcessGroupOptions options() {
+// Generous by default: on a loaded 2-core machine starting three processes can take a while.
+kd::ProcessGroupOptions options(std::chrono::seconds timeout = std::chrono::seconds(60)) {
   kd::ProcessGroupOptions o;
-  o.timeout = std::chrono::seconds(20);
+  o.timeout = timeout;
   if (const char* t = std::getenv("KILN_TEST_TIMEOUT_MS")) o.timeout = kd::Milliseconds(std::atoi(t));
   return o;
 }
@@ -809,7 +811,7 @@ int fabric_literal() {
 // supervisor's stop does not hide whether the survivors fail on their own.
 int crash(bool reduce_scatter) {
   ::signal(SIGTERM, SIG_IGN);
-  auto comm = kd::init_process_group(options());
+  auto comm = kd::init_process_group(options(std::chrono::seconds(20)));
   int r = comm->rank(), w = comm->world_size();
   g_rank = r;
   Tensor t = kiln::ones({1000 * w});
@@ -863,14 +865,124 @@ int out_of_step() {
   return g_failures ? 1 : 0;
 }
 
+// What kiln's launchers give every rank: the job token, and OMP_NUM_THREADS (KILN_TEST_EXPECT_OMP
+// says which value) applied to kiln's own thread count.
+void check_launched_env() {
+  const char* token = std::getenv("KILN_STORE_TOKEN");
+  expect(token && std::string(token).size() == 32 &&
+             std::string(token).find_first_not_of("0123456789abcdef") == std::string::npos,
+         std::string("a 32-hex-digit KILN_STORE_TOKEN, got ") + (token ? token : "none"));
+  if (const char* want = std::getenv("KILN_TEST_EXPECT_OMP")) {
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    std::string w = want, got = omp ? omp : "unset";
+    expect(got == w, "OMP_NUM_THREADS=" + w + ", got " + got);
+    expect(kiln::get_num_threads() == std::atoi(want),
+           "kiln::get_num_threads() == " + w + ", got " + std::to_string(kiln::get_num_threads()));
+  }
+}
+
+int env_check() {
+  auto env = kd::detect_environment();
+  g_rank = env ? env->rank : -1;
+  check_launched_env();
+  // The ranks rendezvous through the store, which admits only the job's token.
+  auto comm = kd::init_process_group(*env, options());
+  Tensor t = kiln::ones({2});
+  comm->all_reduce(t);
+  expect_values(t, {double(env->world_size), double(env->world_size)}, "all_reduce after the token check");
+  return g_failures ? 1 : 0;
+}
+
+// Started by `kiln-run --accelerator cpu --devices 2 --strategy ddp --precision bf16-mixed`: a
+// Fabric built with its defaults takes those options from LT_* and joins the two-process job.
+int fabric_env() {
+  kiln::Fabric fabric;
+  fabric.launch();
+  g_rank = fabric.global_rank();
+  if (fabric.world_size() != 2 || fabric.strategy() != "ddp" || fabric.precision() != "bf16-mixed" ||
+      !fabric.device().is_cpu()) {
+    std::cerr << "rank " << g_rank << ": fabric from LT_*: world " << fabric.world_size() << ", strategy "
+              << fabric.strategy() << ", precision " << fabric.precision() << ", device " << fabric.device() << "\n";
+    return 1;
+  }
+  Tensor t = fabric.all_reduce(kiln::ones({2}), "sum");
+  expect_values(t, {2, 2}, "all_reduce of the LT_* job");
+  return g_failures ? 1 : 0;
+}
+
+// Data-parallel SGD steps until the network fails (or 10 minutes pass): the test cuts the link
+// between two nodes and expects each rank to end with a named error. Writes the last finished
+// step to KILN_TEST_OUT/progress<rank>.
+int train_until_cut() {
+  auto comm = kd::init_process_group(options());
+  int r = comm->rank();
+  g_rank = r;
+  std::string out = std::getenv("KILN_TEST_OUT") ? std::getenv("KILN_TEST_OUT") : "/tmp";
+  auto params = make_params(1);
+  kd::broadcast_tensors(*comm, params, 0);
+  kd::Reducer reducer(comm, params);
+  kiln::Generator data(100 + uint64_t(r));
+  auto o = kiln::TensorOptions{.dtype = DType::f64};
+  auto start = std::chrono::steady_clock::now();
+  int step = 0;
+  try {
+    while (std::chrono::steady_clock::now() - start < std::chrono::minutes(10)) {
+      loss_of(params, kiln::randn({16, 4}, o, &data), kiln::randn({16, 3}, o, &data)).backward();
+      reducer.finalize();
+      {
+        kiln::NoGradGuard ng;
+        for (auto& p : params) {
+          p.add_(p.grad(), -0.01);
+          p.mutable_grad() = Tensor();
+        }
+      }
+      ++step;
+      std::ofstream(out + "/progress" + std::to_string(r)) << step << "\n";
+      ::usleep(20000);
+    }
+  } catch (const kiln::Error& e) {
+    std::cerr << "rank " << r << " after step " << step << ": " << e.what() << "\n";
+    return 3;
+  }
+  return 1;
+}
+
+// Serves a store with a soft limit of 64 descriptors until a client sets "stop"; writes its port
+// and then its counters (accepted, evicted, refused for want of descriptors) to KILN_TEST_OUT.
+int store_serve() {
+  rlimit rl{};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = 64;
+  ::setrlimit(RLIMIT_NOFILE, &rl);
+  std::string out = std::getenv("KILN_TEST_OUT") ? std::getenv("KILN_TEST_OUT") : "/tmp";
+  const char* token = std::getenv("KILN_STORE_TOKEN");
+  kd::TCPStore server("127.0.0.1", 0,
+                      kd::TCPStoreOptions{.is_server = true, .timeout = std::chrono::seconds(120),
+                                          .token = token ? token : "", .handshake_timeout = std::chrono::seconds(60)});
+  {
+    std::ofstream tmp(out + "/port.tmp");
+    tmp << server.port() << "\n";
+  }
+  std::filesystem::rename(out + "/port.tmp", out + "/port");
+  server.wait({"stop"});
+  auto st = *server.server_stats();
+  std::ofstream(out + "/stats") << st.accepted << " " << st.closed_evicted << " " << st.refused_descriptors << "\n";
+  return 0;
+}
+
 // launch() re-executes this program: the outer process becomes rank 0.
 int launched(bool fail_rank2) {
-  if (!std::getenv("KILN_TEST_CHILD"))
+  // The outer process stands for a program started by hand: no launcher's variables (and, when
+  // the test checks launch()'s own choice, no OMP_NUM_THREADS).
+  if (!std::getenv("KILN_TEST_CHILD")) {
     for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK",
                           "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT"})
       ::unsetenv(v);
+    if (std::getenv("KILN_TEST_EXPECT_OMP")) ::unsetenv("OMP_NUM_THREADS");
+  }
   auto env = kd::launch(3, {.extra_env = {{"KILN_TEST_CHILD", "1"}}});
   g_rank = env.rank;
+  check_launched_env();
   auto comm = kd::init_process_group(env, options());
   expect(comm->world_size() == 3, "world size 3");
   Tensor t = kiln::full({3}, double(env.rank));
@@ -885,10 +997,14 @@ int launched(bool fail_rank2) {
     std::string m = e.what();
     if (env.rank == 0) {
       // The error may come from the store or Gloo; the launcher's exit status is what counts.
+      // On a loaded machine the watcher may take a while to see rank 2 go.
       std::cerr << "rank 0 saw: " << m << "\n";
-      for (int i = 0; i < 200 && kd::launched_worker_exit_code() == 0; ++i) ::usleep(10000);
+      for (int i = 0; i < 6000 && kd::launched_worker_exit_code() == 0; ++i) ::usleep(10000);
       return kd::launched_worker_exit_code();
     }
+    // Rank 1 waits to be stopped: exiting now could make it, not rank 2, the first failure the
+    // watcher sees when both exits land in one wake-up.
+    if (fail_rank2) ::pause();
     return 1;
   }
   expect_values(t, {3, 3, 3}, "launched all_reduce");
@@ -910,6 +1026,10 @@ int main(int argc, char** argv) {
       {"crash", [] { return crash(false); }},
       {"crash_reduce_scatter", [] { return crash(true); }},
       {"out_of_step", out_of_step},
+      {"env_check", env_check},
+      {"fabric_env", fabric_env},
+      {"store_serve", store_serve},
+      {"train_until_cut", train_until_cut},
       {"launch", [] { return launched(false); }},
       {"launch_fail", [] { return launched(true); }},
   };

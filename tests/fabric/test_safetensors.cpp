@@ -114,7 +114,7 @@ TEST_CASE("safetensors: corrupt and truncated files are errors naming the key or
   std::memcpy(past.data(), &over, 8);
   CHECK(error_of(past).find("past the end") != std::string::npos);
 
-  CHECK(error_of(make_file("{\"w\": [1,", "")).find("invalid JSON header near byte offset") !=
+  CHECK(error_of(make_file("{\"w\": [1,", "")).find("invalid JSON near byte offset") !=
         std::string::npos);
   CHECK(error_of(make_file("[1]", "")).find("not a JSON object") != std::string::npos);
   std::string d16(16, '\0');

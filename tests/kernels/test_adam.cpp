@@ -16,11 +16,11 @@ using namespace kiln;
 
 namespace {
 
-struct State {
+struct AdamState {
   std::vector<float> w, g, m, v, vmax;
 };
 
-void reference(const kernels::AdamParams& p, State& s) {
+void reference(const kernels::AdamParams& p, AdamState& s) {
   const float lr = float(p.lr), b1 = float(p.beta1), b2 = float(p.beta2), eps = float(p.eps), wd = float(p.weight_decay);
   const float bc1 = 1.f - float(std::pow(p.beta1, double(p.step)));
   const float bc2_sqrt = float(std::sqrt(1.0 - std::pow(p.beta2, double(p.step))));
@@ -58,7 +58,7 @@ TEST_CASE("adam f32 update equals the scalar rule bit for bit: every option, vec
                 << " maximize=" << maximize);
       manual_seed(uint64_t(n * 16 + opts));
       Tensor w = randn({n}), m = mul(randn({n}), 0.1), v = mul(rand({n}), 0.01), vmax = mul(rand({n}), 0.02);
-      State ref{w.to_vector<float>(), {}, m.to_vector<float>(), v.to_vector<float>(), vmax.to_vector<float>()};
+      AdamState ref{w.to_vector<float>(), {}, m.to_vector<float>(), v.to_vector<float>(), vmax.to_vector<float>()};
       for (int64_t step = 1; step <= 3; ++step) {
         Tensor g = randn({n});
         ref.g = g.to_vector<float>();
