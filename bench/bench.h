@@ -8,7 +8,7 @@
 namespace kiln::bench {
 
 struct Args {
-  std::string mode = "train";       // train | infer | loader | kernels | attention | gpt | resnet
+  std::string mode = "train";       // train | infer | loader | kernels | peak | attention | gpt | resnet
   std::string device = "cpu";       // cpu | cuda
   std::string precision = "32-true";
   int batch_size = 128;
@@ -30,14 +30,24 @@ struct Args {
   int compete = 0;                  // busy processes running beside the timed steps
 };
 
-// Implemented in train.cpp (train, infer), loader.cpp (loader), kernels.cpp (kernels), models.cpp
-// (attention, gpt, resnet).
+// Implemented in train.cpp (train, infer), loader.cpp (loader), kernels.cpp (kernels), peak.cpp
+// (peak), models.cpp (attention, gpt, resnet).
 int run_train(const Args& args);
 int run_infer(const Args& args);
 int run_loader(const Args& args);
 int run_kernels(const Args& args);
+int run_peak(const Args& args);
 int run_attention(const Args& args);
 int run_gpt(const Args& args);
 int run_resnet(const Args& args);
+
+// The measured f32 FMA ceiling of `threads` threads (peak.cpp): 0 GFLOP/s where kiln has no vector
+// kernels for this CPU.
+struct Peak {
+  double gflops;
+  int threads;
+  std::string isa;  // avx512, avx2 or generic
+};
+Peak measure_peak(int threads);
 
 }  // namespace kiln::bench

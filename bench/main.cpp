@@ -10,7 +10,7 @@
 namespace {
 
 void usage() {
-  std::cerr << "usage: kiln_bench --mode train|infer|loader|kernels|attention|gpt|resnet [--device cpu|cuda]\n"
+  std::cerr << "usage: kiln_bench --mode train|infer|loader|kernels|peak|attention|gpt|resnet [--device cpu|cuda]\n"
                "                  [--precision P]\n"
                "                  [--batch-size N] [--threads N] [--steps N] [--warmup N] [--repeats N]\n"
                "                  [--cuda-graphs 0|1] [--tf32 0|1]\n"
@@ -63,11 +63,12 @@ int main(int argc, char** argv) {
     if (a.mode == "infer") return kiln::bench::run_infer(a);
     if (a.mode == "loader") return kiln::bench::run_loader(a);
     if (a.mode == "kernels") return kiln::bench::run_kernels(a);
+    if (a.mode == "peak") return kiln::bench::run_peak(a);
     if (a.mode == "attention") return kiln::bench::run_attention(a);
     if (a.mode == "gpt") return kiln::bench::run_gpt(a);
     if (a.mode == "resnet") return kiln::bench::run_resnet(a);
     throw kiln::Error("kiln_bench: unknown --mode " + a.mode +
-                      " (expected train, infer, loader, kernels, attention, gpt or resnet)");
+                      " (expected train, infer, loader, kernels, peak, attention, gpt or resnet)");
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     usage();

@@ -16,6 +16,7 @@
 #include "bench.h"
 #include "core/dispatch.h"
 #include "examples/simple_cnn.h"
+#include "kernels/cpu/conv_fast.h"
 #include "kiln.h"
 #if KILN_WITH_CUDA
 #include "kernels/cuda/cuda_backend.h"
@@ -91,13 +92,25 @@ double time_ms(const std::function<void()>& f, int reps = 7) {
 }
 
 // Each layer's kernels timed on their own, in the dtype the step runs them in (bf16 under
-// bf16-mixed): where the step's time goes.
+// bf16-mixed): where the step's time goes, and each convolution's achieved GFLOP/s against the
+// measured FMA peak (peak.cpp). The FLOPs are those of a direct convolution (2 N C_out H W C_in 9),
+// whatever algorithm runs: Winograd does fewer, so its figure is the equivalent rate.
 void profile_layers(SimpleCNN& m, int64_t batch, DType dt) {
   auto& be = detail::backend(Device::cpu());
+  const Peak peak = measure_peak(kiln::get_num_threads());
   struct ConvCase { const char* name; int64_t cin, cout, hw; int w; };
-  const ConvCase convs[] = {{"conv1", 3, 32, 32, 0}, {"conv2", 32, 64, 16, 2}, {"conv3", 64, 128, 8, 4}};
-  std::fprintf(stderr, "layer kernels at batch %lld in %s (median ms):\n", (long long)batch,
-               std::string(dtype_name(dt)).c_str());
+  const int64_t cin1 = m.conv1->weight.size(1);
+  const ConvCase convs[] = {{"conv1", cin1, 32, 32, 0}, {"conv2", 32, 64, 16, 2}, {"conv3", 64, 128, 8, 4}};
+  std::fprintf(stderr, "layer kernels at batch %lld in %s (median ms); f32 FMA peak %.1f GFLOP/s (%s, %d threads);\n"
+               "conv GFLOP/s count a direct convolution's FLOPs, so Winograd's equivalent rate can pass 100%%\n",
+               (long long)batch, std::string(dtype_name(dt)).c_str(), peak.gflops, peak.isa.c_str(), peak.threads);
+  auto rate = [&](double gflop, double ms) {
+    char buf[64];
+    const double r = gflop / ms * 1e3;
+    if (peak.gflops > 0) std::snprintf(buf, sizeof buf, "%6.1f GFLOP/s, %3.0f%%", r, 100.0 * r / peak.gflops);
+    else std::snprintf(buf, sizeof buf, "%6.1f GFLOP/s", r);
+    return std::string(buf);
+  };
   for (const auto& c : convs) {
     Tensor x = kiln::randn({batch, c.cin, c.hw, c.hw}).to(dt);
     auto& conv = c.w == 0 ? m.conv1 : c.w == 2 ? m.conv2 : m.conv3;
@@ -114,8 +127,13 @@ void profile_layers(SimpleCNN& m, int64_t batch, DType dt) {
       be.conv2d_backward(p, v(gx), detail::null_view(), detail::null_view(), v(y), v(x), v(w));
     });
     const double gflop = 2.0 * double(batch * c.cout * c.hw * c.hw * c.cin * 9) * 1e-9;
-    std::fprintf(stderr, "  %s fwd %7.2f (%5.1f GFLOP/s)  bwd_w+b %7.2f (%5.1f)  bwd_x %7.2f (%5.1f)\n",
-                 c.name, f, gflop / f * 1e3, bw, gflop / bw * 1e3, bx, gflop / bx * 1e3);
+    const auto k = kernels::cpu::conv2d_fast_kernels(p, dt);
+    auto kernel = [](const std::string& name) { return name.empty() ? std::string("im2col+gemm") : name; };
+    std::fprintf(stderr, "  %s fwd   %7.2f (%s) %s\n", c.name, f, rate(gflop, f).c_str(), kernel(k.forward).c_str());
+    std::fprintf(stderr, "  %s bwd_w %7.2f (%s) %s  (with the bias gradient)\n", c.name, bw, rate(gflop, bw).c_str(),
+                 kernel(k.weight_grad).c_str());
+    std::fprintf(stderr, "  %s bwd_x %7.2f (%s) %s%s\n", c.name, bx, rate(gflop, bx).c_str(),
+                 kernel(k.input_grad).c_str(), c.w == 0 ? "  (not needed in training: the images need no gradient)" : "");
     Tensor r = kiln::empty({batch, c.cout, c.hw, c.hw}, {.dtype = dt});
     double relu_ms = time_ms([&] { be.unary(kernels::UnaryOp::relu, v(r), v(y), 0, 0); });
     double relu_bw = time_ms([&] { be.binary(kernels::BinaryOp::relu_backward, v(r), v(y), v(y), 0, 0); });

@@ -7,7 +7,8 @@
 // buffer to the epilogue (bias, beta, rounding to bf16), written with 16-lane masked stores.
 // AVX512-BF16: 8 rows x 32 columns of C in 16 zmm accumulators; per k pair one VDPBF16PS per
 // accumulator, with A's pair broadcast and B's VNNI row loaded as is. Same packing, same
-// epilogue. Generic: the packed operands widened to f32 and multiplied by sgemm.
+// epilogue. Generic: bgemm widens its operands to f32 as they are and runs sgemm (no packing);
+// bgemm_packed widens the packed tiles.
 #include "kernels/cpu/bgemm.h"
 
 #include <sys/syscall.h>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu/bf16_ops.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/parallel.h"
@@ -189,19 +191,30 @@ KILN_TARGET_AVX512BF16 void avx512bf16_blocks(int64_t first, int64_t last, int64
 
 // ------------------------------------------------------------------ generic
 
-// Widens the packed operands to f32 and runs sgemm.
+// Widens the packed operands to f32, tile by tile, and runs sgemm.
 template <class CT>
 void generic_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb,
                     float beta, CT* c, int64_t ldc, const float* row_bias) {
   const int64_t kb_count = ceil_div(k, 32);
-  std::vector<float> a(size_t(m * k)), b(size_t(k * n)), out(size_t(m * n));
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t kk = 0; kk < k; ++kk)
-      a[size_t(i * k + kk)] = float(pa[((i / 16) * kb_count + kk / 32) * kTileElems + (i % 16) * 32 + kk % 32]);
-  for (int64_t kk = 0; kk < k; ++kk)
-    for (int64_t j = 0; j < n; ++j)
-      b[size_t(kk * n + j)] = float(pb[((j / 16) * kb_count + kk / 32) * kTileElems +
-                                       ((kk % 32) / 2) * 32 + (j % 16) * 2 + kk % 2]);
+  thread_local std::vector<float> a, b, out;
+  a.resize(size_t(m * k)), b.resize(size_t(k * n)), out.resize(size_t(m * n));
+  for (int64_t mb = 0; mb * 16 < m; ++mb)
+    for (int64_t kb = 0; kb < kb_count; ++kb) {
+      const BFloat16* tile = pa + (mb * kb_count + kb) * kTileElems;
+      const int64_t cols = std::min<int64_t>(32, k - kb * 32);
+      for (int64_t r = 0; r < 16 && mb * 16 + r < m; ++r)
+        bf16_to_f32(tile + r * 32, a.data() + (mb * 16 + r) * k + kb * 32, cols);
+    }
+  for (int64_t nb = 0; nb * 16 < n; ++nb)
+    for (int64_t kb = 0; kb < kb_count; ++kb) {
+      const BFloat16* tile = pb + (nb * kb_count + kb) * kTileElems;
+      const int64_t cols = std::min<int64_t>(16, n - nb * 16);
+      for (int64_t pr = 0; pr < 16 && kb * 32 + 2 * pr < k; ++pr)
+        for (int64_t h = 0; h < 2 && kb * 32 + 2 * pr + h < k; ++h) {
+          float* row = b.data() + (kb * 32 + 2 * pr + h) * n + nb * 16;
+          for (int64_t j = 0; j < cols; ++j) row[j] = float(tile[pr * 32 + j * 2 + h]);
+        }
+    }
   sgemm(false, false, m, n, k, a.data(), k, b.data(), n, 0.f, out.data(), n);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
@@ -258,10 +271,39 @@ BFloat16* scratch(std::vector<BFloat16>& v, int64_t n) {
   return v.data();
 }
 
+// Rows x cols of a bf16 matrix (row stride ld) widened to a dense f32 one, a row at a time.
+void widen(const BFloat16* src, int64_t rows, int64_t cols, int64_t ld, float* dst) {
+  for (int64_t r = 0; r < rows; ++r) bf16_to_f32(src + r * ld, dst + r * cols, cols);
+}
+
+// Without bf16 dot products the operands are widened to f32 as they are (a linear pass, vector
+// wide where the CPU has AVX-512), multiplied by sgemm, and a bf16 C rounded once: no detour
+// through the packed tiles, which only the bf16 kernels read.
+template <class CT>
+void bgemm_widened(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const BFloat16* a, int64_t lda,
+                   const BFloat16* b, int64_t ldb, float beta, CT* c, int64_t ldc) {
+  thread_local std::vector<float> fa, fb, fc;
+  const int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+  if (int64_t(fa.size()) < a_rows * a_cols) fa.resize(size_t(a_rows * a_cols));
+  if (int64_t(fb.size()) < b_rows * b_cols) fb.resize(size_t(b_rows * b_cols));
+  widen(a, a_rows, a_cols, lda, fa.data());
+  widen(b, b_rows, b_cols, ldb, fb.data());
+  if constexpr (std::is_same_v<CT, float>) {
+    sgemm(ta, tb, m, n, k, fa.data(), a_cols, fb.data(), b_cols, beta, c, ldc);
+  } else {
+    if (int64_t(fc.size()) < m * n) fc.resize(size_t(m * n));
+    if (beta != 0.f) widen(c, m, n, ldc, fc.data());
+    sgemm(ta, tb, m, n, k, fa.data(), a_cols, fb.data(), b_cols, beta, fc.data(), n);
+    for (int64_t i = 0; i < m; ++i) f32_to_bf16(fc.data() + i * n, c + i * ldc, n);
+  }
+}
+
 template <class CT>
 void bgemm_any(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const BFloat16* a, int64_t lda,
                const BFloat16* b, int64_t ldb, float beta, CT* c, int64_t ldc) {
   if (m <= 0 || n <= 0) return;
+  if (kernel() == detail::BgemmKernel::generic && k > 0)
+    return bgemm_widened(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
   thread_local std::vector<BFloat16> buf_a, buf_b;
   BFloat16* pa = scratch(buf_a, bf16_packed_a_size(m, k));
   BFloat16* pb = scratch(buf_b, bf16_packed_b_size(k, n));

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "kernels/cpu/bf16_ops.h"
 #include "kernels/cpu/bgemm.h"
+#include "kernels/cpu/conv_fast.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/isa.h"
@@ -598,6 +599,7 @@ void dispatch_float(DType t, const char* op, F&& f) {
 
 void CpuBackend::conv2d_forward(const Conv2dParams& p, const View& out, const View& in,
                                 const View& weight, const View& bias) {
+  if (conv2d_forward_fast(p, out, in, weight, bias)) return;
   dispatch_float(in.dtype, "conv2d", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, BFloat16>)
@@ -609,16 +611,20 @@ void CpuBackend::conv2d_forward(const Conv2dParams& p, const View& out, const Vi
 void CpuBackend::conv2d_backward(const Conv2dParams& p, const View& grad_in, const View& grad_weight,
                                  const View& grad_bias, const View& grad_out, const View& in,
                                  const View& weight) {
+  // The fast kernels first; this file's paths compute whatever they left.
+  const ConvGradsDone done = conv2d_backward_fast(p, grad_in, grad_weight, grad_bias, grad_out, in, weight);
+  const View gi = done.input ? View{} : grad_in;
+  const View gw = done.weight ? View{} : grad_weight, gb = done.weight ? View{} : grad_bias;
+  if (!gi.data && !gw.data && !gb.data) return;
   dispatch_float(grad_out.dtype, "conv2d backward", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, BFloat16>) {
-      if (fused_ok(p) && (!grad_in.data || transposed_fused_ok(p)))
-        return backward_bf16_fused(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(),
-                                   grad_out.ptr<T>(), in.ptr<T>(), weight.ptr<T>());
-      backward_bf16(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(), grad_out.ptr<T>(),
-                    in.ptr<T>(), weight.ptr<T>());
-    } else backward_typed<T>(p, grad_in.ptr<T>(), grad_weight.ptr<T>(), grad_bias.ptr<T>(),
-                           grad_out.ptr<T>(), in.ptr<T>(), weight.ptr<T>());
+      if (fused_ok(p) && (!gi.data || transposed_fused_ok(p)))
+        return backward_bf16_fused(p, gi.ptr<T>(), gw.ptr<T>(), gb.ptr<T>(), grad_out.ptr<T>(), in.ptr<T>(),
+                                   weight.ptr<T>());
+      backward_bf16(p, gi.ptr<T>(), gw.ptr<T>(), gb.ptr<T>(), grad_out.ptr<T>(), in.ptr<T>(), weight.ptr<T>());
+    } else backward_typed<T>(p, gi.ptr<T>(), gw.ptr<T>(), gb.ptr<T>(), grad_out.ptr<T>(), in.ptr<T>(),
+                           weight.ptr<T>());
   });
 }
 

@@ -1,4 +1,5 @@
-// Reads KILN_CPU_ISA and the CPU's features once (see isa.h).
+// Reads KILN_CPU_ISA and the CPU's features once (see isa.h), and picks the per-instruction-set
+// kernel table (simd_kernels.h).
 #include "kernels/cpu/isa.h"
 
 #include <cpuid.h>
@@ -7,6 +8,7 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "kernels/cpu/simd_kernels.h"
 
 namespace kiln::kernels::cpu {
 namespace {
@@ -56,6 +58,18 @@ bool cpu_has(Isa isa) {
 bool isa_enabled(Isa isa) {
   static const Isa cap = cap_from_env();
   return int(isa) <= int(cap) && cpu_has(isa);
+}
+
+const SimdKernels* simd_kernels() {
+  static const SimdKernels* t = isa_enabled(Isa::avx512) ? &avx512::kSimdKernels
+                                : isa_enabled(Isa::avx2) ? &avx2::kSimdKernels
+                                                         : nullptr;
+  return t;
+}
+
+const char* simd_kernels_isa() {
+  const SimdKernels* t = simd_kernels();
+  return t == &avx512::kSimdKernels ? "avx512" : t == &avx2::kSimdKernels ? "avx2" : "generic";
 }
 
 }  // namespace kiln::kernels::cpu

@@ -1,5 +1,6 @@
 // CPU max and average pooling on dense NCHW tensors, one (n, c) plane per iteration across
 // threads. Max pooling records the flat position (ih * w_in + iw) of each maximum for backward.
+// The common 2x2/2 window has vector kernels: f32 in max_pool_2x2.cpp (simd_kernels.h), bf16 here.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -9,6 +10,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/simd_kernels.h"
 #include "kernels/cpu/simd_bf16.h"
 
 namespace kiln::kernels::cpu {
@@ -119,6 +121,7 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
     T* y = out.ptr<T>();
     int64_t* idx = indices.ptr<int64_t>();
     static const bool avx512 = isa_enabled(Isa::avx512);
+    static const SimdKernels* simd = simd_kernels();
     parallel_for(0, p.n * p.c, max_threads(), [&](int64_t plane) {
       const T* xp = x + plane * p.h_in * p.w_in;
       T* yp = y + plane * p.h_out * p.w_out;
@@ -128,6 +131,12 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
         if constexpr (std::is_same_v<T, BFloat16>) {
           if (avx512 && p.h_in * p.w_in < (int64_t(1) << 31)) {
             max_pool_2x2_bf16_avx512(p, xp, yp, ip);
+            return;
+          }
+        }
+        if constexpr (std::is_same_v<T, float>) {
+          if (simd && p.h_in * p.w_in < (int64_t(1) << 31)) {
+            simd->max_pool_2x2_f32(xp, yp, ip, p.h_in, p.w_in, p.h_out, p.w_out);
             return;
           }
         }
@@ -192,13 +201,22 @@ void CpuBackend::max_pool2d_backward(const Pool2dParams& p, const View& grad_in,
     const int64_t* idx = indices.ptr<int64_t>();
     const bool disjoint = p.stride_h >= p.kh && p.stride_w >= p.kw;
     static const bool avx512 = isa_enabled(Isa::avx512);
-    const bool fast = std::is_same_v<T, BFloat16> && avx512 && p.kh == 2 && p.kw == 2 && p.stride_h == 2 &&
-                      p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0 && p.h_in * p.w_in < (int64_t(1) << 31);
+    static const SimdKernels* simd = simd_kernels();
+    const bool window_2x2 = p.kh == 2 && p.kw == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 &&
+                            p.pad_w == 0 && p.h_in * p.w_in < (int64_t(1) << 31);
+    const bool fast = window_2x2 && (std::is_same_v<T, BFloat16> ? avx512 : std::is_same_v<T, float> && simd);
     parallel_for(0, p.n * p.c, max_threads(), [&](int64_t plane) {
       T* gxp = gx + plane * p.h_in * p.w_in;
       if constexpr (std::is_same_v<T, BFloat16>) {
         if (fast) {
           max_pool_2x2_backward_bf16_avx512(p, gxp, gy + plane * p.h_out * p.w_out, idx + plane * p.h_out * p.w_out);
+          return;
+        }
+      }
+      if constexpr (std::is_same_v<T, float>) {
+        if (fast) {
+          simd->max_pool_2x2_backward_f32(gxp, gy + plane * p.h_out * p.w_out, idx + plane * p.h_out * p.w_out,
+                                          p.h_in, p.w_in, p.h_out, p.w_out);
           return;
         }
       }
