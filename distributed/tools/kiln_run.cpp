@@ -9,14 +9,13 @@
 // MASTER_PORT, the job token KILN_STORE_TOKEN and (unless set) OMP_NUM_THREADS. When one fails,
 // the others are stopped and kiln-run exits with its status.
 #include <cctype>
-#include <cerrno>
-#include <climits>
 #include <cstdlib>
 #include <iostream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "core/parse.h"
 #include "distributed/launch.h"
 
 namespace {
@@ -34,15 +33,7 @@ const char* kUsage =
     "passed to the program's Fabric as LT_* variables; a device count also sets --nproc_per_node.\n";
 
 int to_int(const std::string& flag, const std::string& v, long lo, long hi) {
-  char* end = nullptr;
-  errno = 0;
-  long x = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end || errno != 0)
-    throw std::invalid_argument(flag + " expects an integer, got '" + v + "'");
-  if (x < lo || x > hi)
-    throw std::invalid_argument(flag + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
-                                ", got " + v);
-  return int(x);
+  return int(kiln::detail::parse_int(v, flag, lo, hi));  // "--flag expects an integer in [lo, hi], got 'v'"
 }
 
 }  // namespace
@@ -108,6 +99,9 @@ int main(int argc, char** argv) {
       else throw std::invalid_argument("unknown option " + a);
     }
     if (i >= argc) throw std::invalid_argument("no program given");
+    if (spec.node_rank >= spec.nnodes)
+      throw std::invalid_argument("--node_rank " + std::to_string(spec.node_rank) + " is not below --nnodes " +
+                                  std::to_string(spec.nnodes) + "; node ranks count from 0");
     // The workers inherit this environment.
     for (const auto& [k, v] : fabric_env) ::setenv(k.c_str(), v.c_str(), 1);
     for (; i < argc; ++i) spec.argv.push_back(argv[i]);
