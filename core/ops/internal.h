@@ -32,4 +32,15 @@ std::vector<bool> reduce_mask(const Tensor& x, const Shape& dims, const char* op
 // and returns the generator's seed and the first counter.
 std::pair<uint64_t, uint64_t> philox_reserve(Generator* gen, uint64_t counters);
 
+// Records a view op whose gradient is `back(g)`.
+template <class Back>
+Tensor record_view(const char* name, const Tensor& x, Tensor out, Back back) {
+  if (autograd::needs_grad({&x})) {
+    autograd::record(name, {x}, {out}, [back](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{back(g[0])};
+    });
+  }
+  return out;
+}
+
 }  // namespace kiln::detail
