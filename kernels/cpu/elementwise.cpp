@@ -17,7 +17,7 @@
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/simd_bf16.h"
-#include "kernels/philox.h"
+#include "kernels/random_draw.h"
 
 namespace kiln::kernels {
 
@@ -531,15 +531,7 @@ namespace {
 template <class T>
 void random_typed(RandomKind kind, T* o, int64_t n, uint64_t seed, uint64_t offset, double a, double b) {
   parallel_for(0, n, threads_for(n), [&](int64_t i) {
-    double v = 0;
-    switch (kind) {
-      case RandomKind::uniform: v = a + (b - a) * double(philox_uniform(seed, offset, uint64_t(i))); break;
-      case RandomKind::normal: v = a + b * double(philox_normal(seed, offset, uint64_t(i))); break;
-      case RandomKind::randint:
-        v = a + double(uint64_t(philox_bits(seed, offset, uint64_t(i))) % uint64_t(b - a));
-        break;
-      case RandomKind::bernoulli: v = philox_uniform(seed, offset, uint64_t(i)) < a ? 1.0 : 0.0; break;
-    }
+    const double v = random_draw(kind, seed, offset, uint64_t(i), a, b);
     o[i] = T(compute_t<T>(v));
   });
 }

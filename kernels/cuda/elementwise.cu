@@ -9,7 +9,7 @@
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
-#include "kernels/philox.h"
+#include "kernels/random_draw.h"
 
 namespace kiln::kernels::cuda {
 namespace {
@@ -357,15 +357,7 @@ __global__ void random_kernel(T* o, int64_t n, RandomKind kind, uint64_t seed, u
   if (offset_base) offset += *offset_base;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    double v = 0;
-    switch (kind) {
-      case RandomKind::uniform: v = a + (b - a) * double(philox_uniform(seed, offset, uint64_t(i))); break;
-      case RandomKind::normal: v = a + b * double(philox_normal(seed, offset, uint64_t(i))); break;
-      case RandomKind::randint:
-        v = a + double(uint64_t(philox_bits(seed, offset, uint64_t(i))) % uint64_t(b - a));
-        break;
-      case RandomKind::bernoulli: v = philox_uniform(seed, offset, uint64_t(i)) < a ? 1.0 : 0.0; break;
-    }
+    const double v = random_draw(kind, seed, offset, uint64_t(i), a, b);
     o[i] = store_c<T>(acc_t<T>(v));
   }
 }
