@@ -7,7 +7,7 @@
 #                               .venv/interop (Debian's python3 with its packages, plus safetensors and
 #                               tensorboard as pinned in tests/fabric/requirements.txt)
 #   scripts/setup.sh --peers    also PyTorch, torchvision and OpenBLAS for the CPU peer benchmarks
-#   scripts/setup.sh --fuzz     also clang with libFuzzer and its OpenMP, for scripts/fuzz.sh
+#   scripts/setup.sh --fuzz     also clang with libFuzzer, for scripts/fuzz.sh
 # Flags combine. KILN_REQUIRE_INTEROP=1 makes a failed PyPI install an error instead of a warning.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ for arg in "$@"; do
   case "$arg" in
     --tests) tests=true; pkgs+=(python3-torch python3-numpy python3-venv) ;;
     --peers) pkgs+=(python3-torch python3-torchvision libopenblas0-pthread python3-numpy) ;;
-    --fuzz) pkgs+=(clang libclang-rt-14-dev libomp-14-dev) ;;
+    --fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
     *) echo "kiln setup: unknown flag $arg (expected --tests, --peers or --fuzz)" >&2; exit 2 ;;
   esac
 done
