@@ -31,7 +31,8 @@ Tensor guard_backward(const Tensor& out, const std::shared_ptr<FabricState>& sta
   Tensor alias = out.detach();
   autograd::record("fabric.backward check", {out}, {alias},
                    [state](const std::vector<Tensor>& grads) -> std::vector<Tensor> {
-                     KILN_CHECK(state->in_backward > 0, "loss.backward(): the current strategy "
+                     KILN_CHECK(state->in_backward > 0,
+                                "loss.backward(): the current strategy "
                                 "and precision selection requires you to call "
                                 "fabric.backward(loss) instead of loss.backward() (",
                                 state->backward_reason, ")");
@@ -44,7 +45,13 @@ Tensor guard_backward(const Tensor& out, const std::shared_ptr<FabricState>& sta
 
 void wrap_module(nn::Module& model, const std::shared_ptr<FabricState>& state) {
   if (!state->precision->changes_forward() && state->backward_reason.empty()) return;
-  auto wrapper = [state](nn::Module&, const Tensor& input, const nn::Module::ForwardFn& next) {
+  // The hooks hold the state weakly: it owns the process group, whose DDP wrapper owns the model,
+  // so a strong reference here would be a cycle that outlives the Fabric. Once the Fabric is gone
+  // the model runs as it would without it.
+  auto wrapper = [weak = std::weak_ptr<FabricState>(state)](nn::Module&, const Tensor& input,
+                                                             const nn::Module::ForwardFn& next) {
+    const std::shared_ptr<FabricState> state = weak.lock();
+    if (!state) return next(input);
     const Precision& p = *state->precision;
     if (t_fabric_forwards > 0) return next(input);
     // Inside the precision's own autocast scope (fabric.autocast(), the explicit form) the code
@@ -66,7 +73,13 @@ void wrap_module(nn::Module& model, const std::shared_ptr<FabricState>& state) {
 }
 
 void wrap_optimizer(optim::Optimizer& optimizer, const std::shared_ptr<FabricState>& state) {
-  optimizer.register_step_wrapper([state](optim::Optimizer& opt, const optim::Optimizer::StepFn& next) {
+  optimizer.register_step_wrapper([weak = std::weak_ptr<FabricState>(state)](optim::Optimizer& opt,
+                                                                             const optim::Optimizer::StepFn& next) {
+    const std::shared_ptr<FabricState> state = weak.lock();
+    if (!state) {
+      next();
+      return;
+    }
     state->last_step_ran = true;
     // The sharded strategy steps this rank's shards (its opt.step() call continues with `next`)
     // and all-gathers the parameters.
@@ -77,8 +90,8 @@ void wrap_optimizer(optim::Optimizer& optimizer, const std::shared_ptr<FabricSta
       return;
     }
     int64_t& last = state->stepped_at[&opt];
-    KILN_CHECK(state->backward_count > last, opt.name(), ".step(): precision \"",
-               state->precision->precision(), "\" scales the loss, but no fabric.backward(loss) ran "
+    KILN_CHECK(state->backward_count > last, opt.name(), ".step(): precision \"", state->precision->precision(),
+               "\" scales the loss, but no fabric.backward(loss) ran "
                "since this optimizer's last step; call fabric.backward(loss) instead of "
                "loss.backward(), or the unscaled gradients would be divided by the scale (",
                scaler->get_scale(), ")");

@@ -19,6 +19,17 @@ run_logged() {  # LOG COMMAND...: runs the command, prints its log only when it 
   "$@" >"$log" 2>&1 || { cat "$log"; echo "check-downstream: failed: $*"; exit 1; }
 }
 
+# A kiln built with sanitizers (scripts/sanitize.sh) needs consumers built with them too: the
+# sanitizer runtime must be linked into the program, ahead of libkiln.
+sanitize=$(meson introspect "$build" --buildoptions |
+  python3 -c 'import json, sys; print(next((o["value"] for o in json.load(sys.stdin) if o["name"] == "b_sanitize"), "none"))')
+meson_sanitize=() cmake_sanitize=()
+if [[ "$sanitize" != "none" ]]; then
+  meson_sanitize=(-Db_sanitize="$sanitize")
+  cmake_sanitize=(-DCMAKE_EXE_LINKER_FLAGS="-fsanitize=$sanitize")
+  warn+=(-fsanitize="$sanitize")
+fi
+
 run_logged "$tmp/install.log" meson install -C "$build" --no-rebuild --destdir "$tmp/root"
 pc=$(find "$tmp/root" -name kiln.pc | head -n1)
 config=$(find "$tmp/root" -name kilnConfig.cmake | head -n1)
@@ -53,14 +64,14 @@ echo "check-downstream: $(wc -l <"$tmp/headers") installed headers compile on th
 
 # pkg-config consumer (meson, warning_level=3 is -Wall -Wextra -Wpedantic).
 run_logged "$tmp/meson-setup.log" meson setup "$tmp/meson-build" "$src/examples/downstream" \
-  -Dwarning_level=3 -Dwerror=true
+  -Dwarning_level=3 -Dwerror=true "${meson_sanitize[@]}"
 run_logged "$tmp/meson-compile.log" meson compile -C "$tmp/meson-build"
 LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/meson-build/downstream"
 echo "check-downstream: built through pkg-config and ran"
 
 # CMake consumer.
 run_logged "$tmp/cmake-configure.log" cmake -S "$src/examples/downstream" -B "$tmp/cmake-build" -G Ninja \
-  -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CXX_FLAGS="${warn[*]}"
+  -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CXX_FLAGS="${warn[*]}" "${cmake_sanitize[@]}"
 grep -q "kiln_DIR:PATH=$(dirname "$config")" "$tmp/cmake-build/CMakeCache.txt" ||
   { echo "check-downstream: CMake found another kiln than the one just installed"; exit 1; }
 run_logged "$tmp/cmake-build.log" cmake --build "$tmp/cmake-build"

@@ -36,8 +36,8 @@ int64_t ceil_div(int64_t x, int64_t d) { return (x + d - 1) / d; }
 
 // Writes rows x cols of an f32 block (row stride acc_ld) to C: + row_bias, then beta.
 template <class CT>
-KILN_TARGET_AVX512 void store_block(const float* acc, int64_t acc_ld, int64_t rows, int64_t cols,
-                                    float beta, CT* c, int64_t ldc, const float* row_bias) {
+KILN_TARGET_AVX512 void store_block(const float* acc, int64_t acc_ld, int64_t rows, int64_t cols, float beta, CT* c,
+                                    int64_t ldc, const float* row_bias) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* src = acc + r * acc_ld;
     CT* dst = c + r * ldc;
@@ -78,8 +78,8 @@ bool amx_permitted() {
 
 // One block of up to 2x2 tiles (NM x NN), K in kb steps of 32; acc is [32][32] f32.
 template <int NM, int NN>
-KILN_TARGET_AMX void amx_block(const BFloat16* a0, const BFloat16* a1, const BFloat16* b0,
-                               const BFloat16* b1, int64_t kb_count, float* acc) {
+KILN_TARGET_AMX void amx_block(const BFloat16* a0, const BFloat16* a1, const BFloat16* b0, const BFloat16* b1,
+                               int64_t kb_count, float* acc) {
   _tile_zero(0);
   if constexpr (NN > 1) _tile_zero(1);
   if constexpr (NM > 1) _tile_zero(2);
@@ -108,9 +108,8 @@ KILN_TARGET_AMX void amx_block(const BFloat16* a0, const BFloat16* a1, const BFl
 
 // Blocks of 32x32 C, [first, last) in row-major block order.
 template <class CT>
-KILN_TARGET_AMX void amx_blocks(int64_t first, int64_t last, int64_t m, int64_t n, int64_t k,
-                                const BFloat16* pa, const BFloat16* pb, float beta, CT* c, int64_t ldc,
-                                const float* row_bias) {
+KILN_TARGET_AMX void amx_blocks(int64_t first, int64_t last, int64_t m, int64_t n, int64_t k, const BFloat16* pa,
+                                const BFloat16* pb, float beta, CT* c, int64_t ldc, const float* row_bias) {
   TileConfig cfg{};
   cfg.palette_id = 1;
   for (int t = 0; t < 8; ++t) {
@@ -132,13 +131,17 @@ KILN_TARGET_AMX void amx_blocks(int64_t first, int64_t last, int64_t m, int64_t 
     const BFloat16* a1 = a0 + kb_count * kTileElems;
     const BFloat16* b0 = pb + nb * kb_count * kTileElems;
     const BFloat16* b1 = b0 + kb_count * kTileElems;
-    if (two_m && two_n) amx_block<2, 2>(a0, a1, b0, b1, kb_count, acc);
-    else if (two_m) amx_block<2, 1>(a0, a1, b0, b1, kb_count, acc);
-    else if (two_n) amx_block<1, 2>(a0, a1, b0, b1, kb_count, acc);
-    else amx_block<1, 1>(a0, a1, b0, b1, kb_count, acc);
+    if (two_m && two_n)
+      amx_block<2, 2>(a0, a1, b0, b1, kb_count, acc);
+    else if (two_m)
+      amx_block<2, 1>(a0, a1, b0, b1, kb_count, acc);
+    else if (two_n)
+      amx_block<1, 2>(a0, a1, b0, b1, kb_count, acc);
+    else
+      amx_block<1, 1>(a0, a1, b0, b1, kb_count, acc);
     const int64_t i0 = mb * 16, j0 = nb * 16;
-    store_block(acc, 32, std::min<int64_t>(32, m - i0), std::min<int64_t>(32, n - j0), beta,
-                c + i0 * ldc + j0, ldc, row_bias ? row_bias + i0 : nullptr);
+    store_block(acc, 32, std::min<int64_t>(32, m - i0), std::min<int64_t>(32, n - j0), beta, c + i0 * ldc + j0, ldc,
+                row_bias ? row_bias + i0 : nullptr);
   }
   _tile_release();
 }
@@ -147,9 +150,9 @@ KILN_TARGET_AMX void amx_blocks(int64_t first, int64_t last, int64_t m, int64_t 
 
 // Blocks of 16x32 C (one A tile row band, two B tile column bands), [first, last) row-major.
 template <class CT>
-KILN_TARGET_AVX512BF16 void avx512bf16_blocks(int64_t first, int64_t last, int64_t m, int64_t n,
-                                              int64_t k, const BFloat16* pa, const BFloat16* pb,
-                                              float beta, CT* c, int64_t ldc, const float* row_bias) {
+KILN_TARGET_AVX512BF16 void avx512bf16_blocks(int64_t first, int64_t last, int64_t m, int64_t n, int64_t k,
+                                              const BFloat16* pa, const BFloat16* pb, float beta, CT* c, int64_t ldc,
+                                              const float* row_bias) {
   const int64_t kb_count = ceil_div(k, 32), nb_count = ceil_div(n, 16);
   const int64_t nblocks_n = ceil_div(n, 32);
   alignas(64) float acc[16 * 32];
@@ -184,8 +187,8 @@ KILN_TARGET_AVX512BF16 void avx512bf16_blocks(int64_t first, int64_t last, int64
       }
     }
     const int64_t i0 = mb * 16, j0 = nb * 16;
-    store_block(acc, 32, std::min<int64_t>(16, m - i0), std::min<int64_t>(32, n - j0), beta,
-                c + i0 * ldc + j0, ldc, row_bias ? row_bias + i0 : nullptr);
+    store_block(acc, 32, std::min<int64_t>(16, m - i0), std::min<int64_t>(32, n - j0), beta, c + i0 * ldc + j0, ldc,
+                row_bias ? row_bias + i0 : nullptr);
   }
 }
 
@@ -193,8 +196,8 @@ KILN_TARGET_AVX512BF16 void avx512bf16_blocks(int64_t first, int64_t last, int64
 
 // Widens the packed operands to f32, tile by tile, and runs sgemm.
 template <class CT>
-void generic_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb,
-                    float beta, CT* c, int64_t ldc, const float* row_bias) {
+void generic_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb, float beta, CT* c,
+                    int64_t ldc, const float* row_bias) {
   const int64_t kb_count = ceil_div(k, 32);
   thread_local std::vector<float> a, b, out;
   a.resize(size_t(m * k)), b.resize(size_t(k * n)), out.resize(size_t(m * n));
@@ -241,8 +244,8 @@ detail::BgemmKernel kernel() {
 constexpr int64_t kParallelMacs = int64_t(1) << 21;
 
 template <class CT>
-void run_packed(detail::BgemmKernel kern, int64_t m, int64_t n, int64_t k, const BFloat16* pa,
-                const BFloat16* pb, float beta, CT* c, int64_t ldc, const float* row_bias) {
+void run_packed(detail::BgemmKernel kern, int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb,
+                float beta, CT* c, int64_t ldc, const float* row_bias) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {  // an empty sum: only the bias and beta remain
     for (int64_t i = 0; i < m; ++i)
@@ -257,8 +260,10 @@ void run_packed(detail::BgemmKernel kern, int64_t m, int64_t n, int64_t k, const
   const bool amx = kern == detail::BgemmKernel::amx;
   const int64_t nblocks = (amx ? ceil_div(m, 32) : ceil_div(m, 16)) * ceil_div(n, 32);
   auto range = [&](int64_t first, int64_t last) {
-    if (amx) amx_blocks(first, last, m, n, k, pa, pb, beta, c, ldc, row_bias);
-    else avx512bf16_blocks(first, last, m, n, k, pa, pb, beta, c, ldc, row_bias);
+    if (amx)
+      amx_blocks(first, last, m, n, k, pa, pb, beta, c, ldc, row_bias);
+    else
+      avx512bf16_blocks(first, last, m, n, k, pa, pb, beta, c, ldc, row_bias);
   };
   const int threads = in_parallel() || m * n * k < kParallelMacs ? 1 : max_threads();
   if (threads == 1 || nblocks == 1) return range(0, nblocks);
@@ -280,8 +285,8 @@ void widen(const BFloat16* src, int64_t rows, int64_t cols, int64_t ld, float* d
 // wide where the CPU has AVX-512), multiplied by sgemm, and a bf16 C rounded once: no detour
 // through the packed tiles, which only the bf16 kernels read.
 template <class CT>
-void bgemm_widened(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const BFloat16* a, int64_t lda,
-                   const BFloat16* b, int64_t ldb, float beta, CT* c, int64_t ldc) {
+void bgemm_widened(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const BFloat16* a, int64_t lda, const BFloat16* b,
+                   int64_t ldb, float beta, CT* c, int64_t ldc) {
   thread_local std::vector<float> fa, fb, fc;
   const int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
   if (int64_t(fa.size()) < a_rows * a_cols) fa.resize(size_t(a_rows * a_cols));
@@ -299,8 +304,8 @@ void bgemm_widened(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const BFlo
 }
 
 template <class CT>
-void bgemm_any(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const BFloat16* a, int64_t lda,
-               const BFloat16* b, int64_t ldb, float beta, CT* c, int64_t ldc) {
+void bgemm_any(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const BFloat16* a, int64_t lda, const BFloat16* b,
+               int64_t ldb, float beta, CT* c, int64_t ldc) {
   if (m <= 0 || n <= 0) return;
   if (kernel() == detail::BgemmKernel::generic && k > 0)
     return bgemm_widened(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
@@ -321,7 +326,7 @@ int64_t bf16_packed_b_size(int64_t k, int64_t n) { return ceil_div(n, 16) * ceil
 
 void bf16_pack_a(bool trans, int64_t m, int64_t k, const BFloat16* a, int64_t lda, BFloat16* out) {
   const int64_t mb_count = ceil_div(m, 16), kb_count = ceil_div(k, 32);
-  std::memset(static_cast<void*>(out), 0, sizeof(BFloat16) * size_t(bf16_packed_a_size(m, k)));
+  if (out) std::memset(static_cast<void*>(out), 0, sizeof(BFloat16) * size_t(bf16_packed_a_size(m, k)));
   for (int64_t mb = 0; mb < mb_count; ++mb) {
     const int64_t rows = std::min<int64_t>(16, m - mb * 16);
     for (int64_t kb = 0; kb < kb_count; ++kb) {
@@ -344,8 +349,8 @@ namespace {
 
 // One row of a VNNI tile: the 16 columns [j0, j0 + cols) of op(B) rows kk and kk + 1 (second:
 // whether row kk + 1 exists), each pair as one 32-bit word, zero past cols.
-void pack_b_pair_scalar(bool trans, const BFloat16* b, int64_t ldb, int64_t kk, int64_t j0, int64_t cols,
-                        bool second, uint32_t* row) {
+void pack_b_pair_scalar(bool trans, const BFloat16* b, int64_t ldb, int64_t kk, int64_t j0, int64_t cols, bool second,
+                        uint32_t* row) {
   auto bits = [](const BFloat16& v) { return uint32_t(v.bits); };
   for (int64_t j = 0; j < cols; ++j) {
     // op(B)[kk, j] is b[kk, j], or b[j, kk] when trans (then each pair is adjacent in b).
@@ -358,8 +363,8 @@ void pack_b_pair_scalar(bool trans, const BFloat16* b, int64_t ldb, int64_t kk, 
 
 // The same, 16 columns at once: two rows zero-extended and merged, or (trans, both rows present)
 // 16 words gathered from 16 rows of b.
-KILN_TARGET_AVX512 void pack_b_pair_avx512(bool trans, const BFloat16* b, int64_t ldb, int64_t kk,
-                                           int64_t j0, int64_t cols, bool second, uint32_t* row) {
+KILN_TARGET_AVX512 void pack_b_pair_avx512(bool trans, const BFloat16* b, int64_t ldb, int64_t kk, int64_t j0,
+                                           int64_t cols, bool second, uint32_t* row) {
   const __mmask16 m = simd::tail_mask(cols);
   __m512i v;
   if (!trans) {
@@ -381,8 +386,8 @@ void bf16_pack_b(bool trans, int64_t k, int64_t n, const BFloat16* b, int64_t ld
   bf16_pack_b_rows(trans, k, n, b, ldb, out, k, 0);
 }
 
-void bf16_pack_b_rows(bool trans, int64_t k, int64_t n, const BFloat16* b, int64_t ldb, BFloat16* out,
-                      int64_t k_total, int64_t k0) {
+void bf16_pack_b_rows(bool trans, int64_t k, int64_t n, const BFloat16* b, int64_t ldb, BFloat16* out, int64_t k_total,
+                      int64_t k0) {
   KILN_CHECK(k0 % 32 == 0 && k0 + k <= k_total, "bf16_pack_b_rows: rows [", k0, ", ", k0 + k,
              ") must start on a multiple of 32 and lie within the ", k_total, " rows of the operand");
   const int64_t nb_count = ceil_div(n, 16), kb_count = ceil_div(k, 32), kb_total = ceil_div(k_total, 32);
@@ -404,8 +409,10 @@ void bf16_pack_b_rows(bool trans, int64_t k, int64_t n, const BFloat16* b, int64
         const int64_t kk = kb * 32 + 2 * p;
         const bool second = 2 * p + 1 < krows;
         // A lone last row of a transposed B would read past its element: the scalar loop takes it.
-        if (fast && (second || !trans)) pack_b_pair_avx512(trans, b, ldb, kk, nb * 16, cols, second, row);
-        else pack_b_pair_scalar(trans, b, ldb, kk, nb * 16, cols, second, row);
+        if (fast && (second || !trans))
+          pack_b_pair_avx512(trans, b, ldb, kk, nb * 16, cols, second, row);
+        else
+          pack_b_pair_scalar(trans, b, ldb, kk, nb * 16, cols, second, row);
       }
     }
   }
@@ -413,21 +420,21 @@ void bf16_pack_b_rows(bool trans, int64_t k, int64_t n, const BFloat16* b, int64
 
 // ------------------------------------------------------------------ entry points
 
-void bgemm_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb, float beta,
-                  float* c, int64_t ldc, const float* row_bias) {
+void bgemm_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb, float beta, float* c,
+                  int64_t ldc, const float* row_bias) {
   run_packed(kernel(), m, n, k, pa, pb, beta, c, ldc, row_bias);
 }
-void bgemm_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb, float beta,
-                  BFloat16* c, int64_t ldc, const float* row_bias) {
+void bgemm_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb, float beta, BFloat16* c,
+                  int64_t ldc, const float* row_bias) {
   run_packed(kernel(), m, n, k, pa, pb, beta, c, ldc, row_bias);
 }
 
-void bgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const BFloat16* a, int64_t lda,
-           const BFloat16* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+void bgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const BFloat16* a, int64_t lda, const BFloat16* b,
+           int64_t ldb, float beta, float* c, int64_t ldc) {
   bgemm_any(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
 }
-void bgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const BFloat16* a, int64_t lda,
-           const BFloat16* b, int64_t ldb, float beta, BFloat16* c, int64_t ldc) {
+void bgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const BFloat16* a, int64_t lda, const BFloat16* b,
+           int64_t ldb, float beta, BFloat16* c, int64_t ldc) {
   bgemm_any(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
 }
 
@@ -451,15 +458,17 @@ bool bgemm_kernel_available(BgemmKernel k) {
   return false;
 }
 
-void bgemm_packed_with(BgemmKernel k, int64_t m, int64_t n, int64_t kk, const BFloat16* pa,
-                       const BFloat16* pb, float beta, float* c, int64_t ldc, const float* row_bias) {
-  KILN_CHECK(bgemm_kernel_available(k), "bgemm: kernel ", int(k), " cannot run on this CPU (or "
+void bgemm_packed_with(BgemmKernel k, int64_t m, int64_t n, int64_t kk, const BFloat16* pa, const BFloat16* pb,
+                       float beta, float* c, int64_t ldc, const float* row_bias) {
+  KILN_CHECK(bgemm_kernel_available(k), "bgemm: kernel ", int(k),
+             " cannot run on this CPU (or "
              "KILN_CPU_ISA rules it out); check detail::bgemm_kernel_available first");
   run_packed(k, m, n, kk, pa, pb, beta, c, ldc, row_bias);
 }
-void bgemm_packed_with(BgemmKernel k, int64_t m, int64_t n, int64_t kk, const BFloat16* pa,
-                       const BFloat16* pb, float beta, BFloat16* c, int64_t ldc, const float* row_bias) {
-  KILN_CHECK(bgemm_kernel_available(k), "bgemm: kernel ", int(k), " cannot run on this CPU (or "
+void bgemm_packed_with(BgemmKernel k, int64_t m, int64_t n, int64_t kk, const BFloat16* pa, const BFloat16* pb,
+                       float beta, BFloat16* c, int64_t ldc, const float* row_bias) {
+  KILN_CHECK(bgemm_kernel_available(k), "bgemm: kernel ", int(k),
+             " cannot run on this CPU (or "
              "KILN_CPU_ISA rules it out); check detail::bgemm_kernel_available first");
   run_packed(k, m, n, kk, pa, pb, beta, c, ldc, row_bias);
 }
