@@ -13,9 +13,9 @@
 #include "core/ops.h"
 #include "core/tensor.h"
 #include "data/data.h"
+#include "fabric/fabric.h"
 #include "nn/nn.h"
 #include "optim/optim.h"
-#include "fabric/fabric.h"
 
 // The distributed layer is built where Gloo is found (-Ddistributed=auto).
 #if __has_include("distributed/distributed.h")

@@ -99,7 +99,9 @@ int run_kernels(const Args& args) {
   Timer timer(cuda);
   const int64_t n = cuda ? (int64_t(1) << 26) : (int64_t(1) << 24);  // 256 MiB / 64 MiB of f32
   json results = json::array();
-  auto want = [&](const std::string& name) { return args.filter.empty() || name.find(args.filter) != std::string::npos; };
+  auto want = [&](const std::string& name) {
+    return args.filter.empty() || name.find(args.filter) != std::string::npos;
+  };
 
   // Ceiling: a device-to-device (or memcpy) copy of n floats.
   Tensor a = randn({n}, {.device = dev}), b = randn({n}, {.device = dev}), c = empty({n}, {.device = dev});
@@ -111,8 +113,8 @@ int run_kernels(const Args& args) {
   auto report = [&](const std::string& name, int64_t elems, double bytes, double ms) {
     const double gbs = bytes / ms / 1e6;
     std::printf("%-46s %12lld %10.1f %8.1f%%\n", name.c_str(), (long long)elems, gbs, 100.0 * gbs / copy_gbs);
-    results.push_back({{"kernel", name}, {"elements", elems}, {"ms", ms}, {"gb_per_s", gbs},
-                       {"fraction_of_copy", gbs / copy_gbs}});
+    results.push_back(
+        {{"kernel", name}, {"elements", elems}, {"ms", ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / copy_gbs}});
   };
   auto bw = [&](const std::string& name, int64_t elems, double bytes, const std::function<void()>& f) {
     if (want(name)) report(name, elems, bytes, timer.time_ms(f));
@@ -124,7 +126,8 @@ int run_kernels(const Args& args) {
   {
     Tensor h = empty({n}, {.dtype = DType::bf16, .device = dev});
     bw("cast f32->bf16", n, 6.0 * n, [&] { be.copy(view(h), view(a)); });
-    Tensor hb = randn({n}, {.dtype = DType::bf16, .device = dev}), hc = empty({n}, {.dtype = DType::bf16, .device = dev});
+    Tensor hb = randn({n}, {.dtype = DType::bf16, .device = dev}),
+           hc = empty({n}, {.dtype = DType::bf16, .device = dev});
     bw("add bf16", n, 6.0 * n, [&] { be.binary(BinaryOp::add, view(hc), view(hb), view(hb), 1, 0); });
   }
   {
@@ -242,16 +245,18 @@ int run_kernels(const Args& args) {
     if (cuda) {
       const cudaDataType_t ct = t == DType::f32 ? CUDA_R_32F : CUDA_R_16BF;
       const float one = 1, zero = 0;
-      lib_ms = timer.time_ms([&] {
-        KILN_CUBLAS_CHECK(cublasGemmEx(kernels::cuda::cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, int(g), int(g), int(g),
-                                       &one, y.raw_data(), ct, int(g), x.raw_data(), ct, int(g), &zero,
-                                       z.raw_data(), ct, int(g), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-      }, 10, 2);
+      lib_ms = timer.time_ms(
+          [&] {
+            KILN_CUBLAS_CHECK(cublasGemmEx(kernels::cuda::cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, int(g), int(g),
+                                           int(g), &one, y.raw_data(), ct, int(g), x.raw_data(), ct, int(g), &zero,
+                                           z.raw_data(), ct, int(g), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+          },
+          10, 2);
     }
 #endif
     const double tflops = 2.0 * double(g) * g * g / kiln_ms / 1e9;
-    std::printf("%-28s %5lld^3 %8.2f TFLOP/s  kiln %.3f ms  cuBLAS %.3f ms  ratio %.3f\n", name.c_str(),
-                (long long)g, tflops, kiln_ms, lib_ms, lib_ms > 0 ? kiln_ms / lib_ms : 0.0);
+    std::printf("%-28s %5lld^3 %8.2f TFLOP/s  kiln %.3f ms  cuBLAS %.3f ms  ratio %.3f\n", name.c_str(), (long long)g,
+                tflops, kiln_ms, lib_ms, lib_ms > 0 ? kiln_ms / lib_ms : 0.0);
     compute.push_back({{"kernel", name}, {"n", g}, {"kiln_ms", kiln_ms}, {"library_ms", lib_ms}, {"tflops", tflops}});
   }
 
@@ -278,7 +283,8 @@ int run_kernels(const Args& args) {
       KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 128, 32, 16, 16));
       KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 128, 64, 16, 16));
       KILN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, 64, 32, 3, 3));
-      KILN_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(cd, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+      KILN_CUDNN_CHECK(
+          cudnnSetConvolution2dDescriptor(cd, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
       KILN_CUDNN_CHECK(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH));
       cudnnConvolutionFwdAlgoPerf_t perf[8];
       int count = 0;
@@ -286,10 +292,12 @@ int run_kernels(const Args& args) {
       void* ws = nullptr;
       if (perf[0].memory) KILN_CUDA_CHECK(cudaMalloc(&ws, perf[0].memory));
       const float one = 1, zero = 0;
-      lib_ms = timer.time_ms([&] {
-        KILN_CUDNN_CHECK(cudnnConvolutionForward(h, &one, xd, x.raw_data(), wd, w.raw_data(), cd, perf[0].algo, ws,
-                                                 perf[0].memory, &zero, yd, y.raw_data()));
-      }, 10, 3);
+      lib_ms = timer.time_ms(
+          [&] {
+            KILN_CUDNN_CHECK(cudnnConvolutionForward(h, &one, xd, x.raw_data(), wd, w.raw_data(), cd, perf[0].algo, ws,
+                                                     perf[0].memory, &zero, yd, y.raw_data()));
+          },
+          10, 3);
       cudaFree(ws);
       cudnnDestroyTensorDescriptor(xd);
       cudnnDestroyTensorDescriptor(yd);
@@ -300,7 +308,9 @@ int run_kernels(const Args& args) {
     const double flops = 2.0 * p.n * p.c_out * p.h_out * p.w_out * p.c_in * p.kh * p.kw;
     std::printf("%-28s %8.2f TFLOP/s  kiln %.3f ms  cuDNN %.3f ms  ratio %.3f\n", "conv2d f32 fwd [128,32,16,16]",
                 flops / kiln_ms / 1e9, kiln_ms, lib_ms, lib_ms > 0 ? kiln_ms / lib_ms : 0.0);
-    compute.push_back({{"kernel", "conv2d f32 fwd"}, {"kiln_ms", kiln_ms}, {"library_ms", lib_ms},
+    compute.push_back({{"kernel", "conv2d f32 fwd"},
+                       {"kiln_ms", kiln_ms},
+                       {"library_ms", lib_ms},
                        {"tflops", flops / kiln_ms / 1e9}});
   }
 
@@ -312,8 +322,11 @@ int run_kernels(const Args& args) {
     device_name = prop.name;
   }
 #endif
-  json out = {{"mode", "kernels"}, {"device", device_name}, {"copy_gb_per_s", copy_gbs},
-              {"bandwidth", results}, {"compute", compute}};
+  json out = {{"mode", "kernels"},
+              {"device", device_name},
+              {"copy_gb_per_s", copy_gbs},
+              {"bandwidth", results},
+              {"compute", compute}};
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

@@ -46,11 +46,9 @@ Source make_source(const std::string& name) {
 int run_loader(const Args& args) {
   const std::string name = args.dataset.empty() ? "fashion-mnist" : args.dataset;
   Source src = make_source(name);
-  data::DataLoader loader(src.dataset, {.batch_size = args.batch_size,
-                                        .shuffle = true,
-                                        .drop_last = true,
-                                        .num_workers = args.num_workers,
-                                        .seed = 0});
+  data::DataLoader loader(
+      src.dataset,
+      {.batch_size = args.batch_size, .shuffle = true, .drop_last = true, .num_workers = args.num_workers, .seed = 0});
   KILN_CHECK(loader.size() > 0, "kiln_bench: batch size ", args.batch_size, " exceeds the dataset");
   const int repeats = 5;
   const int steps = std::max(args.steps, 1);

@@ -22,7 +22,8 @@ void usage() {
 int to_int(const std::string& flag, const char* v) {
   char* end = nullptr;
   long x = std::strtol(v, &end, 10);
-  if (!*v || *end || x < 0) throw kiln::Error("kiln_bench: " + flag + " expects a non-negative integer, got '" + v + "'");
+  if (!*v || *end || x < 0)
+    throw kiln::Error("kiln_bench: " + flag + " expects a non-negative integer, got '" + v + "'");
   return int(x);
 }
 
@@ -33,30 +34,54 @@ int main(int argc, char** argv) {
   try {
     for (int i = 1; i < argc; ++i) {
       std::string f = argv[i];
-      if (f == "-h" || f == "--help") { usage(); return 0; }
+      if (f == "-h" || f == "--help") {
+        usage();
+        return 0;
+      }
       if (i + 1 >= argc) throw kiln::Error("kiln_bench: " + f + " needs a value");
       const char* v = argv[++i];
-      if (f == "--mode") a.mode = v;
-      else if (f == "--device") a.device = v;
-      else if (f == "--precision") a.precision = v;
-      else if (f == "--batch-size") a.batch_size = to_int(f, v);
-      else if (f == "--threads") a.threads = to_int(f, v);
-      else if (f == "--steps") a.steps = to_int(f, v);
-      else if (f == "--warmup") a.warmup = to_int(f, v);
-      else if (f == "--repeats") a.repeats = to_int(f, v);
-      else if (f == "--cuda-graphs") a.cuda_graphs = to_int(f, v) != 0;
-      else if (f == "--tf32") a.tf32 = to_int(f, v) != 0;
-      else if (f == "--num-workers") a.num_workers = to_int(f, v);
-      else if (f == "--filter") a.filter = v;
-      else if (f == "--dataset") a.dataset = v;
-      else if (f == "--seq") a.seq = to_int(f, v);
-      else if (f == "--heads") a.heads = to_int(f, v);
-      else if (f == "--head-dim") a.head_dim = to_int(f, v);
-      else if (f == "--causal") a.causal = to_int(f, v) != 0;
-      else if (f == "--n-layer") a.n_layer = to_int(f, v);
-      else if (f == "--n-embd") a.n_embd = to_int(f, v);
-      else if (f == "--compete") a.compete = to_int(f, v);
-      else throw kiln::Error("kiln_bench: unknown flag " + f);
+      if (f == "--mode")
+        a.mode = v;
+      else if (f == "--device")
+        a.device = v;
+      else if (f == "--precision")
+        a.precision = v;
+      else if (f == "--batch-size")
+        a.batch_size = to_int(f, v);
+      else if (f == "--threads")
+        a.threads = to_int(f, v);
+      else if (f == "--steps")
+        a.steps = to_int(f, v);
+      else if (f == "--warmup")
+        a.warmup = to_int(f, v);
+      else if (f == "--repeats")
+        a.repeats = to_int(f, v);
+      else if (f == "--cuda-graphs")
+        a.cuda_graphs = to_int(f, v) != 0;
+      else if (f == "--tf32")
+        a.tf32 = to_int(f, v) != 0;
+      else if (f == "--num-workers")
+        a.num_workers = to_int(f, v);
+      else if (f == "--filter")
+        a.filter = v;
+      else if (f == "--dataset")
+        a.dataset = v;
+      else if (f == "--seq")
+        a.seq = to_int(f, v);
+      else if (f == "--heads")
+        a.heads = to_int(f, v);
+      else if (f == "--head-dim")
+        a.head_dim = to_int(f, v);
+      else if (f == "--causal")
+        a.causal = to_int(f, v) != 0;
+      else if (f == "--n-layer")
+        a.n_layer = to_int(f, v);
+      else if (f == "--n-embd")
+        a.n_embd = to_int(f, v);
+      else if (f == "--compete")
+        a.compete = to_int(f, v);
+      else
+        throw kiln::Error("kiln_bench: unknown flag " + f);
     }
     if (a.threads > 0) kiln::set_num_threads(a.threads);
     if (a.mode == "train") return kiln::bench::run_train(a);

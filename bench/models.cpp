@@ -122,8 +122,12 @@ int run_attention(const Args& a) {
 int run_gpt(const Args& a) {
   const Device d = device_of(a);
   manual_seed(0);
-  const GPTConfig cfg{.vocab_size = 65, .block_size = a.seq, .n_layer = a.n_layer, .n_head = a.heads,
-                      .n_embd = a.n_embd, .dropout = 0.0};
+  const GPTConfig cfg{.vocab_size = 65,
+                      .block_size = a.seq,
+                      .n_layer = a.n_layer,
+                      .n_head = a.heads,
+                      .n_embd = a.n_embd,
+                      .dropout = 0.0};
   CharGPT model(cfg);
   model.to(d);
   optim::AdamW opt(gpt_param_groups(model, 0.1), {.lr = 1e-3, .betas = {0.9, 0.99}});

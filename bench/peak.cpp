@@ -27,8 +27,7 @@ Peak measure_peak(int threads) {
     kernels::cpu::parallel_region(threads, [&](int, int) {
       const double mine = k->fma_probe(rounds);
       double seen = flops.load();
-      while (!flops.compare_exchange_weak(seen, seen + mine)) {
-      }
+      while (!flops.compare_exchange_weak(seen, seen + mine)) {}
     });
     return std::make_pair(flops.load(), std::chrono::duration<double>(Clock::now() - t0).count());
   };

@@ -1,8 +1,8 @@
-// kiln_bench --mode train|infer: the reference SimpleCNN of DESIGN.md (examples/simple_cnn.h) on random CIFAR-shaped input.
-// train times the whole step (zero_grad, forward, cross-entropy, backward, AdamW step); infer
-// times the forward pass under NoGradGuard in eval mode. Warm-up steps are excluded and the
-// reported rate is the median over the timed steps. With KILN_BENCH_PROFILE=1 the step's phases
-// and each layer's kernels (forward and backward, timed on their own) go to stderr.
+// kiln_bench --mode train|infer: the reference SimpleCNN of DESIGN.md (examples/simple_cnn.h) on random CIFAR-shaped
+// input. train times the whole step (zero_grad, forward, cross-entropy, backward, AdamW step); infer times the forward
+// pass under NoGradGuard in eval mode. Warm-up steps are excluded and the reported rate is the median over the timed
+// steps. With KILN_BENCH_PROFILE=1 the step's phases and each layer's kernels (forward and backward, timed on their
+// own) go to stderr.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -26,9 +26,7 @@ namespace kiln::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -72,8 +70,7 @@ void print_json(const char* bench, const Args& a, int batch, double img_s, doubl
 #endif
   std::printf("{\"bench\":\"%s\",\"device\":\"%s\",\"precision\":\"%s\",\"batch_size\":%d,"
               "\"threads\":%d,\"steps\":%d,\"median_step_ms\":%.3f,\"images_per_s\":%.1f",
-              bench, a.device.c_str(), a.precision.c_str(), batch, kiln::get_num_threads(), a.steps,
-              step_ms, img_s);
+              bench, a.device.c_str(), a.precision.c_str(), batch, kiln::get_num_threads(), a.steps, step_ms, img_s);
   if (peak_mb >= 0) std::printf(",\"peak_mem_mb\":%.1f", peak_mb);
   std::printf("}\n");
 }
@@ -98,17 +95,24 @@ double time_ms(const std::function<void()>& f, int reps = 7) {
 void profile_layers(SimpleCNN& m, int64_t batch, DType dt) {
   auto& be = detail::backend(Device::cpu());
   const Peak peak = measure_peak(kiln::get_num_threads());
-  struct ConvCase { const char* name; int64_t cin, cout, hw; int w; };
+  struct ConvCase {
+    const char* name;
+    int64_t cin, cout, hw;
+    int w;
+  };
   const int64_t cin1 = m.conv1->weight.size(1);
   const ConvCase convs[] = {{"conv1", cin1, 32, 32, 0}, {"conv2", 32, 64, 16, 2}, {"conv3", 64, 128, 8, 4}};
-  std::fprintf(stderr, "layer kernels at batch %lld in %s (median ms); f32 FMA peak %.1f GFLOP/s (%s, %d threads);\n"
+  std::fprintf(stderr,
+               "layer kernels at batch %lld in %s (median ms); f32 FMA peak %.1f GFLOP/s (%s, %d threads);\n"
                "conv GFLOP/s count a direct convolution's FLOPs, so Winograd's equivalent rate can pass 100%%\n",
                (long long)batch, std::string(dtype_name(dt)).c_str(), peak.gflops, peak.isa.c_str(), peak.threads);
   auto rate = [&](double gflop, double ms) {
     char buf[64];
     const double r = gflop / ms * 1e3;
-    if (peak.gflops > 0) std::snprintf(buf, sizeof buf, "%6.1f GFLOP/s, %3.0f%%", r, 100.0 * r / peak.gflops);
-    else std::snprintf(buf, sizeof buf, "%6.1f GFLOP/s", r);
+    if (peak.gflops > 0)
+      std::snprintf(buf, sizeof buf, "%6.1f GFLOP/s, %3.0f%%", r, 100.0 * r / peak.gflops);
+    else
+      std::snprintf(buf, sizeof buf, "%6.1f GFLOP/s", r);
     return std::string(buf);
   };
   for (const auto& c : convs) {
@@ -120,12 +124,9 @@ void profile_layers(SimpleCNN& m, int64_t batch, DType dt) {
     Tensor gx = kiln::empty_like(x), gw = kiln::empty_like(w), gb = kiln::empty_like(b);
     auto v = [](const Tensor& t) { return detail::view_of(t); };
     double f = time_ms([&] { be.conv2d_forward(p, v(y), v(x), v(w), v(b)); });
-    double bw = time_ms([&] {
-      be.conv2d_backward(p, detail::null_view(), v(gw), v(gb), v(y), v(x), v(w));
-    });
-    double bx = time_ms([&] {
-      be.conv2d_backward(p, v(gx), detail::null_view(), detail::null_view(), v(y), v(x), v(w));
-    });
+    double bw = time_ms([&] { be.conv2d_backward(p, detail::null_view(), v(gw), v(gb), v(y), v(x), v(w)); });
+    double bx =
+        time_ms([&] { be.conv2d_backward(p, v(gx), detail::null_view(), detail::null_view(), v(y), v(x), v(w)); });
     const double gflop = 2.0 * double(batch * c.cout * c.hw * c.hw * c.cin * 9) * 1e-9;
     const auto k = kernels::cpu::conv2d_fast_kernels(p, dt);
     auto kernel = [](const std::string& name) { return name.empty() ? std::string("im2col+gemm") : name; };
@@ -133,7 +134,8 @@ void profile_layers(SimpleCNN& m, int64_t batch, DType dt) {
     std::fprintf(stderr, "  %s bwd_w %7.2f (%s) %s  (with the bias gradient)\n", c.name, bw, rate(gflop, bw).c_str(),
                  kernel(k.weight_grad).c_str());
     std::fprintf(stderr, "  %s bwd_x %7.2f (%s) %s%s\n", c.name, bx, rate(gflop, bx).c_str(),
-                 kernel(k.input_grad).c_str(), c.w == 0 ? "  (not needed in training: the images need no gradient)" : "");
+                 kernel(k.input_grad).c_str(),
+                 c.w == 0 ? "  (not needed in training: the images need no gradient)" : "");
     Tensor r = kiln::empty({batch, c.cout, c.hw, c.hw}, {.dtype = dt});
     double relu_ms = time_ms([&] { be.unary(kernels::UnaryOp::relu, v(r), v(y), 0, 0); });
     double relu_bw = time_ms([&] { be.binary(kernels::BinaryOp::relu_backward, v(r), v(y), v(y), 0, 0); });
@@ -142,15 +144,24 @@ void profile_layers(SimpleCNN& m, int64_t batch, DType dt) {
     kernels::Pool2dParams pp{batch, c.cout, c.hw, c.hw, c.hw / 2, c.hw / 2, 2, 2, 2, 2, 0, 0, true};
     double pool_f = time_ms([&] { be.max_pool2d_forward(pp, v(pooled), v(idx), v(y)); });
     double pool_b = time_ms([&] { be.max_pool2d_backward(pp, v(r), v(pooled), v(idx)); });
-    std::fprintf(stderr, "  %s relu fwd %.2f bwd %.2f  maxpool fwd %.2f bwd %.2f\n", c.name, relu_ms,
-                 relu_bw, pool_f, pool_b);
+    std::fprintf(stderr, "  %s relu fwd %.2f bwd %.2f  maxpool fwd %.2f bwd %.2f\n", c.name, relu_ms, relu_bw, pool_f,
+                 pool_b);
   }
   Tensor h = kiln::randn({batch, 2048}).to(dt);
   Tensor w1 = m.fc1->weight.detach().to(dt);
-  double fc1 = time_ms([&] { NoGradGuard g; (void)linear(h, w1); });
+  double fc1 = time_ms([&] {
+    NoGradGuard g;
+    (void)linear(h, w1);
+  });
   Tensor go = kiln::randn({batch, 256}).to(dt);
-  double fc1_bw = time_ms([&] { NoGradGuard g; (void)matmul(transpose(go, 0, 1), h); });
-  double fc1_bx = time_ms([&] { NoGradGuard g; (void)matmul(go, w1); });
+  double fc1_bw = time_ms([&] {
+    NoGradGuard g;
+    (void)matmul(transpose(go, 0, 1), h);
+  });
+  double fc1_bx = time_ms([&] {
+    NoGradGuard g;
+    (void)matmul(go, w1);
+  });
   std::fprintf(stderr, "  fc1 fwd %.2f  bwd_w %.2f  bwd_x %.2f\n", fc1, fc1_bw, fc1_bx);
 }
 
@@ -198,8 +209,10 @@ int train_on_gpu(const Args& a, const Precision& prec, const Device& dev) {
   for (int r = 0; r < std::max(a.repeats, 1); ++r) {
     auto t0 = Clock::now();
     for (int s = 0; s < a.steps; ++s) {
-      if (a.cuda_graphs) graph.replay();
-      else step();
+      if (a.cuda_graphs)
+        graph.replay();
+      else
+        step();
     }
     kiln::cuda::synchronize();
     const double t = seconds_since(t0);
@@ -207,8 +220,8 @@ int train_on_gpu(const Args& a, const Precision& prec, const Device& dev) {
     step_ms.push_back(t / a.steps * 1e3);
   }
   // One synchronisation closes each repeat; anything above that happened inside the steps.
-  const double syncs_per_step =
-      double(kiln::cuda::host_sync_count() - syncs - uint64_t(std::max(a.repeats, 1))) / (double(a.steps) * std::max(a.repeats, 1));
+  const double syncs_per_step = double(kiln::cuda::host_sync_count() - syncs - uint64_t(std::max(a.repeats, 1))) /
+                                (double(a.steps) * std::max(a.repeats, 1));
   const double peak_mb = double(kiln::cuda::memory_stats().peak_allocated) / (1 << 20);
   const float last_loss = loss.item<float>();
   std::string rs;
@@ -219,8 +232,9 @@ int train_on_gpu(const Args& a, const Precision& prec, const Device& dev) {
   std::printf("{\"bench\":\"train_step\",\"device\":\"%s\",\"precision\":\"%s\",\"batch_size\":%d,"
               "\"cuda_graphs\":%s,\"tf32\":%s,\"steps\":%d,\"median_step_ms\":%.3f,\"images_per_s\":%.1f,"
               "\"repeats\":[%s],\"host_syncs_per_step\":%.2f,\"peak_mem_mb\":%.1f,\"loss\":%.4f}\n",
-              a.device.c_str(), a.precision.c_str(), int(batch), a.cuda_graphs ? "true" : "false", a.tf32 ? "true" : "false", a.steps,
-              median(step_ms), median(rates), rs.c_str(), syncs_per_step, peak_mb, last_loss);
+              a.device.c_str(), a.precision.c_str(), int(batch), a.cuda_graphs ? "true" : "false",
+              a.tf32 ? "true" : "false", a.steps, median(step_ms), median(rates), rs.c_str(), syncs_per_step, peak_mb,
+              last_loss);
   return 0;
 }
 

@@ -24,8 +24,10 @@ bool is_half(DType t) { return t == DType::f16 || t == DType::bf16; }
 }  // namespace
 
 AutocastGuard::AutocastGuard(DeviceType device, DType dtype, bool enabled) : device_(device) {
-  KILN_CHECK(dtype == DType::bf16 || dtype == DType::f16, "autocast: the low precision must be "
-             "bfloat16 or float16, got ", dtype);
+  KILN_CHECK(dtype == DType::bf16 || dtype == DType::f16,
+             "autocast: the low precision must be "
+             "bfloat16 or float16, got ",
+             dtype);
   State& s = state();
   for (int i = 0; i < 2; ++i) {
     prev_enabled_[i] = s.enabled[i];

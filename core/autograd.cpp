@@ -79,9 +79,8 @@ std::shared_ptr<AutogradMeta>& meta_of(const Tensor& t) {
 // The gradient as the input expects it: its dtype, its (possibly broadcast-from) shape.
 Tensor conform(Tensor g, const Shape& sizes, DType dtype, const char* op) {
   if (g.sizes() != sizes) {
-    KILN_CHECK(g.numel() >= detail::shape_numel(sizes) || g.dim() < int64_t(sizes.size()),
-               "backward of ", op, ": gradient of shape ", g.sizes(), " for an input of shape ",
-               sizes);
+    KILN_CHECK(g.numel() >= detail::shape_numel(sizes) || g.dim() < int64_t(sizes.size()), "backward of ", op,
+               ": gradient of shape ", g.sizes(), " for an input of shape ", sizes);
     g = sum_to(g, sizes);
   }
   if (g.dtype() != dtype) g = g.to(dtype);
@@ -90,8 +89,7 @@ Tensor conform(Tensor g, const Shape& sizes, DType dtype, const char* op) {
 
 // Leaves keep the gradient tensor they are given unless someone else can see it.
 Tensor own(const Tensor& g) {
-  if (g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1 && g.is_contiguous())
-    return g;
+  if (g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1 && g.is_contiguous()) return g;
   return g.clone();
 }
 
@@ -114,8 +112,8 @@ SavedTensor::SavedTensor(const Tensor& t) {
 Tensor SavedTensor::unpack(const char* op) const {
   if (tensor_.defined() && tensor_.version() != version_) {
     fail("backward of ", op, ": a tensor saved for the gradient (shape ", tensor_.sizes(),
-         ") was modified by an in-place operation after it was saved (version ", version_,
-         " -> ", tensor_.version(), "); use an out-of-place op (x = x * 2 instead of x.mul_(2)) "
+         ") was modified by an in-place operation after it was saved (version ", version_, " -> ", tensor_.version(),
+         "); use an out-of-place op (x = x * 2 instead of x.mul_(2)) "
          "or clone() the tensor before modifying it");
   }
   return tensor_;
@@ -178,8 +176,7 @@ size_t tape_size() { return tape().nodes.size(); }
 void clear_tape() { tape().nodes.clear(); }
 
 void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
-  KILN_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " tensors but ",
-             grads.size(), " gradients");
+  KILN_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " tensors but ", grads.size(), " gradients");
   Tape& t = tape();
   std::unordered_set<AutogradMeta*> needed;
   std::vector<std::pair<std::shared_ptr<AutogradMeta>, Tensor>> leaf_roots;
@@ -189,18 +186,22 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
   for (size_t i = 0; i < roots.size(); ++i) {
     const Tensor& root = roots[i];
     KILN_CHECK(root.defined(), "backward: called on an undefined tensor");
-    KILN_CHECK(root.requires_grad(), "backward: the tensor (shape ", root.sizes(), ") does not "
+    KILN_CHECK(root.requires_grad(), "backward: the tensor (shape ", root.sizes(),
+               ") does not "
                "require grad and has no history; make a leaf require it with requires_grad_() or "
                "check that the computation ran outside NoGradGuard");
     Tensor g = grads[i];
     if (!g.defined()) {
-      KILN_CHECK(root.numel() == 1, "backward: a gradient can be created implicitly only for a "
-                 "one-element output; this one has shape ", root.sizes(), ", so pass a gradient "
+      KILN_CHECK(root.numel() == 1,
+                 "backward: a gradient can be created implicitly only for a "
+                 "one-element output; this one has shape ",
+                 root.sizes(),
+                 ", so pass a gradient "
                  "of that shape (or reduce it first, e.g. loss.sum())");
       g = ones_like(root);
     } else {
-      KILN_CHECK(g.sizes() == root.sizes(), "backward: gradient of shape ", g.sizes(),
-                 " for an output of shape ", root.sizes());
+      KILN_CHECK(g.sizes() == root.sizes(), "backward: gradient of shape ", g.sizes(), " for an output of shape ",
+                 root.sizes());
       g = g.to(root.device(), root.dtype());
     }
     auto meta = root.impl()->autograd;
@@ -210,8 +211,8 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
     }
     auto node = meta->grad_fn.lock();
     KILN_CHECK(node, "backward: trying to backward through the graph a second time (its saved "
-               "values were freed after the first backward); pass retain_graph=true to the first "
-               "backward() if you need to call it twice");
+                     "values were freed after the first backward); pass retain_graph=true to the first "
+                     "backward() if you need to call it twice");
     meta->pending = meta->pending.defined() ? add(meta->pending, g) : g;
     needed.insert(meta.get());
     last_sequence = std::max(last_sequence, node->sequence);
@@ -219,9 +220,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
   }
 
   NoGradGuard no_grad;
-  auto accumulate_leaf = [](AutogradMeta& m, const Tensor& g) {
-    m.grad = m.grad.defined() ? add(m.grad, g) : own(g);
-  };
+  auto accumulate_leaf = [](AutogradMeta& m, const Tensor& g) { m.grad = m.grad.defined() ? add(m.grad, g) : own(g); };
   for (auto& [meta, g] : leaf_roots) {
     accumulate_leaf(*meta, g);
     for (auto& hook : meta->post_accumulate_hooks) hook(meta->grad);
@@ -237,7 +236,10 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
     bool reached = false;
     for (auto& o : n->outputs) {
       auto m = o.lock();
-      if (m && needed.count(m.get())) { reached = true; break; }
+      if (m && needed.count(m.get())) {
+        reached = true;
+        break;
+      }
     }
     if (!reached) continue;
     order.push_back(n);
@@ -246,7 +248,8 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
       if (in->is_leaf) {
         ++leaf_uses[in.get()];
       } else {
-        KILN_CHECK(!in->grad_fn.expired(), "backward: part of the graph behind ", n->name, " was "
+        KILN_CHECK(!in->grad_fn.expired(), "backward: part of the graph behind ", n->name,
+                   " was "
                    "already freed by an earlier backward(); pass retain_graph=true to that call, or "
                    "recompute the forward pass");
         needed.insert(in.get());
@@ -272,8 +275,8 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
     if (any) {
       KILN_CHECK(n->backward, "backward of ", n->name, ": its saved state was already freed");
       grad_inputs = n->backward(grad_outputs);
-      KILN_CHECK(grad_inputs.size() == n->inputs.size(), "backward of ", n->name, " returned ",
-                 grad_inputs.size(), " gradients for ", n->inputs.size(), " inputs");
+      KILN_CHECK(grad_inputs.size() == n->inputs.size(), "backward of ", n->name, " returned ", grad_inputs.size(),
+                 " gradients for ", n->inputs.size(), " inputs");
       // Its saved tensors are needed no more: free them now, not when the whole backward ends,
       // so the peak of a step is the forward's saved tensors plus a few layers' gradients (as in
       // PyTorch), not all of both.

@@ -21,11 +21,11 @@ struct AutogradMeta {
   // destructor frees what the node holds (saved tensors, its inputs' history) at once.
   ~AutogradMeta();
   bool requires_grad = false;
-  Tensor grad;                       // leaves: the accumulated gradient
-  std::weak_ptr<Node> grad_fn;       // non-leaves: the node that produced this tensor
+  Tensor grad;                  // leaves: the accumulated gradient
+  std::weak_ptr<Node> grad_fn;  // non-leaves: the node that produced this tensor
   bool is_leaf = true;
   int output_nr = 0;
-  Tensor pending;                    // gradient flowing through this tensor during backward
+  Tensor pending;  // gradient flowing through this tensor during backward
   std::vector<std::function<void(Tensor&)>> post_accumulate_hooks;
 };
 
@@ -48,7 +48,7 @@ struct Node {
   std::string name;
   std::vector<std::shared_ptr<AutogradMeta>> inputs;  // null where the input needs no gradient
   std::vector<std::weak_ptr<AutogradMeta>> outputs;
-  std::vector<Shape> input_sizes;    // gradients are summed/cast back to these
+  std::vector<Shape> input_sizes;  // gradients are summed/cast back to these
   std::vector<DType> input_dtypes;
   std::vector<Shape> output_sizes;
   std::vector<TensorOptions> output_options;
@@ -101,8 +101,7 @@ void record(const char* name, const std::vector<Tensor>& inputs, const std::vect
             BackwardFn backward);
 
 // backward() over several roots with their gradients.
-void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
-              bool retain_graph = false);
+void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph = false);
 
 // Number of nodes on this thread's tape (for tests and leak checks).
 size_t tape_size();

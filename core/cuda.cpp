@@ -12,10 +12,12 @@ namespace {
 
 kernels::DeviceRuntime& runtime(const char* what) {
   kernels::DeviceRuntime* rt = kernels::cuda_runtime();
-  KILN_CHECK(rt, "kiln::cuda::", what, ": this build of kiln has no CUDA backend; rebuild with "
-                 "-Dcuda=enabled on a machine with the CUDA Toolkit, or check "
-                 "kiln::cuda::is_available() and stay on the CPU");
-  KILN_CHECK(rt->device_count() > 0, "kiln::cuda::", what, ": no CUDA GPU is available on this "
+  KILN_CHECK(rt, "kiln::cuda::", what,
+             ": this build of kiln has no CUDA backend; rebuild with "
+             "-Dcuda=enabled on a machine with the CUDA Toolkit, or check "
+             "kiln::cuda::is_available() and stay on the CPU");
+  KILN_CHECK(rt->device_count() > 0, "kiln::cuda::", what,
+             ": no CUDA GPU is available on this "
              "machine; check kiln::cuda::is_available() and stay on the CPU");
   return *rt;
 }
@@ -23,8 +25,10 @@ kernels::DeviceRuntime& runtime(const char* what) {
 int resolve(kernels::DeviceRuntime& rt, int device, const char* what) {
   if (device < 0) return rt.current_device();
   const int count = rt.device_count();
-  KILN_CHECK(device < count, "kiln::cuda::", what, ": device ", device, " does not exist; this "
-             "machine has ", count, " CUDA device(s), 0 to ", count - 1);
+  KILN_CHECK(device < count, "kiln::cuda::", what, ": device ", device,
+             " does not exist; this "
+             "machine has ",
+             count, " CUDA device(s), 0 to ", count - 1);
   return device;
 }
 
@@ -117,8 +121,8 @@ void Event::record(const Stream& stream) {
     handle_ = rt.create_event(stream.device_index(), enable_timing_);
     device_ = stream.device_index();
   }
-  KILN_CHECK(device_ == stream.device_index(), "kiln::cuda::Event::record: the event belongs to cuda:",
-             device_, " but the stream to cuda:", stream.device_index(), "; use one event per device");
+  KILN_CHECK(device_ == stream.device_index(), "kiln::cuda::Event::record: the event belongs to cuda:", device_,
+             " but the stream to cuda:", stream.device_index(), "; use one event per device");
   rt.record_event(handle_, stream.handle());
 }
 
@@ -135,17 +139,17 @@ void Event::synchronize() const {
 
 float Event::elapsed_time(const Event& end) const {
   auto& rt = runtime("Event::elapsed_time");
-  KILN_CHECK(enable_timing_ && end.enable_timing_, "kiln::cuda::Event::elapsed_time: both events "
+  KILN_CHECK(enable_timing_ && end.enable_timing_,
+             "kiln::cuda::Event::elapsed_time: both events "
              "need timing; create them as kiln::cuda::Event(/*enable_timing=*/true)");
   KILN_CHECK(handle_ && end.handle_, "kiln::cuda::Event::elapsed_time: both events must be "
-             "recorded first (record() them on a stream)");
+                                     "recorded first (record() them on a stream)");
   return rt.event_elapsed_ms(handle_, end.handle_);
 }
 
 Graph::~Graph() { reset(); }
 
-Graph::Graph(Graph&& other) noexcept
-    : device_(other.device_), handle_(std::exchange(other.handle_, nullptr)) {}
+Graph::Graph(Graph&& other) noexcept : device_(other.device_), handle_(std::exchange(other.handle_, nullptr)) {}
 
 Graph& Graph::operator=(Graph&& other) noexcept {
   if (this != &other) {
@@ -163,7 +167,7 @@ void Graph::reset() {
 void Graph::capture(const std::function<void()>& fn) {
   auto& rt = runtime("Graph::capture");
   KILN_CHECK(!handle_, "kiln::cuda::Graph::capture: this graph is already captured; reset() it first "
-             "or use another Graph");
+                       "or use another Graph");
   const int device = rt.current_device();
   // Work queued before the capture must not race with the side stream's first kernels.
   rt.synchronize_device(device);

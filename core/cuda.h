@@ -48,9 +48,9 @@ class Stream {
   int device_index() const { return device_; }
   Device device() const { return Device::cuda(device_); }
   kernels::StreamHandle handle() const { return handle_; }  // the cudaStream_t
-  bool query() const;        // true when all work queued so far has finished
-  void synchronize() const;  // waits on the host for all work queued so far
-  void wait(const Event& event) const;  // later work on this stream waits for the event
+  bool query() const;                                       // true when all work queued so far has finished
+  void synchronize() const;                                 // waits on the host for all work queued so far
+  void wait(const Event& event) const;                      // later work on this stream waits for the event
   bool operator==(const Stream& other) const { return handle_ == other.handle_ && device_ == other.device_; }
 
  private:
@@ -91,11 +91,11 @@ class Event {
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
 
-  void record();                      // on the current stream of the current device
-  void record(const Stream& stream);  // captures the work queued on `stream` so far
+  void record();                          // on the current stream of the current device
+  void record(const Stream& stream);      // captures the work queued on `stream` so far
   void wait(const Stream& stream) const;  // later work on `stream` waits for this event
-  bool query() const;        // true when the captured work has finished (or never recorded)
-  void synchronize() const;  // waits on the host for the captured work (no-op if never recorded)
+  bool query() const;                     // true when the captured work has finished (or never recorded)
+  void synchronize() const;               // waits on the host for the captured work (no-op if never recorded)
   // Milliseconds from this event to `end`; both recorded, both made with enable_timing.
   float elapsed_time(const Event& end) const;
   bool is_recorded() const { return handle_ != nullptr; }

@@ -7,9 +7,7 @@
 
 namespace kiln {
 
-std::string Device::str() const {
-  return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);
-}
+std::string Device::str() const { return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index); }
 
 Device Device::parse(std::string_view s) {
   if (s == "cpu") return cpu();

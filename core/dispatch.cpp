@@ -11,8 +11,10 @@ namespace kiln {
 StorageImpl::~StorageImpl() {
   if (!data) return;
   try {
-    if (deleter) deleter(data);
-    else detail::backend(device).deallocate(data, nbytes);
+    if (deleter)
+      deleter(data);
+    else
+      detail::backend(device).deallocate(data, nbytes);
   } catch (...) {
     // A destructor must not throw; a failed free is not recoverable here.
   }
@@ -28,11 +30,13 @@ namespace detail {
 kernels::Backend& backend(Device device) {
   if (device.is_cpu()) return kernels::cpu_backend();
   kernels::Backend* b = kernels::cuda_backend();
-  KILN_CHECK(b, "device ", device, ": this build of kiln has no CUDA backend; rebuild with "
-                "-Dcuda=enabled on a machine with the CUDA Toolkit, or use the CPU");
+  KILN_CHECK(b, "device ", device,
+             ": this build of kiln has no CUDA backend; rebuild with "
+             "-Dcuda=enabled on a machine with the CUDA Toolkit, or use the CPU");
   int count = kernels::cuda_device_count();
-  KILN_CHECK(count > 0, "device ", device, ": no CUDA GPU is available on this machine; use "
-                        "kiln::Device::cpu() (check kiln::cuda::is_available() first)");
+  KILN_CHECK(count > 0, "device ", device,
+             ": no CUDA GPU is available on this machine; use "
+             "kiln::Device::cpu() (check kiln::cuda::is_available() first)");
   KILN_CHECK(device.index < count, "device ", device, ": this machine has ", count,
              " CUDA device(s), cuda:0 to cuda:", count - 1);
   b->set_device(device.index);
@@ -40,8 +44,8 @@ kernels::Backend& backend(Device device) {
 }
 
 kernels::View view_of(const Tensor& t) {
-  KILN_CHECK(t.dim() <= kernels::kMaxDims, "kiln supports tensors of up to ", kernels::kMaxDims,
-             " dims, got ", t.dim(), " (shape ", t.sizes(), ")");
+  KILN_CHECK(t.dim() <= kernels::kMaxDims, "kiln supports tensors of up to ", kernels::kMaxDims, " dims, got ", t.dim(),
+             " (shape ", t.sizes(), ")");
   kernels::View v;
   v.data = t.raw_data();
   v.dtype = t.dtype();
@@ -54,8 +58,8 @@ kernels::View view_of(const Tensor& t) {
 }
 
 kernels::View view_as(const Tensor& t, const Shape& shape) {
-  KILN_CHECK(int64_t(shape.size()) <= kernels::kMaxDims, "kiln supports tensors of up to ",
-             kernels::kMaxDims, " dims, got shape ", shape);
+  KILN_CHECK(int64_t(shape.size()) <= kernels::kMaxDims, "kiln supports tensors of up to ", kernels::kMaxDims,
+             " dims, got shape ", shape);
   kernels::View v;
   v.data = t.raw_data();
   v.dtype = t.dtype();
@@ -87,8 +91,8 @@ Shape contiguous_strides(const Shape& sizes) {
 
 int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op) {
   int64_t n = std::max<int64_t>(ndim, 1);
-  KILN_CHECK(dim >= -n && dim < n, op, ": dim ", dim, " is out of range for a tensor of ", ndim,
-             " dims (expected ", -n, " to ", n - 1, ")");
+  KILN_CHECK(dim >= -n && dim < n, op, ": dim ", dim, " is out of range for a tensor of ", ndim, " dims (expected ", -n,
+             " to ", n - 1, ")");
   return dim < 0 ? dim + n : dim;
 }
 
@@ -99,13 +103,12 @@ int64_t shape_numel(const Shape& s) {
 }
 
 void check_same_device(const char* op, const Tensor& a, const Tensor& b) {
-  KILN_CHECK(a.device() == b.device(), op, ": expected all tensors on the same device, got ",
-             a.device(), " and ", b.device());
+  KILN_CHECK(a.device() == b.device(), op, ": expected all tensors on the same device, got ", a.device(), " and ",
+             b.device());
 }
 
 Tensor make_empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t s : shape)
-    KILN_CHECK(s >= 0, "empty: sizes must be non-negative, got ", shape);
+  for (int64_t s : shape) KILN_CHECK(s >= 0, "empty: sizes must be non-negative, got ", shape);
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = StorageImpl::allocate(size_t(shape_numel(shape)) * kiln::element_size(dtype), device);
   impl->sizes = shape;

@@ -46,10 +46,14 @@ float Half::to_float(uint16_t h) {
 
 size_t element_size(DType t) {
   switch (t) {
-    case DType::f32: case DType::i32: return 4;
-    case DType::f64: case DType::i64: return 8;
-    case DType::f16: case DType::bf16: return 2;
-    case DType::u8: case DType::boolean: return 1;
+    case DType::f32:
+    case DType::i32: return 4;
+    case DType::f64:
+    case DType::i64: return 8;
+    case DType::f16:
+    case DType::bf16: return 2;
+    case DType::u8:
+    case DType::boolean: return 1;
   }
   fail("element_size: unknown dtype ", int(t));
 }
@@ -68,9 +72,7 @@ std::string_view dtype_name(DType t) {
   return "unknown";
 }
 
-bool is_floating(DType t) {
-  return t == DType::f32 || t == DType::f64 || t == DType::f16 || t == DType::bf16;
-}
+bool is_floating(DType t) { return t == DType::f32 || t == DType::f64 || t == DType::f16 || t == DType::bf16; }
 bool is_integral(DType t) { return !is_floating(t); }
 
 DType promote_types(DType a, DType b) {

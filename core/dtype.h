@@ -44,50 +44,77 @@ struct BFloat16 {
 size_t element_size(DType t);
 std::string_view dtype_name(DType t);  // PyTorch's names: float32, bfloat16, int64, bool, ...
 bool is_floating(DType t);
-bool is_integral(DType t);             // integers and bool
-DType promote_types(DType a, DType b); // PyTorch's promotion lattice
+bool is_integral(DType t);              // integers and bool
+DType promote_types(DType a, DType b);  // PyTorch's promotion lattice
 inline std::ostream& operator<<(std::ostream& os, DType t) { return os << dtype_name(t); }
 
 // The C++ type stored for each dtype.
-template <class T> struct dtype_of;
-template <> struct dtype_of<float> { static constexpr DType value = DType::f32; };
-template <> struct dtype_of<double> { static constexpr DType value = DType::f64; };
-template <> struct dtype_of<Half> { static constexpr DType value = DType::f16; };
-template <> struct dtype_of<BFloat16> { static constexpr DType value = DType::bf16; };
-template <> struct dtype_of<int32_t> { static constexpr DType value = DType::i32; };
-template <> struct dtype_of<int64_t> { static constexpr DType value = DType::i64; };
-template <> struct dtype_of<uint8_t> { static constexpr DType value = DType::u8; };
-template <> struct dtype_of<bool> { static constexpr DType value = DType::boolean; };
-template <class T> inline constexpr DType dtype_of_v = dtype_of<T>::value;
+template <class T>
+struct dtype_of;
+template <>
+struct dtype_of<float> {
+  static constexpr DType value = DType::f32;
+};
+template <>
+struct dtype_of<double> {
+  static constexpr DType value = DType::f64;
+};
+template <>
+struct dtype_of<Half> {
+  static constexpr DType value = DType::f16;
+};
+template <>
+struct dtype_of<BFloat16> {
+  static constexpr DType value = DType::bf16;
+};
+template <>
+struct dtype_of<int32_t> {
+  static constexpr DType value = DType::i32;
+};
+template <>
+struct dtype_of<int64_t> {
+  static constexpr DType value = DType::i64;
+};
+template <>
+struct dtype_of<uint8_t> {
+  static constexpr DType value = DType::u8;
+};
+template <>
+struct dtype_of<bool> {
+  static constexpr DType value = DType::boolean;
+};
+template <class T>
+inline constexpr DType dtype_of_v = dtype_of<T>::value;
 
 }  // namespace kiln
 
 // Calls F with a value of the C++ type that stores dtype T: KILN_DISPATCH(t, "op", [&](auto tag) {
 //   using scalar_t = decltype(tag); ... })
 #define KILN_DISPATCH_CASE(DT, CT, ...) \
-  case ::kiln::DType::DT: return __VA_ARGS__(CT{});
-#define KILN_DISPATCH_ALL(dtype, opname, ...)                                             \
-  [&] {                                                                                   \
-    switch (dtype) {                                                                      \
-      KILN_DISPATCH_CASE(f32, float, __VA_ARGS__)                                         \
-      KILN_DISPATCH_CASE(f64, double, __VA_ARGS__)                                        \
-      KILN_DISPATCH_CASE(f16, ::kiln::Half, __VA_ARGS__)                                  \
-      KILN_DISPATCH_CASE(bf16, ::kiln::BFloat16, __VA_ARGS__)                             \
-      KILN_DISPATCH_CASE(i32, int32_t, __VA_ARGS__)                                       \
-      KILN_DISPATCH_CASE(i64, int64_t, __VA_ARGS__)                                       \
-      KILN_DISPATCH_CASE(u8, uint8_t, __VA_ARGS__)                                        \
-      KILN_DISPATCH_CASE(boolean, bool, __VA_ARGS__)                                      \
-    }                                                                                     \
-    ::kiln::fail(opname, ": unsupported dtype ", dtype);                                  \
+  case ::kiln::DType::DT:               \
+    return __VA_ARGS__(CT{});
+#define KILN_DISPATCH_ALL(dtype, opname, ...)                 \
+  [&] {                                                       \
+    switch (dtype) {                                          \
+      KILN_DISPATCH_CASE(f32, float, __VA_ARGS__)             \
+      KILN_DISPATCH_CASE(f64, double, __VA_ARGS__)            \
+      KILN_DISPATCH_CASE(f16, ::kiln::Half, __VA_ARGS__)      \
+      KILN_DISPATCH_CASE(bf16, ::kiln::BFloat16, __VA_ARGS__) \
+      KILN_DISPATCH_CASE(i32, int32_t, __VA_ARGS__)           \
+      KILN_DISPATCH_CASE(i64, int64_t, __VA_ARGS__)           \
+      KILN_DISPATCH_CASE(u8, uint8_t, __VA_ARGS__)            \
+      KILN_DISPATCH_CASE(boolean, bool, __VA_ARGS__)          \
+    }                                                         \
+    ::kiln::fail(opname, ": unsupported dtype ", dtype);      \
   }()
-#define KILN_DISPATCH_FLOAT(dtype, opname, ...)                                           \
-  [&] {                                                                                   \
-    switch (dtype) {                                                                      \
-      KILN_DISPATCH_CASE(f32, float, __VA_ARGS__)                                         \
-      KILN_DISPATCH_CASE(f64, double, __VA_ARGS__)                                        \
-      KILN_DISPATCH_CASE(f16, ::kiln::Half, __VA_ARGS__)                                  \
-      KILN_DISPATCH_CASE(bf16, ::kiln::BFloat16, __VA_ARGS__)                             \
-      default: break;                                                                     \
-    }                                                                                     \
-    ::kiln::fail(opname, ": expected a floating-point tensor, got ", dtype);              \
+#define KILN_DISPATCH_FLOAT(dtype, opname, ...)                              \
+  [&] {                                                                      \
+    switch (dtype) {                                                         \
+      KILN_DISPATCH_CASE(f32, float, __VA_ARGS__)                            \
+      KILN_DISPATCH_CASE(f64, double, __VA_ARGS__)                           \
+      KILN_DISPATCH_CASE(f16, ::kiln::Half, __VA_ARGS__)                     \
+      KILN_DISPATCH_CASE(bf16, ::kiln::BFloat16, __VA_ARGS__)                \
+      default: break;                                                        \
+    }                                                                        \
+    ::kiln::fail(opname, ": expected a floating-point tensor, got ", dtype); \
   }()

@@ -28,14 +28,15 @@ Tensor ones_like(const Tensor& t) { return ones(t.sizes(), t.options()); }
 Tensor full_like(const Tensor& t, double v) { return full(t.sizes(), v, t.options()); }
 
 Tensor empty_strided(Shape shape, Shape strides, TensorOptions o) {
-  KILN_CHECK(shape.size() == strides.size(), "empty_strided: ", shape.size(), " sizes but ",
-             strides.size(), " strides");
+  KILN_CHECK(shape.size() == strides.size(), "empty_strided: ", shape.size(), " sizes but ", strides.size(),
+             " strides");
   int64_t extent = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
-    KILN_CHECK(shape[i] >= 0 && strides[i] >= 0, "empty_strided: negative size or stride in ",
-               shape, " / ", strides);
-    if (shape[i] == 0) extent = 0;
-    else if (extent) extent += (shape[i] - 1) * strides[i];
+    KILN_CHECK(shape[i] >= 0 && strides[i] >= 0, "empty_strided: negative size or stride in ", shape, " / ", strides);
+    if (shape[i] == 0)
+      extent = 0;
+    else if (extent)
+      extent += (shape[i] - 1) * strides[i];
   }
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = StorageImpl::allocate(size_t(extent) * kiln::element_size(o.dtype), o.device);
@@ -48,8 +49,8 @@ Tensor empty_strided(Shape shape, Shape strides, TensorOptions o) {
 Tensor arange(double end, TensorOptions o) { return arange(0, end, 1, o); }
 Tensor arange(double start, double end, double step, TensorOptions o) {
   KILN_CHECK(step != 0, "arange: step must be non-zero");
-  KILN_CHECK((end - start) / step >= 0, "arange: the range [", start, ", ", end,
-             ") is empty or runs against the step ", step);
+  KILN_CHECK((end - start) / step >= 0, "arange: the range [", start, ", ", end, ") is empty or runs against the step ",
+             step);
   int64_t n = int64_t(std::ceil((end - start) / step));
   Tensor t = detail::make_empty({n}, o.dtype, o.device);
   if (n) detail::backend(o.device).arange(detail::view_of(t), start, step);
@@ -74,8 +75,7 @@ Tensor from_buffer(const void* data, Shape shape, DType dtype, TensorOptions o) 
   return t;
 }
 
-Tensor from_blob(void* data, Shape shape, DType dtype, std::function<void(void*)> deleter,
-                 Device device) {
+Tensor from_blob(void* data, Shape shape, DType dtype, std::function<void(void*)> deleter, Device device) {
   auto impl = std::make_shared<TensorImpl>();
   size_t n = size_t(detail::shape_numel(shape)) * kiln::element_size(dtype);
   // Without a deleter the memory is borrowed: nothing is freed when the last view goes.
@@ -109,8 +109,7 @@ template Tensor tensor<BFloat16>(const std::vector<BFloat16>&, Shape, TensorOpti
 template <>
 Tensor tensor<bool>(const std::vector<bool>& values, Shape shape, TensorOptions o) {
   std::vector<uint8_t> bytes(values.begin(), values.end());
-  return tensor<uint8_t>(bytes, std::move(shape), {.dtype = DType::u8, .device = o.device})
-      .to(o.dtype);
+  return tensor<uint8_t>(bytes, std::move(shape), {.dtype = DType::u8, .device = o.device}).to(o.dtype);
 }
 
 }  // namespace kiln

@@ -29,9 +29,12 @@ std::string file_type_name(unsigned mode) {
 
 std::string bytes_str(uint64_t n) {
   char buf[64];
-  if (n >= (uint64_t(1) << 30)) std::snprintf(buf, sizeof buf, " (%.1f GiB)", double(n) / double(1 << 30));
-  else if (n >= (uint64_t(1) << 20)) std::snprintf(buf, sizeof buf, " (%.1f MiB)", double(n) / double(1 << 20));
-  else buf[0] = '\0';
+  if (n >= (uint64_t(1) << 30))
+    std::snprintf(buf, sizeof buf, " (%.1f GiB)", double(n) / double(1 << 30));
+  else if (n >= (uint64_t(1) << 20))
+    std::snprintf(buf, sizeof buf, " (%.1f MiB)", double(n) / double(1 << 20));
+  else
+    buf[0] = '\0';
   return std::to_string(n) + " bytes" + buf;
 }
 
@@ -44,8 +47,7 @@ RegularFile RegularFile::open(const std::string& path, const std::string& what) 
     if (err == ENOENT) fail(what, ": ", path, " does not exist");
     if (err == ENOTDIR) fail(what, ": ", path, " does not exist (a part of its path is a file, not a folder)");
     if (err == EISDIR) fail(what, ": ", path, " is a directory, not a file; pass the path of a file");
-    fail(what, ": cannot open ", path, ": ", std::strerror(err),
-         err == EACCES ? " (check its permissions)" : "");
+    fail(what, ": cannot open ", path, ": ", std::strerror(err), err == EACCES ? " (check its permissions)" : "");
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -104,8 +106,8 @@ size_t RegularFile::read(void* dst, size_t n) {
 }
 
 std::string RegularFile::read_all(uint64_t max_bytes) {
-  KILN_CHECK(size_ <= max_bytes, what_, ": ", path_, " is ", bytes_str(size_), ", more than the ",
-             bytes_str(max_bytes), " kiln reads for it; the path names the wrong file");
+  KILN_CHECK(size_ <= max_bytes, what_, ": ", path_, " is ", bytes_str(size_), ", more than the ", bytes_str(max_bytes),
+             " kiln reads for it; the path names the wrong file");
   std::string bytes;
   try {
     bytes.resize(size_t(size_));

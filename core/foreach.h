@@ -49,8 +49,7 @@ void _amp_foreach_non_finite_check_and_unscale_(const std::vector<Tensor>& tenso
 // GradScaler's update of scale, inv_scale (f32) and growth_tracker (i32) from found_inf, on their
 // device: backoff on inf/NaN, growth after growth_interval clean steps; found_inf is cleared.
 void _amp_update_scale_(const Tensor& scale, const Tensor& inv_scale, const Tensor& growth_tracker,
-                        const Tensor& found_inf, double growth_factor, double backoff_factor,
-                        int64_t growth_interval);
+                        const Tensor& found_inf, double growth_factor, double backoff_factor, int64_t growth_interval);
 
 // The norm of order 2 or infinity of all elements of all tensors together (one element, f64 when
 // every tensor is f64, else f32; NaN anywhere gives NaN). Other orders: the caller's own loop.

@@ -8,13 +8,15 @@
 
 namespace kiln {
 
-GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
-                          std::vector<Tensor> inputs, GradcheckOptions o) {
+GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn, std::vector<Tensor> inputs,
+                          GradcheckOptions o) {
   GradcheckResult r;
   for (auto& t : inputs) {
     if (t.defined() && is_floating(t.dtype())) {
-      KILN_CHECK(t.dtype() == DType::f64, "gradcheck: inputs must be float64 for finite differences "
-                 "to be meaningful, got ", t.dtype());
+      KILN_CHECK(t.dtype() == DType::f64,
+                 "gradcheck: inputs must be float64 for finite differences "
+                 "to be meaningful, got ",
+                 t.dtype());
       t = t.detach().requires_grad_(true);
     }
   }

@@ -28,7 +28,7 @@ struct GradcheckOptions {
 // fn maps the inputs to one tensor; its gradient is checked against every floating input (which
 // must be f64; they are made to require grad). The output is reduced with a fixed random
 // projection, so every output element takes part.
-GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
-                          std::vector<Tensor> inputs, GradcheckOptions options = {});
+GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn, std::vector<Tensor> inputs,
+                          GradcheckOptions options = {});
 
 }  // namespace kiln

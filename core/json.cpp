@@ -26,7 +26,7 @@ struct Frame {
   bool object = false;
   std::set<std::string> keys;
   std::optional<std::string> key;  // the member being read (objects)
-  size_t index = 0;  // elements begun so far (arrays)
+  size_t index = 0;                // elements begun so far (arrays)
 };
 
 std::string frames_path(const std::vector<Frame>& frames) {
@@ -60,9 +60,7 @@ std::string json_text(const nlohmann::json& j) {
   try {
     // Values held by a JsonIn come from parse_json, so their depth is bounded.
     text = j.dump(-1, ' ', false, json::error_handler_t::replace);
-  } catch (const json::exception&) {
-    text = "?";
-  }
+  } catch (const json::exception&) { text = "?"; }
   if (text.size() > 60) text = text.substr(0, 57) + "...";
   return text;
 }
@@ -74,8 +72,7 @@ std::string json_brief(const nlohmann::json& j) {
   return std::string(type) + " " + text;
 }
 
-nlohmann::json parse_json(std::string_view text, const std::string& source, int max_depth,
-                          size_t byte_offset) {
+nlohmann::json parse_json(std::string_view text, const std::string& source, int max_depth, size_t byte_offset) {
   std::vector<Frame> frames;
   auto begin_value = [&] {
     if (!frames.empty() && !frames.back().object) ++frames.back().index;
@@ -106,9 +103,7 @@ nlohmann::json parse_json(std::string_view text, const std::string& source, int 
       case json::parse_event_t::array_end:
         if (!frames.empty()) frames.pop_back();
         break;
-      case json::parse_event_t::value:
-        begin_value();
-        break;
+      case json::parse_event_t::value: begin_value(); break;
     }
     return true;
   };
@@ -127,7 +122,8 @@ std::string dump_json(const nlohmann::json& j, const std::string& what) {
   try {
     return j.dump();
   } catch (const json::type_error& e) {
-    fail(what, ": a name or value is not valid UTF-8 text (", e.what(), "); JSON, and so this file, "
+    fail(what, ": a name or value is not valid UTF-8 text (", e.what(),
+         "); JSON, and so this file, "
          "holds UTF-8 only: pass names, paths and strings as UTF-8");
   }
 }
@@ -138,8 +134,8 @@ JsonIn::JsonIn(const nlohmann::json& j, std::string source, std::string hint)
     : j_(&j), ctx_(std::make_shared<Context>(Context{std::move(source), std::move(hint)})), path_("$") {}
 
 void JsonIn::fail(const std::string& what) const {
-  kiln::fail(ctx_->source, ": ", path_, " ", what, ", got ", json_brief(*j_),
-             ctx_->hint.empty() ? "" : "; ", ctx_->hint);
+  kiln::fail(ctx_->source, ": ", path_, " ", what, ", got ", json_brief(*j_), ctx_->hint.empty() ? "" : "; ",
+             ctx_->hint);
 }
 
 const JsonIn& JsonIn::object() const {
@@ -150,8 +146,7 @@ const JsonIn& JsonIn::object() const {
 const JsonIn& JsonIn::array(size_t max_size) const {
   if (!j_->is_array()) fail("must be a JSON array");
   if (j_->size() > max_size)
-    fail("may hold at most " + std::to_string(max_size) + " elements (it holds " +
-         std::to_string(j_->size()) + ")");
+    fail("may hold at most " + std::to_string(max_size) + " elements (it holds " + std::to_string(j_->size()) + ")");
   return *this;
 }
 
@@ -187,8 +182,7 @@ std::vector<JsonIn> JsonIn::elements(size_t max_size) const {
   array(max_size);
   std::vector<JsonIn> out;
   out.reserve(j_->size());
-  for (size_t i = 0; i < j_->size(); ++i)
-    out.push_back(JsonIn(&(*j_)[i], ctx_, path_ + "[" + std::to_string(i) + "]"));
+  for (size_t i = 0; i < j_->size(); ++i) out.push_back(JsonIn(&(*j_)[i], ctx_, path_ + "[" + std::to_string(i) + "]"));
   return out;
 }
 

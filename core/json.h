@@ -27,8 +27,8 @@ inline constexpr int kMaxJsonDepth = 64;
 // Parses `text`; a syntax error, a number out of range, nesting deeper than max_depth or a key
 // repeated within one object is a kiln::Error starting with `source` that says where. When the
 // text lies in a file at byte_offset, syntax errors name the file's byte offset.
-nlohmann::json parse_json(std::string_view text, const std::string& source,
-                          int max_depth = kMaxJsonDepth, size_t byte_offset = 0);
+nlohmann::json parse_json(std::string_view text, const std::string& source, int max_depth = kMaxJsonDepth,
+                          size_t byte_offset = 0);
 
 // "$.a.b[3]" style paths; keys that are not plain identifiers are quoted: $["model.fc1"].
 std::string json_path_member(const std::string& path, std::string_view key);

@@ -138,13 +138,21 @@ Tensor all(const Tensor& x);
 Tensor norm(const Tensor& x);  // 2-norm over all elements
 // The reductions above over one dim given as an integer: kiln::sum(x, -1), kiln::amax(x, 1, true).
 template <DimIndex I>
-Tensor sum(const Tensor& x, I dim, bool keepdim = false) { return sum(x, Shape{int64_t(dim)}, keepdim); }
+Tensor sum(const Tensor& x, I dim, bool keepdim = false) {
+  return sum(x, Shape{int64_t(dim)}, keepdim);
+}
 template <DimIndex I>
-Tensor mean(const Tensor& x, I dim, bool keepdim = false) { return mean(x, Shape{int64_t(dim)}, keepdim); }
+Tensor mean(const Tensor& x, I dim, bool keepdim = false) {
+  return mean(x, Shape{int64_t(dim)}, keepdim);
+}
 template <DimIndex I>
-Tensor amax(const Tensor& x, I dim, bool keepdim = false) { return amax(x, Shape{int64_t(dim)}, keepdim); }
+Tensor amax(const Tensor& x, I dim, bool keepdim = false) {
+  return amax(x, Shape{int64_t(dim)}, keepdim);
+}
 template <DimIndex I>
-Tensor amin(const Tensor& x, I dim, bool keepdim = false) { return amin(x, Shape{int64_t(dim)}, keepdim); }
+Tensor amin(const Tensor& x, I dim, bool keepdim = false) {
+  return amin(x, Shape{int64_t(dim)}, keepdim);
+}
 template <DimIndex I>
 Tensor var(const Tensor& x, I dim, int64_t correction = 1, bool keepdim = false) {
   return var(x, Shape{int64_t(dim)}, correction, keepdim);
@@ -178,28 +186,25 @@ Tensor bmm(const Tensor& a, const Tensor& b);
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = {});
 
 // ---- Neural-network ops ----
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = {},
-              std::pair<int64_t, int64_t> stride = {1, 1}, std::pair<int64_t, int64_t> padding = {0, 0},
-              std::pair<int64_t, int64_t> dilation = {1, 1}, int64_t groups = 1);
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = {}, std::pair<int64_t, int64_t> stride = {1, 1},
+              std::pair<int64_t, int64_t> padding = {0, 0}, std::pair<int64_t, int64_t> dilation = {1, 1},
+              int64_t groups = 1);
 // stride {0, 0} means "the kernel size", PyTorch's default.
-Tensor max_pool2d(const Tensor& x, std::pair<int64_t, int64_t> kernel,
-                  std::pair<int64_t, int64_t> stride = {0, 0},
+Tensor max_pool2d(const Tensor& x, std::pair<int64_t, int64_t> kernel, std::pair<int64_t, int64_t> stride = {0, 0},
                   std::pair<int64_t, int64_t> padding = {0, 0});
 std::tuple<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, std::pair<int64_t, int64_t> kernel,
                                                    std::pair<int64_t, int64_t> stride = {0, 0},
                                                    std::pair<int64_t, int64_t> padding = {0, 0});
-Tensor avg_pool2d(const Tensor& x, std::pair<int64_t, int64_t> kernel,
-                  std::pair<int64_t, int64_t> stride = {0, 0},
+Tensor avg_pool2d(const Tensor& x, std::pair<int64_t, int64_t> kernel, std::pair<int64_t, int64_t> stride = {0, 0},
                   std::pair<int64_t, int64_t> padding = {0, 0}, bool count_include_pad = true);
 Tensor adaptive_avg_pool2d(const Tensor& x, std::pair<int64_t, int64_t> output_size);
 Tensor dropout(const Tensor& x, double p = 0.5, bool training = true, Generator* gen = nullptr);
 // Batch norm over [N, C, ...]; in training, running stats (if given) are updated in place with
 // PyTorch's rule (unbiased variance, momentum weighting).
-Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
-                  const Tensor& weight, const Tensor& bias, bool training, double momentum = 0.1,
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, double momentum = 0.1, double eps = 1e-5);
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {}, const Tensor& bias = {},
                   double eps = 1e-5);
-Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {},
-                  const Tensor& bias = {}, double eps = 1e-5);
 Tensor softmax(const Tensor& x, int64_t dim);
 Tensor log_softmax(const Tensor& x, int64_t dim);
 
@@ -207,8 +212,7 @@ enum class Reduction { none, mean, sum };
 Reduction parse_reduction(const std::string& s);
 // input [N, C] (or [N, C, d...]) logits, target [N] (or [N, d...]) class indices in int64.
 Tensor cross_entropy(const Tensor& input, const Tensor& target, const Tensor& weight = {},
-                     Reduction reduction = Reduction::mean, int64_t ignore_index = -100,
-                     double label_smoothing = 0.0);
+                     Reduction reduction = Reduction::mean, int64_t ignore_index = -100, double label_smoothing = 0.0);
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const Tensor& weight = {},
                 Reduction reduction = Reduction::mean, int64_t ignore_index = -100);
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean);
@@ -241,8 +245,7 @@ Tensor& scatter_add_(Tensor& self, int64_t dim, const Tensor& index, const Tenso
 std::tuple<Tensor, Tensor> sort(const Tensor& x, int64_t dim = -1, bool descending = false);
 Tensor argsort(const Tensor& x, int64_t dim = -1, bool descending = false);
 // The k largest (or smallest) values along dim and their positions, largest first (smallest first).
-std::tuple<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim = -1, bool largest = true,
-                                bool sorted = true);
+std::tuple<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim = -1, bool largest = true, bool sorted = true);
 // Running sums along dim; integer and bool inputs sum to int64.
 Tensor cumsum(const Tensor& x, int64_t dim);
 // The order of elements reversed along each of dims.
@@ -254,8 +257,7 @@ std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim = 0);
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& split_sizes, int64_t dim = 0);
 // PyTorch's F.pad: pad holds (before, after) pairs from the last dim backwards; negative amounts
 // crop. mode: "constant" (filled with value), "reflect", "replicate" or "circular".
-Tensor pad(const Tensor& x, const std::vector<int64_t>& pad, const std::string& mode = "constant",
-           double value = 0.0);
+Tensor pad(const Tensor& x, const std::vector<int64_t>& pad, const std::string& mode = "constant", double value = 0.0);
 // Einstein summation as torch.einsum: "ij,jk->ik", "bhid,bhjd->bhij", "ii->i", "...ij->...ji";
 // without "->" the output holds the labels that appear once, in alphabetical order. Operands are
 // contracted left to right, each pair through one batched matrix product.
@@ -265,8 +267,7 @@ Tensor einsum(const std::string& equation, const std::vector<Tensor>& operands);
 // num_samples column indices per row of probs ([C] or [N, C]; non-negative weights, not
 // necessarily normalised), as int64 [num_samples] or [N, num_samples]. Without replacement a
 // column is drawn at most once (so num_samples is at most the number of non-zero weights).
-Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement = false,
-                   Generator* gen = nullptr);
+Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement = false, Generator* gen = nullptr);
 
 // ---- Attention and the normalisations of transformers ----
 // softmax(q k^T * scale + attn_mask) v over q [..., L, E], k [..., S, E], v [..., S, Ev] (the same
@@ -275,10 +276,9 @@ Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement = 
 // attn_mask). scale defaults to 1/sqrt(E). dropout_p drops attention weights (training only: pass
 // 0 in evaluation). A query that sees no key gets zeros. CPU and CUDA run a fused kernel that never
 // holds the [L, S] weights (see set_sdpa_backend).
-Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    const Tensor& attn_mask = {}, double dropout_p = 0.0,
-                                    bool is_causal = false, std::optional<double> scale = std::nullopt,
-                                    Generator* gen = nullptr);
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& attn_mask = {},
+                                    double dropout_p = 0.0, bool is_causal = false,
+                                    std::optional<double> scale = std::nullopt, Generator* gen = nullptr);
 // Which implementation scaled_dot_product_attention uses on this thread: the fused kernel
 // (automatic: where the device has one for the inputs) or the composition of matmul, softmax and
 // dropout that holds the whole weight matrix ("math", PyTorch's reference path).
@@ -293,7 +293,7 @@ Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& we
 Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight = {}, const Tensor& bias = {},
                   double eps = 1e-5);
 // 1-d convolution of x [N, C_in, L] (or [C_in, L]) with w [C_out, C_in / groups, K].
-Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& b = {}, int64_t stride = 1,
-              int64_t padding = 0, int64_t dilation = 1, int64_t groups = 1);
+Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& b = {}, int64_t stride = 1, int64_t padding = 0,
+              int64_t dilation = 1, int64_t groups = 1);
 
 }  // namespace kiln

@@ -17,8 +17,8 @@ std::string shape_str(const Shape& s) {
 std::ostream& operator<<(std::ostream& os, const Shape& s) { return os << shape_str(s); }
 
 namespace {
-void print_values(std::ostream& os, const std::vector<double>& v, const Shape& sizes, size_t dim,
-                  int64_t& pos, bool floating, int indent) {
+void print_values(std::ostream& os, const std::vector<double>& v, const Shape& sizes, size_t dim, int64_t& pos,
+                  bool floating, int indent) {
   if (sizes.empty()) {
     os << v[0];
     return;
@@ -36,8 +36,10 @@ void print_values(std::ostream& os, const std::vector<double>& v, const Shape& s
     }
     if (dim + 1 == sizes.size()) {
       double x = v[size_t(pos++)];
-      if (floating) os << std::fixed << std::setprecision(4) << x;
-      else os << int64_t(x);
+      if (floating)
+        os << std::fixed << std::setprecision(4) << x;
+      else
+        os << int64_t(x);
     } else {
       print_values(os, v, sizes, dim + 1, pos, floating, indent + 1);
     }
@@ -53,13 +55,14 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   std::vector<double> values = t.to_vector<double>();
   int64_t pos = 0;
   if (t.dim() == 0) {
-    if (t.is_floating_point()) body << std::fixed << std::setprecision(4) << values[0];
-    else body << int64_t(values[0]);
+    if (t.is_floating_point())
+      body << std::fixed << std::setprecision(4) << values[0];
+    else
+      body << int64_t(values[0]);
   } else {
     print_values(body, values, t.sizes(), 0, pos, t.is_floating_point(), 7);
   }
-  os << "tensor(" << body.str() << ", shape=" << t.sizes() << ", dtype=" << t.dtype()
-     << ", device=" << t.device();
+  os << "tensor(" << body.str() << ", shape=" << t.sizes() << ", dtype=" << t.dtype() << ", device=" << t.device();
   if (t.requires_grad()) os << ", requires_grad=true";
   return os << ')';
 }

@@ -4,8 +4,8 @@
 
 #include "core/autograd.h"
 #include "core/dispatch.h"
-#include "core/ops/internal.h"
 #include "core/ops.h"
+#include "core/ops/internal.h"
 #include "kernels/philox.h"
 
 namespace kiln {
@@ -36,8 +36,7 @@ std::pair<uint64_t, uint64_t> detail::philox_reserve(Generator* gen, uint64_t co
 
 namespace {
 
-Tensor random_tensor(kernels::RandomKind kind, Shape shape, TensorOptions o, Generator* gen,
-                     double a, double b) {
+Tensor random_tensor(kernels::RandomKind kind, Shape shape, TensorOptions o, Generator* gen, double a, double b) {
   Tensor t = detail::make_empty(shape, o.dtype, o.device);
   if (t.numel()) {
     uint64_t seed = seed_of(gen);

@@ -9,12 +9,8 @@ namespace kiln {
 
 // ---------------------------------------------------------------- metadata
 
-int64_t Tensor::size(int64_t dim) const {
-  return sizes()[size_t(detail::wrap_dim(dim, this->dim(), "size"))];
-}
-int64_t Tensor::stride(int64_t dim) const {
-  return strides()[size_t(detail::wrap_dim(dim, this->dim(), "stride"))];
-}
+int64_t Tensor::size(int64_t dim) const { return sizes()[size_t(detail::wrap_dim(dim, this->dim(), "size"))]; }
+int64_t Tensor::stride(int64_t dim) const { return strides()[size_t(detail::wrap_dim(dim, this->dim(), "stride"))]; }
 int64_t Tensor::numel() const { return detail::shape_numel(sizes()); }
 
 bool Tensor::is_contiguous() const {
@@ -35,8 +31,8 @@ void* Tensor::raw_data() const {
 }
 
 double Tensor::item_double() const {
-  KILN_CHECK(numel() == 1, "item: expected a tensor with one element, got shape ", sizes(),
-             " (", numel(), " elements)");
+  KILN_CHECK(numel() == 1, "item: expected a tensor with one element, got shape ", sizes(), " (", numel(),
+             " elements)");
   Tensor host = to(Device::cpu()).contiguous();
   return KILN_DISPATCH_ALL(dtype(), "item", [&](auto tag) -> double {
     using T = decltype(tag);
@@ -67,14 +63,17 @@ bool Tensor::requires_grad() const {
 Tensor& Tensor::requires_grad_(bool requires_grad) {
   auto* impl = checked();
   if (requires_grad) {
-    KILN_CHECK(is_floating(impl->dtype), "requires_grad_: only floating-point tensors can require "
-               "gradients, got ", impl->dtype);
+    KILN_CHECK(is_floating(impl->dtype),
+               "requires_grad_: only floating-point tensors can require "
+               "gradients, got ",
+               impl->dtype);
   }
   if (!impl->autograd) {
     if (!requires_grad) return *this;
     impl->autograd = std::make_shared<AutogradMeta>();
   }
-  KILN_CHECK(impl->autograd->is_leaf || requires_grad, "requires_grad_: you can only change "
+  KILN_CHECK(impl->autograd->is_leaf || requires_grad,
+             "requires_grad_: you can only change "
              "requires_grad of leaf tensors; use detach() to get a tensor without history");
   impl->autograd->requires_grad = requires_grad;
   return *this;
@@ -95,8 +94,7 @@ void Tensor::set_grad(const Tensor& grad) const {
   if (grad.defined()) {
     KILN_CHECK(grad.sizes() == sizes(), "set_grad: gradient of shape ", grad.sizes(),
                " does not match the tensor's shape ", sizes());
-    KILN_CHECK(grad.device() == device(), "set_grad: gradient on ", grad.device(),
-               " for a tensor on ", device());
+    KILN_CHECK(grad.device() == device(), "set_grad: gradient on ", grad.device(), " for a tensor on ", device());
   }
   if (!impl->autograd) impl->autograd = std::make_shared<AutogradMeta>();
   impl->autograd->grad = grad;
@@ -130,7 +128,7 @@ Tensor& Tensor::detach_() {
 
 void Tensor::register_post_accumulate_grad_hook(std::function<void(Tensor&)> hook) const {
   KILN_CHECK(requires_grad() && is_leaf(), "register_post_accumulate_grad_hook: only leaf tensors "
-             "that require grad accumulate gradients");
+                                           "that require grad accumulate gradients");
   checked()->autograd->post_accumulate_hooks.push_back(std::move(hook));
 }
 

@@ -29,7 +29,7 @@ namespace kiln {
 struct Shape : std::vector<int64_t> {
   using std::vector<int64_t>::vector;
   Shape() = default;
-  Shape(const std::vector<int64_t>& v) : std::vector<int64_t>(v) {}  // NOLINT: a vector is a shape
+  Shape(const std::vector<int64_t>& v) : std::vector<int64_t>(v) {}        // NOLINT: a vector is a shape
   Shape(std::vector<int64_t>&& v) : std::vector<int64_t>(std::move(v)) {}  // NOLINT
 };
 
@@ -103,8 +103,7 @@ class Tensor {
   void* raw_data() const;
   template <class T>
   T* data_ptr() const {
-    KILN_CHECK(dtype_of_v<T> == dtype(), "data_ptr: tensor has dtype ", dtype(),
-               ", not the requested ", dtype_of_v<T>);
+    KILN_CHECK(dtype_of_v<T> == dtype(), "data_ptr: tensor has dtype ", dtype(), ", not the requested ", dtype_of_v<T>);
     return static_cast<T*>(raw_data());
   }
   // The value of a one-element tensor as T, double unless asked (copies from the device, converts
@@ -155,11 +154,17 @@ class Tensor {
   Tensor permute(Shape dims) const;
   // The same with the sizes (dims) spelled out: x.view(b, t, -1), x.permute(0, 2, 1).
   template <DimIndex... I>
-  Tensor view(I... sizes) const { return view(Shape{int64_t(sizes)...}); }
+  Tensor view(I... sizes) const {
+    return view(Shape{int64_t(sizes)...});
+  }
   template <DimIndex... I>
-  Tensor reshape(I... sizes) const { return reshape(Shape{int64_t(sizes)...}); }
+  Tensor reshape(I... sizes) const {
+    return reshape(Shape{int64_t(sizes)...});
+  }
   template <DimIndex... I>
-  Tensor permute(I... dims) const { return permute(Shape{int64_t(dims)...}); }
+  Tensor permute(I... dims) const {
+    return permute(Shape{int64_t(dims)...});
+  }
   Tensor transpose(int64_t d0, int64_t d1) const;
   Tensor t() const;
   Tensor squeeze() const;
@@ -171,7 +176,9 @@ class Tensor {
   Tensor operator[](int64_t index) const { return select(0, index); }
   Tensor expand(Shape shape) const;
   template <DimIndex... I>
-  Tensor expand(I... sizes) const { return expand(Shape{int64_t(sizes)...}); }
+  Tensor expand(I... sizes) const {
+    return expand(Shape{int64_t(sizes)...});
+  }
   Tensor expand_as(const Tensor& other) const { return expand(other.sizes()); }
   const Shape& shape() const { return sizes(); }
   Tensor flatten(int64_t start_dim = 0, int64_t end_dim = -1) const;
@@ -187,9 +194,13 @@ class Tensor {
   Tensor amax(Shape dims = {}, bool keepdim = false) const;
   Tensor amin(Shape dims = {}, bool keepdim = false) const;
   template <DimIndex I>
-  Tensor sum(I dim, bool keepdim = false) const { return sum(Shape{int64_t(dim)}, keepdim); }
+  Tensor sum(I dim, bool keepdim = false) const {
+    return sum(Shape{int64_t(dim)}, keepdim);
+  }
   template <DimIndex I>
-  Tensor mean(I dim, bool keepdim = false) const { return mean(Shape{int64_t(dim)}, keepdim); }
+  Tensor mean(I dim, bool keepdim = false) const {
+    return mean(Shape{int64_t(dim)}, keepdim);
+  }
   template <DimIndex I>
   Tensor var(I dim, int64_t correction = 1, bool keepdim = false) const {
     return var(Shape{int64_t(dim)}, correction, keepdim);
@@ -199,9 +210,13 @@ class Tensor {
     return std(Shape{int64_t(dim)}, correction, keepdim);
   }
   template <DimIndex I>
-  Tensor amax(I dim, bool keepdim = false) const { return amax(Shape{int64_t(dim)}, keepdim); }
+  Tensor amax(I dim, bool keepdim = false) const {
+    return amax(Shape{int64_t(dim)}, keepdim);
+  }
   template <DimIndex I>
-  Tensor amin(I dim, bool keepdim = false) const { return amin(Shape{int64_t(dim)}, keepdim); }
+  Tensor amin(I dim, bool keepdim = false) const {
+    return amin(Shape{int64_t(dim)}, keepdim);
+  }
   Tensor max() const;
   Tensor min() const;
   std::tuple<Tensor, Tensor> max(int64_t dim, bool keepdim = false) const;  // (values, indices)
@@ -309,8 +324,7 @@ Tensor empty_strided(Shape shape, Shape strides, TensorOptions options = {});
 // From host data. `tensor` copies; `from_blob` wraps memory it does not own (the caller keeps it
 // alive, or passes a deleter that frees it when the last view goes).
 template <class T>
-Tensor tensor(const std::vector<T>& values, Shape shape = {}, TensorOptions options = {
-                                                                   .dtype = dtype_of_v<T>});
+Tensor tensor(const std::vector<T>& values, Shape shape = {}, TensorOptions options = {.dtype = dtype_of_v<T>});
 template <>
 Tensor tensor<bool>(const std::vector<bool>& values, Shape shape, TensorOptions options);
 // From a braced list, with PyTorch's inferred dtypes: kiln::tensor({1, 2, 3}) is int64,
@@ -318,13 +332,16 @@ Tensor tensor<bool>(const std::vector<bool>& values, Shape shape, TensorOptions 
 // kiln::tensor({{1.0, 2.0}, {3.0, 4.0}}) is [2, 2]. With options, the values take its dtype.
 namespace detail {
 template <class T>
-using literal_t = std::conditional_t<std::is_same_v<T, bool>, bool,
-                                     std::conditional_t<std::is_integral_v<T>, int64_t, double>>;
+using literal_t =
+    std::conditional_t<std::is_same_v<T, bool>, bool, std::conditional_t<std::is_integral_v<T>, int64_t, double>>;
 template <class T>
 constexpr DType literal_dtype() {
-  if constexpr (std::is_same_v<T, bool>) return DType::boolean;
-  else if constexpr (std::is_integral_v<T>) return DType::i64;
-  else return DType::f32;
+  if constexpr (std::is_same_v<T, bool>)
+    return DType::boolean;
+  else if constexpr (std::is_integral_v<T>)
+    return DType::i64;
+  else
+    return DType::f32;
 }
 }  // namespace detail
 template <class T>

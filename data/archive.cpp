@@ -51,7 +51,8 @@ class Md5 {
     std::string out;
     char buf[3];
     for (uint32_t word : state_)
-      for (int i = 0; i < 4; ++i) std::snprintf(buf, sizeof buf, "%02x", unsigned((word >> (8 * i)) & 0xff)), out += buf;
+      for (int i = 0; i < 4; ++i)
+        std::snprintf(buf, sizeof buf, "%02x", unsigned((word >> (8 * i)) & 0xff)), out += buf;
     return out;
   }
 
@@ -61,7 +62,8 @@ class Md5 {
     // K[i] = floor(|sin(i + 1)| * 2^32), exact in double precision.
     static const auto k = [] {
       std::array<uint32_t, 64> t{};
-      for (int i = 0; i < 64; ++i) t[size_t(i)] = uint32_t(std::floor(std::fabs(std::sin(double(i + 1))) * 4294967296.0));
+      for (int i = 0; i < 64; ++i)
+        t[size_t(i)] = uint32_t(std::floor(std::fabs(std::sin(double(i + 1))) * 4294967296.0));
       return t;
     }();
     return k;
@@ -70,7 +72,8 @@ class Md5 {
     static constexpr int shifts[4][4] = {{7, 12, 17, 22}, {5, 9, 14, 20}, {4, 11, 16, 23}, {6, 10, 15, 21}};
     uint32_t m[16];
     for (int i = 0; i < 16; ++i)
-      m[i] = uint32_t(p[4 * i]) | uint32_t(p[4 * i + 1]) << 8 | uint32_t(p[4 * i + 2]) << 16 | uint32_t(p[4 * i + 3]) << 24;
+      m[i] = uint32_t(p[4 * i]) | uint32_t(p[4 * i + 1]) << 8 | uint32_t(p[4 * i + 2]) << 16 |
+             uint32_t(p[4 * i + 3]) << 24;
     uint32_t a = state_[0], b = state_[1], c = state_[2], d = state_[3];
     for (int i = 0; i < 64; ++i) {
       uint32_t f;
@@ -144,7 +147,8 @@ fs::path safe_member_path(std::string name, const std::string& archive) {
   while (name.starts_with("./")) name.erase(0, 2);
   fs::path p(name);
   KILN_CHECK(!name.empty() && !p.is_absolute(), archive, ": refusing member '", name, "' (absolute or empty path)");
-  for (const auto& part : p) KILN_CHECK(part != "..", archive, ": refusing member '", name, "' (it leaves the target directory)");
+  for (const auto& part : p)
+    KILN_CHECK(part != "..", archive, ": refusing member '", name, "' (it leaves the target directory)");
   return p;
 }
 
@@ -220,8 +224,7 @@ bool check_integrity(const std::string& path, const std::string& expected_md5) {
   return md5_file(path) == want;
 }
 
-std::vector<std::string> extract_tar_gz(const std::string& archive, const std::string& to_dir,
-                                        uint64_t max_bytes) {
+std::vector<std::string> extract_tar_gz(const std::string& archive, const std::string& to_dir, uint64_t max_bytes) {
   GzReader in(archive, "extract_tar_gz");
   make_dirs(to_dir, archive);
   std::vector<std::string> written;
@@ -271,7 +274,8 @@ std::vector<std::string> extract_tar_gz(const std::string& archive, const std::s
     } else if (type == '0' || type == '\0' || type == '7') {
       extracted += size;
       KILN_CHECK(extracted <= max_bytes, archive, ": extracting it would write more than ",
-                 kiln::detail::bytes_str(max_bytes), " (member '", name, "'); pass a larger max_bytes if "
+                 kiln::detail::bytes_str(max_bytes), " (member '", name,
+                 "'); pass a larger max_bytes if "
                  "the archive is genuine");
       fs::path target = fs::path(to_dir) / safe_member_path(name, archive);
       make_dirs(target.parent_path(), archive);
@@ -331,7 +335,8 @@ std::vector<uint8_t> read_file_maybe_gzip(const std::string& path, uint64_t max_
     used += got;
     if (used < out.size()) break;
     KILN_CHECK(used <= limit, "read_file_maybe_gzip: ", path, " inflates to more than ",
-               kiln::detail::bytes_str(max_bytes), ", the most kiln reads into memory for it (a gzip "
+               kiln::detail::bytes_str(max_bytes),
+               ", the most kiln reads into memory for it (a gzip "
                "bomb, or the wrong file); pass a larger max_bytes if it is genuine");
   }
   out.resize(used);

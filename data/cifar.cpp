@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/ops.h"
 #include "core/file.h"
+#include "core/ops.h"
 #include "data/archive.h"
 
 namespace kiln::data {
@@ -57,8 +57,8 @@ const ArchiveSource& cifar10_source() {
   return s;
 }
 
-const char* const CIFAR10::classes[10] = {"airplane", "automobile", "bird", "cat", "deer",
-                                          "dog", "frog", "horse", "ship", "truck"};
+const char* const CIFAR10::classes[10] = {"airplane", "automobile", "bird",  "cat",  "deer",
+                                          "dog",      "frog",       "horse", "ship", "truck"};
 
 std::pair<Tensor, Tensor> read_cifar10_file(const std::string& path) {
   std::error_code ec;
@@ -69,11 +69,12 @@ std::pair<Tensor, Tensor> read_cifar10_file(const std::string& path) {
   KILN_CHECK(bytes <= kMaxBatchBytes, "CIFAR10: ", path, " is ", kiln::detail::bytes_str(bytes),
              ", far more than a CIFAR-10 batch file (30.7 MB); the path names the wrong file");
   KILN_CHECK(bytes > 0 && bytes % kRecord == 0, "CIFAR10: ", path, " has ", bytes, " bytes, not a whole number of ",
-             kRecord, "-byte records; the file is truncated or not CIFAR-10's binary version (delete it and download again)");
+             kRecord,
+             "-byte records; the file is truncated or not CIFAR-10's binary version (delete it and download again)");
   const int64_t n = int64_t(bytes / kRecord);
   std::string raw = file.read_all(kMaxBatchBytes);
-  KILN_CHECK(raw.size() == bytes, "CIFAR10: ", path, " shrank while it was read (", raw.size(), " of ",
-             bytes, " bytes)");
+  KILN_CHECK(raw.size() == bytes, "CIFAR10: ", path, " shrank while it was read (", raw.size(), " of ", bytes,
+             " bytes)");
   Tensor images = empty({n, 3, 32, 32}, {.dtype = DType::u8});
   Tensor labels = empty({n}, {.dtype = DType::i64});
   uint8_t* img = images.data_ptr<uint8_t>();
@@ -96,8 +97,8 @@ static std::pair<Tensor, Tensor> load_cifar10(const std::string& root, bool trai
   for (const auto& f : batch_files(train)) {
     const fs::path path = dir / f;
     std::error_code ec;
-    KILN_CHECK(fs::exists(path, ec), "CIFAR10: ", path.string(), " not found. Pass download = true, or: ",
-               where_to_put(root));
+    KILN_CHECK(fs::exists(path, ec), "CIFAR10: ", path.string(),
+               " not found. Pass download = true, or: ", where_to_put(root));
     auto [x, y] = read_cifar10_file(path.string());
     images.push_back(x);
     labels.push_back(y);

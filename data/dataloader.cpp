@@ -45,8 +45,13 @@ class LoaderRun {
   using Collate = std::function<Batch(const std::vector<Example>&)>;
   LoaderRun(std::shared_ptr<const Dataset> dataset, std::vector<std::vector<int64_t>> batches, uint64_t seed,
             int64_t epoch, int num_workers, int prefetch_factor, PinMemoryHook pin, Collate collate)
-      : dataset_(std::move(dataset)), batches_(std::move(batches)), seed_(seed), epoch_(epoch),
-        pin_(std::move(pin)), collate_(std::move(collate)), slots_(batches_.size()),
+      : dataset_(std::move(dataset)),
+        batches_(std::move(batches)),
+        seed_(seed),
+        epoch_(epoch),
+        pin_(std::move(pin)),
+        collate_(std::move(collate)),
+        slots_(batches_.size()),
         window_(size_t(num_workers) * size_t(prefetch_factor)) {
     workers_.reserve(size_t(num_workers));
     try {
@@ -54,9 +59,8 @@ class LoaderRun {
     } catch (const std::system_error& e) {
       const size_t started = workers_.size();
       stop();
-      fail("DataLoader: could not start worker thread ", started + 1, " of ", num_workers, " (",
-           e.what(), "); use fewer num_workers (the machine has ", std::thread::hardware_concurrency(),
-           " hardware threads)");
+      fail("DataLoader: could not start worker thread ", started + 1, " of ", num_workers, " (", e.what(),
+           "); use fewer num_workers (the machine has ", std::thread::hardware_concurrency(), " hardware threads)");
     } catch (...) {
       stop();
       throw;
@@ -160,9 +164,7 @@ class LoaderRun {
       Slot slot;
       try {
         slot.batch = produce(k);
-      } catch (...) {
-        slot.error = std::current_exception();
-      }
+      } catch (...) { slot.error = std::current_exception(); }
       slot.ready = true;
       lock.lock();
       slots_[k] = std::move(slot);
@@ -194,18 +196,23 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
     : dataset_(std::move(dataset)), options_(std::move(options)) {
   KILN_CHECK(dataset_ != nullptr, "DataLoader: dataset is null");
   KILN_CHECK(options_.batch_size >= 1, "DataLoader: batch_size must be >= 1, got ", options_.batch_size);
-  KILN_CHECK(options_.num_workers >= 0 && options_.num_workers <= kMaxWorkers, "DataLoader: num_workers must be in [0, ",
-             kMaxWorkers, "], got ", options_.num_workers, "; a few per core is plenty");
+  KILN_CHECK(options_.num_workers >= 0 && options_.num_workers <= kMaxWorkers,
+             "DataLoader: num_workers must be in [0, ", kMaxWorkers, "], got ", options_.num_workers,
+             "; a few per core is plenty");
   KILN_CHECK(options_.prefetch_factor <= 1024, "DataLoader: prefetch_factor must be <= 1024, got ",
              options_.prefetch_factor);
   KILN_CHECK(options_.prefetch_factor >= 1, "DataLoader: prefetch_factor must be >= 1, got ", options_.prefetch_factor);
-  KILN_CHECK(!(options_.shuffle && options_.sampler), "DataLoader: shuffle = true cannot be combined with a "
+  KILN_CHECK(!(options_.shuffle && options_.sampler),
+             "DataLoader: shuffle = true cannot be combined with a "
              "sampler; shuffle inside the sampler (DistributedSampler's shuffle option) instead");
   seed_ = options_.seed ? *options_.seed
                         : uint64_t(kiln::randint(0, std::numeric_limits<int64_t>::max(), {1}).to_vector<int64_t>()[0]);
-  if (options_.sampler) sampler_ = options_.sampler;
-  else if (options_.shuffle) sampler_ = std::make_shared<RandomSampler>(dataset_->size(), seed_);
-  else sampler_ = std::make_shared<SequentialSampler>(dataset_->size());
+  if (options_.sampler)
+    sampler_ = options_.sampler;
+  else if (options_.shuffle)
+    sampler_ = std::make_shared<RandomSampler>(dataset_->size(), seed_);
+  else
+    sampler_ = std::make_shared<SequentialSampler>(dataset_->size());
 }
 
 DataLoader::DataLoader(DataLoader&&) noexcept = default;

@@ -22,12 +22,12 @@ inline constexpr int kMaxWorkers = 1024;
 
 struct DataLoaderOptions {
   int64_t batch_size = 1;
-  bool shuffle = false;             // a RandomSampler over the dataset; not together with `sampler`
+  bool shuffle = false;                        // a RandomSampler over the dataset; not together with `sampler`
   std::shared_ptr<Sampler> sampler = nullptr;  // e.g. a DistributedSampler; the loader sets its epoch
-  bool drop_last = false;           // drop the last batch when it would be smaller than batch_size
-  int num_workers = 0;              // 0: batches are built in the consuming thread; at most 1024
-  int prefetch_factor = 2;          // batches in flight per worker
-  bool pin_memory = false;          // page-locked batches (Tensor::pin_memory) where a GPU is available
+  bool drop_last = false;                      // drop the last batch when it would be smaller than batch_size
+  int num_workers = 0;                         // 0: batches are built in the consuming thread; at most 1024
+  int prefetch_factor = 2;                     // batches in flight per worker
+  bool pin_memory = false;                     // page-locked batches (Tensor::pin_memory) where a GPU is available
   // Seeds shuffling and augmentation. Unset: drawn from kiln's default generator when the loader
   // is built, so kiln::manual_seed(s) makes runs repeatable.
   std::optional<uint64_t> seed = std::nullopt;

@@ -96,13 +96,13 @@ Batch collate(const std::vector<Example>& examples) {
 }
 
 void Dataset::check_index(int64_t index) const {
-  KILN_CHECK(index >= 0 && index < size(), "Dataset: index ", index, " is out of range for a dataset of ",
-             size(), " examples");
+  KILN_CHECK(index >= 0 && index < size(), "Dataset: index ", index, " is out of range for a dataset of ", size(),
+             " examples");
 }
 
 Batch Dataset::fetch_batch(std::span<const int64_t> indices, std::span<Generator> gens) const {
-  KILN_CHECK(indices.size() == gens.size(), "Dataset::fetch_batch: ", indices.size(), " indices but ",
-             gens.size(), " generators");
+  KILN_CHECK(indices.size() == gens.size(), "Dataset::fetch_batch: ", indices.size(), " indices but ", gens.size(),
+             " generators");
   std::vector<Example> examples;
   examples.reserve(indices.size());
   for (size_t k = 0; k < indices.size(); ++k) examples.push_back(fetch(indices[k], gens[k]));
@@ -112,10 +112,14 @@ Batch Dataset::fetch_batch(std::span<const int64_t> indices, std::span<Generator
 TensorDataset::TensorDataset(std::vector<Tensor> tensors) {
   KILN_CHECK(!tensors.empty(), "TensorDataset: expected at least one tensor");
   for (size_t k = 0; k < tensors.size(); ++k) {
-    KILN_CHECK(tensors[k].defined() && tensors[k].dim() >= 1, "TensorDataset: tensor ", k, " needs a leading "
-               "example dimension", tensors[k].defined() ? ", got a 0-d tensor" : ", got an undefined tensor");
-    KILN_CHECK(tensors[k].size(0) == tensors[0].size(0), "TensorDataset: every tensor needs one row per example: "
-               "tensor 0 has ", tensors[0].size(0), ", tensor ", k, " has shape ", tensors[k].sizes());
+    KILN_CHECK(tensors[k].defined() && tensors[k].dim() >= 1, "TensorDataset: tensor ", k,
+               " needs a leading "
+               "example dimension",
+               tensors[k].defined() ? ", got a 0-d tensor" : ", got an undefined tensor");
+    KILN_CHECK(tensors[k].size(0) == tensors[0].size(0),
+               "TensorDataset: every tensor needs one row per example: "
+               "tensor 0 has ",
+               tensors[0].size(0), ", tensor ", k, " has shape ", tensors[k].sizes());
     tensors_.push_back(tensors[k].to(Device::cpu()).contiguous());
   }
 }
@@ -148,8 +152,10 @@ Batch TensorDataset::fetch_batch(std::span<const int64_t> indices, std::span<Gen
 VisionDataset::VisionDataset(Tensor images, Tensor labels, std::shared_ptr<const Transform> transform)
     : transform_(std::move(transform)) {
   KILN_CHECK(images.defined(), "VisionDataset: images must be a defined uint8 [N, C, H, W] tensor");
-  KILN_CHECK(images.dim() == 4 && images.dtype() == DType::u8, "VisionDataset: images must be uint8 "
-             "[N, C, H, W], got ", images.dtype(), " ", images.sizes());
+  KILN_CHECK(images.dim() == 4 && images.dtype() == DType::u8,
+             "VisionDataset: images must be uint8 "
+             "[N, C, H, W], got ",
+             images.dtype(), " ", images.sizes());
   KILN_CHECK(labels.defined() && labels.dim() == 1 && labels.size(0) == images.size(0),
              "VisionDataset: labels must be 1-D with one entry per image (", images.size(0), ")");
   images_ = images.to(Device::cpu()).contiguous();

@@ -35,9 +35,19 @@ struct Example {
 
   // `auto [image, label] = ds.get(i)` binds data and target.
   template <size_t I>
-  auto& get() { if constexpr (I == 0) return data; else return target; }
+  auto& get() {
+    if constexpr (I == 0)
+      return data;
+    else
+      return target;
+  }
   template <size_t I>
-  const auto& get() const { if constexpr (I == 0) return data; else return target; }
+  const auto& get() const {
+    if constexpr (I == 0)
+      return data;
+    else
+      return target;
+  }
 };
 
 // A batch: data [B, C, H, W] (float once ToTensor ran) and target [B] int64; for examples of
@@ -56,9 +66,13 @@ struct Batch {
   Tensor& operator[](size_t i) { return i == 0 ? data : i == 1 ? target : rest.at(i - 2); }
   const Tensor& operator[](size_t i) const { return i == 0 ? data : i == 1 ? target : rest.at(i - 2); }
   template <size_t I>
-  Tensor& get() { return I == 0 ? data : target; }
+  Tensor& get() {
+    return I == 0 ? data : target;
+  }
   template <size_t I>
-  const Tensor& get() const { return I == 0 ? data : target; }
+  const Tensor& get() const {
+    return I == 0 ? data : target;
+  }
 };
 
 // torch's default collation: examples of one shape stacked into a Batch (image examples: their

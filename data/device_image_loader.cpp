@@ -14,7 +14,8 @@ namespace kiln::data {
 DeviceImageLoader::DeviceImageLoader(const VisionDataset& dataset, Device device, DeviceImageLoaderOptions options)
     : DeviceImageLoader(dataset.images(), dataset.labels(), device, std::move(options)) {}
 
-DeviceImageLoader::DeviceImageLoader(const Tensor& images, const Tensor& labels, Device device, DeviceImageLoaderOptions o)
+DeviceImageLoader::DeviceImageLoader(const Tensor& images, const Tensor& labels, Device device,
+                                     DeviceImageLoaderOptions o)
     : device_(device), options_(std::move(o)) {
   const char* op = "DeviceImageLoader";
   KILN_CHECK(images.defined() && images.dim() == 4 && images.dtype() == DType::u8, op,
@@ -25,8 +26,8 @@ DeviceImageLoader::DeviceImageLoader(const Tensor& images, const Tensor& labels,
              ": expected one label per image (", images.size(0), "), got ",
              labels.defined() ? shape_str(labels.sizes()) : "none");
   KILN_CHECK(options_.batch_size > 0, op, ": batch_size must be positive, got ", options_.batch_size);
-  KILN_CHECK(options_.world_size > 0 && options_.rank >= 0 && options_.rank < options_.world_size, op,
-             ": rank ", options_.rank, " is not in a world of ", options_.world_size);
+  KILN_CHECK(options_.world_size > 0 && options_.rank >= 0 && options_.rank < options_.world_size, op, ": rank ",
+             options_.rank, " is not in a world of ", options_.world_size);
   const int64_t c = images.size(1);
   KILN_CHECK(c <= kernels::kAugmentMaxChannels, op, ": images with ", c, " channels; at most ",
              kernels::kAugmentMaxChannels, " are supported");

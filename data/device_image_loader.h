@@ -25,7 +25,7 @@ struct ImageAugment {
   int64_t crop_padding = 0;  // RandomCrop(size, padding)
   bool random_flip = false;
   bool random_crop = false;
-  int64_t size = 0;          // output height and width; 0: the padded source's
+  int64_t size = 0;                         // output height and width; 0: the padded source's
   std::vector<double> mean = {}, std = {};  // Normalize, one value per channel (or one for all)
 };
 
@@ -44,7 +44,7 @@ class DeviceImageLoader {
   // From images uint8 [N, C, H, W] and labels int64 [N] on any device.
   DeviceImageLoader(const Tensor& images, const Tensor& labels, Device device, DeviceImageLoaderOptions options);
 
-  int64_t size() const;                    // batches per epoch on this rank
+  int64_t size() const;  // batches per epoch on this rank
   int64_t num_samples() const { return per_rank_; }
   void set_epoch(int64_t epoch) { epoch_ = epoch; }
   Device device() const { return device_; }
@@ -84,7 +84,7 @@ class DeviceImageLoader {
   int64_t per_rank_ = 0;
   int64_t epoch_ = 0;
   int64_t order_epoch_ = -1;
-  Tensor order_;            // i64 [per_rank_] on the device
+  Tensor order_;  // i64 [per_rank_] on the device
 };
 
 }  // namespace kiln::data

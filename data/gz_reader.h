@@ -41,8 +41,7 @@ class GzReader {
   uint64_t compressed_size() const { return compressed_; }
   uint64_t max_output() const {
     if (direct_) return compressed_;
-    return compressed_ > (UINT64_MAX - 4096) / kMaxInflateRatio ? UINT64_MAX
-                                                                 : compressed_ * kMaxInflateRatio + 4096;
+    return compressed_ > (UINT64_MAX - 4096) / kMaxInflateRatio ? UINT64_MAX : compressed_ * kMaxInflateRatio + 4096;
   }
   uint64_t position() const { return total_; }
   bool direct() const { return direct_; }
@@ -67,8 +66,10 @@ class GzReader {
     char buf[1 << 16];
     uint64_t n = 0;
     while (n < cap)
-      if (size_t got = read(buf, sizeof buf)) n += got;
-      else break;
+      if (size_t got = read(buf, sizeof buf))
+        n += got;
+      else
+        break;
     return n;
   }
 

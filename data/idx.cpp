@@ -38,7 +38,8 @@ Tensor read_idx(const std::string& given) {
   uint8_t head[4 + 4 * 4];
   const size_t got = in.read(head, 4);
   KILN_CHECK(got == 4, "read_idx: ", path, " has only ", got, " bytes, too short for an IDX header");
-  KILN_CHECK(head[0] == 0 && head[1] == 0, "read_idx: ", path, " does not start with an IDX magic number "
+  KILN_CHECK(head[0] == 0 && head[1] == 0, "read_idx: ", path,
+             " does not start with an IDX magic number "
              "(first bytes must be 0x00 0x00); it is not an IDX file");
   KILN_CHECK(head[2] == 0x08, "read_idx: ", path, " holds element type 0x", std::hex, int(head[2]),
              "; only unsigned bytes (0x08), as in MNIST and Fashion-MNIST, are supported");
@@ -57,8 +58,10 @@ Tensor read_idx(const std::string& given) {
     const uint64_t n = uint64_t(p[0]) << 24 | uint64_t(p[1]) << 16 | uint64_t(p[2]) << 8 | p[3];
     shape.push_back(int64_t(n));
     const uint64_t m = std::max<uint64_t>(n, 1);
-    if (span > kMaxIdxBytes / m) too_big = true;
-    else span *= m;
+    if (span > kMaxIdxBytes / m)
+      too_big = true;
+    else
+      span *= m;
   }
   const uint64_t count = std::find(shape.begin(), shape.end(), 0) != shape.end() ? 0 : span;
   KILN_CHECK(!too_big, "read_idx: ", path, " header declares shape ", shape, ", more than the ",
@@ -115,7 +118,7 @@ MNIST::MNIST(std::pair<Tensor, Tensor> data, TransformPtr transform)
     : VisionDataset(std::move(data.first), std::move(data.second), std::move(transform)) {}
 
 const char* const FashionMNIST::classes[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+                                               "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 
 FashionMNIST::FashionMNIST(const std::string& root, bool train, TransformPtr transform)
     : MNIST(load(root.empty() ? default_fashion_mnist_root() : root, train, "FashionMNIST"), std::move(transform)) {}

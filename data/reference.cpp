@@ -16,9 +16,9 @@ ReferenceTransforms cifar10_transforms() {
 
 ReferenceTransforms fashion_mnist_transforms() {
   const std::vector<double> mean{0.2860}, std{0.3530};
-  return {std::make_shared<Compose>(Pad(2), RandomHorizontalFlip(0.5), RandomCrop(32, 4), ToTensor(),
-                                    Normalize(mean, std)),
-          std::make_shared<Compose>(Pad(2), ToTensor(), Normalize(mean, std))};
+  return {
+      std::make_shared<Compose>(Pad(2), RandomHorizontalFlip(0.5), RandomCrop(32, 4), ToTensor(), Normalize(mean, std)),
+      std::make_shared<Compose>(Pad(2), ToTensor(), Normalize(mean, std))};
 }
 
 ReferenceData reference_data(const ReferenceDataOptions& o) {
@@ -43,10 +43,10 @@ ReferenceData reference_data(const ReferenceDataOptions& o) {
                                                                         .sampler = o.train_sampler,
                                                                         .num_workers = o.num_workers,
                                                                         .seed = o.seed});
-  d.test = std::make_shared<DataLoader>(d.test_set, DataLoaderOptions{.batch_size = o.eval_batch_size,
-                                                                      .sampler = o.eval_sampler,
-                                                                      .num_workers = o.num_workers,
-                                                                      .seed = o.seed});
+  d.test = std::make_shared<DataLoader>(
+      d.test_set,
+      DataLoaderOptions{
+          .batch_size = o.eval_batch_size, .sampler = o.eval_sampler, .num_workers = o.num_workers, .seed = o.seed});
   return d;
 }
 

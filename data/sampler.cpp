@@ -79,8 +79,10 @@ DistributedSamplerWrapper::DistributedSamplerWrapper(std::shared_ptr<Sampler> sa
 std::vector<int64_t> DistributedSamplerWrapper::indices() const {
   sampler_->set_epoch(epoch_);
   std::vector<int64_t> order = sampler_->indices();
-  KILN_CHECK(int64_t(order.size()) == sampler_->size(), "DistributedSamplerWrapper: the wrapped sampler "
-             "returned ", order.size(), " indices but its size() is ", sampler_->size());
+  KILN_CHECK(int64_t(order.size()) == sampler_->size(),
+             "DistributedSamplerWrapper: the wrapped sampler "
+             "returned ",
+             order.size(), " indices but its size() is ", sampler_->size());
   DistributedSampler positions = positions_;
   positions.set_epoch(epoch_);
   std::vector<int64_t> mine;

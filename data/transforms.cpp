@@ -24,8 +24,8 @@ Tensor image_batch(const Tensor& batch, const char* name) {
 }
 
 void check_gens(std::span<Generator> gens, int64_t batch, const char* name) {
-  KILN_CHECK(int64_t(gens.size()) == batch, name, ": needs one generator per sample, got ",
-             gens.size(), " for a batch of ", batch);
+  KILN_CHECK(int64_t(gens.size()) == batch, name, ": needs one generator per sample, got ", gens.size(),
+             " for a batch of ", batch);
 }
 
 // Calls f(T*) with the batch's element type.
@@ -50,8 +50,8 @@ T fill_value(double fill, const char* name) {
 // (top, left), writing `fill` where the window leaves the image. This is Pad and RandomCrop in
 // one pass, without materialising the padded image.
 template <class T>
-void crop_planes(const T* src, T* dst, int64_t channels, int64_t h, int64_t w, int64_t out_h,
-                 int64_t out_w, int64_t top, int64_t left, T fill) {
+void crop_planes(const T* src, T* dst, int64_t channels, int64_t h, int64_t w, int64_t out_h, int64_t out_w,
+                 int64_t top, int64_t left, T fill) {
   const int64_t x0 = std::clamp<int64_t>(-left, 0, out_w);      // first column inside the image
   const int64_t x1 = std::clamp<int64_t>(w - left, x0, out_w);  // one past the last
   for (int64_t c = 0; c < channels; ++c) {
@@ -158,8 +158,7 @@ Tensor ToTensor::apply_batch(const Tensor& batch, std::span<Generator>) const {
   } else {
     for (int64_t n = 0; n < b; ++n)
       for (int64_t ch = 0; ch < c; ++ch)
-        for (int64_t p = 0; p < h * w; ++p)
-          o[(n * c + ch) * h * w + p] = float(in[(n * h * w + p) * c + ch]) / scale;
+        for (int64_t p = 0; p < h * w; ++p) o[(n * c + ch) * h * w + p] = float(in[(n * h * w + p) * c + ch]) / scale;
   }
   return out;
 }
@@ -173,11 +172,13 @@ Tensor ToTensor::operator()(const Tensor& image, Generator& gen) const {
 }
 
 Normalize::Normalize(std::vector<double> mean, std::vector<double> std) {
-  KILN_CHECK(!mean.empty() && mean.size() == std.size(), "Normalize: mean and std need the same, "
-             "non-zero number of values, got ", mean.size(), " and ", std.size());
+  KILN_CHECK(!mean.empty() && mean.size() == std.size(),
+             "Normalize: mean and std need the same, "
+             "non-zero number of values, got ",
+             mean.size(), " and ", std.size());
   for (size_t i = 0; i < mean.size(); ++i) {
-    KILN_CHECK(std[i] > 0 && std::isfinite(std[i]) && std::isfinite(mean[i]), "Normalize: std[", i,
-               "] = ", std[i], " (mean ", mean[i], "); every std must be positive and finite");
+    KILN_CHECK(std[i] > 0 && std::isfinite(std[i]) && std::isfinite(mean[i]), "Normalize: std[", i, "] = ", std[i],
+               " (mean ", mean[i], "); every std must be positive and finite");
     mean_.push_back(float(mean[i]));
     std_.push_back(float(std[i]));  // divided, not multiplied by 1/std: matches torchvision bit for bit
   }
@@ -204,12 +205,16 @@ Tensor Normalize::apply_batch(const Tensor& batch, std::span<Generator>) const {
 
 Padding::Padding(std::initializer_list<int64_t> v) {
   auto p = v.begin();
-  if (v.size() == 1) *this = Padding(p[0]);
-  else if (v.size() == 2) left = right = p[0], top = bottom = p[1];
-  else if (v.size() == 4) left = p[0], top = p[1], right = p[2], bottom = p[3];
-  else fail("Padding: expected 1, 2 or 4 values (all; left/right, top/bottom; left, top, right, bottom), got ", v.size());
-  KILN_CHECK(left >= 0 && top >= 0 && right >= 0 && bottom >= 0, "Padding: negative border (left ", left,
-             ", top ", top, ", right ", right, ", bottom ", bottom, "); borders must be >= 0");
+  if (v.size() == 1)
+    *this = Padding(p[0]);
+  else if (v.size() == 2)
+    left = right = p[0], top = bottom = p[1];
+  else if (v.size() == 4)
+    left = p[0], top = p[1], right = p[2], bottom = p[3];
+  else
+    fail("Padding: expected 1, 2 or 4 values (all; left/right, top/bottom; left, top, right, bottom), got ", v.size());
+  KILN_CHECK(left >= 0 && top >= 0 && right >= 0 && bottom >= 0, "Padding: negative border (left ", left, ", top ", top,
+             ", right ", right, ", bottom ", bottom, "); borders must be >= 0");
 }
 
 Pad::Pad(Padding padding, double fill) : padding_(padding), fill_(fill) {
@@ -256,8 +261,8 @@ Tensor RandomCrop::apply_batch(const Tensor& batch, std::span<Generator> gens) c
         top = gens[n].randint(0, ph - height_ + 1);
         left = gens[n].randint(0, pw - width_ + 1);
       }
-      crop_planes(in + n * c * h * w, o + n * c * height_ * width_, c, h, w, height_, width_,
-                  top - padding_.top, left - padding_.left, fill);
+      crop_planes(in + n * c * h * w, o + n * c * height_ * width_, c, h, w, height_, width_, top - padding_.top,
+                  left - padding_.left, fill);
     }
   });
   return out;

@@ -35,8 +35,8 @@ class Compose : public Transform {
  public:
   explicit Compose(std::vector<TransformPtr> transforms);
   template <class... T>
-    requires(sizeof...(T) > 0 && (std::is_base_of_v<Transform, T> && ...))
-  explicit Compose(T... ts) : Compose(std::vector<TransformPtr>{std::make_shared<T>(std::move(ts))...}) {}
+  requires(sizeof...(T) > 0 && (std::is_base_of_v<Transform, T> && ...)) explicit Compose(T... ts)
+      : Compose(std::vector<TransformPtr>{std::make_shared<T>(std::move(ts))...}) {}
   Tensor apply_batch(const Tensor& batch, std::span<Generator> gens) const override;
   Tensor operator()(const Tensor& image, Generator& gen) const override;
   using Transform::operator();

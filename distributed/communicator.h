@@ -41,8 +41,7 @@ class Communicator {
   // Uneven (MPI's Reduce_scatter with recvcounts): rank q gets rows [counts[0] + ... +
   // counts[q-1], + counts[q]) of dim 0 of the reduction. counts has one entry per rank (zeros
   // allowed) and sums to size(0). The default goes through all_reduce; Gloo's is a ring.
-  virtual Tensor reduce_scatter(const Tensor& tensor, const std::vector<int64_t>& counts,
-                                ReduceOp op = ReduceOp::sum);
+  virtual Tensor reduce_scatter(const Tensor& tensor, const std::vector<int64_t>& counts, ReduceOp op = ReduceOp::sum);
   virtual void barrier() = 0;
 
   virtual Milliseconds timeout() const = 0;
@@ -66,8 +65,7 @@ struct ProcessGroupOptions {
 
 // Joins the job described by `env` (rank 0 serves the store) and returns its communicator, which
 // also becomes the default one. Errors name the ranks that did not join within the timeout.
-std::shared_ptr<Communicator> init_process_group(const Environment& env,
-                                                 const ProcessGroupOptions& options = {});
+std::shared_ptr<Communicator> init_process_group(const Environment& env, const ProcessGroupOptions& options = {});
 // From the process environment; a single process (no variables set) gets a world of one.
 std::shared_ptr<Communicator> init_process_group(const ProcessGroupOptions& options = {});
 
@@ -78,11 +76,9 @@ void destroy_process_group();
 // A communicator over an existing store (for tests and for backends sharing one store).
 // Checks `counts` for Communicator::reduce_scatter (one non-negative count per rank, summing to
 // dim 0) and returns the first row of `rank`'s part.
-int64_t check_reduce_scatter_counts(const Tensor& tensor, const std::vector<int64_t>& counts,
-                                    int rank, int world_size);
+int64_t check_reduce_scatter_counts(const Tensor& tensor, const std::vector<int64_t>& counts, int rank, int world_size);
 
-std::shared_ptr<Communicator> make_gloo_communicator(std::shared_ptr<Store> store, int rank,
-                                                     int world_size,
+std::shared_ptr<Communicator> make_gloo_communicator(std::shared_ptr<Store> store, int rank, int world_size,
                                                      const ProcessGroupOptions& options = {},
                                                      const std::string& hostname = "127.0.0.1");
 
@@ -90,9 +86,7 @@ std::shared_ptr<Communicator> make_gloo_communicator(std::shared_ptr<Store> stor
 // through `store`. Built with the CUDA backend where NCCL is found; elsewhere nccl_is_built() is
 // false and make_nccl_communicator is an error that says so.
 bool nccl_is_built();
-std::shared_ptr<Communicator> make_nccl_communicator(std::shared_ptr<Store> store, int rank,
-                                                     int world_size,
-                                                     const ProcessGroupOptions& options = {},
-                                                     int device = -1);
+std::shared_ptr<Communicator> make_nccl_communicator(std::shared_ptr<Store> store, int rank, int world_size,
+                                                     const ProcessGroupOptions& options = {}, int device = -1);
 
 }  // namespace kiln::distributed

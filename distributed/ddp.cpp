@@ -4,8 +4,7 @@
 
 namespace kiln::distributed {
 
-DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> module,
-                                                 std::shared_ptr<Communicator> comm,
+DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> module, std::shared_ptr<Communicator> comm,
                                                  ReducerOptions options)
     : module_(std::move(module)), comm_(std::move(comm)) {
   KILN_CHECK(module_ && comm_, "DistributedDataParallel: needs a module and a communicator");

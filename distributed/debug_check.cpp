@@ -12,8 +12,7 @@ bool debug_from_env() {
   return v && *v && std::string(v) != "0";
 }
 
-void DebugCheck::check(const std::string& call, const Tensor& t, const std::string& extra,
-                       Milliseconds timeout) {
+void DebugCheck::check(const std::string& call, const Tensor& t, const std::string& extra, Milliseconds timeout) {
   uint64_t seq = ++seq_;
   std::ostringstream d;
   d << call;
@@ -49,7 +48,8 @@ void DebugCheck::check(const std::string& call, const Tensor& t, const std::stri
   if (!differ.empty())
     fail("collectives out of step at #", seq, ": rank ", rank_, " called ", mine, others,
          ". Every rank must call the same collectives in the same order with the same shapes "
-         "(ranks ", differ, " differ)");
+         "(ranks ",
+         differ, " differ)");
 }
 
 }  // namespace kiln::distributed

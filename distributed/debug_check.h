@@ -18,8 +18,7 @@ class DebugCheck {
  public:
   DebugCheck(std::shared_ptr<Store> store, int rank, int world)
       : store_(std::move(store)), rank_(rank), world_(world) {}
-  void check(const std::string& call, const Tensor& t, const std::string& extra,
-             Milliseconds timeout);
+  void check(const std::string& call, const Tensor& t, const std::string& extra, Milliseconds timeout);
 
  private:
   std::shared_ptr<Store> store_;

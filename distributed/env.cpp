@@ -72,24 +72,20 @@ int slurm_tasks_on_node(const std::string& spec, int node) {
   return 0;
 }
 
-bool is_loopback(const std::string& a) {
-  return a == "localhost" || a == "::1" || a.rfind("127.", 0) == 0;
-}
+bool is_loopback(const std::string& a) { return a == "localhost" || a == "::1" || a.rfind("127.", 0) == 0; }
 
 void validate(const Environment& e) {
-  KILN_CHECK(e.world_size >= 1, "distributed environment (", e.source, "): WORLD_SIZE=",
-             e.world_size, " must be at least 1");
+  KILN_CHECK(e.world_size >= 1, "distributed environment (", e.source, "): WORLD_SIZE=", e.world_size,
+             " must be at least 1");
   KILN_CHECK(e.rank < e.world_size, "distributed environment (", e.source, "): RANK=", e.rank,
              " is not below WORLD_SIZE=", e.world_size);
-  KILN_CHECK(e.local_world_size >= 1 && e.local_world_size <= e.world_size,
-             "distributed environment (", e.source, "): LOCAL_WORLD_SIZE=", e.local_world_size,
-             " must be between 1 and WORLD_SIZE=", e.world_size);
-  KILN_CHECK(e.local_rank < e.local_world_size, "distributed environment (", e.source,
-             "): LOCAL_RANK=", e.local_rank, " is not below LOCAL_WORLD_SIZE=", e.local_world_size);
+  KILN_CHECK(e.local_world_size >= 1 && e.local_world_size <= e.world_size, "distributed environment (", e.source,
+             "): LOCAL_WORLD_SIZE=", e.local_world_size, " must be between 1 and WORLD_SIZE=", e.world_size);
+  KILN_CHECK(e.local_rank < e.local_world_size, "distributed environment (", e.source, "): LOCAL_RANK=", e.local_rank,
+             " is not below LOCAL_WORLD_SIZE=", e.local_world_size);
   KILN_CHECK(e.master_port >= 1 && e.master_port <= 65535, "distributed environment (", e.source,
              "): MASTER_PORT=", e.master_port, " is not a TCP port (1-65535)");
-  KILN_CHECK(!e.master_addr.empty(), "distributed environment (", e.source,
-             "): MASTER_ADDR is empty");
+  KILN_CHECK(!e.master_addr.empty(), "distributed environment (", e.source, "): MASTER_ADDR is empty");
 }
 
 }  // namespace
@@ -109,8 +105,8 @@ std::optional<Environment> detect_environment(const EnvLookup& env) {
     e.node_rank = parse_or(env, "NODE_RANK", 0, e.rank / e.local_world_size);
     e.master_addr = *env("MASTER_ADDR");
     e.master_port = parse_int(env, "MASTER_PORT", 0);
-    e.single_node = (env("LOCAL_WORLD_SIZE") && e.local_world_size == e.world_size) ||
-                    parse_or(env, "GROUP_WORLD_SIZE", 1, 0) == 1;
+    e.single_node =
+        (env("LOCAL_WORLD_SIZE") && e.local_world_size == e.world_size) || parse_or(env, "GROUP_WORLD_SIZE", 1, 0) == 1;
     e.agent_store = env("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
     e.restart_count = parse_or(env, "TORCHELASTIC_RESTART_COUNT", 0, 0);
   } else if (env("SLURM_PROCID") && env("SLURM_NTASKS")) {
@@ -120,7 +116,7 @@ std::optional<Environment> detect_environment(const EnvLookup& env) {
     e.local_rank = parse_or(env, "SLURM_LOCALID", 0, 0);
     e.node_rank = parse_or(env, "SLURM_NODEID", 0, 0);
     int num_nodes = parse_or(env, "SLURM_STEP_NUM_NODES", 1,
-                         parse_or(env, "SLURM_NNODES", 1, parse_or(env, "SLURM_JOB_NUM_NODES", 1, 0)));
+                             parse_or(env, "SLURM_NNODES", 1, parse_or(env, "SLURM_JOB_NUM_NODES", 1, 0)));
     int here = 0;
     if (auto t = env("SLURM_STEP_TASKS_PER_NODE") ? env("SLURM_STEP_TASKS_PER_NODE") : env("SLURM_TASKS_PER_NODE"))
       here = slurm_tasks_on_node(*t, e.node_rank);
@@ -153,21 +149,21 @@ std::optional<Environment> detect_environment(const EnvLookup& env) {
   }
   e.single_node = e.single_node || is_loopback(e.master_addr) || e.world_size == 1;
   e.store_token = env(kStoreTokenVariable).value_or("");
-  KILN_CHECK(e.store_token.size() <= kStoreMaxTokenBytes, "distributed environment: ", kStoreTokenVariable,
-             " has ", e.store_token.size(), " characters; the limit is ", kStoreMaxTokenBytes);
+  KILN_CHECK(e.store_token.size() <= kStoreMaxTokenBytes, "distributed environment: ", kStoreTokenVariable, " has ",
+             e.store_token.size(), " characters; the limit is ", kStoreMaxTokenBytes);
   validate(e);
   return e;
 }
 
 std::map<std::string, std::string> environment_variables(const Environment& e) {
   std::map<std::string, std::string> vars = {{"RANK", std::to_string(e.rank)},
-          {"WORLD_SIZE", std::to_string(e.world_size)},
-          {"LOCAL_RANK", std::to_string(e.local_rank)},
-          {"LOCAL_WORLD_SIZE", std::to_string(e.local_world_size)},
-          {"NODE_RANK", std::to_string(e.node_rank)},
-          {"GROUP_RANK", std::to_string(e.node_rank)},
-          {"MASTER_ADDR", e.master_addr},
-          {"MASTER_PORT", std::to_string(e.master_port)}};
+                                             {"WORLD_SIZE", std::to_string(e.world_size)},
+                                             {"LOCAL_RANK", std::to_string(e.local_rank)},
+                                             {"LOCAL_WORLD_SIZE", std::to_string(e.local_world_size)},
+                                             {"NODE_RANK", std::to_string(e.node_rank)},
+                                             {"GROUP_RANK", std::to_string(e.node_rank)},
+                                             {"MASTER_ADDR", e.master_addr},
+                                             {"MASTER_PORT", std::to_string(e.master_port)}};
   if (!e.store_token.empty()) vars[kStoreTokenVariable] = e.store_token;
   return vars;
 }

@@ -60,9 +60,7 @@ class GlooStore : public gloo::rendezvous::Store {
     return {v.begin(), v.end()};
   }
   void wait(const std::vector<std::string>& keys) override { s_->wait(keys); }
-  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& t) override {
-    s_->wait(keys, t);
-  }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& t) override { s_->wait(keys, t); }
 
  private:
   std::shared_ptr<kiln::distributed::Store> s_;
@@ -76,8 +74,8 @@ void reduce_fn(ReduceOp op, void* c_, const void* a_, const void* b_, size_t n) 
   T* c = static_cast<T*>(c_);
   const T* a = static_cast<const T*>(a_);
   const T* b = static_cast<const T*>(b_);
-  using Acc = std::conditional_t<std::is_integral_v<T>, T,
-                                 std::conditional_t<std::is_same_v<T, double>, double, float>>;
+  using Acc =
+      std::conditional_t<std::is_integral_v<T>, T, std::conditional_t<std::is_same_v<T, double>, double, float>>;
   switch (op) {
     case ReduceOp::sum:
     case ReduceOp::avg:
@@ -93,10 +91,11 @@ void reduce_fn(ReduceOp op, void* c_, const void* a_, const void* b_, size_t n) 
 }
 
 void check_dtype(const char* call, DType d) {
-  KILN_CHECK(d == DType::f32 || d == DType::f64 || d == DType::f16 || d == DType::bf16 ||
-                 d == DType::i32 || d == DType::i64,
-             call, ": dtype ", d, " is not supported; use float32, float64, float16, bfloat16, "
-             "int32 or int64");
+  KILN_CHECK(
+      d == DType::f32 || d == DType::f64 || d == DType::f16 || d == DType::bf16 || d == DType::i32 || d == DType::i64,
+      call, ": dtype ", d,
+      " is not supported; use float32, float64, float16, bfloat16, "
+      "int32 or int64");
 }
 
 class GlooCommunicator : public Communicator {
@@ -105,8 +104,8 @@ class GlooCommunicator : public Communicator {
                    const std::string& hostname, int instance)
       : store_(std::move(store)), rank_(rank), world_(world), timeout_(o.timeout) {
     check_timeout("init_process_group", timeout_);
-    KILN_CHECK(world >= 1 && rank >= 0 && rank < world, "init_process_group: rank ", rank,
-               " is not in a world of ", world);
+    KILN_CHECK(world >= 1 && rank >= 0 && rank < world, "init_process_group: rank ", rank, " is not in a world of ",
+               world);
     std::string prefix = "gloo/" + std::to_string(instance);
     store_barrier(*store_, "kiln/join/" + std::to_string(instance), rank, world, timeout_);
     gloo::transport::tcp::attr attr;
@@ -118,9 +117,7 @@ class GlooCommunicator : public Communicator {
       auto gs = std::make_shared<GlooStore>(std::make_shared<PrefixStore>(prefix, store_));
       ctx->connectFullMesh(*gs, dev);
       ctx_ = ctx;
-    } catch (const Error&) {
-      throw;
-    } catch (const std::exception& e) {
+    } catch (const Error&) { throw; } catch (const std::exception& e) {
       fail("init_process_group (gloo, rank ", rank, " of ", world, ", host ", hostname,
            "): connecting to the other ranks failed: ", e.what());
     }
@@ -151,9 +148,7 @@ class GlooCommunicator : public Communicator {
         using T = decltype(tag);
         gloo::AllreduceOptions opts(ctx_);
         opts.setOutput<T>(static_cast<T*>(buf.raw_data()), size_t(buf.numel()));
-        opts.setReduceFunction([op](void* c, const void* a, const void* b, size_t n) {
-          reduce_fn<T>(op, c, a, b, n);
-        });
+        opts.setReduceFunction([op](void* c, const void* a, const void* b, size_t n) { reduce_fn<T>(op, c, a, b, n); });
         opts.setTag(next_tag());
         opts.setTimeout(timeout_);
         gloo::allreduce(opts);
@@ -167,8 +162,7 @@ class GlooCommunicator : public Communicator {
   void broadcast(Tensor& t, int src) override {
     std::lock_guard<std::mutex> g(mu_);
     check("broadcast", t);
-    KILN_CHECK(src >= 0 && src < world_, "broadcast: src rank ", src, " is not in a world of ",
-               world_);
+    KILN_CHECK(src >= 0 && src < world_, "broadcast: src rank ", src, " is not in a world of ", world_);
     step("broadcast", t, "src " + std::to_string(src));
     if (world_ == 1) return;
     Tensor buf = t.is_contiguous() ? t : t.contiguous();
@@ -209,9 +203,10 @@ class GlooCommunicator : public Communicator {
   }
 
   Tensor reduce_scatter(const Tensor& t, ReduceOp op) override {
-    KILN_CHECK(t.dim() >= 1 && t.size(0) % world_ == 0, "reduce_scatter: dim 0 of a tensor of "
-               "shape ", t.sizes(), " is not divisible by the world size ", world_,
-               "; pad it, or pass per-rank row counts");
+    KILN_CHECK(t.dim() >= 1 && t.size(0) % world_ == 0,
+               "reduce_scatter: dim 0 of a tensor of "
+               "shape ",
+               t.sizes(), " is not divisible by the world size ", world_, "; pad it, or pass per-rank row counts");
     return reduce_scatter(t, std::vector<int64_t>(size_t(world_), t.size(0) / world_), op);
   }
 
@@ -281,14 +276,12 @@ class GlooCommunicator : public Communicator {
       // Rank r sends part r-s-1 (which it completed adding to last step) and receives part r-s-2.
       size_t out_part = size_t((rank_ - s - 1 + 2 * n) % n);
       size_t in_part = size_t((rank_ - s - 2 + 2 * n) % n);
-      if (elems[out_part])
-        whole->send(next, slot, offset[out_part] * sizeof(T), elems[out_part] * sizeof(T));
+      if (elems[out_part]) whole->send(next, slot, offset[out_part] * sizeof(T), elems[out_part] * sizeof(T));
       if (elems[in_part]) in->recv(prev, slot, 0, elems[in_part] * sizeof(T));
       if (elems[out_part] && !whole->waitSend(timeout_))
         fail("reduce_scatter: the send to rank ", next, " was aborted");
       if (elems[in_part]) {
-        if (!in->waitRecv(timeout_))
-          fail("reduce_scatter: the receive from rank ", prev, " was aborted");
+        if (!in->waitRecv(timeout_)) fail("reduce_scatter: the receive from rank ", prev, " was aborted");
         T* acc = data + offset[in_part];
         reduce_fn<T>(op, acc, acc, incoming.get(), elems[in_part]);
       }
@@ -297,8 +290,8 @@ class GlooCommunicator : public Communicator {
 
   void check(const char* call, const Tensor& t) {
     KILN_CHECK(t.defined(), call, ": the tensor is undefined");
-    KILN_CHECK(!t.is_cuda(), call, ": the Gloo communicator handles CPU tensors, this one is on ",
-               t.device(), "; move it with .to(kiln::Device::cpu()) or use the NCCL backend");
+    KILN_CHECK(!t.is_cuda(), call, ": the Gloo communicator handles CPU tensors, this one is on ", t.device(),
+               "; move it with .to(kiln::Device::cpu()) or use the NCCL backend");
     check_dtype(call, t.dtype());
   }
 
@@ -311,17 +304,18 @@ class GlooCommunicator : public Communicator {
   void guarded(const char* call, const Tensor& t, F&& f) {
     try {
       f();
-    } catch (const Error&) {
-      throw;
-    } catch (const std::exception& e) {
+    } catch (const Error&) { throw; } catch (const std::exception& e) {
       std::string child = launched_worker_failure();
       if (!child.empty()) child = " Launched worker " + child + ".";
       fail(call, " (gloo, rank ", rank_, " of ", world_,
-           t.defined() ? kiln::detail::concat(", ", t.dtype(), " ", t.sizes()) : std::string(),
-           ", collective #", calls_, ") failed: ", e.what(),
+           t.defined() ? kiln::detail::concat(", ", t.dtype(), " ", t.sizes()) : std::string(), ", collective #",
+           calls_, ") failed: ", e.what(),
            ". Another rank has probably exited, crashed or not reached this collective within the "
-           "timeout of ", timeout_.count(), " ms (set KILN_DISTRIBUTED_DEBUG=1 to check that every "
-           "rank calls the same collectives)", child);
+           "timeout of ",
+           timeout_.count(),
+           " ms (set KILN_DISTRIBUTED_DEBUG=1 to check that every "
+           "rank calls the same collectives)",
+           child);
     }
   }
 
@@ -360,13 +354,10 @@ class GlooCommunicator : public Communicator {
 
 }  // namespace
 
-std::shared_ptr<Communicator> make_gloo_communicator(std::shared_ptr<Store> store, int rank,
-                                                     int world_size,
-                                                     const ProcessGroupOptions& options,
-                                                     const std::string& hostname) {
+std::shared_ptr<Communicator> make_gloo_communicator(std::shared_ptr<Store> store, int rank, int world_size,
+                                                     const ProcessGroupOptions& options, const std::string& hostname) {
   static std::atomic<int> instances{0};
-  return std::make_shared<GlooCommunicator>(std::move(store), rank, world_size, options, hostname,
-                                            instances++);
+  return std::make_shared<GlooCommunicator>(std::move(store), rank, world_size, options, hostname, instances++);
 }
 
 }  // namespace kiln::distributed

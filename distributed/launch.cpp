@@ -48,14 +48,14 @@ int exit_code_of(int wstatus) {
 
 std::string describe(const Child& c) {
   std::string s = "rank " + std::to_string(c.rank) + " (pid " + std::to_string(c.pid) + ") ";
-  if (c.status > 128) return s + "was killed by signal " + std::to_string(c.status - 128) + " (" +
-                            strsignal(c.status - 128) + ")";
+  if (c.status > 128)
+    return s + "was killed by signal " + std::to_string(c.status - 128) + " (" + strsignal(c.status - 128) + ")";
   return s + "exited with status " + std::to_string(c.status);
 }
 
 // Spawns argv with the current environment plus `vars` (which override).
-Child spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& vars,
-            int rank, const std::string& exe) {
+Child spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& vars, int rank,
+            const std::string& exe) {
   // Everything the child needs is built before fork: after it only async-signal-safe calls.
   std::vector<std::string> env_strings;
   for (char** e = environ; *e; ++e) {
@@ -90,8 +90,7 @@ Child spawn(const std::vector<std::string>& argv, const std::map<std::string, st
   c.pid = pid;
   c.rank = rank;
   c.pidfd = int(::syscall(SYS_pidfd_open, pid, 0));
-  KILN_CHECK(c.pidfd >= 0, "launch: pidfd_open failed (Linux 5.3 or newer is needed): ",
-             std::strerror(errno));
+  KILN_CHECK(c.pidfd >= 0, "launch: pidfd_open failed (Linux 5.3 or newer is needed): ", std::strerror(errno));
   return c;
 }
 
@@ -138,8 +137,7 @@ void stop_all(std::vector<Child>& kids, Milliseconds grace) {
   for (auto& c : kids)
     if (!c.done) ::kill(c.pid, SIGTERM);
   auto deadline = Clock::now() + grace;
-  while (wait_any(kids, deadline) >= 0) {
-  }
+  while (wait_any(kids, deadline) >= 0) {}
   for (auto& c : kids)
     if (!c.done) {
       ::kill(c.pid, SIGKILL);
@@ -181,10 +179,10 @@ std::vector<std::string> self_argv() {
 
 RunResult run_workers(const WorkerSpec& spec) {
   KILN_CHECK(!spec.argv.empty(), "run_workers: no program to run");
-  KILN_CHECK(spec.nproc_per_node >= 1 && spec.nnodes >= 1, "run_workers: nproc_per_node=",
-             spec.nproc_per_node, " and nnodes=", spec.nnodes, " must be at least 1");
-  KILN_CHECK(spec.node_rank >= 0 && spec.node_rank < spec.nnodes, "run_workers: node_rank=",
-             spec.node_rank, " is not below nnodes=", spec.nnodes);
+  KILN_CHECK(spec.nproc_per_node >= 1 && spec.nnodes >= 1, "run_workers: nproc_per_node=", spec.nproc_per_node,
+             " and nnodes=", spec.nnodes, " must be at least 1");
+  KILN_CHECK(spec.node_rank >= 0 && spec.node_rank < spec.nnodes, "run_workers: node_rank=", spec.node_rank,
+             " is not below nnodes=", spec.nnodes);
   if (spec.timeout.count() != 0) check_timeout("run_workers", spec.timeout);
   check_timeout("run_workers (kill_grace)", spec.kill_grace);
   int port = spec.master_port;
@@ -233,8 +231,8 @@ RunResult run_workers(const WorkerSpec& spec) {
       if (all_done) return result;
       stop_all(kids, spec.kill_grace);
       result.exit_code = 124;
-      result.message = "run_workers: the workers did not finish within " +
-                       std::to_string(spec.timeout.count()) + " ms; stopped them";
+      result.message = "run_workers: the workers did not finish within " + std::to_string(spec.timeout.count()) +
+                       " ms; stopped them";
       return result;
     }
     if (kids[i].status != 0) {
@@ -266,8 +264,7 @@ class Watcher {
     (void)ignored;
     thread_.join();
     auto deadline = Clock::now() + std::chrono::seconds(60);
-    while (wait_any(kids_, deadline) >= 0) {
-    }
+    while (wait_any(kids_, deadline) >= 0) {}
     stop_all(kids_, grace_);
     ::close(stop_pipe_[0]);
     ::close(stop_pipe_[1]);

@@ -26,7 +26,7 @@ struct WorkerSpec {
   // The job token every worker gets (kStoreTokenVariable). Empty: the launching environment's,
   // else a fresh one on a single node, else none (a multi-node job's nodes must agree on it).
   std::string store_token;
-  Milliseconds timeout{0};                  // 0: none; else stop every worker after it
+  Milliseconds timeout{0};                            // 0: none; else stop every worker after it
   Milliseconds kill_grace = std::chrono::seconds(5);  // SIGTERM, then SIGKILL after this
 };
 
@@ -51,8 +51,9 @@ struct LaunchOptions {
 // With a distributed environment set (torchrun, kiln-run, SLURM, mpirun, or an earlier launch):
 // returns it and starts nothing. Otherwise, with nprocs > 1: re-executes /proc/self/exe with this
 // process's arguments as ranks 1..nprocs-1, sets this process's own environment to rank 0 and
-// returns that. Every rank gets the job token, and OMP_NUM_THREADS = CPUs / nprocs unless set. A watcher thread stops the other children as soon as one of them fails; the
-// collectives of rank 0 then fail with an error naming that rank and its exit status.
+// returns that. Every rank gets the job token, and OMP_NUM_THREADS = CPUs / nprocs unless set. A watcher thread stops
+// the other children as soon as one of them fails; the collectives of rank 0 then fail with an error naming that rank
+// and its exit status.
 Environment launch(int nprocs, const LaunchOptions& options = {});
 
 // For error messages: "rank 2 (pid 123) exited with status 3", or empty while all is well.

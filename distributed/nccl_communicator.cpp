@@ -13,10 +13,10 @@
 #include <thread>
 
 #include "core/autograd.h"
+#include "core/cuda.h"
 #include "distributed/communicator.h"
 #include "distributed/debug_check.h"
 #include "distributed/launch.h"
-#include "core/cuda.h"
 
 namespace kiln::distributed {
 namespace {
@@ -32,7 +32,8 @@ ncclDataType_t nccl_dtype(const char* call, DType d) {
     case DType::i32: return ncclInt32;
     case DType::i64: return ncclInt64;
     default:
-      fail(call, ": dtype ", d, " is not supported; use float32, float64, float16, bfloat16, int32 "
+      fail(call, ": dtype ", d,
+           " is not supported; use float32, float64, float16, bfloat16, int32 "
            "or int64");
   }
 }
@@ -53,15 +54,17 @@ void check_cuda(cudaError_t e, const char* what) {
 
 class NcclCommunicator : public Communicator {
  public:
-  NcclCommunicator(std::shared_ptr<Store> store, int rank, int world, const ProcessGroupOptions& o,
-                   int device, int instance)
+  NcclCommunicator(std::shared_ptr<Store> store, int rank, int world, const ProcessGroupOptions& o, int device,
+                   int instance)
       : store_(std::move(store)), rank_(rank), world_(world), timeout_(o.timeout) {
     check_timeout("init_process_group", timeout_);
-    KILN_CHECK(world >= 1 && rank >= 0 && rank < world, "init_process_group: rank ", rank,
-               " is not in a world of ", world);
+    KILN_CHECK(world >= 1 && rank >= 0 && rank < world, "init_process_group: rank ", rank, " is not in a world of ",
+               world);
     int count = 0;
-    KILN_CHECK(cudaGetDeviceCount(&count) == cudaSuccess && count > 0, "init_process_group (nccl): "
-               "no CUDA device is visible to rank ", rank, "; use the \"gloo\" backend for CPU tensors");
+    KILN_CHECK(cudaGetDeviceCount(&count) == cudaSuccess && count > 0,
+               "init_process_group (nccl): "
+               "no CUDA device is visible to rank ",
+               rank, "; use the \"gloo\" backend for CPU tensors");
     KILN_CHECK(device < count, "init_process_group (nccl): rank ", rank, " asks for cuda:", device,
                " but this machine has ", count, " CUDA devices");
     int current = 0;
@@ -80,8 +83,8 @@ class NcclCommunicator : public Communicator {
       store_->set(prefix + "/id", std::string(reinterpret_cast<const char*>(&id), sizeof id));
     } else {
       std::string s = store_->get(prefix + "/id");  // waits, with the store's timeout
-      KILN_CHECK(s.size() == sizeof id, "init_process_group (nccl): rank 0 published a unique id of ",
-                 s.size(), " bytes, expected ", sizeof id, "; are all ranks running the same kiln build?");
+      KILN_CHECK(s.size() == sizeof id, "init_process_group (nccl): rank 0 published a unique id of ", s.size(),
+                 " bytes, expected ", sizeof id, "; are all ranks running the same kiln build?");
       std::memcpy(&id, s.data(), sizeof id);
     }
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
@@ -101,12 +104,13 @@ class NcclCommunicator : public Communicator {
     // the timeout the communicator is aborted instead of waited for.
     ncclResult_t state = ncclCommFinalize(comm_);
     const auto deadline = Clock::now() + timeout_;
-    while ((state == ncclSuccess || state == ncclInProgress) &&
-           ncclCommGetAsyncError(comm_, &state) == ncclSuccess && state == ncclInProgress &&
-           Clock::now() < deadline)
+    while ((state == ncclSuccess || state == ncclInProgress) && ncclCommGetAsyncError(comm_, &state) == ncclSuccess &&
+           state == ncclInProgress && Clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::microseconds(100));
-    if (state == ncclSuccess) ncclCommDestroy(comm_);
-    else ncclCommAbort(comm_);
+    if (state == ncclSuccess)
+      ncclCommDestroy(comm_);
+    else
+      ncclCommAbort(comm_);
   }
 
   int rank() const override { return rank_; }
@@ -151,17 +155,16 @@ class NcclCommunicator : public Communicator {
     shape.insert(shape.begin(), world_);
     Tensor out = empty(shape, t.options());
     Tensor in = t.is_contiguous() ? t : t.contiguous();
-    run("all_gather", t, [&](cudaStream_t s) {
-      return ncclAllGather(in.raw_data(), out.raw_data(), size_t(in.numel()), dt, comm_, s);
-    });
+    run("all_gather", t,
+        [&](cudaStream_t s) { return ncclAllGather(in.raw_data(), out.raw_data(), size_t(in.numel()), dt, comm_, s); });
     return out;
   }
 
   Tensor reduce_scatter(const Tensor& t, ReduceOp op) override {
     std::lock_guard<std::mutex> g(mu_);
     auto dt = check("reduce_scatter", t);
-    KILN_CHECK(t.dim() >= 1 && t.size(0) % world_ == 0, "reduce_scatter: dim 0 of a tensor of shape ",
-               t.sizes(), " is not divisible by the world size ", world_);
+    KILN_CHECK(t.dim() >= 1 && t.size(0) % world_ == 0, "reduce_scatter: dim 0 of a tensor of shape ", t.sizes(),
+               " is not divisible by the world size ", world_);
     step("reduce_scatter", t, reduce_op_name(op));
     Shape shape = t.sizes();
     shape[0] /= world_;
@@ -185,12 +188,14 @@ class NcclCommunicator : public Communicator {
  private:
   ncclDataType_t check(const char* call, const Tensor& t) {
     KILN_CHECK(t.defined(), call, ": the tensor is undefined");
-    KILN_CHECK(t.is_cuda(), call, ": the NCCL communicator handles CUDA tensors, this one is on ",
-               t.device(), "; move it with .to(kiln::Device::cuda(", device_, ")) or use the Gloo backend");
-    KILN_CHECK(t.device().index == device_, call, ": the tensor is on ", t.device(), " but this rank's "
-               "NCCL communicator was created on cuda:", device_, "; move it there");
-    KILN_CHECK(!aborted_, call, ": the NCCL communicator was aborted by an earlier failure (",
-               abort_reason_, "); the process group cannot be used any more");
+    KILN_CHECK(t.is_cuda(), call, ": the NCCL communicator handles CUDA tensors, this one is on ", t.device(),
+               "; move it with .to(kiln::Device::cuda(", device_, ")) or use the Gloo backend");
+    KILN_CHECK(t.device().index == device_, call, ": the tensor is on ", t.device(),
+               " but this rank's "
+               "NCCL communicator was created on cuda:",
+               device_, "; move it there");
+    KILN_CHECK(!aborted_, call, ": the NCCL communicator was aborted by an earlier failure (", abort_reason_,
+               "); the process group cannot be used any more");
     return nccl_dtype(call, t.dtype());
   }
 
@@ -250,16 +255,18 @@ class NcclCommunicator : public Communicator {
   [[noreturn]] void failed(const char* call, const Tensor& t, ncclResult_t r) {
     std::string last = comm_ ? ncclGetLastError(comm_) : "";
     abort(std::string(ncclGetErrorString(r)) + (last.empty() ? "" : " (" + last + ")"));
-    fail(call, " (nccl, rank ", rank_, " of ", world_, describe(t), ", collective #", calls_, ") failed: ",
-         abort_reason_, ". Another rank has probably exited or crashed", worker_hint());
+    fail(call, " (nccl, rank ", rank_, " of ", world_, describe(t), ", collective #", calls_,
+         ") failed: ", abort_reason_, ". Another rank has probably exited or crashed", worker_hint());
   }
 
   [[noreturn]] void timed_out(const char* call, const Tensor& t) {
     abort("timed out after " + std::to_string(timeout_.count()) + " ms");
     fail(call, " (nccl, rank ", rank_, " of ", world_, describe(t), ", collective #", calls_,
-         ") did not complete within the timeout of ", timeout_.count(), " ms: another rank has "
+         ") did not complete within the timeout of ", timeout_.count(),
+         " ms: another rank has "
          "probably exited, crashed or not reached this collective (set KILN_DISTRIBUTED_DEBUG=1 to "
-         "check that every rank calls the same collectives)", worker_hint());
+         "check that every rank calls the same collectives)",
+         worker_hint());
   }
 
   void abort(std::string reason) {
@@ -277,8 +284,7 @@ class NcclCommunicator : public Communicator {
   }
   void check_nccl(ncclResult_t r, const char* what) {
     if (r != ncclSuccess)
-      fail("init_process_group (nccl, rank ", rank_, " of ", world_, "): ", what, " failed: ",
-           ncclGetErrorString(r));
+      fail("init_process_group (nccl, rank ", rank_, " of ", world_, "): ", what, " failed: ", ncclGetErrorString(r));
   }
 
   std::shared_ptr<Store> store_;
@@ -299,13 +305,10 @@ class NcclCommunicator : public Communicator {
 
 bool nccl_is_built() { return true; }
 
-std::shared_ptr<Communicator> make_nccl_communicator(std::shared_ptr<Store> store, int rank,
-                                                     int world_size,
-                                                     const ProcessGroupOptions& options,
-                                                     int device) {
+std::shared_ptr<Communicator> make_nccl_communicator(std::shared_ptr<Store> store, int rank, int world_size,
+                                                     const ProcessGroupOptions& options, int device) {
   static std::atomic<int> instances{0};
-  return std::make_shared<NcclCommunicator>(std::move(store), rank, world_size, options, device,
-                                            instances++);
+  return std::make_shared<NcclCommunicator>(std::move(store), rank, world_size, options, device, instances++);
 }
 
 }  // namespace kiln::distributed

@@ -6,8 +6,8 @@ namespace kiln::distributed {
 
 bool nccl_is_built() { return false; }
 
-std::shared_ptr<Communicator> make_nccl_communicator(std::shared_ptr<Store>, int, int,
-                                                     const ProcessGroupOptions&, int) {
+std::shared_ptr<Communicator> make_nccl_communicator(std::shared_ptr<Store>, int, int, const ProcessGroupOptions&,
+                                                     int) {
   fail("init_process_group: backend \"nccl\" is not available: this kiln was built without its CUDA "
        "backend or without NCCL (meson -Dcuda=enabled with NCCL installed); use \"gloo\" for CPU tensors");
 }

@@ -14,9 +14,7 @@ namespace {
 std::mutex g_mu;
 std::shared_ptr<Communicator> g_default;
 
-bool is_loopback(const std::string& a) {
-  return a == "localhost" || a == "::1" || a.rfind("127.", 0) == 0;
-}
+bool is_loopback(const std::string& a) { return a == "localhost" || a == "::1" || a.rfind("127.", 0) == 0; }
 
 // The address Gloo listens on: loopback for single-host jobs, else this host's name (as PyTorch).
 std::string gloo_hostname(const Environment& env) {
@@ -63,8 +61,11 @@ class DeviceDispatchCommunicator final : public Communicator {
       nccl_ = make_nccl_communicator(gloo_->store(), rank(), world_size(), options_, t.device().index);
       nccl_device_ = t.device().index;
     }
-    KILN_CHECK(t.device().index == nccl_device_, "distributed: this rank's NCCL communicator is on "
-               "cuda:", nccl_device_, " but a collective got a tensor on ", t.device(), "; keep "
+    KILN_CHECK(t.device().index == nccl_device_,
+               "distributed: this rank's NCCL communicator is on "
+               "cuda:",
+               nccl_device_, " but a collective got a tensor on ", t.device(),
+               "; keep "
                "each rank's tensors on one device (Fabric uses cuda:LOCAL_RANK)");
     return *nccl_;
   }
@@ -92,16 +93,18 @@ std::shared_ptr<Store> make_store(const Environment& env, Milliseconds timeout) 
 }
 
 std::shared_ptr<Communicator> make_communicator(std::shared_ptr<Store> store, int rank, int world,
-                                                const ProcessGroupOptions& options,
-                                                const std::string& hostname) {
+                                                const ProcessGroupOptions& options, const std::string& hostname) {
   const std::string& backend = options.backend;
-  KILN_CHECK(backend == "auto" || backend == "gloo" || backend == "nccl", "init_process_group: "
-             "unknown backend \"", backend, "\"; use \"gloo\" (CPU tensors), \"nccl\" (CUDA "
+  KILN_CHECK(backend == "auto" || backend == "gloo" || backend == "nccl",
+             "init_process_group: "
+             "unknown backend \"",
+             backend,
+             "\"; use \"gloo\" (CPU tensors), \"nccl\" (CUDA "
              "tensors) or \"auto\" (both, each for its tensors)");
   if (backend == "nccl") {
     // A build without NCCL says so (make_nccl_communicator's error) before the GPU is looked for.
     KILN_CHECK(!nccl_is_built() || cuda::is_available(), "init_process_group: backend \"nccl\" needs a GPU, and this "
-               "machine has none that kiln can use; use \"gloo\"");
+                                                         "machine has none that kiln can use; use \"gloo\"");
     return make_nccl_communicator(store, rank, world, options);
   }
   auto gloo = make_gloo_communicator(store, rank, world, options, hostname);
@@ -112,8 +115,7 @@ std::shared_ptr<Communicator> make_communicator(std::shared_ptr<Store> store, in
 
 }  // namespace
 
-std::shared_ptr<Communicator> init_process_group(const Environment& env,
-                                                 const ProcessGroupOptions& options) {
+std::shared_ptr<Communicator> init_process_group(const Environment& env, const ProcessGroupOptions& options) {
   check_timeout("init_process_group", options.timeout);
   auto store = make_store(env, options.timeout);
   auto comm = make_communicator(store, env.rank, env.world_size, options, gloo_hostname(env));
@@ -138,21 +140,21 @@ std::shared_ptr<Communicator> init_process_group(const ProcessGroupOptions& opti
   return init_process_group(*env, options);
 }
 
-Tensor Communicator::reduce_scatter(const Tensor& tensor, const std::vector<int64_t>& counts,
-                                    ReduceOp op) {
+Tensor Communicator::reduce_scatter(const Tensor& tensor, const std::vector<int64_t>& counts, ReduceOp op) {
   int64_t start = check_reduce_scatter_counts(tensor, counts, rank(), world_size());
   Tensor full = tensor.clone();
   all_reduce(full, op);
   return full.narrow(0, start, counts[size_t(rank())]).clone();
 }
 
-int64_t check_reduce_scatter_counts(const Tensor& tensor, const std::vector<int64_t>& counts,
-                                    int rank, int world_size) {
-  KILN_CHECK(tensor.defined() && tensor.dim() >= 1, "reduce_scatter: expected a tensor with at "
-             "least one dimension to split, got ", tensor.defined() ? shape_str(tensor.sizes()) :
-             std::string("an undefined tensor"));
-  KILN_CHECK(counts.size() == size_t(world_size), "reduce_scatter: ", counts.size(),
-             " counts for a world of ", world_size, "; pass one count of dim-0 rows per rank");
+int64_t check_reduce_scatter_counts(const Tensor& tensor, const std::vector<int64_t>& counts, int rank,
+                                    int world_size) {
+  KILN_CHECK(tensor.defined() && tensor.dim() >= 1,
+             "reduce_scatter: expected a tensor with at "
+             "least one dimension to split, got ",
+             tensor.defined() ? shape_str(tensor.sizes()) : std::string("an undefined tensor"));
+  KILN_CHECK(counts.size() == size_t(world_size), "reduce_scatter: ", counts.size(), " counts for a world of ",
+             world_size, "; pass one count of dim-0 rows per rank");
   int64_t total = 0;
   for (int64_t c : counts) {
     KILN_CHECK(c >= 0, "reduce_scatter: negative count ", c);
@@ -173,7 +175,7 @@ bool is_initialized() {
 std::shared_ptr<Communicator> default_communicator() {
   std::lock_guard<std::mutex> g(g_mu);
   KILN_CHECK(g_default, "distributed: no process group; call kiln::distributed::init_process_group() "
-             "(Fabric does so in launch())");
+                        "(Fabric does so in launch())");
   return g_default;
 }
 

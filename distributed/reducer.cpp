@@ -20,8 +20,8 @@ struct Bucket {
   std::vector<size_t> params;
   DType dtype = DType::f32;
   int64_t numel = 0;
-  size_t pending = 0;   // parameters not ready yet this step
-  bool ready = false;   // every parameter ready: the thread may reduce it
+  size_t pending = 0;  // parameters not ready yet this step
+  bool ready = false;  // every parameter ready: the thread may reduce it
   bool done = false;
   Tensor flat;
 };
@@ -40,7 +40,7 @@ struct ReducerState {
   bool sync = true;
   bool active = false;  // a step's gradients started arriving
   bool stop = false;
-  size_t next = 0;      // next bucket the thread reduces
+  size_t next = 0;  // next bucket the thread reduces
   std::string error;
   double comm_ms = 0;
   ReducerStats stats;
@@ -49,7 +49,8 @@ struct ReducerState {
   void mark_ready(size_t i) {
     std::lock_guard<std::mutex> g(mu);
     if (!sync || (world_size == 1 && !reduce_bucket)) return;  // one process: nothing to average
-    KILN_CHECK(!param_ready[i], "DDP: the gradient of parameter ", i, " became ready twice before "
+    KILN_CHECK(!param_ready[i], "DDP: the gradient of parameter ", i,
+               " became ready twice before "
                "the optimizer step; run one backward per step, or run the earlier ones inside "
                "no_backward_sync(model) / reducer.no_sync()");
     active = true;
@@ -100,11 +101,11 @@ struct ReducerState {
       auto t0 = Clock::now();
       std::string err;
       try {
-        if (reduce_bucket) reduce_bucket(next, b.params);
-        else reduce(b);
-      } catch (const std::exception& e) {
-        err = e.what();
-      }
+        if (reduce_bucket)
+          reduce_bucket(next, b.params);
+        else
+          reduce(b);
+      } catch (const std::exception& e) { err = e.what(); }
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
       lk.lock();
       comm_ms += ms;
@@ -118,8 +119,7 @@ struct ReducerState {
 
 }  // namespace detail
 
-Reducer::Reducer(std::shared_ptr<Communicator> comm, std::vector<Tensor> parameters,
-                 ReducerOptions options)
+Reducer::Reducer(std::shared_ptr<Communicator> comm, std::vector<Tensor> parameters, ReducerOptions options)
     : state_(std::make_shared<detail::ReducerState>()) {
   auto& s = *state_;
   s.comm = std::move(comm);
@@ -130,8 +130,8 @@ Reducer::Reducer(std::shared_ptr<Communicator> comm, std::vector<Tensor> paramet
   s.param_ready.assign(s.params.size(), false);
   s.reduce_bucket = std::move(options.reduce_bucket);
   const auto& keys = options.bucket_keys;
-  KILN_CHECK(keys.empty() || keys.size() == s.params.size(), "Reducer: ", keys.size(),
-             " bucket keys for ", s.params.size(), " parameters; pass one per parameter or none");
+  KILN_CHECK(keys.empty() || keys.size() == s.params.size(), "Reducer: ", keys.size(), " bucket keys for ",
+             s.params.size(), " parameters; pass one per parameter or none");
   // Reverse parameter order; a new bucket at the size cap or when the dtype or key changes.
   int last_key = 0;
   for (size_t k = s.params.size(); k-- > 0;) {
@@ -141,8 +141,7 @@ Reducer::Reducer(std::shared_ptr<Communicator> comm, std::vector<Tensor> paramet
     size_t bytes = p.numel() * p.element_size();
     int key = keys.empty() ? 0 : keys[k];
     bool fresh = s.buckets.empty() || s.buckets.back().dtype != p.dtype() || key != last_key ||
-                 (s.buckets.back().numel * element_size(s.buckets.back().dtype) + bytes >
-                      options.bucket_cap_bytes &&
+                 (s.buckets.back().numel * element_size(s.buckets.back().dtype) + bytes > options.bucket_cap_bytes &&
                   !s.buckets.back().params.empty());
     if (fresh) {
       s.buckets.emplace_back();
@@ -157,8 +156,7 @@ Reducer::Reducer(std::shared_ptr<Communicator> comm, std::vector<Tensor> paramet
   for (auto& b : s.buckets) {
     b.pending = b.params.size();
     // A custom reduction brings its own buffers (the sharded strategy keeps no full-size one).
-    if (!s.reduce_bucket)
-      b.flat = empty({b.numel}, {.dtype = b.dtype, .device = s.params[b.params[0]].device()});
+    if (!s.reduce_bucket) b.flat = empty({b.numel}, {.dtype = b.dtype, .device = s.params[b.params[0]].device()});
   }
   std::weak_ptr<detail::ReducerState> weak = state_;
   for (size_t k = 0; k < s.params.size(); ++k)
@@ -215,9 +213,7 @@ bool Reducer::finalize() {
   return true;
 }
 
-Reducer::NoSyncGuard::NoSyncGuard(Reducer& r) : r_(r), prev_(r.sync_enabled()) {
-  r_.set_sync_enabled(false);
-}
+Reducer::NoSyncGuard::NoSyncGuard(Reducer& r) : r_(r), prev_(r.sync_enabled()) { r_.set_sync_enabled(false); }
 Reducer::NoSyncGuard::~NoSyncGuard() { r_.set_sync_enabled(prev_); }
 
 bool Reducer::sync_enabled() const {

@@ -30,8 +30,8 @@ struct ReducerOptions {
 };
 
 struct ReducerStats {
-  double comm_ms = 0;      // time the communication thread spent reducing buckets (last step)
-  double wait_ms = 0;      // time finalize() blocked waiting for it (last step)
+  double comm_ms = 0;  // time the communication thread spent reducing buckets (last step)
+  double wait_ms = 0;  // time finalize() blocked waiting for it (last step)
   size_t buckets = 0;
   size_t steps = 0;
 };
@@ -42,8 +42,7 @@ struct ReducerState;
 
 class Reducer {
  public:
-  Reducer(std::shared_ptr<Communicator> comm, std::vector<Tensor> parameters,
-          ReducerOptions options = {});
+  Reducer(std::shared_ptr<Communicator> comm, std::vector<Tensor> parameters, ReducerOptions options = {});
   ~Reducer();
   Reducer(const Reducer&) = delete;
   Reducer& operator=(const Reducer&) = delete;

@@ -17,16 +17,15 @@ struct ShardedDataParallel::Bucket {
   std::vector<size_t> params;    // indices into params_, in flat order
   std::vector<int64_t> offsets;  // of each parameter in the flat bucket
   int64_t numel = 0, padded = 0, shard = 0;
-  Tensor master;                 // this rank's [shard] elements; the optimizer's parameter
-  uint64_t master_version = 0;   // after this class last wrote it
+  Tensor master;                // this rank's [shard] elements; the optimizer's parameter
+  uint64_t master_version = 0;  // after this class last wrote it
 };
 
 ShardedDataParallel::ShardedDataParallel(std::shared_ptr<nn::Module> module,
                                          std::shared_ptr<optim::Optimizer> optimizer,
                                          std::shared_ptr<Communicator> comm, ShardedOptions options)
     : module_(std::move(module)), optimizer_(std::move(optimizer)), comm_(std::move(comm)) {
-  KILN_CHECK(module_ && optimizer_ && comm_,
-             "ShardedDataParallel: needs a module, an optimizer and a communicator");
+  KILN_CHECK(module_ && optimizer_ && comm_, "ShardedDataParallel: needs a module, an optimizer and a communicator");
   KILN_CHECK(optimizer_->state_tensors().empty(), "ShardedDataParallel: the ", optimizer_->name(),
              " optimizer already holds state (it stepped, or loaded a checkpoint); set it up "
              "before its first step and load checkpoints after setup, so the state is sharded as "
@@ -46,17 +45,18 @@ ShardedDataParallel::ShardedDataParallel(std::shared_ptr<nn::Module> module,
   for (const auto& [name, p] : module_->named_parameters()) {
     if (!p.requires_grad()) continue;
     ++trainable;
-    KILN_CHECK(index.count(p.impl()), "ShardedDataParallel: parameter '", name, "' of ",
-               module_->name(), " is trainable but not in the ", optimizer_->name(), " optimizer; "
+    KILN_CHECK(index.count(p.impl()), "ShardedDataParallel: parameter '", name, "' of ", module_->name(),
+               " is trainable but not in the ", optimizer_->name(),
+               " optimizer; "
                "the sharded strategy needs one optimizer over all of the module's trainable "
                "parameters (freeze the others with requires_grad_(false))");
   }
-  KILN_CHECK(trainable == params_.size(), "ShardedDataParallel: the ", optimizer_->name(),
-             " optimizer holds ", params_.size(), " parameters but ", module_->name(), " has ",
-             trainable, " trainable ones; give the optimizer exactly the module's parameters");
+  KILN_CHECK(trainable == params_.size(), "ShardedDataParallel: the ", optimizer_->name(), " optimizer holds ",
+             params_.size(), " parameters but ", module_->name(), " has ", trainable,
+             " trainable ones; give the optimizer exactly the module's parameters");
   for (const auto& p : params_)
-    KILN_CHECK(p.is_contiguous(), "ShardedDataParallel: parameters must be contiguous, got shape ",
-               p.sizes(), " with strides ", p.strides());
+    KILN_CHECK(p.is_contiguous(), "ShardedDataParallel: parameters must be contiguous, got shape ", p.sizes(),
+               " with strides ", p.strides());
 
   auto state = module_->parameters();
   for (auto& b : module_->buffers()) state.push_back(b);
@@ -64,10 +64,9 @@ ShardedDataParallel::ShardedDataParallel(std::shared_ptr<nn::Module> module,
 
   reducer_ = std::make_unique<Reducer>(
       comm_, params_,
-      ReducerOptions{
-          .bucket_cap_bytes = options.bucket_cap_bytes,
-          .bucket_keys = group_of,
-          .reduce_bucket = [this](size_t b, const std::vector<size_t>&) { reduce_bucket(b); }});
+      ReducerOptions{.bucket_cap_bytes = options.bucket_cap_bytes,
+                     .bucket_keys = group_of,
+                     .reduce_bucket = [this](size_t b, const std::vector<size_t>&) { reduce_bucket(b); }});
   // After the Reducer's hook on every parameter: free the full gradients of buckets already
   // reduce-scattered, while backward goes on, so they never all live at once. Not the gradient
   // whose hooks are running now (later hooks may read it); the next hook or finalize() frees it.
@@ -87,8 +86,7 @@ ShardedDataParallel::ShardedDataParallel(std::shared_ptr<nn::Module> module,
   });
   by_reducer_.assign(reducer_buckets.size(), 0);
   std::vector<std::vector<Tensor>> masters(groups.size());
-  layout_ = {{"world_size", n}, {"group_sizes", nlohmann::json::array()},
-             {"buckets", nlohmann::json::array()}};
+  layout_ = {{"world_size", n}, {"group_sizes", nlohmann::json::array()}, {"buckets", nlohmann::json::array()}};
   for (const auto& g : groups) layout_["group_sizes"].push_back(g.params.size());
   NoGradGuard no_grad;
   for (size_t k : order) {
@@ -106,8 +104,10 @@ ShardedDataParallel::ShardedDataParallel(std::shared_ptr<nn::Module> module,
     b.padded = (b.numel + n - 1) / n * n;
     b.shard = b.padded / n;
     b.master = zeros({b.shard}, {.dtype = b.dtype, .device = params_[b.params[0]].device()});
-    layout_["buckets"].push_back({{"group", b.group}, {"dtype", dtype_name(b.dtype)},
-                                  {"numel", b.numel}, {"shard_numel", b.shard},
+    layout_["buckets"].push_back({{"group", b.group},
+                                  {"dtype", dtype_name(b.dtype)},
+                                  {"numel", b.numel},
+                                  {"shard_numel", b.shard},
                                   {"params", entries}});
     total_numel_ += b.numel;
     masters[size_t(b.group)].push_back(b.master);
@@ -123,8 +123,10 @@ void ShardedDataParallel::Releasable::release_except(const TensorImpl* keep) {
   NoGradGuard no_grad;
   std::vector<Tensor> kept;
   for (const auto& p : params) {
-    if (p.impl() == keep) kept.push_back(p);
-    else p.set_grad(Tensor());
+    if (p.impl() == keep)
+      kept.push_back(p);
+    else
+      p.set_grad(Tensor());
   }
   params.swap(kept);
 }
@@ -148,14 +150,16 @@ void ShardedDataParallel::reduce_bucket(size_t reducer_bucket) {
   }
   Tensor shard = comm_->reduce_scatter(flat, ReduceOp::avg);
   Tensor& g = b.master.mutable_grad();
-  if (g.defined()) g.add_(shard);
-  else g = shard;
+  if (g.defined())
+    g.add_(shard);
+  else
+    g = shard;
 }
 
 void ShardedDataParallel::check_not_stepped_alone(const char* where) const {
   for (const auto& b : buckets_)
-    KILN_CHECK(b.master.version() == b.master_version, "ShardedDataParallel (", where, "): the ",
-               optimizer_->name(), " optimizer's shards changed since the last sharded step, so "
+    KILN_CHECK(b.master.version() == b.master_version, "ShardedDataParallel (", where, "): the ", optimizer_->name(),
+               " optimizer's shards changed since the last sharded step, so "
                "optimizer->step() ran on its own: that updates this rank's shard but not the "
                "model's parameters. Step through fabric.step(optimizer) (or "
                "ShardedDataParallel::step()), which also all-gathers the parameters");
@@ -218,10 +222,8 @@ void ShardedDataParallel::step() {
   for (auto& b : buckets_) b.master_version = b.master.version();
 }
 
-Tensor ShardedDataParallel::clip_grad_norm_(double max_norm, double norm_type,
-                                            bool error_if_nonfinite) {
-  KILN_CHECK(norm_type > 0, "clip_grad_norm_: norm_type must be positive (or infinity), got ",
-             norm_type);
+Tensor ShardedDataParallel::clip_grad_norm_(double max_norm, double norm_type, bool error_if_nonfinite) {
+  KILN_CHECK(norm_type > 0, "clip_grad_norm_: norm_type must be positive (or infinity), got ", norm_type);
   KILN_CHECK(max_norm >= 0, "clip_grad_norm_: max_norm must be non-negative, got ", max_norm);
   NoGradGuard no_grad;
   std::vector<Tensor> grads;
@@ -242,8 +244,8 @@ Tensor ShardedDataParallel::clip_grad_norm_(double max_norm, double norm_type,
   comm_->all_reduce(part, inf ? ReduceOp::max : ReduceOp::sum);
   Tensor total = inf ? part.view({}) : pow(part.view({}), 1.0 / norm_type);
   if (error_if_nonfinite)
-    KILN_CHECK(isfinite_all(total).item<bool>(), "clip_grad_norm_: the total norm of order ",
-               norm_type, " of the gradients is non-finite, so it cannot be clipped; pass "
+    KILN_CHECK(isfinite_all(total).item<bool>(), "clip_grad_norm_: the total norm of order ", norm_type,
+               " of the gradients is non-finite, so it cannot be clipped; pass "
                "error_if_nonfinite=false to clip anyway");
   Tensor coef = clamp(div(full({}, max_norm, {.dtype = acc}), add(total, 1e-6)), std::nullopt, 1.0);
   for (auto& g : grads) mul_(g, coef.to(g.device(), g.dtype()));
@@ -251,8 +253,7 @@ Tensor ShardedDataParallel::clip_grad_norm_(double max_norm, double norm_type,
 }
 
 void ShardedDataParallel::clip_grad_value_(double clip_value) {
-  KILN_CHECK(clip_value >= 0, "clip_grad_value_: clip_value must be non-negative, got ",
-             clip_value);
+  KILN_CHECK(clip_value >= 0, "clip_grad_value_: clip_value must be non-negative, got ", clip_value);
   NoGradGuard no_grad;
   for (auto& b : buckets_)
     if (b.master.grad().defined()) b.master.mutable_grad().clamp_(-clip_value, clip_value);

@@ -48,8 +48,7 @@ class ShardedDataParallel {
   // Broadcasts rank 0's parameters and buffers, partitions the optimizer's parameters (which must
   // be exactly the module's trainable ones) into buckets and points the optimizer's param groups
   // at this rank's flat shards. The optimizer must not have stepped yet (no state to move).
-  ShardedDataParallel(std::shared_ptr<nn::Module> module,
-                      std::shared_ptr<optim::Optimizer> optimizer,
+  ShardedDataParallel(std::shared_ptr<nn::Module> module, std::shared_ptr<optim::Optimizer> optimizer,
                       std::shared_ptr<Communicator> comm, ShardedOptions options = {});
   ~ShardedDataParallel();
   ShardedDataParallel(const ShardedDataParallel&) = delete;
@@ -110,8 +109,8 @@ class ShardedDataParallel {
   std::shared_ptr<optim::Optimizer> optimizer_;
   std::shared_ptr<Communicator> comm_;
   std::vector<Tensor> params_;
-  std::vector<Bucket> buckets_;        // in the optimizer's shard order
-  std::vector<size_t> by_reducer_;     // reducer bucket -> index in buckets_
+  std::vector<Bucket> buckets_;     // in the optimizer's shard order
+  std::vector<size_t> by_reducer_;  // reducer bucket -> index in buckets_
   std::shared_ptr<Releasable> releasable_ = std::make_shared<Releasable>();
   std::unique_ptr<Reducer> reducer_;
   nlohmann::json layout_;

@@ -126,20 +126,19 @@ TCPStore::TCPStore(const std::string& host, int port, const TCPStoreOptions& opt
   check_timeout("TCPStore", options.timeout);
   check_timeout("TCPStore (handshake_timeout)", options.handshake_timeout);
   check_timeout("TCPStore (message_timeout)", options.message_timeout);
-  KILN_CHECK(options.token.size() <= kStoreMaxTokenBytes, "TCPStore: the job token has ",
-             options.token.size(), " bytes; the limit is ", kStoreMaxTokenBytes, " (kStoreMaxTokenBytes)");
+  KILN_CHECK(options.token.size() <= kStoreMaxTokenBytes, "TCPStore: the job token has ", options.token.size(),
+             " bytes; the limit is ", kStoreMaxTokenBytes, " (kStoreMaxTokenBytes)");
   KILN_CHECK(!(options.is_server && options.protocol == StoreProtocol::legacy),
              "TCPStore: a server's own "
              "client speaks the current protocol; StoreProtocol::legacy is for joining PyTorch 2.1 or older");
   timeout_ = options.timeout;
   if (options.is_server) {
-    server_ = std::make_unique<detail::StoreServer>(
-        options.listen_address.empty() ? host : options.listen_address, port, options);
+    server_ = std::make_unique<detail::StoreServer>(options.listen_address.empty() ? host : options.listen_address,
+                                                    port, options);
     port_ = server_->port();
     protocol_ = StoreProtocol::current;
   }
-  KILN_CHECK(port_ >= 1 && port_ <= 65535, "TCPStore: a client needs the server's port (MASTER_PORT), got ",
-             port_);
+  KILN_CHECK(port_ >= 1 && port_ <= 65535, "TCPStore: a client needs the server's port (MASTER_PORT), got ", port_);
   connect(options.timeout);
 }
 
@@ -177,26 +176,22 @@ void TCPStore::connect(Milliseconds timeout) {
     } else {
       try {
         if (handshake(deadline, refused)) return;
-        problem =
-            "it closed the connection at the handshake (not a kiln store of this job, or one that "
-            "dropped this connection to make room)";
-      } catch (const Error& e) {
-        problem = e.what();
-      }
+        problem = "it closed the connection at the handshake (not a kiln store of this job, or one that "
+                  "dropped this connection to make room)";
+      } catch (const Error& e) { problem = e.what(); }
     }
     if (refused) {
       disconnect();
       fail("TCPStore: the rendezvous store at ", host_, ":", port_, " refused this rank's job token (",
-           kStoreTokenVariable, "): it serves another job. Give every rank of a job the same ",
-           kStoreTokenVariable, " (kiln's launchers do), and each job its own MASTER_PORT");
+           kStoreTokenVariable, "): it serves another job. Give every rank of a job the same ", kStoreTokenVariable,
+           " (kiln's launchers do), and each job its own MASTER_PORT");
     }
     if (Clock::now() + backoff > deadline) {
       disconnect();
-      fail(
-          "TCPStore: could not connect to the rendezvous store at ", host_, ":", port_, " within ",
-          timeout.count(), " ms (", attempts, " attempts; last: ", problem,
-          "); rank 0 (or torchrun's agent) "
-          "serves it: check that it is running and that MASTER_ADDR/MASTER_PORT are the same for every rank");
+      fail("TCPStore: could not connect to the rendezvous store at ", host_, ":", port_, " within ", timeout.count(),
+           " ms (", attempts, " attempts; last: ", problem,
+           "); rank 0 (or torchrun's agent) "
+           "serves it: check that it is running and that MASTER_ADDR/MASTER_PORT are the same for every rank");
     }
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, Milliseconds(250));
@@ -227,8 +222,7 @@ bool TCPStore::handshake(Clock::time_point deadline, bool& refused) {
     b += std::string(4, char(*detail::op_code(Op::num_keys, Dialect::current)));
     send(b, "connect");
     char reply[32];
-    protocol_ =
-        read_all(reply, sizeof reply) == sizeof reply ? StoreProtocol::current : StoreProtocol::legacy;
+    protocol_ = read_all(reply, sizeof reply) == sizeof reply ? StoreProtocol::current : StoreProtocol::legacy;
     if (protocol_ == StoreProtocol::current) return true;
     disconnect();
     fd_ = -1;
@@ -320,8 +314,7 @@ std::string TCPStore::receive_bytes(const char* op) {
 
 void TCPStore::set(const std::string& key, const std::string& value) {
   check_key("set", key);
-  KILN_CHECK(value.size() <= kStoreMaxValueBytes, "TCPStore::set: a value of ", value.size(),
-             " bytes for key '", key,
+  KILN_CHECK(value.size() <= kStoreMaxValueBytes, "TCPStore::set: a value of ", value.size(), " bytes for key '", key,
              "' is longer than the store allows (kStoreMaxValueBytes = ", kStoreMaxValueBytes, ")");
   std::lock_guard<std::mutex> g(mu_);
   Dialect d = protocol_ == StoreProtocol::legacy ? Dialect::legacy : Dialect::current;
@@ -355,8 +348,8 @@ int64_t TCPStore::add(const std::string& key, int64_t delta) {
 void TCPStore::wait(const std::vector<std::string>& keys, std::optional<Milliseconds> timeout) {
   Milliseconds t = timeout.value_or(timeout_);
   check_timeout("TCPStore::wait", t);
-  KILN_CHECK(keys.size() <= kStoreMaxKeysPerQuery, "TCPStore::wait: ", keys.size(),
-             " keys; the store takes at most ", kStoreMaxKeysPerQuery, " per query (kStoreMaxKeysPerQuery)");
+  KILN_CHECK(keys.size() <= kStoreMaxKeysPerQuery, "TCPStore::wait: ", keys.size(), " keys; the store takes at most ",
+             kStoreMaxKeysPerQuery, " per query (kStoreMaxKeysPerQuery)");
   for (const auto& k : keys) check_key("wait", k);
   {
     std::lock_guard<std::mutex> g(mu_);
@@ -383,8 +376,7 @@ void TCPStore::wait(const std::vector<std::string>& keys, std::optional<Millisec
         uint8_t r = receive_u8("wait");
         if (r == detail::kStopWaiting) r = receive_u8("wait");  // the keys came just in time
         resynced = r == detail::kWaitCanceled;
-      } catch (const Error&) {
-      }
+      } catch (const Error&) {}
     }
     if (!resynced) disconnect();
   }
@@ -437,15 +429,9 @@ std::vector<std::string> PrefixStore::full(const std::vector<std::string>& keys)
   for (auto& k : keys) r.push_back(prefix_ + "/" + k);
   return r;
 }
-void PrefixStore::set(const std::string& key, const std::string& value) {
-  store_->set(prefix_ + "/" + key, value);
-}
-std::string PrefixStore::get(const std::string& key) {
-  return store_->get(prefix_ + "/" + key);
-}
-int64_t PrefixStore::add(const std::string& key, int64_t delta) {
-  return store_->add(prefix_ + "/" + key, delta);
-}
+void PrefixStore::set(const std::string& key, const std::string& value) { store_->set(prefix_ + "/" + key, value); }
+std::string PrefixStore::get(const std::string& key) { return store_->get(prefix_ + "/" + key); }
+int64_t PrefixStore::add(const std::string& key, int64_t delta) { return store_->add(prefix_ + "/" + key, delta); }
 void PrefixStore::wait(const std::vector<std::string>& keys, std::optional<Milliseconds> timeout) {
   store_->wait(full(keys), timeout.value_or(timeout_));
 }
@@ -454,9 +440,7 @@ std::vector<std::string> PrefixStore::missing(const std::vector<std::string>& ke
   for (auto& k : m) k = k.substr(prefix_.size() + 1);
   return m;
 }
-bool PrefixStore::erase(const std::string& key) {
-  return store_->erase(prefix_ + "/" + key);
-}
+bool PrefixStore::erase(const std::string& key) { return store_->erase(prefix_ + "/" + key); }
 
 void store_barrier(Store& store, const std::string& name, int rank, int world_size,
                    std::optional<Milliseconds> timeout) {
@@ -470,8 +454,8 @@ void store_barrier(Store& store, const std::string& name, int rank, int world_si
     auto miss = store.missing(keys);
     std::vector<int> ranks;
     for (auto& k : miss) ranks.push_back(std::stoi(k.substr(name.size() + 1)));
-    fail("store barrier '", name, "' (rank ", rank, " of ", world_size, "): ranks ", ranks,
-         " did not arrive within ", t.count(), " ms (missing keys ", fmt_keys(miss), ")");
+    fail("store barrier '", name, "' (rank ", rank, " of ", world_size, "): ranks ", ranks, " did not arrive within ",
+         t.count(), " ms (missing keys ", fmt_keys(miss), ")");
   }
 }
 

@@ -52,8 +52,7 @@ class Store {
   // Adds delta to the integer stored at key (0 when absent) and returns the new value.
   virtual int64_t add(const std::string& key, int64_t delta) = 0;
   // Waits until every key exists; throws a kiln::Error naming the missing ones on timeout.
-  virtual void wait(const std::vector<std::string>& keys,
-                    std::optional<Milliseconds> timeout = std::nullopt) = 0;
+  virtual void wait(const std::vector<std::string>& keys, std::optional<Milliseconds> timeout = std::nullopt) = 0;
   // The keys of `keys` that do not exist yet (does not wait).
   virtual std::vector<std::string> missing(const std::vector<std::string>& keys) = 0;
   virtual bool erase(const std::string& key) = 0;
@@ -126,8 +125,7 @@ class TCPStore : public Store {
   void set(const std::string& key, const std::string& value) override;
   std::string get(const std::string& key) override;
   int64_t add(const std::string& key, int64_t delta) override;
-  void wait(const std::vector<std::string>& keys,
-            std::optional<Milliseconds> timeout = std::nullopt) override;
+  void wait(const std::vector<std::string>& keys, std::optional<Milliseconds> timeout = std::nullopt) override;
   std::vector<std::string> missing(const std::vector<std::string>& keys) override;
   bool erase(const std::string& key) override;
   // The number of keys in the whole store (PyTorch's num_keys()).
@@ -160,8 +158,7 @@ class PrefixStore : public Store {
   void set(const std::string& key, const std::string& value) override;
   std::string get(const std::string& key) override;
   int64_t add(const std::string& key, int64_t delta) override;
-  void wait(const std::vector<std::string>& keys,
-            std::optional<Milliseconds> timeout = std::nullopt) override;
+  void wait(const std::vector<std::string>& keys, std::optional<Milliseconds> timeout = std::nullopt) override;
   std::vector<std::string> missing(const std::vector<std::string>& keys) override;
   bool erase(const std::string& key) override;
 

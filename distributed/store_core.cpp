@@ -14,10 +14,9 @@ namespace kiln::distributed::detail {
 namespace {
 
 // Command bytes in the order of each dialect (index = code).
-constexpr Op kCurrent[] = {Op::validate,  Op::set,       Op::compare_set, Op::get,   Op::add,
-                           Op::check,     Op::wait,      Op::num_keys,    Op::erase, Op::append,
-                           Op::multi_get, Op::multi_set, Op::cancel_wait, Op::ping,  Op::queue_push,
-                           Op::queue_pop, Op::queue_len};
+constexpr Op kCurrent[] = {Op::validate,    Op::set,      Op::compare_set, Op::get,       Op::add,       Op::check,
+                           Op::wait,        Op::num_keys, Op::erase,       Op::append,    Op::multi_get, Op::multi_set,
+                           Op::cancel_wait, Op::ping,     Op::queue_push,  Op::queue_pop, Op::queue_len};
 constexpr Op kLegacy[] = {Op::set,       Op::compare_set, Op::get,        Op::add,   Op::check,
                           Op::wait,      Op::num_keys,    Op::watch_key,  Op::erase, Op::append,
                           Op::multi_get, Op::multi_set,   Op::cancel_wait};
@@ -50,9 +49,7 @@ Field field_of(Op op, size_t f, uint64_t count) {
   return Field::end;
 }
 
-Verdict bad(std::string why) {
-  return {Verdict::misbehaving, std::move(why)};
-}
+Verdict bad(std::string why) { return {Verdict::misbehaving, std::move(why)}; }
 
 // A stored counter: an optional sign and digits, within int64.
 bool parse_i64(const std::string& s, int64_t& out) {
@@ -64,8 +61,7 @@ bool parse_i64(const std::string& s, int64_t& out) {
   for (; i < s.size(); ++i) {
     if (s[i] < '0' || s[i] > '9') return false;
     int digit = s[i] - '0';
-    if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, neg ? -digit : digit, &v))
-      return false;
+    if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, neg ? -digit : digit, &v)) return false;
   }
   out = v;
   return true;
@@ -119,9 +115,7 @@ std::optional<Op> op_of(uint8_t code, Dialect dialect) {
 
 StoreCore::StoreCore(std::string token, SendFn send) : token_(std::move(token)), send_(std::move(send)) {}
 
-void StoreCore::open(ConnId id) {
-  conns_[id] = Conn{};
-}
+void StoreCore::open(ConnId id) { conns_[id] = Conn{}; }
 
 void StoreCore::close(ConnId id) {
   auto it = conns_.find(id);
@@ -209,8 +203,7 @@ Verdict StoreCore::admit(Conn& c, Op op) {
     if (c.dialect == Dialect::legacy)
       return {Verdict::refused, "a client without a job token (PyTorch 2.1 or older protocol)"};
     if (op != Op::auth)
-      return {Verdict::refused,
-              std::string("a client without a job token (first query ") + op_name(op) + ")"};
+      return {Verdict::refused, std::string("a client without a job token (first query ") + op_name(op) + ")"};
     return {};
   }
   if (op == Op::auth && c.authed) return bad("AUTH twice");
@@ -261,8 +254,8 @@ StoreCore::Parse StoreCore::parse(Conn& c, Verdict& v) {
                   (f == Field::key     ? "key"
                    : f == Field::value ? "value"
                                        : "token") +
-                  " of " + std::to_string(len) + " bytes; the limit is " + std::to_string(limit) + " (" +
-                  limit_name + ")");
+                  " of " + std::to_string(len) + " bytes; the limit is " + std::to_string(limit) + " (" + limit_name +
+                  ")");
           return Parse::bad;
         }
         if (c.query_bytes + 8 + len > kStoreMaxQueryBytes) {
@@ -292,8 +285,7 @@ bool StoreCore::put(const std::string& key, std::string value, Verdict& v) {
   size_t old = it == data_.end() ? 0 : key.size() + it->second.size();
   size_t now = key.size() + value.size();
   if (stored_bytes_ - old + now > kStoreMaxStoredBytes) {
-    v = bad("the store would hold more than " + std::to_string(kStoreMaxStoredBytes) +
-            " bytes (kStoreMaxStoredBytes)");
+    v = bad("the store would hold more than " + std::to_string(kStoreMaxStoredBytes) + " bytes (kStoreMaxStoredBytes)");
     return false;
   }
   stored_bytes_ = stored_bytes_ - old + now;
@@ -350,8 +342,7 @@ Verdict StoreCore::serve(ConnId id, Conn& c) {
       // Constant time in the token's bytes, so the reply's timing says nothing about a prefix.
       const std::string& t = c.keys[0];
       unsigned diff = t.size() != token_.size();
-      for (size_t i = 0; i < t.size(); ++i)
-        diff |= uint8_t(t[i]) ^ uint8_t(i < token_.size() ? token_[i] : 0);
+      for (size_t i = 0; i < t.size(); ++i) diff |= uint8_t(t[i]) ^ uint8_t(i < token_.size() ? token_[i] : 0);
       put_u8(r, token_.empty() || diff == 0 ? kAuthAccepted : kAuthRefused);
       send_(id, r);
       if (!token_.empty() && diff != 0) return {Verdict::refused, "a client with another job's token"};
@@ -398,8 +389,7 @@ Verdict StoreCore::serve(ConnId id, Conn& c) {
       return v;
     }
     case Op::check: {
-      bool all = std::all_of(c.keys.begin(), c.keys.end(),
-                             [&](const std::string& k) { return lookup(k) != nullptr; });
+      bool all = std::all_of(c.keys.begin(), c.keys.end(), [&](const std::string& k) { return lookup(k) != nullptr; });
       put_u8(r, all ? kReady : kNotReady);
       send_(id, r);
       return v;

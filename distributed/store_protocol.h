@@ -56,9 +56,7 @@ inline constexpr uint8_t kReady = 0, kNotReady = 1;            // CHECK
 inline constexpr uint8_t kAuthAccepted = 0, kAuthRefused = 1;  // AUTH
 
 // Appends little-endian fields to a query or reply.
-inline void put_u8(std::string& b, uint8_t v) {
-  b.push_back(char(v));
-}
+inline void put_u8(std::string& b, uint8_t v) { b.push_back(char(v)); }
 inline void put_u32(std::string& b, uint32_t v) {
   for (int i = 0; i < 4; ++i) b.push_back(char((v >> (8 * i)) & 0xff));
 }

@@ -118,8 +118,7 @@ struct StoreServer::Impl {
     unsigned bit = 1u << unsigned(why);
     if (why == Why::left || (logged & bit)) return;
     logged |= bit;
-    std::fprintf(stderr, "kiln store (port %d): %s; further such events are counted, not logged\n", port,
-                 what.c_str());
+    std::fprintf(stderr, "kiln store (port %d): %s; further such events are counted, not logged\n", port, what.c_str());
   }
   void log_descriptors() {
     constexpr unsigned bit = 1u << 8;
@@ -166,8 +165,7 @@ struct StoreServer::Impl {
 
   void flush(ConnId id, Conn& c) {
     while (c.out_pos < c.out.size()) {
-      ssize_t r =
-          ::send(c.fd, c.out.data() + c.out_pos, c.out.size() - c.out_pos, MSG_NOSIGNAL | MSG_DONTWAIT);
+      ssize_t r = ::send(c.fd, c.out.data() + c.out_pos, c.out.size() - c.out_pos, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (r > 0) {
         c.out_pos += size_t(r);
         continue;
@@ -242,8 +240,7 @@ struct StoreServer::Impl {
       return false;
     std::string peer = it != conns.end() ? it->second.peer : "?";
     close_conn(id, Why::evicted,
-               "closed the connection from " + peer +
-                   ", which had not identified itself, to make room for new ones");
+               "closed the connection from " + peer + ", which had not identified itself, to make room for new ones");
     return true;
   }
 
@@ -443,8 +440,7 @@ struct StoreServer::Impl {
       addrinfo* res = nullptr;
       int rc = ::getaddrinfo(address.c_str(), nullptr, &hints, &res);
       KILN_CHECK(rc == 0, "TCPStore: cannot resolve the address to serve the rendezvous store on, '", address,
-                 "': ", gai_strerror(rc),
-                 "; check MASTER_ADDR, or set KILN_STORE_LISTEN to an address of this host");
+                 "': ", gai_strerror(rc), "; check MASTER_ADDR, or set KILN_STORE_LISTEN to an address of this host");
       for (addrinfo* a = res; a; a = a->ai_next) {
         sockaddr_storage s{};
         std::memcpy(&s, a->ai_addr, a->ai_addrlen);
@@ -485,15 +481,14 @@ struct StoreServer::Impl {
       addresses.push_back(numeric_host(sa));
     }
     if (!listeners.empty()) return;
-    std::string hint =
-        first_error == EADDRINUSE
-            ? "choose another MASTER_PORT; under torchrun the ranks join torchrun's own store instead "
-              "(TORCHELASTIC_USE_AGENT_STORE=True)"
-        : first_error == EADDRNOTAVAIL
-            ? "'" + address +
-                  "' is not an address of this host: set MASTER_ADDR to this host's address, or "
-                  "KILN_STORE_LISTEN to the address to serve on ('*' for every interface)"
-            : "check MASTER_ADDR, MASTER_PORT and KILN_STORE_LISTEN";
+    std::string hint = first_error == EADDRINUSE
+                           ? "choose another MASTER_PORT; under torchrun the ranks join torchrun's own store instead "
+                             "(TORCHELASTIC_USE_AGENT_STORE=True)"
+                       : first_error == EADDRNOTAVAIL
+                           ? "'" + address +
+                                 "' is not an address of this host: set MASTER_ADDR to this host's address, or "
+                                 "KILN_STORE_LISTEN to the address to serve on ('*' for every interface)"
+                           : "check MASTER_ADDR, MASTER_PORT and KILN_STORE_LISTEN";
     fail("TCPStore: could not serve the rendezvous store on ", address, " port ", want_port, ": ",
          std::strerror(first_error ? first_error : EADDRNOTAVAIL), "; ", hint);
   }
@@ -503,8 +498,8 @@ StoreServer::StoreServer(const std::string& address, int port, const TCPStoreOpt
     : impl_(std::make_unique<Impl>(options)) {
   Impl& m = *impl_;
   KILN_CHECK(port >= 0 && port <= 65535, "TCPStore: port ", port, " is not a TCP port (0-65535)");
-  KILN_CHECK(options.max_unproven_connections >= 1,
-             "TCPStore: max_unproven_connections must be at least 1, got ", options.max_unproven_connections);
+  KILN_CHECK(options.max_unproven_connections >= 1, "TCPStore: max_unproven_connections must be at least 1, got ",
+             options.max_unproven_connections);
   m.listen_on(address, port);
   m.epfd = ::epoll_create1(EPOLL_CLOEXEC);
   m.stopfd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -537,9 +532,7 @@ StoreServer::~StoreServer() {
     if (fd >= 0) ::close(fd);
 }
 
-int StoreServer::port() const {
-  return impl_->port;
-}
+int StoreServer::port() const { return impl_->port; }
 
 std::string StoreServer::connect_address() const {
   const std::string& a = impl_->addresses.front();
@@ -548,9 +541,7 @@ std::string StoreServer::connect_address() const {
   return a;
 }
 
-std::vector<std::string> StoreServer::listen_addresses() const {
-  return impl_->addresses;
-}
+std::vector<std::string> StoreServer::listen_addresses() const { return impl_->addresses; }
 
 StoreServerStats StoreServer::stats() const {
   std::lock_guard<std::mutex> g(impl_->stats_mu);

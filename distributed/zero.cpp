@@ -9,8 +9,7 @@
 
 namespace kiln::distributed {
 
-ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::shared_ptr<Communicator> comm,
-                                                 std::vector<Tensor> params,
+ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::shared_ptr<Communicator> comm, std::vector<Tensor> params,
                                                  const Factory& make_optimizer)
     : comm_(std::move(comm)), params_(std::move(params)) {
   KILN_CHECK(comm_, "ZeroRedundancyOptimizer: no communicator");
@@ -19,8 +18,7 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::shared_ptr<Communicator> c
   std::vector<size_t> order(params_.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return params_[a].numel() * params_[a].element_size() >
-           params_[b].numel() * params_[b].element_size();
+    return params_[a].numel() * params_[a].element_size() > params_[b].numel() * params_[b].element_size();
   });
   std::vector<int64_t> load(w, 0);
   owner_.assign(params_.size(), 0);

@@ -38,11 +38,16 @@ const char* kUsage = R"(usage: char_gpt [--text PATH] [--steps N] [--batch-size 
 
 // 0: go on; 1: --help was printed; 2: a bad flag (reported).
 int parse(int argc, char** argv, Args& a) {
-  std::map<std::string, int64_t*> ints{{"--steps", &a.steps},     {"--batch-size", &a.batch_size},
-                                       {"--block-size", &a.block_size}, {"--n-layer", &a.n_layer},
-                                       {"--n-head", &a.n_head},   {"--n-embd", &a.n_embd},
-                                       {"--eval-interval", &a.eval_interval}, {"--sample", &a.sample},
-                                       {"--seed", &a.seed},       {"--threads", &a.threads}};
+  std::map<std::string, int64_t*> ints{{"--steps", &a.steps},
+                                       {"--batch-size", &a.batch_size},
+                                       {"--block-size", &a.block_size},
+                                       {"--n-layer", &a.n_layer},
+                                       {"--n-head", &a.n_head},
+                                       {"--n-embd", &a.n_embd},
+                                       {"--eval-interval", &a.eval_interval},
+                                       {"--sample", &a.sample},
+                                       {"--seed", &a.seed},
+                                       {"--threads", &a.threads}};
   std::map<std::string, double*> reals{{"--lr", &a.lr}, {"--dropout", &a.dropout}};
   for (int i = 1; i < argc; ++i) {
     const std::string f = argv[i];
@@ -50,14 +55,17 @@ int parse(int argc, char** argv, Args& a) {
     if (i + 1 >= argc) return std::cerr << f << " needs a value\n" << kUsage, 2;
     const std::string v = argv[++i];
     try {
-      if (f == "--text") a.text = v;
-      else if (f == "--device") a.device = v;
-      else if (ints.count(f)) *ints[f] = std::stoll(v);
-      else if (reals.count(f)) *reals[f] = std::stod(v);
-      else return std::cerr << "unknown flag " << f << "\n" << kUsage, 2;
-    } catch (const std::exception&) {
-      return std::cerr << f << " expects a number, got '" << v << "'\n" << kUsage, 2;
-    }
+      if (f == "--text")
+        a.text = v;
+      else if (f == "--device")
+        a.device = v;
+      else if (ints.count(f))
+        *ints[f] = std::stoll(v);
+      else if (reals.count(f))
+        *reals[f] = std::stod(v);
+      else
+        return std::cerr << "unknown flag " << f << "\n" << kUsage, 2;
+    } catch (const std::exception&) { return std::cerr << f << " expects a number, got '" << v << "'\n" << kUsage, 2; }
   }
   return 0;
 }
@@ -134,17 +142,26 @@ int main(int argc, char** argv) {
                " characters) is too short for block_size ", a.block_size);
     auto train_set = std::make_shared<NextCharDataset>(tokens.narrow(0, 0, n_train), a.block_size);
     auto val_set = std::make_shared<NextCharDataset>(tokens.narrow(0, n_train, tokens.size(0) - n_train), a.block_size);
-    kiln::data::DataLoader train(train_set, {.batch_size = a.batch_size, .shuffle = true, .drop_last = true,
-                                             .num_workers = 1});
+    kiln::data::DataLoader train(train_set,
+                                 {.batch_size = a.batch_size, .shuffle = true, .drop_last = true, .num_workers = 1});
     kiln::data::DataLoader val(val_set, {.batch_size = a.batch_size, .shuffle = true});
 
-    CharGPT model({.vocab_size = int64_t(itos.size()), .block_size = a.block_size, .n_layer = a.n_layer,
-                   .n_head = a.n_head, .n_embd = a.n_embd, .dropout = a.dropout});
+    CharGPT model({.vocab_size = int64_t(itos.size()),
+                   .block_size = a.block_size,
+                   .n_layer = a.n_layer,
+                   .n_head = a.n_head,
+                   .n_embd = a.n_embd,
+                   .dropout = a.dropout});
     model.to(device);
     kiln::optim::AdamW opt(gpt_param_groups(model, 0.1), {.lr = a.lr, .betas = {0.9, 0.99}});
-    std::printf("char_gpt: %zu characters, vocabulary %zu, %zu parameters, %s\n", text.size(), itos.size(),
-                [&] { size_t n = 0; for (auto& p : model.parameters()) n += size_t(p.numel()); return n; }(),
-                device.str().c_str());
+    std::printf(
+        "char_gpt: %zu characters, vocabulary %zu, %zu parameters, %s\n", text.size(), itos.size(),
+        [&] {
+          size_t n = 0;
+          for (auto& p : model.parameters()) n += size_t(p.numel());
+          return n;
+        }(),
+        device.str().c_str());
 
     const auto start = std::chrono::steady_clock::now();
     double train_loss = 0, val_loss = 0;
@@ -173,8 +190,8 @@ int main(int argc, char** argv) {
       for (int64_t t : idx.to_vector<int64_t>()) out.push_back(itos[size_t(t)]);
       std::printf("---- sample ----%s\n----\n", out.c_str());
     }
-    std::printf("{\"train_loss\": %.4f, \"val_loss\": %.4f, \"steps\": %lld, \"steps_per_second\": %.2f}\n",
-                train_loss, val_loss, (long long)step, double(step) / seconds);
+    std::printf("{\"train_loss\": %.4f, \"val_loss\": %.4f, \"steps\": %lld, \"steps_per_second\": %.2f}\n", train_loss,
+                val_loss, (long long)step, double(step) / seconds);
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

@@ -13,8 +13,8 @@ namespace nn = kiln::nn;
 namespace F = kiln::nn::functional;
 namespace datasets = kiln::data;
 namespace transforms = kiln::data::transforms;
-using kiln::data::DataLoader;
 using kiln::Fabric;
+using kiln::data::DataLoader;
 
 class SimpleCNN : public nn::Module {
  public:
@@ -66,8 +66,7 @@ void train(Fabric& fabric, std::shared_ptr<SimpleCNN> model, std::shared_ptr<kil
   }
 }
 
-double validate(Fabric& fabric, std::shared_ptr<SimpleCNN> model, kiln::DeviceDataLoader& val_loader,
-                int64_t epoch) {
+double validate(Fabric& fabric, std::shared_ptr<SimpleCNN> model, kiln::DeviceDataLoader& val_loader, int64_t epoch) {
   model->eval();
   int64_t correct = 0;
   int64_t total = 0;
@@ -91,19 +90,20 @@ int main() try {
   fabric.seed_everything(42);
 
   auto transform = std::make_shared<transforms::Compose>(
-      transforms::RandomHorizontalFlip(),
-      transforms::RandomCrop(32, 4),
-      transforms::ToTensor(),
+      transforms::RandomHorizontalFlip(), transforms::RandomCrop(32, 4), transforms::ToTensor(),
       transforms::Normalize({0.4914, 0.4822, 0.4465}, {0.2470, 0.2435, 0.2616}));
   auto val_transform = std::make_shared<transforms::Compose>(
       transforms::ToTensor(), transforms::Normalize({0.4914, 0.4822, 0.4465}, {0.2470, 0.2435, 0.2616}));
   auto train_set = std::make_shared<datasets::CIFAR10>("./data", /*train=*/true, transform, /*download=*/true);
   auto val_set = std::make_shared<datasets::CIFAR10>("./data", /*train=*/false, val_transform, /*download=*/true);
-  auto train_data = std::make_shared<DataLoader>(train_set, kiln::data::DataLoaderOptions{.batch_size = 128, .shuffle = true, .num_workers = 2});
-  auto val_data = std::make_shared<DataLoader>(val_set, kiln::data::DataLoaderOptions{.batch_size = 256, .shuffle = false, .num_workers = 2});
+  auto train_data = std::make_shared<DataLoader>(
+      train_set, kiln::data::DataLoaderOptions{.batch_size = 128, .shuffle = true, .num_workers = 2});
+  auto val_data = std::make_shared<DataLoader>(
+      val_set, kiln::data::DataLoaderOptions{.batch_size = 256, .shuffle = false, .num_workers = 2});
 
   auto model = std::make_shared<SimpleCNN>();
-  auto optimizer = std::make_shared<kiln::optim::AdamW>(model->parameters(), kiln::optim::AdamWOptions{.lr = 3e-4, .weight_decay = 1e-2});
+  auto optimizer = std::make_shared<kiln::optim::AdamW>(model->parameters(),
+                                                        kiln::optim::AdamWOptions{.lr = 3e-4, .weight_decay = 1e-2});
   auto scheduler = std::make_shared<kiln::optim::CosineAnnealingLR>(*optimizer, /*T_max=*/20);
 
   std::tie(model, optimizer) = fabric.setup(model, optimizer);

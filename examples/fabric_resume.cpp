@@ -8,7 +8,8 @@
 
 void run(kiln::Fabric& fabric) {
   auto model = std::make_shared<SimpleCNN>();
-  auto optimizer = std::make_shared<kiln::optim::AdamW>(model->parameters(), kiln::optim::AdamWOptions{.lr = 3e-4, .weight_decay = 1e-2});
+  auto optimizer = std::make_shared<kiln::optim::AdamW>(model->parameters(),
+                                                        kiln::optim::AdamWOptions{.lr = 3e-4, .weight_decay = 1e-2});
   std::tie(model, optimizer) = fabric.setup(model, optimizer);
 
   kiln::State state{{"model", model}, {"optimizer", optimizer}, {"epoch", int64_t(0)}};

@@ -32,9 +32,12 @@ const char* kUsage = R"(usage: resnet_cifar [--epochs N] [--batch-size N] [--dep
 
 // 0: go on; 1: --help was printed; 2: a bad flag (reported).
 int parse(int argc, char** argv, Args& a) {
-  std::map<std::string, int64_t*> ints{{"--epochs", &a.epochs},   {"--batch-size", &a.batch_size},
-                                       {"--depth", &a.depth},     {"--seed", &a.seed},
-                                       {"--threads", &a.threads}, {"--num-workers", &a.num_workers},
+  std::map<std::string, int64_t*> ints{{"--epochs", &a.epochs},
+                                       {"--batch-size", &a.batch_size},
+                                       {"--depth", &a.depth},
+                                       {"--seed", &a.seed},
+                                       {"--threads", &a.threads},
+                                       {"--num-workers", &a.num_workers},
                                        {"--max-train-batches", &a.max_train_batches},
                                        {"--max-eval-batches", &a.max_eval_batches}};
   std::map<std::string, double*> reals{{"--lr", &a.lr}, {"--weight-decay", &a.weight_decay}};
@@ -44,14 +47,17 @@ int parse(int argc, char** argv, Args& a) {
     if (i + 1 >= argc) return std::cerr << f << " needs a value\n" << kUsage, 2;
     const std::string v = argv[++i];
     try {
-      if (f == "--data-dir") a.data_dir = v;
-      else if (f == "--device") a.device = v;
-      else if (ints.count(f)) *ints[f] = std::stoll(v);
-      else if (reals.count(f)) *reals[f] = std::stod(v);
-      else return std::cerr << "unknown flag " << f << "\n" << kUsage, 2;
-    } catch (const std::exception&) {
-      return std::cerr << f << " expects a number, got '" << v << "'\n" << kUsage, 2;
-    }
+      if (f == "--data-dir")
+        a.data_dir = v;
+      else if (f == "--device")
+        a.device = v;
+      else if (ints.count(f))
+        *ints[f] = std::stoll(v);
+      else if (reals.count(f))
+        *reals[f] = std::stod(v);
+      else
+        return std::cerr << "unknown flag " << f << "\n" << kUsage, 2;
+    } catch (const std::exception&) { return std::cerr << f << " expects a number, got '" << v << "'\n" << kUsage, 2; }
   }
   if ((a.depth - 2) % 6 != 0 || a.depth < 8) return std::cerr << "--depth must be 6n + 2 (20, 32, 44, 56)\n", 2;
   return 0;
@@ -66,8 +72,10 @@ int main(int argc, char** argv) {
     if (a.threads > 0) kiln::set_num_threads(int(a.threads));
     kiln::manual_seed(uint64_t(a.seed));
     const kiln::Device device = kiln::Device::parse(a.device);
-    auto data = kiln::data::reference_data({.dataset = "fashion-mnist", .root = a.data_dir,
-                                            .train_batch_size = a.batch_size, .num_workers = int(a.num_workers),
+    auto data = kiln::data::reference_data({.dataset = "fashion-mnist",
+                                            .root = a.data_dir,
+                                            .train_batch_size = a.batch_size,
+                                            .num_workers = int(a.num_workers),
                                             .seed = uint64_t(a.seed)});
     const int64_t n = (a.depth - 2) / 6;
     ResNet model({.in_channels = data.in_channels, .num_classes = data.num_classes, .blocks = {n, n, n}});
@@ -77,9 +85,14 @@ int main(int argc, char** argv) {
         a.max_train_batches > 0 ? std::min(a.max_train_batches, data.train->size()) : data.train->size();
     kiln::optim::SGD opt(decay_groups(model, a.weight_decay), {.lr = a.lr, .momentum = 0.9, .nesterov = true});
     kiln::optim::OneCycleLR sched(opt, a.lr, {.epochs = a.epochs, .steps_per_epoch = steps_per_epoch});
-    std::printf("resnet_cifar: ResNet-%lld, %zu parameters, %lld steps per epoch, %s\n", (long long)a.depth,
-                [&] { size_t c = 0; for (auto& p : model.parameters()) c += size_t(p.numel()); return c; }(),
-                (long long)steps_per_epoch, device.str().c_str());
+    std::printf(
+        "resnet_cifar: ResNet-%lld, %zu parameters, %lld steps per epoch, %s\n", (long long)a.depth,
+        [&] {
+          size_t c = 0;
+          for (auto& p : model.parameters()) c += size_t(p.numel());
+          return c;
+        }(),
+        (long long)steps_per_epoch, device.str().c_str());
 
     double accuracy = 0, images = 0, seconds = 0;
     for (int64_t epoch = 0; epoch < a.epochs; ++epoch) {

@@ -25,10 +25,11 @@ class BasicBlock : public kiln::nn::Module {
  public:
   BasicBlock(int64_t in, int64_t out, int64_t stride) {
     namespace nn = kiln::nn;
-    conv1 = register_module("conv1", std::make_shared<nn::Conv2d>(in, out, 3, nn::Conv2dOptions{
-                                                                              .stride = stride, .padding = 1, .bias = false}));
+    conv1 = register_module("conv1", std::make_shared<nn::Conv2d>(
+                                         in, out, 3, nn::Conv2dOptions{.stride = stride, .padding = 1, .bias = false}));
     bn1 = register_module("bn1", std::make_shared<nn::BatchNorm2d>(out));
-    conv2 = register_module("conv2", std::make_shared<nn::Conv2d>(out, out, 3, nn::Conv2dOptions{.padding = 1, .bias = false}));
+    conv2 = register_module("conv2",
+                            std::make_shared<nn::Conv2d>(out, out, 3, nn::Conv2dOptions{.padding = 1, .bias = false}));
     bn2 = register_module("bn2", std::make_shared<nn::BatchNorm2d>(out));
     shortcut = register_module("shortcut", std::make_shared<nn::Sequential>());
     if (stride != 1 || in != out) {  // a 1x1 projection where the shape changes
@@ -68,7 +69,8 @@ class ResNet : public kiln::nn::Module {
     linear = register_module("linear", std::make_shared<nn::Linear>(in, c.num_classes));
     // He initialisation for the convolutions, as the CIFAR ResNet recipe does.
     for (auto& m : modules())
-      if (auto conv = std::dynamic_pointer_cast<nn::Conv2d>(m)) nn::init::kaiming_normal_(conv->weight, 0.0, "fan_out", "relu");
+      if (auto conv = std::dynamic_pointer_cast<nn::Conv2d>(m))
+        nn::init::kaiming_normal_(conv->weight, 0.0, "fan_out", "relu");
   }
 
   kiln::Tensor forward(const kiln::Tensor& x) override {

@@ -37,7 +37,6 @@ class SimpleCNN : public kiln::nn::Module {
 
  private:
   std::shared_ptr<kiln::nn::Conv2d> conv(const char* name, int64_t in, int64_t out) {
-    return register_module(name, std::make_shared<kiln::nn::Conv2d>(
-                                     in, out, 3, kiln::nn::Conv2dOptions{.padding = 1}));
+    return register_module(name, std::make_shared<kiln::nn::Conv2d>(in, out, 3, kiln::nn::Conv2dOptions{.padding = 1}));
   }
 };

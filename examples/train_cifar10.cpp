@@ -56,8 +56,8 @@ struct Data {
 // none, means Debian's dataset-fashion-mnist package ("" to the reader).
 std::string fashion_mnist_root(const std::string& dir) {
   for (fs::path p : {fs::path(dir), fs::path(dir) / "fashion-mnist", fs::path(dir) / "FashionMNIST" / "raw"})
-    if (std::error_code ec; fs::exists(p / "train-images-idx3-ubyte", ec) ||
-                            fs::exists(p / "train-images-idx3-ubyte.gz", ec))
+    if (std::error_code ec;
+        fs::exists(p / "train-images-idx3-ubyte", ec) || fs::exists(p / "train-images-idx3-ubyte.gz", ec))
       return p.string();
   return dir == "data" ? "" : dir;
 }
@@ -66,23 +66,34 @@ Data make_data(const Args& a) {
   using kiln::data::TransformPtr;
   if (a.dataset == "cifar10") {
     auto norm = T::Normalize({0.4914, 0.4822, 0.4465}, {0.2470, 0.2435, 0.2616});
-    TransformPtr train_tf = std::make_shared<T::Compose>(T::RandomHorizontalFlip(), T::RandomCrop(32, 4),
-                                                         T::ToTensor(), norm);
+    TransformPtr train_tf =
+        std::make_shared<T::Compose>(T::RandomHorizontalFlip(), T::RandomCrop(32, 4), T::ToTensor(), norm);
     TransformPtr test_tf = std::make_shared<T::Compose>(T::ToTensor(), norm);
     return {std::make_shared<kiln::data::CIFAR10>(a.data_dir, true, train_tf, a.download),
-            std::make_shared<kiln::data::CIFAR10>(a.data_dir, false, test_tf), 3,
-            {.crop_padding = 4, .random_flip = true, .random_crop = true, .size = 32,
-             .mean = {0.4914, 0.4822, 0.4465}, .std = {0.2470, 0.2435, 0.2616}}};
+            std::make_shared<kiln::data::CIFAR10>(a.data_dir, false, test_tf),
+            3,
+            {.crop_padding = 4,
+             .random_flip = true,
+             .random_crop = true,
+             .size = 32,
+             .mean = {0.4914, 0.4822, 0.4465},
+             .std = {0.2470, 0.2435, 0.2616}}};
   }
   // Fashion-MNIST: 28x28 padded with black to 32x32, then the CIFAR recipe.
   auto norm = T::Normalize({0.2860}, {0.3530});
-  TransformPtr train_tf = std::make_shared<T::Compose>(T::Pad(2), T::RandomHorizontalFlip(),
-                                                       T::RandomCrop(32, 4), T::ToTensor(), norm);
+  TransformPtr train_tf =
+      std::make_shared<T::Compose>(T::Pad(2), T::RandomHorizontalFlip(), T::RandomCrop(32, 4), T::ToTensor(), norm);
   TransformPtr test_tf = std::make_shared<T::Compose>(T::Pad(2), T::ToTensor(), norm);
   std::string root = fashion_mnist_root(a.data_dir);
   return {std::make_shared<kiln::data::FashionMNIST>(root, true, train_tf),
-          std::make_shared<kiln::data::FashionMNIST>(root, false, test_tf), 1,
-          {.pad = 2, .crop_padding = 4, .random_flip = true, .random_crop = true, .size = 32, .mean = {0.2860},
+          std::make_shared<kiln::data::FashionMNIST>(root, false, test_tf),
+          1,
+          {.pad = 2,
+           .crop_padding = 4,
+           .random_flip = true,
+           .random_crop = true,
+           .size = 32,
+           .mean = {0.2860},
            .std = {0.3530}}};
 }
 
@@ -107,8 +118,8 @@ double evaluate(kiln::Fabric& fabric, SimpleCNN& model, Loader& loader, int64_t 
   const int64_t correct = hits.item<int64_t>();
   model.train();
   // Each rank evaluated its share of the test set.
-  kiln::Tensor counts = fabric.all_reduce(
-      kiln::tensor(std::vector<double>{double(correct), double(total)}, {2}), "sum");
+  kiln::Tensor counts =
+      fabric.all_reduce(kiln::tensor(std::vector<double>{double(correct), double(total)}, {2}), "sum");
   double c = counts[0].item<double>(), n = counts[1].item<double>();
   return n > 0 ? 100.0 * c / n : 0.0;
 }
@@ -116,18 +127,21 @@ double evaluate(kiln::Fabric& fabric, SimpleCNN& model, Loader& loader, int64_t 
 int run(const Args& a) {
   auto csv = std::make_shared<kiln::CSVLogger>(a.log_dir, "train_cifar10");
   auto tb = std::make_shared<kiln::TensorBoardLogger>(a.log_dir, "train_cifar10", csv->version());
-  const bool gpu_wanted = a.accelerator == "gpu" || a.accelerator == "cuda" ||
-                          (a.accelerator == "auto" && kiln::cuda::is_available());
-  kiln::Fabric fabric({.accelerator = a.accelerator, .devices = a.devices, .precision = a.precision,
-                       .strategy = a.strategy, .loggers = {csv, tb},
+  const bool gpu_wanted =
+      a.accelerator == "gpu" || a.accelerator == "cuda" || (a.accelerator == "auto" && kiln::cuda::is_available());
+  kiln::Fabric fabric({.accelerator = a.accelerator,
+                       .devices = a.devices,
+                       .precision = a.precision,
+                       .strategy = a.strategy,
+                       .loggers = {csv, tb},
                        .cuda_graphs = a.cuda_graphs == "on" || (a.cuda_graphs == "auto" && gpu_wanted)});
   fabric.launch();
   kiln::Fabric::seed_everything(uint64_t(a.seed));
 
   Data data = make_data(a);
   auto model = std::make_shared<SimpleCNN>(data.channels, 10);
-  auto optimizer = std::make_shared<kiln::optim::AdamW>(
-      model->parameters(), kiln::optim::AdamWOptions{.lr = a.lr, .weight_decay = 1e-2});
+  auto optimizer = std::make_shared<kiln::optim::AdamW>(model->parameters(),
+                                                        kiln::optim::AdamWOptions{.lr = a.lr, .weight_decay = 1e-2});
   auto scheduler = std::make_shared<kiln::optim::CosineAnnealingLR>(*optimizer, a.epochs);
   std::tie(model, optimizer) = fabric.setup(model, optimizer);
   // On a GPU the whole input pipeline runs there by default (kiln::data::DeviceImageLoader): the
@@ -148,25 +162,28 @@ int run(const Args& a) {
     eval_aug.crop_padding = 0;
     train_images = std::make_shared<kiln::data::DeviceImageLoader>(
         *data.train, fabric.device(),
-        kiln::data::DeviceImageLoaderOptions{.batch_size = a.batch_size, .shuffle = true, .augment = data.augment,
-                                             .seed = uint64_t(a.seed), .rank = fabric.global_rank(),
+        kiln::data::DeviceImageLoaderOptions{.batch_size = a.batch_size,
+                                             .shuffle = true,
+                                             .augment = data.augment,
+                                             .seed = uint64_t(a.seed),
+                                             .rank = fabric.global_rank(),
                                              .world_size = fabric.world_size()});
     test_images = std::make_shared<kiln::data::DeviceImageLoader>(
         *data.test, fabric.device(),
-        kiln::data::DeviceImageLoaderOptions{.batch_size = 256, .augment = eval_aug, .rank = fabric.global_rank(),
-                                             .world_size = fabric.world_size()});
+        kiln::data::DeviceImageLoaderOptions{
+            .batch_size = 256, .augment = eval_aug, .rank = fabric.global_rank(), .world_size = fabric.world_size()});
   } else {
     train_loader = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(
-        data.train, kiln::data::DataLoaderOptions{.batch_size = a.batch_size, .shuffle = true,
-                                                  .num_workers = int(a.num_workers), .pin_memory = pin}));
+        data.train,
+        kiln::data::DataLoaderOptions{
+            .batch_size = a.batch_size, .shuffle = true, .num_workers = int(a.num_workers), .pin_memory = pin}));
     test_loader = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(
-        data.test, kiln::data::DataLoaderOptions{.batch_size = 256, .num_workers = int(a.num_workers),
-                                                 .pin_memory = pin}));
+        data.test,
+        kiln::data::DataLoaderOptions{.batch_size = 256, .num_workers = int(a.num_workers), .pin_memory = pin}));
   }
   auto run_eval = [&] {
     return on_device ? evaluate(fabric, *model, *test_images, a.max_eval_batches)
-                     : evaluate(fabric, *model, *test_loader,
-                                a.max_eval_batches);
+                     : evaluate(fabric, *model, *test_loader, a.max_eval_batches);
   };
   // The step as a function of the batch: with CUDA graphs it is captured once per learning rate
   // and replayed. It returns the loss and the number of correct predictions, kept on the device
@@ -187,7 +204,7 @@ int run(const Args& a) {
 
   int64_t start_epoch = 0;
   if (!a.resume.empty()) {
-    kiln::State state{{"model", model}, {"optimizer", optimizer}, {"scheduler", scheduler},
+    kiln::State state{{"model", model},      {"optimizer", optimizer}, {"scheduler", scheduler},
                       {"epoch", int64_t(0)}, {"rng_seed", int64_t(0)}, {"rng_offset", int64_t(0)}};
     if (auto scaler = fabric.grad_scaler()) state["grad_scaler"] = scaler;
     kiln::State rest = fabric.load(a.resume, state);
@@ -208,20 +225,25 @@ int run(const Args& a) {
       const double before = optimizer->lr();
       scheduler->set_epoch(scheduler->last_epoch());
       char b[200];
-      std::snprintf(b, sizeof b, "The checkpoint was trained for --epochs %lld; the cosine schedule now spans "
-                    "%lld epochs: lr %.3g -> %.3g for epoch %lld", (long long)*planned_epochs,
-                    (long long)a.epochs, before, optimizer->lr(), (long long)start_epoch);
+      std::snprintf(b, sizeof b,
+                    "The checkpoint was trained for --epochs %lld; the cosine schedule now spans "
+                    "%lld epochs: lr %.3g -> %.3g for epoch %lld",
+                    (long long)*planned_epochs, (long long)a.epochs, before, optimizer->lr(), (long long)start_epoch);
       fabric.print(b);
     }
   }
   if (fabric.is_global_zero())
-    fabric.logger()->log_hyperparams({{"dataset", a.dataset}, {"epochs", a.epochs}, {"batch_size", a.batch_size},
-                                    {"lr", a.lr}, {"precision", a.precision}, {"seed", a.seed}});
+    fabric.logger()->log_hyperparams({{"dataset", a.dataset},
+                                      {"epochs", a.epochs},
+                                      {"batch_size", a.batch_size},
+                                      {"lr", a.lr},
+                                      {"precision", a.precision},
+                                      {"seed", a.seed}});
   if (const fs::path dir = fs::path(a.checkpoint).parent_path(); !dir.empty()) {
     std::error_code ec;
     fs::create_directories(dir, ec);
-    KILN_CHECK(!ec, "--checkpoint ", a.checkpoint, ": cannot create the folder ", dir.string(), " (",
-               ec.message(), "); pass a path in a folder you can write to");
+    KILN_CHECK(!ec, "--checkpoint ", a.checkpoint, ": cannot create the folder ", dir.string(), " (", ec.message(),
+               "); pass a path in a folder you can write to");
   }
 
   // A live progress line on rank 0 when stdout is a terminal; logs and pipes get the plain lines.
@@ -238,8 +260,10 @@ int run(const Args& a) {
   double timed_secs = 0, first_secs = 0;
   int64_t timed_images = 0, first_images = 0;
   for (int64_t epoch = start_epoch; epoch < a.epochs; ++epoch) {
-    if (on_device) train_images->set_epoch(epoch);
-    else train_loader->set_epoch(epoch);
+    if (on_device)
+      train_images->set_epoch(epoch);
+    else
+      train_loader->set_epoch(epoch);
     model->train();
     auto t0 = Clock::now();
     kiln::Tensor loss_sum = kiln::zeros({}, {.device = fabric.device()});
@@ -265,16 +289,17 @@ int run(const Args& a) {
         if (i % 50 == 0) fabric.log_dict({{"train_loss", out[0].item<double>()}}, epoch * batches + i);
         if (progress && i % 10 == 0) {
           double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-          std::printf("\r  Epoch %lld/%lld  %lld/%lld  %.0f img/s  loss %.4f  %.0fs left   ",
-                      (long long)(epoch + 1), (long long)a.epochs, (long long)i, (long long)batches,
-                      double(seen) * fabric.world_size() / secs, out[0].item<double>(),
-                      secs / double(i) * double(batches - i));
+          std::printf("\r  Epoch %lld/%lld  %lld/%lld  %.0f img/s  loss %.4f  %.0fs left   ", (long long)(epoch + 1),
+                      (long long)a.epochs, (long long)i, (long long)batches, double(seen) * fabric.world_size() / secs,
+                      out[0].item<double>(), secs / double(i) * double(batches - i));
           std::fflush(stdout);
         }
       }
     };
-    if (on_device) train_epoch(*train_images);
-    else train_epoch(*train_loader);
+    if (on_device)
+      train_epoch(*train_images);
+    else
+      train_epoch(*train_loader);
     if (progress) std::printf("\r%*s\r", 90, "");
     scheduler->step();
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -290,10 +315,16 @@ int run(const Args& a) {
     std::snprintf(line, sizeof line, "Epoch %lld | Val Acc: %.1f%%", (long long)epoch, acc);
     fabric.print(line);
     fabric.print("  epoch ", epoch, ": ", int64_t(secs), " s, ", int64_t(double(seen) / secs), " img/s");
-    fabric.log_dict({{"val_acc", acc}, {"epoch", double(epoch)}, {"lr", optimizer->lr()},
-                     {"train_loss_epoch", i ? loss_sum.item<double>() / double(i) : 0.0}}, (epoch + 1) * batches);
-    kiln::State state{{"model", model}, {"optimizer", optimizer}, {"scheduler", scheduler},
-                      {"epoch", epoch}, {"epochs", a.epochs},
+    fabric.log_dict({{"val_acc", acc},
+                     {"epoch", double(epoch)},
+                     {"lr", optimizer->lr()},
+                     {"train_loss_epoch", i ? loss_sum.item<double>() / double(i) : 0.0}},
+                    (epoch + 1) * batches);
+    kiln::State state{{"model", model},
+                      {"optimizer", optimizer},
+                      {"scheduler", scheduler},
+                      {"epoch", epoch},
+                      {"epochs", a.epochs},
                       {"rng_seed", int64_t(kiln::default_generator().seed())},
                       {"rng_offset", int64_t(kiln::default_generator().offset())}};
     if (auto scaler = fabric.grad_scaler()) state["grad_scaler"] = scaler;

@@ -29,23 +29,22 @@ const char* const kUsage = R"(usage: train_cifar10 [flags]
 Args parse_args(const std::vector<std::string>& argv) {
   Args a;
   std::map<std::string, std::string*> strings{
-      {"--dataset", &a.dataset},       {"--data-dir", &a.data_dir},   {"--accelerator", &a.accelerator},
-      {"--devices", &a.devices},       {"--strategy", &a.strategy},   {"--precision", &a.precision},
-      {"--checkpoint", &a.checkpoint}, {"--resume", &a.resume},       {"--log-dir", &a.log_dir},
+      {"--dataset", &a.dataset},       {"--data-dir", &a.data_dir},      {"--accelerator", &a.accelerator},
+      {"--devices", &a.devices},       {"--strategy", &a.strategy},      {"--precision", &a.precision},
+      {"--checkpoint", &a.checkpoint}, {"--resume", &a.resume},          {"--log-dir", &a.log_dir},
       {"--loader", &a.loader},         {"--cuda-graphs", &a.cuda_graphs}};
   struct IntFlag {
     int64_t* value;
     int64_t lo, hi;
   };
   constexpr int64_t kMax = INT64_MAX;
-  std::map<std::string, IntFlag> ints{
-      {"--epochs", {&a.epochs, 1, kMaxEpochs}},
-      {"--batch-size", {&a.batch_size, 1, kMaxBatchSize}},
-      {"--seed", {&a.seed, 0, kMax}},
-      {"--num-workers", {&a.num_workers, 0, kiln::data::kMaxWorkers}},
-      {"--max-train-batches", {&a.max_train_batches, -1, kMax}},
-      {"--max-eval-batches", {&a.max_eval_batches, -1, kMax}},
-      {"--max-steps", {&a.max_steps, -1, kMax}}};
+  std::map<std::string, IntFlag> ints{{"--epochs", {&a.epochs, 1, kMaxEpochs}},
+                                      {"--batch-size", {&a.batch_size, 1, kMaxBatchSize}},
+                                      {"--seed", {&a.seed, 0, kMax}},
+                                      {"--num-workers", {&a.num_workers, 0, kiln::data::kMaxWorkers}},
+                                      {"--max-train-batches", {&a.max_train_batches, -1, kMax}},
+                                      {"--max-eval-batches", {&a.max_eval_batches, -1, kMax}},
+                                      {"--max-steps", {&a.max_steps, -1, kMax}}};
   for (size_t i = 1; i < argv.size(); ++i) {
     const std::string& flag = argv[i];
     if (flag == "--help" || flag == "-h") {

@@ -56,8 +56,7 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   std::random_device rd;
   tmp_path_ = path_ + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(rd() % 1000000);
   fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  KILN_CHECK(fd_ >= 0, "write ", path_, ": cannot create temporary file ", tmp_path_, ": ",
-             os_error());
+  KILN_CHECK(fd_ >= 0, "write ", path_, ": cannot create temporary file ", tmp_path_, ": ", os_error());
 }
 
 AtomicFile::~AtomicFile() {
@@ -87,8 +86,7 @@ void AtomicFile::commit() {
   int rc = ::close(fd_);
   fd_ = -1;
   if (rc != 0) fail(detail::write_error_message("close", tmp_path_, path_, errno));
-  KILN_CHECK(::rename(tmp_path_.c_str(), path_.c_str()) == 0, "rename ", tmp_path_, " -> ", path_,
-             ": ", os_error());
+  KILN_CHECK(::rename(tmp_path_.c_str(), path_.c_str()) == 0, "rename ", tmp_path_, " -> ", path_, ": ", os_error());
   committed_ = true;
   std::filesystem::path dir = std::filesystem::path(path_).parent_path();
   fsync_dir(dir.empty() ? "." : dir.string());
@@ -111,11 +109,10 @@ void clear_write_fault() {
   f.active = false;
 }
 
-std::string write_error_message(const std::string& op, const std::string& tmp, const std::string& path,
-                                int error) {
+std::string write_error_message(const std::string& op, const std::string& tmp, const std::string& path, int error) {
   std::error_code ec;
-  const std::string kept = std::filesystem::exists(path, ec) ? "the previous " + path + " is left as it was"
-                                                             : path + " was not written";
+  const std::string kept =
+      std::filesystem::exists(path, ec) ? "the previous " + path + " is left as it was" : path + " was not written";
   if (error == ENOSPC || error == EDQUOT)
     return concat(op, " ", tmp, ": no space left on the device (", std::strerror(error), "); ", kept,
                   ". Free some space or save elsewhere");

@@ -44,8 +44,7 @@ void set_write_fault(const std::string& path_part, uint64_t after_bytes, int err
 void clear_write_fault();
 // The message for a failed write, fsync or close of `tmp` on its way to `path`: ENOSPC and
 // EDQUOT say "no space" and that the previous file is intact.
-std::string write_error_message(const std::string& op, const std::string& tmp, const std::string& path,
-                                int error);
+std::string write_error_message(const std::string& op, const std::string& tmp, const std::string& path, int error);
 }  // namespace detail
 
 }  // namespace kiln

@@ -31,13 +31,21 @@ std::string type_name(const std::type_info& t);
 template <class F>
 struct callable_args : callable_args<decltype(&F::operator())> {};
 template <class C, class R, class... A>
-struct callable_args<R (C::*)(A...) const> { using type = std::tuple<A...>; };
+struct callable_args<R (C::*)(A...) const> {
+  using type = std::tuple<A...>;
+};
 template <class C, class R, class... A>
-struct callable_args<R (C::*)(A...)> { using type = std::tuple<A...>; };
+struct callable_args<R (C::*)(A...)> {
+  using type = std::tuple<A...>;
+};
 template <class R, class... A>
-struct callable_args<R (*)(A...)> { using type = std::tuple<A...>; };
+struct callable_args<R (*)(A...)> {
+  using type = std::tuple<A...>;
+};
 template <class R, class... A>
-struct callable_args<R(A...)> { using type = std::tuple<A...>; };
+struct callable_args<R(A...)> {
+  using type = std::tuple<A...>;
+};
 
 // `a` as a T: the type itself, a number converted to a numeric T, or a C string to std::string.
 template <class T>
@@ -56,8 +64,8 @@ bool any_as(const std::any& a, T& out) {
       return false;
     };
     return try_num(int()) || try_num(long()) || try_num((long long)0) || try_num(unsigned()) ||
-           try_num((unsigned long)0) || try_num((unsigned long long)0) || try_num(float()) ||
-           try_num(double()) || try_num(bool()) || try_num(short()) || try_num(char());
+           try_num((unsigned long)0) || try_num((unsigned long long)0) || try_num(float()) || try_num(double()) ||
+           try_num(bool()) || try_num(short()) || try_num(char());
   } else if constexpr (std::is_same_v<T, std::string>) {
     if (auto p = std::any_cast<const char*>(&a)) {
       out = *p;
@@ -97,17 +105,16 @@ class Callback {
 
  private:
   template <class F, class... P, size_t... I>
-  static void invoke(F& fn, const std::string& name, std::vector<std::any>& args,
-                     std::type_identity<std::tuple<P...>>,
+  static void invoke(F& fn, const std::string& name, std::vector<std::any>& args, std::type_identity<std::tuple<P...>>,
                      std::index_sequence<I...>) {
-    static_assert(((!std::is_lvalue_reference_v<P> || std::is_const_v<std::remove_reference_t<P>>) && ...),
+    static_assert(((!std::is_lvalue_reference_v<P> || std::is_const_v<std::remove_reference_t<P>>)&&...),
                   "Callback::on: hook parameters must be values or const references");
     KILN_CHECK(args.size() == sizeof...(P), "fabric.call(\"", name, "\"): the hook takes ", sizeof...(P),
                " arguments, got ", args.size());
     std::tuple<std::decay_t<P>...> values;
     auto check = [&](size_t i, bool ok, const std::type_info& want) {
-      KILN_CHECK(ok, "fabric.call(\"", name, "\"): argument ", i + 1, " is a ",
-                 detail::type_name(args[i].type()), " but the hook takes a ", detail::type_name(want));
+      KILN_CHECK(ok, "fabric.call(\"", name, "\"): argument ", i + 1, " is a ", detail::type_name(args[i].type()),
+                 " but the hook takes a ", detail::type_name(want));
     };
     (check(I, detail::any_as(args[I], std::get<I>(values)), typeid(std::decay_t<P>)), ...);
     fn(std::get<I>(values)...);

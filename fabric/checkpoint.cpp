@@ -83,11 +83,21 @@ CheckpointContents encode_state(const State& state, const ShardContext* ctx, boo
                      entry = {{"kind", "tensor"}};
                      tensors[key] = t;
                    },
-                   [&](int64_t v) { entry = {{"kind", "int"}, {"value", v}}; },
-                   [&](double v) { entry = {{"kind", "float"}, {"value", v}}; },
-                   [&](const std::string& v) { entry = {{"kind", "string"}, {"value", v}}; },
-                   [&](bool v) { entry = {{"kind", "bool"}, {"value", v}}; },
-                   [&](const json& v) { entry = {{"kind", "json"}, {"value", v}}; },
+                   [&](int64_t v) {
+                     entry = {{"kind", "int"}, {"value", v}};
+                   },
+                   [&](double v) {
+                     entry = {{"kind", "float"}, {"value", v}};
+                   },
+                   [&](const std::string& v) {
+                     entry = {{"kind", "string"}, {"value", v}};
+                   },
+                   [&](bool v) {
+                     entry = {{"kind", "bool"}, {"value", v}};
+                   },
+                   [&](const json& v) {
+                     entry = {{"kind", "json"}, {"value", v}};
+                   },
                },
                value);
   }
@@ -104,23 +114,26 @@ void write_contents(const std::string& path, CheckpointContents c) {
 
 int check_format_version(const std::map<std::string, std::string>& metadata, const std::string& path) {
   auto it = metadata.find("kiln.format_version");
-  KILN_CHECK(it != metadata.end(), "load_checkpoint ", path, ": __metadata__ has no "
+  KILN_CHECK(it != metadata.end(), "load_checkpoint ", path,
+             ": __metadata__ has no "
              "kiln.format_version; the file is not a kiln checkpoint or was damaged");
   const std::string& v = it->second;
   bool digits = !v.empty() && v.size() <= 9 && v.find_first_not_of("0123456789") == std::string::npos;
-  KILN_CHECK(digits, "load_checkpoint ", path, ": __metadata__ kiln.format_version is \"",
-             v.substr(0, 40), v.size() > 40 ? "..." : "", "\", not a format version (a whole "
+  KILN_CHECK(digits, "load_checkpoint ", path, ": __metadata__ kiln.format_version is \"", v.substr(0, 40),
+             v.size() > 40 ? "..." : "",
+             "\", not a format version (a whole "
              "number such as \"1\"); the file is damaged or was not written by kiln");
   int version = std::stoi(v);
   KILN_CHECK(version >= 1 && version <= kCheckpointFormatVersion, "load_checkpoint ", path,
-             ": checkpoint format version ", v, " is not supported by kiln ", KILN_VERSION,
-             " (which reads 1..", kCheckpointFormatVersion, "); load it with a newer kiln");
+             ": checkpoint format version ", v, " is not supported by kiln ", KILN_VERSION, " (which reads 1..",
+             kCheckpointFormatVersion, "); load it with a newer kiln");
   return version;
 }
 
 CheckpointContents read_contents(const std::string& path) {
   SafetensorsData file = load_safetensors(path);
-  KILN_CHECK(!file.metadata.count("kiln.sharded"), "load_checkpoint ", path, ": this is the index "
+  KILN_CHECK(!file.metadata.count("kiln.sharded"), "load_checkpoint ", path,
+             ": this is the index "
              "of a sharded checkpoint, not one file; pass it to load_checkpoint or "
              "consolidate_checkpoint");
   auto meta_it = file.metadata.find("kiln.state");
@@ -152,8 +165,10 @@ NonFinite scan_bits(const void* data, int64_t n, Bits exp_mask, Bits man_mask) {
   for (int64_t i = 0; i < n; ++i) {
     Bits b = p[i];
     if ((b & exp_mask) != exp_mask) continue;
-    if (b & man_mask) ++r.nan;
-    else ++r.inf;
+    if (b & man_mask)
+      ++r.nan;
+    else
+      ++r.inf;
     if (r.first < 0) r.first = i;
   }
   return r;
@@ -174,23 +189,21 @@ NonFinite non_finite(const Tensor& t) {
 
 // Weights and optimizer state with NaN or inf come from a run that diverged: training on from
 // them would go on silently producing NaN, so they are refused with the tensor's name.
-void check_finite(const std::string& path, const std::string& prefix,
-                  const std::map<std::string, Tensor>& tensors) {
+void check_finite(const std::string& path, const std::string& prefix, const std::map<std::string, Tensor>& tensors) {
   for (auto it = tensors.lower_bound(prefix); it != tensors.end() && it->first.rfind(prefix, 0) == 0; ++it) {
     if (!it->second.is_floating_point() || !it->second.device().is_cpu()) continue;
     NonFinite r = non_finite(it->second);
-    KILN_CHECK(r.first < 0, "load_checkpoint ", path, ": tensor '", it->first, "' holds ", r.nan,
-               " NaN and ", r.inf, " infinite values (the first at flat index ", r.first,
+    KILN_CHECK(r.first < 0, "load_checkpoint ", path, ": tensor '", it->first, "' holds ", r.nan, " NaN and ", r.inf,
+               " infinite values (the first at flat index ", r.first,
                "); the run had diverged when this checkpoint was saved. Resume from an earlier "
                "checkpoint, or read the file with kiln::load_safetensors to inspect it");
   }
 }
 
 const char* const kKinds[] = {"module", "optimizer", "scheduler", "grad_scaler", "tensor",
-                              "int", "float", "string", "bool", "json"};
+                              "int",    "float",     "string",    "bool",        "json"};
 
-State restore(const std::string& path, CheckpointContents& file, State& state, bool strict,
-              const ShardContext* ctx) {
+State restore(const std::string& path, CheckpointContents& file, State& state, bool strict, const ShardContext* ctx) {
   const JsonIn objects(file.objects, "load_checkpoint " + path + ": __metadata__ kiln.state",
                        "the checkpoint is damaged or was not written by kiln");
 
@@ -204,8 +217,7 @@ State restore(const std::string& path, CheckpointContents& file, State& state, b
     return kind;
   };
   auto wrong_kind = [&](const std::string& key, const char* want, const std::string& got) {
-    fail("load_checkpoint ", path, ": '", key, "' is a ", want, " in the state but a ", got,
-         " in the checkpoint");
+    fail("load_checkpoint ", path, ": '", key, "' is a ", want, " in the state but a ", got, " in the checkpoint");
   };
 
   // Check that every requested key is present and of the right kind before changing anything.
@@ -213,28 +225,30 @@ State restore(const std::string& path, CheckpointContents& file, State& state, b
   for (const auto& [key, value] : state) {
     std::string kind = kind_of(key);
     if (kind.empty()) {
-      KILN_CHECK(!strict, "load_checkpoint ", path, ": missing key '", key,
-                 "': the checkpoint holds ", objects.size(), " entries (",
-                 [&] {
-                   std::string s;
-                   for (const auto& [k, v] : objects.members())
-                     if (s.size() < 400) s += (s.empty() ? "" : ", ") + k;
-                   return s;
-                 }(),
-                 "); pass strict=false to skip it");
+      KILN_CHECK(
+          !strict, "load_checkpoint ", path, ": missing key '", key, "': the checkpoint holds ", objects.size(),
+          " entries (",
+          [&] {
+            std::string s;
+            for (const auto& [k, v] : objects.members())
+              if (s.size() < 400) s += (s.empty() ? "" : ", ") + k;
+            return s;
+          }(),
+          "); pass strict=false to skip it");
       continue;
     }
-    const char* want = std::visit(Overload{
-        [](const std::shared_ptr<nn::Module>&) { return "module"; },
-        [](const std::shared_ptr<optim::Optimizer>&) { return "optimizer"; },
-        [](const std::shared_ptr<optim::LRScheduler>&) { return "scheduler"; },
-        [](const std::shared_ptr<optim::GradScaler>&) { return "grad_scaler"; },
-        [](const Tensor&) { return "tensor"; }, [](int64_t) { return "int"; },
-        [](double) { return "float"; }, [](const std::string&) { return "string"; },
-        [](bool) { return "bool"; }, [](const json&) { return "json"; }}, value);
+    const char* want = std::visit(Overload{[](const std::shared_ptr<nn::Module>&) { return "module"; },
+                                           [](const std::shared_ptr<optim::Optimizer>&) { return "optimizer"; },
+                                           [](const std::shared_ptr<optim::LRScheduler>&) { return "scheduler"; },
+                                           [](const std::shared_ptr<optim::GradScaler>&) { return "grad_scaler"; },
+                                           [](const Tensor&) { return "tensor"; }, [](int64_t) { return "int"; },
+                                           [](double) { return "float"; }, [](const std::string&) { return "string"; },
+                                           [](bool) { return "bool"; }, [](const json&) { return "json"; }},
+                                  value);
     bool numeric = (kind == "int" || kind == "float") && (std::string(want) == "int" || std::string(want) == "float");
     // A JSON value takes any plain value.
-    bool plain = std::string(want) == "json" && (kind == "int" || kind == "float" || kind == "string" || kind == "bool");
+    bool plain =
+        std::string(want) == "json" && (kind == "int" || kind == "float" || kind == "string" || kind == "bool");
     if (kind != want && !numeric && !plain) wrong_kind(key, want, kind);
     if (kind == "tensor") {
       KILN_CHECK(file.tensors.count(key), "load_checkpoint ", path, ": tensor '", key,
@@ -242,19 +256,19 @@ State restore(const std::string& path, CheckpointContents& file, State& state, b
       const Tensor& dst = std::get<Tensor>(value);
       const Tensor& src = file.tensors.at(key);
       if (dst.defined()) {
-        KILN_CHECK(dst.sizes() == src.sizes() && dst.dtype() == src.dtype(), "load_checkpoint ",
-                   path, ": tensor '", key, "' is ", src.dtype(), " ", src.sizes(),
-                   " in the checkpoint but ", dst.dtype(), " ", dst.sizes(), " in the state");
+        KILN_CHECK(dst.sizes() == src.sizes() && dst.dtype() == src.dtype(), "load_checkpoint ", path, ": tensor '",
+                   key, "' is ", src.dtype(), " ", src.sizes(), " in the checkpoint but ", dst.dtype(), " ",
+                   dst.sizes(), " in the state");
       }
     }
     if (kind == "module" || kind == "optimizer") check_finite(path, key + ".", file.tensors);
     // Plain values are read here, so a malformed one fails before anything is restored.
     if (kind == "int" || kind == "float" || kind == "string" || kind == "bool") {
       const JsonIn v = objects[key]["value"];
-      std::visit(Overload{[&](const int64_t&) { v.as_int(); }, [&](const double&) { v.as_double(); },
-                          [&](const std::string&) { v.as_string(); },
-                          [&](const bool&) { v.as_bool(); }, [](const auto&) {}},
-                 value);
+      std::visit(
+          Overload{[&](const int64_t&) { v.as_int(); }, [&](const double&) { v.as_double(); },
+                   [&](const std::string&) { v.as_string(); }, [&](const bool&) { v.as_bool(); }, [](const auto&) {}},
+          value);
     }
     requested.insert(key);
   }
@@ -266,42 +280,41 @@ State restore(const std::string& path, CheckpointContents& file, State& state, b
     if (!requested.count(key)) continue;
     const JsonIn e = objects[key];
     try {
-      std::visit(Overload{
-          [&](std::shared_ptr<nn::Module>& m) {
-            nn::StateDict sd;
-            for (auto& [name, t] : take_prefix(file.tensors, key)) sd.insert(name, t);
-            m->load_state_dict(sd, strict);
-          },
-          [&](std::shared_ptr<optim::Optimizer>& o) {
-            OptimizerEntry entry{take_prefix(file.tensors, key), e["hyper_params"].object().json()};
-            const json* layout = nullptr;
-            if (ctx)
-              if (auto it = ctx->layouts.find(o.get()); it != ctx->layouts.end()) layout = &it->second;
-            auto sharded = e.find("sharded");
-            bool sharded_entry = sharded && sharded->as_bool();
-            KILN_CHECK(!sharded_entry || layout, "this file holds one rank's shard of a sharded "
-                       "checkpoint; load the checkpoint's index, or consolidate it "
-                       "(kiln-consolidate)");
-            if (layout && !sharded_entry) entry = shard_optimizer(*layout, ctx->rank, entry, path);
-            o->load(entry.tensors, entry.hyper_params);
-          },
-          [&](std::shared_ptr<optim::LRScheduler>& s) { s->load_state_dict(e["state"].json()); },
-          [&](std::shared_ptr<optim::GradScaler>& g) { g->load_state_dict(e["state"].json()); },
-          [&](Tensor& t) {
-            Tensor src = file.tensors.at(key);
-            file.tensors.erase(key);
-            if (t.defined()) {
-              NoGradGuard g;
-              t.copy_(src);
-            } else {
-              t = src;
-            }
-          },
-          [&](int64_t& v) { v = e["value"].as_int(); },
-          [&](double& v) { v = e["value"].as_double(); },
-          [&](std::string& v) { v = e["value"].as_string(); },
-          [&](bool& v) { v = e["value"].as_bool(); },
-          [&](json& v) { v = e["value"].json(); }}, value);
+      std::visit(Overload{[&](std::shared_ptr<nn::Module>& m) {
+                            nn::StateDict sd;
+                            for (auto& [name, t] : take_prefix(file.tensors, key)) sd.insert(name, t);
+                            m->load_state_dict(sd, strict);
+                          },
+                          [&](std::shared_ptr<optim::Optimizer>& o) {
+                            OptimizerEntry entry{take_prefix(file.tensors, key), e["hyper_params"].object().json()};
+                            const json* layout = nullptr;
+                            if (ctx)
+                              if (auto it = ctx->layouts.find(o.get()); it != ctx->layouts.end()) layout = &it->second;
+                            auto sharded = e.find("sharded");
+                            bool sharded_entry = sharded && sharded->as_bool();
+                            KILN_CHECK(!sharded_entry || layout,
+                                       "this file holds one rank's shard of a sharded "
+                                       "checkpoint; load the checkpoint's index, or consolidate it "
+                                       "(kiln-consolidate)");
+                            if (layout && !sharded_entry) entry = shard_optimizer(*layout, ctx->rank, entry, path);
+                            o->load(entry.tensors, entry.hyper_params);
+                          },
+                          [&](std::shared_ptr<optim::LRScheduler>& s) { s->load_state_dict(e["state"].json()); },
+                          [&](std::shared_ptr<optim::GradScaler>& g) { g->load_state_dict(e["state"].json()); },
+                          [&](Tensor& t) {
+                            Tensor src = file.tensors.at(key);
+                            file.tensors.erase(key);
+                            if (t.defined()) {
+                              NoGradGuard g;
+                              t.copy_(src);
+                            } else {
+                              t = src;
+                            }
+                          },
+                          [&](int64_t& v) { v = e["value"].as_int(); }, [&](double& v) { v = e["value"].as_double(); },
+                          [&](std::string& v) { v = e["value"].as_string(); },
+                          [&](bool& v) { v = e["value"].as_bool(); }, [&](json& v) { v = e["value"].json(); }},
+                 value);
     } catch (const Error& err) {
       std::string what = err.what();
       // Messages of the checked JSON view already name the file.
@@ -315,15 +328,23 @@ State restore(const std::string& path, CheckpointContents& file, State& state, b
   for (const auto& [key, e] : objects.members()) {
     if (requested.count(key)) continue;
     std::string kind = kind_of(key);
-    if (kind == "int") rest[key] = e["value"].as_int();
-    else if (kind == "float") rest[key] = e["value"].as_double();
-    else if (kind == "string") rest[key] = e["value"].as_string();
-    else if (kind == "bool") rest[key] = e["value"].as_bool();
-    else if (kind == "json") rest[key] = e["value"].json();
+    if (kind == "int")
+      rest[key] = e["value"].as_int();
+    else if (kind == "float")
+      rest[key] = e["value"].as_double();
+    else if (kind == "string")
+      rest[key] = e["value"].as_string();
+    else if (kind == "bool")
+      rest[key] = e["value"].as_bool();
+    else if (kind == "json")
+      rest[key] = e["value"].json();
     // Objects nobody asked for: their JSON state (their tensors follow under full names).
-    else if (kind == "optimizer") rest[key] = e["hyper_params"].json();
-    else if (kind == "scheduler" || kind == "grad_scaler") rest[key] = e["state"].json();
-    else if (kind == "tensor" && file.tensors.count(key)) rest[key] = file.tensors.at(key);
+    else if (kind == "optimizer")
+      rest[key] = e["hyper_params"].json();
+    else if (kind == "scheduler" || kind == "grad_scaler")
+      rest[key] = e["state"].json();
+    else if (kind == "tensor" && file.tensors.count(key))
+      rest[key] = file.tensors.at(key);
   }
   // Tensors of objects that were not requested (a model's weights, say) under their full names.
   for (const auto& [name, t] : file.tensors)
@@ -336,9 +357,12 @@ State restore(const std::string& path, CheckpointContents& file, State& state, b
 State load_checkpoint(const std::string& path, State& state, bool strict, const ShardContext* ctx) {
   json index = read_index(path);
   CheckpointContents file;
-  if (index.is_null()) file = read_contents(path);
-  else if (ctx && same_sharding(index, state, *ctx)) file = read_own_shard(path, index, ctx->rank);
-  else file = consolidate_index(path, index);
+  if (index.is_null())
+    file = read_contents(path);
+  else if (ctx && same_sharding(index, state, *ctx))
+    file = read_own_shard(path, index, ctx->rank);
+  else
+    file = consolidate_index(path, index);
   return restore(path, file, state, strict, ctx);
 }
 

@@ -28,10 +28,9 @@ namespace kiln {
 // One entry of a State: an object restored in place, a tensor, or a plain value. Plain values
 // may nest: a nlohmann::json of lists and maps ({"history", nlohmann::json{0.9, 0.7}}); a C
 // string is a std::string.
-using StateVariant = std::variant<std::shared_ptr<nn::Module>, std::shared_ptr<optim::Optimizer>,
-                                  std::shared_ptr<optim::LRScheduler>,
-                                  std::shared_ptr<optim::GradScaler>, Tensor, int64_t, double,
-                                  std::string, bool, nlohmann::json>;
+using StateVariant =
+    std::variant<std::shared_ptr<nn::Module>, std::shared_ptr<optim::Optimizer>, std::shared_ptr<optim::LRScheduler>,
+                 std::shared_ptr<optim::GradScaler>, Tensor, int64_t, double, std::string, bool, nlohmann::json>;
 struct StateValue : StateVariant {
   using StateVariant::StateVariant;
   StateValue(const char* s) : StateVariant(std::string(s)) {}  // NOLINT: as std::string would
@@ -48,10 +47,10 @@ void save_checkpoint(const std::string& path, const State& state);
 // changed: a malformed file is a kiln::Error naming the entry (its JSON path, its byte offset),
 // and so are NaN or infinite values in a module's or optimizer's tensors, which only a run that
 // had diverged saves (the error names the tensor and how many values; PyTorch would load them and
-// train on NaN). To inspect such a file, read it with kiln::load_safetensors. Returns the saved entries that `state` did
-// not ask for (plain values and tensors). strict: every key of `state` must be in the file and
-// every module must match exactly; otherwise missing entries are left as they are. `path` may be
-// the index of a sharded checkpoint: its shards are consolidated in memory first.
+// train on NaN). To inspect such a file, read it with kiln::load_safetensors. Returns the saved entries that `state`
+// did not ask for (plain values and tensors). strict: every key of `state` must be in the file and every module must
+// match exactly; otherwise missing entries are left as they are. `path` may be the index of a sharded checkpoint: its
+// shards are consolidated in memory first.
 State load_checkpoint(const std::string& path, State& state, bool strict = true);
 
 // Sharded checkpoints (Fabric's sharded strategies: "zero", "deepspeed_stage_2", "fsdp"). `path`
@@ -77,8 +76,7 @@ struct ShardContext {
   std::map<const optim::Optimizer*, nlohmann::json> layouts = {};
 };
 // The shard file of `rank` for the index at `path` and save id `token`.
-std::string checkpoint_shard_path(const std::string& path, const std::string& token, int rank,
-                                  int world_size);
+std::string checkpoint_shard_path(const std::string& path, const std::string& token, int rank, int world_size);
 // Each rank writes its shard; then rank 0, once every shard is written, the index.
 void save_checkpoint_shard(const std::string& path, const std::string& token, const State& state,
                            const ShardContext& ctx);

@@ -41,8 +41,7 @@ bool same_sharding(const nlohmann::json& index, const State& state, const ShardC
 CheckpointContents read_own_shard(const std::string& path, const nlohmann::json& index, int rank);
 
 // The tensors of `tensors` under "<key>." with the prefix removed (and erased from `tensors`).
-std::map<std::string, Tensor> take_prefix(std::map<std::string, Tensor>& tensors,
-                                          const std::string& key);
+std::map<std::string, Tensor> take_prefix(std::map<std::string, Tensor>& tensors, const std::string& key);
 
 // An optimizer's entry: its state tensors ("state.<i>.<name>") and hyper_params().
 struct OptimizerEntry {
@@ -50,8 +49,7 @@ struct OptimizerEntry {
   nlohmann::json hyper_params;
 };
 // Per-rank shard entries (rank order) -> the per-parameter entry of the unsharded optimizer.
-OptimizerEntry consolidate_optimizer(const nlohmann::json& layout,
-                                     const std::vector<OptimizerEntry>& shards,
+OptimizerEntry consolidate_optimizer(const nlohmann::json& layout, const std::vector<OptimizerEntry>& shards,
                                      const std::string& source);
 // A per-parameter entry -> `rank`'s shard entry under `layout`.
 OptimizerEntry shard_optimizer(const nlohmann::json& layout, int rank, const OptimizerEntry& full,
@@ -72,8 +70,8 @@ struct SaveGroup {
 // Fabric::save under a process group: rank 0 writes the file (`contents`), or (optimizers that ctx
 // shards) every rank its shard and rank 0 the index. A failure on any rank fails every rank at
 // once with that rank's message, and the failed save's new shard files are removed.
-void save_distributed(const std::string& path, const State& state, const ShardContext* ctx,
-                      const SaveGroup& group, const std::function<CheckpointContents()>& contents);
+void save_distributed(const std::string& path, const State& state, const ShardContext* ctx, const SaveGroup& group,
+                      const std::function<CheckpointContents()>& contents);
 // write_contents with the litter of earlier saves removed before, and once the file replaced the
 // previous checkpoint, that checkpoint's shards if it was a sharded one (one process's save).
 void write_checkpoint_file(const std::string& path, CheckpointContents c);

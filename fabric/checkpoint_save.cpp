@@ -89,8 +89,8 @@ std::vector<std::string> exchange(const std::string& error, const SaveGroup& g) 
     std::memcpy(p + 1, error.data(), std::min<size_t>(error.size(), kMessageBytes - 1));
   }
   Tensor all = g.all_gather(mine).contiguous();
-  KILN_CHECK(all.numel() * 8 == kMessageBytes * g.world_size, "save: the status exchange returned ",
-             all.numel() * 8, " bytes for ", g.world_size, " ranks");
+  KILN_CHECK(all.numel() * 8 == kMessageBytes * g.world_size, "save: the status exchange returned ", all.numel() * 8,
+             " bytes for ", g.world_size, " ranks");
   std::vector<std::string> out;
   const auto* q = static_cast<const char*>(all.raw_data());
   for (int r = 0; r < g.world_size; ++r) {
@@ -109,9 +109,8 @@ void agree(const std::string& path, const std::string& error, const SaveGroup& g
     if (!all[size_t(r)].empty()) failed++, first = first < 0 ? r : first;
   if (first < 0) return;
   cleanup();
-  fail("save ", path, " failed on rank ", first, failed > 1 ? concat(" (and ", failed - 1, " other ranks)") : "",
-       ": ", all[size_t(first)], ". Every rank stopped this save; the checkpoint at ", path,
-       " is the previous one");
+  fail("save ", path, " failed on rank ", first, failed > 1 ? concat(" (and ", failed - 1, " other ranks)") : "", ": ",
+       all[size_t(first)], ". Every rank stopped this save; the checkpoint at ", path, " is the previous one");
 }
 
 // Runs one rank's part of a save; its error (any exception) as a message.
@@ -119,9 +118,7 @@ template <class F>
 std::string attempt(F&& f) {
   try {
     f();
-  } catch (const std::exception& e) {
-    return e.what()[0] ? e.what() : "unknown error";
-  }
+  } catch (const std::exception& e) { return e.what()[0] ? e.what() : "unknown error"; }
   return {};
 }
 
@@ -172,8 +169,8 @@ size_t remove_checkpoint_litter(const std::string& path) {
   return removed;
 }
 
-void save_distributed(const std::string& path, const State& state, const ShardContext* ctx,
-                      const SaveGroup& g, const std::function<CheckpointContents()>& contents) {
+void save_distributed(const std::string& path, const State& state, const ShardContext* ctx, const SaveGroup& g,
+                      const std::function<CheckpointContents()>& contents) {
   bool sharded = false;
   for (const auto& [key, value] : state)
     if (auto o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value))
@@ -190,8 +187,7 @@ void save_distributed(const std::string& path, const State& state, const ShardCo
   auto remove_old = [&](const std::string& token) {
     std::error_code ec;
     for (size_t j = 0; j < old.size(); ++j)
-      if (int(j % size_t(g.world_size)) == g.rank &&
-          old[j] != checkpoint_shard_path(path, token, int(j), g.world_size))
+      if (int(j % size_t(g.world_size)) == g.rank && old[j] != checkpoint_shard_path(path, token, int(j), g.world_size))
         fs::remove(old[j], ec);
   };
   if (!sharded) {  // no sharded optimizer in the state (a model alone, say): one file by rank 0
@@ -209,8 +205,8 @@ void save_distributed(const std::string& path, const State& state, const ShardCo
   if (g.rank == 0) {
     remove_checkpoint_litter(path);
     std::random_device rd;
-    uint64_t bits = (uint64_t(rd()) << 32) ^ rd() ^
-                    uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+    uint64_t bits =
+        (uint64_t(rd()) << 32) ^ rd() ^ uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
     id.fill_(double(bits & ((uint64_t(1) << 48) - 1)));
   }
   char token[16];

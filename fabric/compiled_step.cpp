@@ -22,8 +22,7 @@ std::string signature(const std::vector<Tensor>& inputs) {
 CompiledStep::CompiledStep(Fn fn, bool cuda_graphs, Version version, int warmup)
     : fn_(std::move(fn)), graphs_(cuda_graphs), version_(std::move(version)), warmup_(warmup) {
   KILN_CHECK(fn_, "compile_step: the step function is empty");
-  KILN_CHECK(warmup_ >= 1, "compile_step: at least one eager warm-up call is needed before a capture, got ",
-             warmup_);
+  KILN_CHECK(warmup_ >= 1, "compile_step: at least one eager warm-up call is needed before a capture, got ", warmup_);
 }
 
 std::vector<Tensor> CompiledStep::operator()(const std::vector<Tensor>& inputs) {

@@ -14,8 +14,7 @@ namespace kiln {
 
 class DeviceDataLoader {
  public:
-  DeviceDataLoader(std::shared_ptr<data::DataLoader> loader, std::optional<Device> device,
-                   std::optional<DType> dtype)
+  DeviceDataLoader(std::shared_ptr<data::DataLoader> loader, std::optional<Device> device, std::optional<DType> dtype)
       : loader_(std::move(loader)), device_(device), dtype_(dtype) {}
 
   class Iterator {

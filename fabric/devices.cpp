@@ -85,7 +85,7 @@ DevicePlan plan_devices(const Devices& devices, bool gpu, int visible_gpus) {
     long n = parse_number(spec, s);
     if (n == -1) {
       KILN_CHECK(gpu, "Fabric: devices \"-1\" means every GPU, but the accelerator is the CPU; use a process "
-                 "count such as \"2\"");
+                      "count such as \"2\"");
       n = visible_gpus;
     }
     KILN_CHECK(n > 0, "Fabric: devices \"", spec, "\" selects no device; use \"auto\" or \"1\"");

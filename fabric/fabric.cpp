@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -19,9 +19,8 @@ namespace kiln {
 namespace {
 
 const std::vector<std::string> kAccelerators = {"auto", "cpu", "gpu", "cuda"};
-const std::vector<std::string> kPrecisions = {"32-true", "64-true", "bf16-mixed", "bf16-true",
-                                              "16-mixed", "16-true"};
-const std::vector<std::string> kStrategies = {"auto", "single_device", "ddp", "zero",
+const std::vector<std::string> kPrecisions = {"32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true"};
+const std::vector<std::string> kStrategies = {"auto",      "single_device",     "ddp", "zero",
                                               "deepspeed", "deepspeed_stage_2", "fsdp"};
 // The names under which Fabric users ask for sharding; kiln runs ZeRO stage 2 for each of them.
 const std::vector<std::string> kShardedStrategies = {"zero", "deepspeed", "deepspeed_stage_2", "fsdp"};
@@ -32,10 +31,9 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
-void check_one_of(const std::string& what, const std::string& value,
-                  const std::vector<std::string>& accepted) {
-  KILN_CHECK(std::find(accepted.begin(), accepted.end(), value) != accepted.end(), "Fabric: unknown ",
-             what, " \"", value, "\"; use one of ", join(accepted));
+void check_one_of(const std::string& what, const std::string& value, const std::vector<std::string>& accepted) {
+  KILN_CHECK(std::find(accepted.begin(), accepted.end(), value) != accepted.end(), "Fabric: unknown ", what, " \"",
+             value, "\"; use one of ", join(accepted));
 }
 
 // "16" -> "16-mixed", "bf16" -> "bf16-mixed", "32" -> "32-true", "64" -> "64-true", as Lightning
@@ -129,7 +127,8 @@ Fabric::Fabric(FabricOptions options) : options_(std::move(options)) {
          "rank would see inf/NaN only in its own gradient shard, and the loss scaler's skip decision "
          "must be the same on every rank; use \"bf16-mixed\", or strategy \"ddp\"");
   KILN_CHECK(!(strat == "single_device" && launched_world > 1), "Fabric: strategy \"single_device\" runs one ",
-             "process, but ", launcher ? launcher->source : "", " started ", launched_world, " (WORLD_SIZE); "
+             "process, but ", launcher ? launcher->source : "", " started ", launched_world,
+             " (WORLD_SIZE); "
              "each would train alone. Use strategy \"auto\" or \"ddp\"");
   bool multi = plan_.processes > 1 || options_.num_nodes > 1 || launched_world > 1 || strat == "ddp" || sharded;
   KILN_CHECK(!(strat == "single_device" && multi), "Fabric: strategy \"single_device\" runs one ",
@@ -141,19 +140,20 @@ Fabric::Fabric(FabricOptions options) : options_(std::move(options)) {
   for (const auto& l : loggers_) KILN_CHECK(l, "Fabric: a logger in options.loggers is null");
   callbacks_ = options_.callbacks;
   for (const auto& c : callbacks_) KILN_CHECK(c, "Fabric: a callback in options.callbacks is null");
-  KILN_CHECK(options_.timeout.count() > 0, "Fabric: timeout must be positive, got ",
-             options_.timeout.count(), " ms");
+  KILN_CHECK(options_.timeout.count() > 0, "Fabric: timeout must be positive, got ", options_.timeout.count(), " ms");
   precision_plugin_ = plugin ? plugin : std::make_shared<Precision>(prec, device_, options_.grad_scaler);
   state_ = std::make_shared<detail::FabricState>();
   state_->precision = precision_plugin_;
   if (precision_plugin_->scaler())
-    state_->backward_reason = "precision \"" + prec + "\" scales the loss in it, so that small fp16 "
+    state_->backward_reason = "precision \"" + prec +
+                              "\" scales the loss in it, so that small fp16 "
                               "gradients do not underflow";
   else if (strategy_ == "ddp")
     state_->backward_reason = "strategy \"ddp\" waits in it for the gradients to be averaged over "
                               "the processes";
   else if (strategy_ == "zero")
-    state_->backward_reason = "strategy \"" + options_.strategy + "\" reduces the gradients into "
+    state_->backward_reason = "strategy \"" + options_.strategy +
+                              "\" reduces the gradients into "
                               "this process's shards in it";
 }
 
@@ -171,7 +171,9 @@ void Fabric::launch() {
   }
   if (options_.strategy == "fsdp" && is_global_zero())
     std::cerr << "kiln: strategy \"fsdp\" runs as ZeRO stage 2 (\"zero\"): gradients, optimizer state "
-                 "and master weights are sharded over the " << world_size() << " processes, "
+                 "and master weights are sharded over the "
+              << world_size()
+              << " processes, "
                  "parameters stay whole on every rank (FSDP would shard those too)\n";
   launched_ = true;
 }
@@ -183,7 +185,8 @@ int Fabric::world_size() const { return group_ ? group_->world_size() : 1; }
 
 void Fabric::setup_module_impl(const std::shared_ptr<nn::Module>& model) {
   KILN_CHECK(model, "Fabric::setup: the model is null; create it first (std::make_shared<Net>())");
-  KILN_CHECK(!setup_objects_.count(model.get()), "Fabric::setup: this ", model->name(), " was already "
+  KILN_CHECK(!setup_objects_.count(model.get()), "Fabric::setup: this ", model->name(),
+             " was already "
              "set up; a model should be passed to setup() only once (keep the object it returned)");
   for (const auto& [name, p] : model->named_parameters())
     KILN_CHECK(p.defined(), "Fabric::setup: parameter '", name, "' of ", model->name(),
@@ -231,8 +234,8 @@ std::shared_ptr<DeviceDataLoader> Fabric::setup_one_dataloader(std::shared_ptr<d
   if (world_size() > 1 && options.use_distributed_sampler &&
       !std::dynamic_pointer_cast<data::DistributedSampler>(sampler)) {
     data::DataLoaderOptions o = loader->options();
-    const data::DistributedSamplerOptions share{.num_replicas = world_size(), .rank = global_rank(),
-                                                .shuffle = o.shuffle, .seed = loader->seed()};
+    const data::DistributedSamplerOptions share{
+        .num_replicas = world_size(), .rank = global_rank(), .shuffle = o.shuffle, .seed = loader->seed()};
     if (sampler)  // the loader's own order, cut into disjoint shares (Lightning's DistributedSamplerWrapper)
       o.sampler = std::make_shared<data::DistributedSamplerWrapper>(sampler, share);
     else
@@ -296,9 +299,8 @@ bool Fabric::step(const std::shared_ptr<optim::Optimizer>& optimizer) {
 }
 
 Tensor Fabric::clip_gradients(const std::shared_ptr<nn::Module>& module,
-                              const std::shared_ptr<optim::Optimizer>& optimizer,
-                              std::optional<double> clip_val, std::optional<double> max_norm,
-                              double norm_type, bool error_if_nonfinite) {
+                              const std::shared_ptr<optim::Optimizer>& optimizer, std::optional<double> clip_val,
+                              std::optional<double> max_norm, double norm_type, bool error_if_nonfinite) {
   KILN_CHECK(module && optimizer, "Fabric::clip_gradients: module and optimizer must not be null");
   KILN_CHECK(clip_val.has_value() != max_norm.has_value(),
              "Fabric::clip_gradients: pass exactly one of clip_val and max_norm");
@@ -343,9 +345,7 @@ Tensor Fabric::broadcast(const Tensor& t, int src) const {
   return t;
 }
 
-Tensor Fabric::all_gather(const Tensor& t) const {
-  return group_ ? group_->all_gather(t) : t.unsqueeze(0);
-}
+Tensor Fabric::all_gather(const Tensor& t) const { return group_ ? group_->all_gather(t) : t.unsqueeze(0); }
 
 Tensor Fabric::all_reduce(const Tensor& t, const std::string& reduce_op) const {
   KILN_CHECK(reduce_op == "mean" || reduce_op == "sum" || reduce_op == "max" || reduce_op == "min",
@@ -353,8 +353,7 @@ Tensor Fabric::all_reduce(const Tensor& t, const std::string& reduce_op) const {
   return group_ ? group_->all_reduce(t, reduce_op) : t;
 }
 
-Fabric::NoBackwardSync Fabric::no_backward_sync(const std::shared_ptr<nn::Module>& module,
-                                                bool enabled) const {
+Fabric::NoBackwardSync Fabric::no_backward_sync(const std::shared_ptr<nn::Module>& module, bool enabled) const {
   KILN_CHECK(module && setup_objects_.count(module.get()),
              "Fabric::no_backward_sync: the module was not set up; call fabric.setup(model, ...) first");
   if (!group_ || !enabled) return {};
@@ -433,8 +432,10 @@ void check_filter(const State& state, const SaveFilter& filter) {
     KILN_CHECK(it != state.end(), "Fabric::save: the filter names '", key, "', which the state does not have");
     KILN_CHECK(std::holds_alternative<std::shared_ptr<nn::Module>>(it->second) ||
                    std::holds_alternative<std::shared_ptr<optim::Optimizer>>(it->second),
-               "Fabric::save: the filter for '", key, "' applies to a module's or an optimizer's "
-               "tensors, but '", key, "' is neither");
+               "Fabric::save: the filter for '", key,
+               "' applies to a module's or an optimizer's "
+               "tensors, but '",
+               key, "' is neither");
     KILN_CHECK(fn, "Fabric::save: the filter for '", key, "' is empty");
   }
 }
@@ -448,7 +449,8 @@ void Fabric::save(const std::string& path, const State& state, const SaveFilter&
   for (const auto& [key, value] : state)
     if (auto o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value))
       sharded = sharded || (ctx && ctx->layouts.count(o->get()));
-  KILN_CHECK(!sharded || filter.empty(), "Fabric::save: a filter does not combine with the sharded "
+  KILN_CHECK(!sharded || filter.empty(),
+             "Fabric::save: a filter does not combine with the sharded "
              "strategy's optimizer yet; save without a filter, or filter the consolidated checkpoint");
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty() && (sharded || is_global_zero())) {
@@ -474,8 +476,7 @@ void Fabric::save(const std::string& path, const State& state, const SaveFilter&
   }
   // Every rank's outcome is exchanged after each step: a failure anywhere fails every rank at once.
   detail::SaveGroup g{global_rank(), world_size(), [&](const Tensor& t) { return group_->all_gather(t); },
-                      [&](const Tensor& t, int src) { return group_->broadcast(t, src); },
-                      [&] { group_->barrier(); }};
+                      [&](const Tensor& t, int src) { return group_->broadcast(t, src); }, [&] { group_->barrier(); }};
   detail::save_distributed(path, state, ctx ? &*ctx : nullptr, g, contents);
 }
 
@@ -500,8 +501,8 @@ State Fabric::load(const std::string& path) const {
 void Fabric::load_raw(const std::string& path, const std::shared_ptr<nn::Module>& module, bool strict) const {
   KILN_CHECK(module, "Fabric::load_raw: the module is null");
   SafetensorsData file = load_safetensors(path);
-  KILN_CHECK(!file.metadata.count("kiln.state") && !file.metadata.count("kiln.sharded"),
-             "Fabric::load_raw ", path, ": this is a Fabric checkpoint, not a raw state dict; load it "
+  KILN_CHECK(!file.metadata.count("kiln.state") && !file.metadata.count("kiln.sharded"), "Fabric::load_raw ", path,
+             ": this is a Fabric checkpoint, not a raw state dict; load it "
              "with fabric.load(path, state)");
   nn::StateDict own = module->state_dict(), sd;
   NoGradGuard no_grad;
@@ -512,15 +513,14 @@ void Fabric::load_raw(const std::string& path, const std::shared_ptr<nn::Module>
   }
   try {
     module->load_state_dict(sd, strict);
-  } catch (const Error& e) {
-    fail("Fabric::load_raw ", path, ": ", e.what());
-  }
+  } catch (const Error& e) { fail("Fabric::load_raw ", path, ": ", e.what()); }
 }
 
 void Fabric::load_raw(const std::string& path, const std::shared_ptr<optim::Optimizer>& optimizer) const {
   KILN_CHECK(optimizer, "Fabric::load_raw: the optimizer is null");
   auto ctx = group_ ? group_->shard_context() : std::nullopt;
-  KILN_CHECK(!ctx || !ctx->layouts.count(optimizer.get()), "Fabric::load_raw ", path, ": the "
+  KILN_CHECK(!ctx || !ctx->layouts.count(optimizer.get()), "Fabric::load_raw ", path,
+             ": the "
              "optimizer is sharded (strategy \"zero\"); load its state from a Fabric checkpoint with "
              "fabric.load(path, state), which cuts it into this rank's shards");
   SafetensorsData file = load_safetensors(path);
@@ -534,9 +534,7 @@ void Fabric::load_raw(const std::string& path, const std::shared_ptr<optim::Opti
   }
   try {
     optimizer->load(file.tensors, hyper);
-  } catch (const Error& e) {
-    fail("Fabric::load_raw ", path, ": ", e.what());
-  }
+  } catch (const Error& e) { fail("Fabric::load_raw ", path, ": ", e.what()); }
 }
 
 }  // namespace kiln

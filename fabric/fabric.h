@@ -50,13 +50,13 @@ namespace kiln {
 namespace detail {
 class FabricProcessGroup;
 struct FabricState;
-}
+}  // namespace detail
 
 struct FabricOptions {
   std::string accelerator = "auto";  // "auto", "cpu", "gpu" / "cuda"
   Devices devices = "auto";          // "auto", a count ("2"), or GPU ids ("0,2" or {0, 2})
   int num_nodes = 1;
-  std::string precision = "32-true"; // "32-true" "64-true" "bf16-mixed" "bf16-true" "16-true" "16-mixed"
+  std::string precision = "32-true";  // "32-true" "64-true" "bf16-mixed" "bf16-true" "16-true" "16-mixed"
   // "auto", "single_device", "ddp", or a sharded one: "zero" (kiln's name), "deepspeed" /
   // "deepspeed_stage_2" (DeepSpeed's ZeRO stage 2, what kiln runs) or "fsdp". All sharded names
   // run ZeRO stage 2 (kiln::distributed::ShardedDataParallel): gradients, optimizer state and the
@@ -90,9 +90,8 @@ void apply_launcher_overrides(FabricOptions& options);
 class MetricValue {
  public:
   template <class T>
-    requires std::is_arithmetic_v<T>
-  MetricValue(T v) : value_(double(v)) {}  // NOLINT: implicit, as the number it holds
-  MetricValue(const Tensor& t) : value_(t) {}  // NOLINT
+  requires std::is_arithmetic_v<T> MetricValue(T v) : value_(double(v)) {}  // NOLINT: implicit, as the number it holds
+  MetricValue(const Tensor& t) : value_(t) {}                               // NOLINT
   // The number; `name` is for the error when a tensor has other than one element.
   double get(const std::string& name) const;
 
@@ -150,13 +149,15 @@ class Fabric {
   template <class M, class... Rest>
   auto setup(std::shared_ptr<M> model, std::shared_ptr<Rest>... rest) {
     static_assert(std::is_base_of_v<nn::Module, M>, "Fabric::setup: the first argument is the model");
-    static_assert(((std::is_base_of_v<optim::Optimizer, Rest> || std::is_base_of_v<optim::LRScheduler, Rest>) && ...),
+    static_assert(((std::is_base_of_v<optim::Optimizer, Rest> || std::is_base_of_v<optim::LRScheduler, Rest>)&&...),
                   "Fabric::setup: after the model come optimizers and at most one scheduler");
     static_assert(scheduler_last<Rest...>(), "Fabric::setup: at most one scheduler, after the optimizers");
     setup_module_impl(model);
     (setup_rest(rest), ...);
-    if constexpr (sizeof...(Rest) == 0) return model;
-    else return std::tuple<std::shared_ptr<M>, std::shared_ptr<Rest>...>(std::move(model), std::move(rest)...);
+    if constexpr (sizeof...(Rest) == 0)
+      return model;
+    else
+      return std::tuple<std::shared_ptr<M>, std::shared_ptr<Rest>...>(std::move(model), std::move(rest)...);
   }
   template <class M>
   std::shared_ptr<M> setup_module(std::shared_ptr<M> model) {
@@ -168,8 +169,10 @@ class Fabric {
   auto setup_optimizers(std::shared_ptr<O> optimizer, std::shared_ptr<More>... more) {
     setup_optimizer_impl(optimizer);
     (setup_optimizer_impl(more), ...);
-    if constexpr (sizeof...(More) == 0) return optimizer;
-    else return std::tuple<std::shared_ptr<O>, std::shared_ptr<More>...>(std::move(optimizer), std::move(more)...);
+    if constexpr (sizeof...(More) == 0)
+      return optimizer;
+    else
+      return std::tuple<std::shared_ptr<O>, std::shared_ptr<More>...>(std::move(optimizer), std::move(more)...);
   }
   // Lightning's setup_dataloaders(*loaders, use_distributed_sampler, move_to_device). Batches come
   // out on device() and, for the "-true" precisions, in the precision's dtype. With several
@@ -206,11 +209,9 @@ class Fabric {
   // non-finite norm is left to the loss scaler (which skips the step); otherwise a non-finite
   // norm is an error unless error_if_nonfinite is false. Under the sharded strategy the norm is
   // the global one over every rank's gradient shards.
-  Tensor clip_gradients(const std::shared_ptr<nn::Module>& module,
-                        const std::shared_ptr<optim::Optimizer>& optimizer,
-                        std::optional<double> clip_val = std::nullopt,
-                        std::optional<double> max_norm = std::nullopt, double norm_type = 2.0,
-                        bool error_if_nonfinite = true);
+  Tensor clip_gradients(const std::shared_ptr<nn::Module>& module, const std::shared_ptr<optim::Optimizer>& optimizer,
+                        std::optional<double> clip_val = std::nullopt, std::optional<double> max_norm = std::nullopt,
+                        double norm_type = 2.0, bool error_if_nonfinite = true);
   // The precision's autocast scope ("-mixed" precisions); a no-op scope otherwise. A set-up
   // model needs none; code outside it may: { auto ac = fabric.autocast(); ... }
   // The training step as a function of the batch (fabric/compiled_step.h): with
@@ -258,10 +259,8 @@ class Fabric {
   // A string or a JSON value (numbers, lists, maps: any plain Python-like object) from rank src.
   std::string broadcast(const std::string& s, int src = 0) const;
   template <class J>
-    requires std::same_as<J, nlohmann::json>
-  J broadcast(const J& value, int src = 0) const {
-    return nlohmann::json::parse(broadcast(value.dump(), src));
-  }
+  requires std::same_as<J, nlohmann::json> J broadcast(const J& value, int src = 0)
+  const { return nlohmann::json::parse(broadcast(value.dump(), src)); }
   Tensor all_gather(const Tensor& t) const;
   Tensor all_reduce(const Tensor& t, const std::string& reduce_op = "mean") const;
 
@@ -353,8 +352,10 @@ class Fabric {
   }
   template <class T>
   void setup_rest(const std::shared_ptr<T>& obj) {
-    if constexpr (std::is_base_of_v<optim::Optimizer, T>) setup_optimizer_impl(obj);
-    else KILN_CHECK(obj, "Fabric::setup: the scheduler is null");
+    if constexpr (std::is_base_of_v<optim::Optimizer, T>)
+      setup_optimizer_impl(obj);
+    else
+      KILN_CHECK(obj, "Fabric::setup: the scheduler is null");
   }
   void setup_module_impl(const std::shared_ptr<nn::Module>& model);
   void setup_optimizer_impl(const std::shared_ptr<optim::Optimizer>& optimizer);

@@ -86,8 +86,8 @@ namespace detail {
 std::string to_yaml(const nlohmann::json& params) {
   std::string out;
   for (auto it = params.begin(); it != params.end(); ++it)
-    out += dump_json(nlohmann::json(it.key()), "log_hyperparams") + ": " +
-           dump_json(it.value(), "log_hyperparams") + "\n";
+    out +=
+        dump_json(nlohmann::json(it.key()), "log_hyperparams") + ": " + dump_json(it.value(), "log_hyperparams") + "\n";
   return out;
 }
 }  // namespace detail
@@ -113,8 +113,7 @@ void CSVLogger::finalize() {
   if (file_) std::fflush(file_);
 }
 
-static std::string csv_row(const std::vector<std::string>& keys, int64_t step,
-                           const std::map<std::string, double>& m) {
+static std::string csv_row(const std::vector<std::string>& keys, int64_t step, const std::map<std::string, double>& m) {
   std::string line = std::to_string(step);
   for (const auto& k : keys) {
     line += ',';
@@ -161,8 +160,8 @@ void CSVLogger::log_metrics(const std::map<std::string, double>& metrics, int64_
     return;
   }
   std::string line = csv_row(keys_, step, metrics);
-  KILN_CHECK(std::fputs(line.c_str(), file_) >= 0 && std::fflush(file_) == 0,
-             "CSVLogger: write to ", metrics_path(), " failed: ", std::strerror(errno));
+  KILN_CHECK(std::fputs(line.c_str(), file_) >= 0 && std::fflush(file_) == 0, "CSVLogger: write to ", metrics_path(),
+             " failed: ", std::strerror(errno));
 }
 
 }  // namespace kiln

@@ -1,8 +1,8 @@
 // Experiment loggers with Lightning's directory layout: root_dir/name/version_N/ where N is the next
 // free number, shared by the loggers of one root_dir/name alive in the process (a CSVLogger and a
-// TensorBoardLogger of one run write into the same version_N). CSVLogger writes metrics.csv (a "step" column plus one per metric, the header grows
-// as new names appear) and hparams.yaml; TensorBoardLogger writes real TensorBoard event files.
-// Folders are created on the first write, so a logger built on every rank costs nothing.
+// TensorBoardLogger of one run write into the same version_N). CSVLogger writes metrics.csv (a "step" column plus one
+// per metric, the header grows as new names appear) and hparams.yaml; TensorBoardLogger writes real TensorBoard event
+// files. Folders are created on the first write, so a logger built on every rank costs nothing.
 //   auto csv = std::make_shared<kiln::CSVLogger>("logs", "cifar");
 //   csv->log_hyperparams({{"lr", 3e-4}, {"batch_size", 128}});
 //   csv->log_metrics({{"train_loss", 0.71}}, /*step=*/100);   // logs/cifar/version_0/metrics.csv
@@ -32,8 +32,8 @@ class Logger {
 
   const std::string& root_dir() const { return root_dir_; }
   const std::string& name() const { return name_; }
-  int version() const;           // the next free version_N under root_dir/name, fixed on first use
-  std::string log_dir() const;   // root_dir/name/version_N
+  int version() const;          // the next free version_N under root_dir/name, fixed on first use
+  std::string log_dir() const;  // root_dir/name/version_N
 
  protected:
   std::string ensure_log_dir();  // creates log_dir() and returns it

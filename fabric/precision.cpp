@@ -7,13 +7,19 @@ namespace kiln {
 
 Precision::Precision(const std::string& precision, Device device, optim::GradScalerOptions scaler)
     : precision_(precision), device_(device) {
-  if (precision == "64-true") param_dtype_ = DType::f64;
-  else if (precision == "bf16-true") param_dtype_ = DType::bf16;
-  else if (precision == "16-true") param_dtype_ = DType::f16;
-  else if (precision == "bf16-mixed") autocast_dtype_ = DType::bf16;
-  else if (precision == "16-mixed") autocast_dtype_ = DType::f16;
+  if (precision == "64-true")
+    param_dtype_ = DType::f64;
+  else if (precision == "bf16-true")
+    param_dtype_ = DType::bf16;
+  else if (precision == "16-true")
+    param_dtype_ = DType::f16;
+  else if (precision == "bf16-mixed")
+    autocast_dtype_ = DType::bf16;
+  else if (precision == "16-mixed")
+    autocast_dtype_ = DType::f16;
   else
-    KILN_CHECK(precision == "32-true", "Precision: unknown precision \"", precision, "\"; use one of "
+    KILN_CHECK(precision == "32-true", "Precision: unknown precision \"", precision,
+               "\"; use one of "
                "\"32-true\", \"64-true\", \"bf16-mixed\", \"bf16-true\", \"16-mixed\", \"16-true\"");
   if (precision == "16-mixed") scaler_ = std::make_shared<optim::GradScaler>(scaler);
 }
@@ -34,8 +40,6 @@ Tensor Precision::convert_output(const Tensor& t) const {
   return t.to(DType::f32);
 }
 
-Tensor Precision::pre_backward(const Tensor& loss) const {
-  return scaler_ ? scaler_->scale(loss) : loss;
-}
+Tensor Precision::pre_backward(const Tensor& loss) const { return scaler_ ? scaler_->scale(loss) : loss; }
 
 }  // namespace kiln

@@ -27,8 +27,7 @@ class Precision : public Plugin {
   // `precision`: "32-true", "64-true", "bf16-true", "16-true", "bf16-mixed" or "16-mixed";
   // `device`: where the model computes (autocast's device). "16-mixed" gets a GradScaler with
   // `scaler` options.
-  explicit Precision(const std::string& precision, Device device = Device::cpu(),
-                     optim::GradScalerOptions scaler = {});
+  explicit Precision(const std::string& precision, Device device = Device::cpu(), optim::GradScalerOptions scaler = {});
 
   const std::string& precision() const { return precision_; }
   Device device() const { return device_; }

@@ -24,8 +24,7 @@ class GlooProcessGroup final : public FabricProcessGroup {
 
   void wrap(const std::shared_ptr<nn::Module>& model) override {
     if (!sharded_) {
-      if (!ddp_.count(model.get()))
-        ddp_[model.get()] = std::make_shared<kd::DistributedDataParallel>(model, comm_);
+      if (!ddp_.count(model.get())) ddp_[model.get()] = std::make_shared<kd::DistributedDataParallel>(model, comm_);
       return;
     }
     if (zero_.count(model.get()) || pending_.count(model.get())) return;
@@ -43,9 +42,11 @@ class GlooProcessGroup final : public FabricProcessGroup {
     for (const auto& [m, candidate] : pending_)
       for (const auto& p : candidate->parameters())
         if (p.is_same(params.at(0))) model = candidate;
-    KILN_CHECK(model, "Fabric::setup: under the sharded strategy an optimizer is sharded together "
+    KILN_CHECK(model,
+               "Fabric::setup: under the sharded strategy an optimizer is sharded together "
                "with its model, but no set-up model (without an optimizer yet) holds this ",
-               optimizer->name(), "'s parameters; call fabric.setup(model, optimizer), or "
+               optimizer->name(),
+               "'s parameters; call fabric.setup(model, optimizer), or "
                "fabric.setup_module(model) before fabric.setup_optimizers(optimizer)");
     auto zero = std::make_shared<kd::ShardedDataParallel>(model, optimizer, comm_);
     pending_.erase(model.get());
@@ -57,8 +58,8 @@ class GlooProcessGroup final : public FabricProcessGroup {
     for (auto& [m, ddp] : ddp_) ddp->finalize();
     for (auto& [m, zero] : zero_) zero->finalize();
     KILN_CHECK(pending_.empty(), "Fabric::backward: under the sharded strategy each model's ",
-               "gradients are reduced into its optimizer's shards, but ",
-               pending_.begin()->second->name(), " was set up without an optimizer; pass it to "
+               "gradients are reduced into its optimizer's shards, but ", pending_.begin()->second->name(),
+               " was set up without an optimizer; pass it to "
                "fabric.setup(model, optimizer) together with its optimizer");
   }
 
@@ -67,8 +68,8 @@ class GlooProcessGroup final : public FabricProcessGroup {
       return std::make_shared<kd::Reducer::NoSyncGuard>(it->second->reducer());
     auto it = ddp_.find(model);
     KILN_CHECK(it != ddp_.end(), "Fabric::no_backward_sync: the module is not wrapped for "
-               "the strategy (DistributedDataParallel or ShardedDataParallel); pass the model "
-               "returned by fabric.setup(), with its optimizer under the sharded strategy");
+                                 "the strategy (DistributedDataParallel or ShardedDataParallel); pass the model "
+                                 "returned by fabric.setup(), with its optimizer under the sharded strategy");
     return std::make_shared<kd::Reducer::NoSyncGuard>(it->second->reducer());
   }
 
@@ -100,8 +101,8 @@ class GlooProcessGroup final : public FabricProcessGroup {
 
   void barrier() override { comm_->barrier(); }
   Tensor broadcast(const Tensor& t, int src) override {
-    KILN_CHECK(src >= 0 && src < world_size(), "Fabric::broadcast: src rank ", src,
-               " does not exist (world size ", world_size(), ")");
+    KILN_CHECK(src >= 0 && src < world_size(), "Fabric::broadcast: src rank ", src, " does not exist (world size ",
+               world_size(), ")");
     Tensor out = t.clone();
     comm_->broadcast(out, src);
     return out;
@@ -126,12 +127,12 @@ class GlooProcessGroup final : public FabricProcessGroup {
 
 }  // namespace
 
-std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool match_launcher,
-                                                        bool sharded, std::chrono::milliseconds timeout) {
+std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool match_launcher, bool sharded,
+                                                        std::chrono::milliseconds timeout) {
   kd::Environment env = kd::launch(std::max(processes_per_node, 1));
   KILN_CHECK(match_launcher || env.local_world_size == processes_per_node, "Fabric::launch: devices asks for ",
-             processes_per_node, " processes per node, but the launcher (", env.source,
-             ") started ", env.local_world_size, "; make them agree, or pass devices \"auto\"");
+             processes_per_node, " processes per node, but the launcher (", env.source, ") started ",
+             env.local_world_size, "; make them agree, or pass devices \"auto\"");
   kd::ProcessGroupOptions options;
   options.timeout = timeout;
   return std::make_shared<GlooProcessGroup>(env, kd::init_process_group(env, options), sharded);
@@ -140,8 +141,7 @@ std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, 
 std::optional<LauncherInfo> detect_launcher() {
   auto env = kd::detect_environment();
   if (!env) return std::nullopt;
-  return LauncherInfo{.world_size = env->world_size, .local_world_size = env->local_world_size,
-                      .source = env->source};
+  return LauncherInfo{.world_size = env->world_size, .local_world_size = env->local_world_size, .source = env->source};
 }
 
 }  // namespace kiln::detail

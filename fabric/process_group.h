@@ -56,8 +56,8 @@ class FabricProcessGroup {
 // as many processes per node as a launcher started (devices "auto"); otherwise they must be
 // processes_per_node. sharded: the ZeRO-2 strategy instead of DDP. timeout: how long joining and
 // each collective wait for the others.
-std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool match_launcher,
-                                                        bool sharded, std::chrono::milliseconds timeout);
+std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool match_launcher, bool sharded,
+                                                        std::chrono::milliseconds timeout);
 
 // The job a launcher (torchrun, kiln-run, srun, mpirun) started this process in; nullopt without one.
 struct LauncherInfo {

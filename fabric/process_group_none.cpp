@@ -3,8 +3,8 @@
 
 namespace kiln::detail {
 
-std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool match_launcher,
-                                                        bool sharded, std::chrono::milliseconds) {
+std::shared_ptr<FabricProcessGroup> start_process_group(int processes_per_node, bool match_launcher, bool sharded,
+                                                        std::chrono::milliseconds) {
   fail("Fabric::launch: ", sharded ? "the sharded strategy needs" : "several processes need",
        " kiln's distributed layer, which ",
        "this build lacks (Gloo, Debian's libgloo-dev, was not found when kiln was configured); ",

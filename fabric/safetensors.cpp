@@ -24,9 +24,9 @@ constexpr size_t kMaxDims = 64;
 // A file is read whole into memory; this only refuses sizes no checkpoint has.
 constexpr uint64_t kMaxFile = uint64_t(1) << 40;
 
-const std::pair<DType, const char*> kDTypes[] = {
-    {DType::f32, "F32"}, {DType::f64, "F64"}, {DType::f16, "F16"}, {DType::bf16, "BF16"},
-    {DType::i32, "I32"}, {DType::i64, "I64"}, {DType::u8, "U8"},   {DType::boolean, "BOOL"}};
+const std::pair<DType, const char*> kDTypes[] = {{DType::f32, "F32"},   {DType::f64, "F64"},     {DType::f16, "F16"},
+                                                 {DType::bf16, "BF16"}, {DType::i32, "I32"},     {DType::i64, "I64"},
+                                                 {DType::u8, "U8"},     {DType::boolean, "BOOL"}};
 
 DType parse_dtype(const std::string& name, const std::string& key, const std::string& source) {
   for (auto& [d, n] : kDTypes)
@@ -36,25 +36,23 @@ DType parse_dtype(const std::string& name, const std::string& key, const std::st
 }
 
 struct Prepared {
-  std::string header;  // length prefix + padded JSON
+  std::string header;                                   // length prefix + padded JSON
   std::vector<std::pair<std::string, Tensor>> tensors;  // contiguous CPU tensors in data order
 };
 
-Prepared prepare(const std::map<std::string, Tensor>& tensors,
-                 const std::map<std::string, std::string>& metadata) {
+Prepared prepare(const std::map<std::string, Tensor>& tensors, const std::map<std::string, std::string>& metadata) {
   Prepared p;
   nlohmann::json header = nlohmann::json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& [key, t] : tensors) {
-    KILN_CHECK(!key.empty() && key != "__metadata__", "save_safetensors: invalid tensor name '",
-               key, "'; use a non-empty name other than __metadata__");
+    KILN_CHECK(!key.empty() && key != "__metadata__", "save_safetensors: invalid tensor name '", key,
+               "'; use a non-empty name other than __metadata__");
     KILN_CHECK(t.defined(), "save_safetensors: tensor '", key, "' is undefined");
     Tensor c = t.detach().to(Device::cpu()).contiguous();
     uint64_t n = uint64_t(c.numel()) * c.element_size();
-    header[key] = {{"dtype", safetensors_dtype_name(c.dtype())},
-                   {"shape", c.sizes()},
-                   {"data_offsets", {offset, offset + n}}};
+    header[key] = {
+        {"dtype", safetensors_dtype_name(c.dtype())}, {"shape", c.sizes()}, {"data_offsets", {offset, offset + n}}};
     offset += n;
     p.tensors.emplace_back(key, c);
   }
@@ -105,8 +103,8 @@ SafetensorsData parse_safetensors(const std::string& bytes, const std::string& s
              " at byte offset 0 reaches past the end of the file (", bytes.size(),
              " bytes); the file is truncated or corrupt");
   std::string_view text(bytes.data() + 8, n);
-  nlohmann::json header = detail::parse_json(text, "safetensors " + src + ": JSON header",
-                                             detail::kMaxJsonDepth, /*byte_offset=*/8);
+  nlohmann::json header =
+      detail::parse_json(text, "safetensors " + src + ": JSON header", detail::kMaxJsonDepth, /*byte_offset=*/8);
   KILN_CHECK(header.is_object(), "safetensors ", src, ": the header at byte offset 8 is not a JSON object");
 
   SafetensorsData out;
@@ -119,15 +117,12 @@ SafetensorsData parse_safetensors(const std::string& bytes, const std::string& s
     if (key == "__metadata__") {
       KILN_CHECK(e.is_object(), "safetensors ", src, ": __metadata__ must be a JSON object of strings");
       for (auto m = e.begin(); m != e.end(); ++m) {
-        KILN_CHECK(m.value().is_string(), "safetensors ", src, ": __metadata__ entry '", m.key(),
-                   "' is not a string");
+        KILN_CHECK(m.value().is_string(), "safetensors ", src, ": __metadata__ entry '", m.key(), "' is not a string");
         out.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
-    auto bad = [&](const std::string& what) {
-      fail("safetensors ", src, ": tensor '", key, "': ", what);
-    };
+    auto bad = [&](const std::string& what) { fail("safetensors ", src, ": tensor '", key, "': ", what); };
     if (key.empty()) bad("an empty tensor name is not allowed");
     if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
       bad("entry needs dtype, shape and data_offsets");
@@ -165,8 +160,7 @@ SafetensorsData parse_safetensors(const std::string& bytes, const std::string& s
       bad("data_offsets " + jo.dump() + " reach byte offset " +
           (end > UINT64_MAX - data_start ? jo[1].dump() + " + " + std::to_string(data_start)
                                          : std::to_string(data_start + end)) +
-          ", past the end of the file (" + std::to_string(bytes.size()) +
-          " bytes); the file is truncated or corrupt");
+          ", past the end of the file (" + std::to_string(bytes.size()) + " bytes); the file is truncated or corrupt");
     uint64_t expect = numel * esize;
     if (end - begin != expect)
       bad("data_offsets " + jo.dump() + " hold " + std::to_string(end - begin) + " bytes but " +
@@ -178,14 +172,13 @@ SafetensorsData parse_safetensors(const std::string& bytes, const std::string& s
   std::sort(ranges.begin(), ranges.end());
   uint64_t pos = 0;
   for (auto& [b, e, key] : ranges) {
-    KILN_CHECK(b == pos, "safetensors ", src, ": tensor '", key, "' starts at data offset ", b,
-               " (byte offset ", data_start + b, ") but the previous tensor ends at ", pos,
+    KILN_CHECK(b == pos, "safetensors ", src, ": tensor '", key, "' starts at data offset ", b, " (byte offset ",
+               data_start + b, ") but the previous tensor ends at ", pos,
                b < pos ? ": ranges overlap" : ": the data has a hole");
     pos = e;
   }
-  KILN_CHECK(pos == data_size, "safetensors ", src, ": the tensors cover ", pos,
-             " bytes of data but the file holds ", data_size, " after the header (byte offset ",
-             data_start + pos, " onwards is unaccounted for)");
+  KILN_CHECK(pos == data_size, "safetensors ", src, ": the tensors cover ", pos, " bytes of data but the file holds ",
+             data_size, " after the header (byte offset ", data_start + pos, " onwards is unaccounted for)");
   return out;
 }
 

@@ -15,8 +15,8 @@
 namespace kiln {
 
 struct SafetensorsData {
-  std::map<std::string, Tensor> tensors;           // on the CPU, contiguous
-  std::map<std::string, std::string> metadata;     // the "__metadata__" entry
+  std::map<std::string, Tensor> tensors;        // on the CPU, contiguous
+  std::map<std::string, std::string> metadata;  // the "__metadata__" entry
 };
 
 // Writes every tensor (any device, any layout) and the metadata; the file appears whole or not at

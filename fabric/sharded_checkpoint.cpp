@@ -30,7 +30,7 @@ namespace {
 // header is not readable (the full read then says why). A path that is not a regular file is
 // refused here.
 std::optional<std::map<std::string, std::string>> read_header_metadata(const std::string& path,
-                                                                      const std::string& what) {
+                                                                       const std::string& what) {
   std::error_code ec;
   if (!fs::exists(fs::symlink_status(path, ec)) && !fs::exists(path, ec)) return std::map<std::string, std::string>{};
   auto file = detail::RegularFile::open(path, what);
@@ -46,9 +46,7 @@ std::optional<std::map<std::string, std::string>> read_header_metadata(const std
     if (h.contains("__metadata__") && h["__metadata__"].is_object())
       for (const auto& [k, v] : h["__metadata__"].items())
         if (v.is_string()) out[k] = v.get<std::string>();
-  } catch (const Error&) {
-    return std::nullopt;
-  }
+  } catch (const Error&) { return std::nullopt; }
   return out;
 }
 
@@ -62,16 +60,13 @@ std::string shard_dir(const std::string& index_path) {
 }
 
 // "state.<index>.<field>": an optimizer state entry of parameter (or shard) <index>.
-std::string state_key(size_t k, const std::string& field) {
-  return "state." + std::to_string(k) + "." + field;
-}
+std::string state_key(size_t k, const std::string& field) { return "state." + std::to_string(k) + "." + field; }
 
 // The field names ("exp_avg", "step", ...) of state.<index>.* in `tensors`.
 std::vector<std::string> fields_of(const std::map<std::string, Tensor>& tensors, size_t index) {
   std::vector<std::string> out;
   const std::string prefix = "state." + std::to_string(index) + ".";
-  for (auto it = tensors.lower_bound(prefix);
-       it != tensors.end() && it->first.rfind(prefix, 0) == 0; ++it)
+  for (auto it = tensors.lower_bound(prefix); it != tensors.end() && it->first.rfind(prefix, 0) == 0; ++it)
     out.push_back(it->first.substr(prefix.size()));
   return out;
 }
@@ -145,12 +140,11 @@ Layout parse_layout(const json& j, const std::string& source) {
 
 namespace detail {
 
-std::string checkpoint_shard_path(const std::string& path, const std::string& token, int rank,
-                                  int world_size) {
+std::string checkpoint_shard_path(const std::string& path, const std::string& token, int rank, int world_size) {
   fs::path p(path);
   std::string stem = p.extension() == ".safetensors" ? p.stem().string() : p.filename().string();
-  std::string name = stem + "." + token + ".rank" + std::to_string(rank) + "-of-" +
-                     std::to_string(world_size) + ".safetensors";
+  std::string name =
+      stem + "." + token + ".rank" + std::to_string(rank) + "-of-" + std::to_string(world_size) + ".safetensors";
   return (p.parent_path() / name).string();
 }
 
@@ -166,17 +160,16 @@ void save_checkpoint_index(const std::string& path, const std::string& token, co
                            const ShardContext& ctx) {
   json files = json::array(), layouts = json::object();
   for (int r = 0; r < ctx.world_size; ++r)
-    files.push_back(
-        fs::path(checkpoint_shard_path(path, token, r, ctx.world_size)).filename().string());
+    files.push_back(fs::path(checkpoint_shard_path(path, token, r, ctx.world_size)).filename().string());
   for (const auto& [key, value] : state)
     if (auto o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value))
       if (auto it = ctx.layouts.find(o->get()); it != ctx.layouts.end()) layouts[key] = it->second;
-  json index = {{"world_size", ctx.world_size}, {"save_id", token}, {"files", files},
-                {"layouts", layouts}};
-  save_safetensors(path, {}, {{"format", "pt"},
-                              {"kiln.format_version", std::to_string(kCheckpointFormatVersion)},
-                              {"kiln.version", KILN_VERSION},
-                              {"kiln.sharded", dump_json(index, "save " + path)}});
+  json index = {{"world_size", ctx.world_size}, {"save_id", token}, {"files", files}, {"layouts", layouts}};
+  save_safetensors(path, {},
+                   {{"format", "pt"},
+                    {"kiln.format_version", std::to_string(kCheckpointFormatVersion)},
+                    {"kiln.version", KILN_VERSION},
+                    {"kiln.sharded", dump_json(index, "save " + path)}});
 }
 
 json read_index(const std::string& path) {
@@ -193,12 +186,11 @@ json read_index(const std::string& path) {
   if (id.empty() || id.size() > 64 || id.find_first_of("/\\") != std::string::npos)
     in["save_id"].fail("must be a short name without slashes");
   const auto files = in["files"].elements(size_t(kMaxWorld));
-  if (int64_t(files.size()) != n)
-    in["files"].fail("must name one file per rank (" + std::to_string(n) + ")");
+  if (int64_t(files.size()) != n) in["files"].fail("must name one file per rank (" + std::to_string(n) + ")");
   for (const auto& f : files) {
     std::string name = f.as_string();
-    if (name.empty() || name == "." || name == ".." || name.size() > 255 ||
-        name.find('/') != std::string::npos || name.find('\0') != std::string::npos)
+    if (name.empty() || name == "." || name == ".." || name.size() > 255 || name.find('/') != std::string::npos ||
+        name.find('\0') != std::string::npos)
       f.fail("must be the name of a file beside the index");
   }
   for (const auto& [key, layout] : in["layouts"].members()) {
@@ -217,17 +209,14 @@ std::optional<std::vector<std::string>> indexed_shard_names(const std::string& p
     std::vector<std::string> out;
     for (const auto& f : index["files"]) out.push_back(f.get<std::string>());
     return out;
-  } catch (const Error&) {
-    return std::nullopt;
-  }
+  } catch (const Error&) { return std::nullopt; }
 }
 
 std::vector<std::string> checkpoint_shard_files(const std::string& path) {
   json index = read_index(path);
   std::vector<std::string> out;
   if (index.is_null()) return out;
-  for (const auto& f : index["files"])
-    out.push_back((fs::path(shard_dir(path)) / f.get<std::string>()).string());
+  for (const auto& f : index["files"]) out.push_back((fs::path(shard_dir(path)) / f.get<std::string>()).string());
   return out;
 }
 
@@ -235,12 +224,10 @@ namespace {
 
 // One rank's shard file, checked against the index that names it (read_index checked the index).
 CheckpointContents read_shard(const std::string& path, const json& index, int rank) {
-  std::string file =
-      (fs::path(shard_dir(path)) / index["files"][size_t(rank)].get<std::string>()).string();
+  std::string file = (fs::path(shard_dir(path)) / index["files"][size_t(rank)].get<std::string>()).string();
   std::error_code ec;
-  KILN_CHECK(fs::exists(fs::symlink_status(file, ec)), "load_checkpoint ", path, ": shard file ",
-             file, " of rank ", rank,
-             " is missing; a sharded checkpoint needs every rank's file beside its index");
+  KILN_CHECK(fs::exists(fs::symlink_status(file, ec)), "load_checkpoint ", path, ": shard file ", file, " of rank ",
+             rank, " is missing; a sharded checkpoint needs every rank's file beside its index");
   CheckpointContents c = read_contents(file);
   auto meta = c.metadata.find("kiln.shard");
   KILN_CHECK(meta != c.metadata.end(), "load_checkpoint ", file,
@@ -250,11 +237,9 @@ CheckpointContents read_shard(const std::string& path, const json& index, int ra
   const JsonIn in(shard, source);
   in.object();
   auto r = in.find("rank"), n = in.find("world_size"), id = in.find("save_id");
-  bool same = r && r->json() == rank && n && n->json() == index["world_size"] && id &&
-              id->json() == index["save_id"];
-  KILN_CHECK(same, "load_checkpoint ", path, ": ", file, " is ", json_brief(shard), ", not rank ",
-             rank, " of save ", index["save_id"].get<std::string>(),
-             "; the shard files were mixed up");
+  bool same = r && r->json() == rank && n && n->json() == index["world_size"] && id && id->json() == index["save_id"];
+  KILN_CHECK(same, "load_checkpoint ", path, ": ", file, " is ", json_brief(shard), ", not rank ", rank, " of save ",
+             index["save_id"].get<std::string>(), "; the shard files were mixed up");
   return c;
 }
 
@@ -278,8 +263,8 @@ CheckpointContents read_own_shard(const std::string& path, const json& index, in
   if (rank == 0) return base;
   CheckpointContents own = read_shard(path, index, rank);
   for (const auto& [key, layout] : index["layouts"].items()) {
-    KILN_CHECK(own.objects.contains(key), "load_checkpoint ", path, ": the shard of rank ", rank,
-               " has no entry '", key, "'");
+    KILN_CHECK(own.objects.contains(key), "load_checkpoint ", path, ": the shard of rank ", rank, " has no entry '",
+               key, "'");
     take_prefix(base.tensors, key);
     for (auto& [name, t] : take_prefix(own.tensors, key)) base.tensors[key + "." + name] = t;
     base.objects[key] = own.objects[key];
@@ -296,8 +281,8 @@ CheckpointContents consolidate_index(const std::string& path, const json& index)
     std::vector<OptimizerEntry> entries;
     for (int r = 0; r < n; ++r) {
       CheckpointContents& c = r == 0 ? out : shards[size_t(r)];
-      const JsonIn objects(c.objects, "load_checkpoint " + path + ": the shard of rank " +
-                                          std::to_string(r) + ": kiln.state");
+      const JsonIn objects(c.objects,
+                           "load_checkpoint " + path + ": the shard of rank " + std::to_string(r) + ": kiln.state");
       auto entry = objects.find(key);
       KILN_CHECK(entry, "load_checkpoint ", path, ": the shard of rank ", r, " has no entry '", key, "'");
       entries.push_back({take_prefix(c.tensors, key), (*entry)["hyper_params"].object().json()});
@@ -335,8 +320,7 @@ OptimizerEntry consolidate_optimizer(const json& layout_json, const std::vector<
     for (const std::string& field : fields_of(shards[0].tensors, k)) {
       const std::string name = state_key(k, field);
       if (field == "step") {  // one count per bucket, the same on every rank
-        for (const auto& p : b.params)
-          out.tensors[state_key(p.index, "step")] = shards[0].tensors.at(name).clone();
+        for (const auto& p : b.params) out.tensors[state_key(p.index, "step")] = shards[0].tensors.at(name).clone();
         continue;
       }
       std::vector<Tensor> parts;
@@ -345,9 +329,9 @@ OptimizerEntry consolidate_optimizer(const json& layout_json, const std::vector<
         KILN_CHECK(it != shards[r].tensors.end() && it->second.sizes() == Shape{b.shard} &&
                        it->second.dtype() == shards[0].tensors.at(name).dtype(),
                    "sharded checkpoint ", source, ": rank ", r, "'s ", name, " is ",
-                   it == shards[r].tensors.end()
-                       ? std::string("missing")
-                       : "of shape " + shape_str(it->second.sizes()) + " " + std::string(dtype_name(it->second.dtype())),
+                   it == shards[r].tensors.end() ? std::string("missing")
+                                                 : "of shape " + shape_str(it->second.sizes()) + " " +
+                                                       std::string(dtype_name(it->second.dtype())),
                    "; expected [", b.shard, "] ", dtype_name(shards[0].tensors.at(name).dtype()));
         parts.push_back(it->second);
       }
@@ -373,20 +357,20 @@ OptimizerEntry shard_optimizer(const json& layout_json, int rank, const Optimize
   const auto& sizes = layout.group_sizes;
   const JsonIn hp(full.hyper_params, "load_checkpoint " + source + ": optimizer hyper_params");
   const auto groups = hp["param_groups"].elements();
-  KILN_CHECK(groups.size() == sizes.size(), "load_checkpoint ", source,
-             ": the saved optimizer has ", groups.size(), " param groups, this one ", sizes.size());
+  KILN_CHECK(groups.size() == sizes.size(), "load_checkpoint ", source, ": the saved optimizer has ", groups.size(),
+             " param groups, this one ", sizes.size());
   for (size_t g = 0; g < groups.size(); ++g) {
     groups[g].object();
     const size_t want = sizes[g];
     auto params = groups[g].find("params");
     size_t saved = params ? params->array().size() : want;
-    KILN_CHECK(saved == want, "load_checkpoint ", source, ": param group ", g,
-               " of the saved optimizer has ", saved, " parameters, this one ", want);
+    KILN_CHECK(saved == want, "load_checkpoint ", source, ": param group ", g, " of the saved optimizer has ", saved,
+               " parameters, this one ", want);
   }
   auto state_of = [&](size_t i, const std::string& field) -> const Tensor& {
     auto it = full.tensors.find(state_key(i, field));
-    KILN_CHECK(it != full.tensors.end(), "load_checkpoint ", source, ": optimizer state ",
-               state_key(i, field), " is missing");
+    KILN_CHECK(it != full.tensors.end(), "load_checkpoint ", source, ": optimizer state ", state_key(i, field),
+               " is missing");
     return it->second;
   };
   OptimizerEntry out;
@@ -397,19 +381,20 @@ OptimizerEntry shard_optimizer(const json& layout_json, int rank, const Optimize
     const size_t first = b.params[0].index;
     std::vector<std::string> fields = fields_of(full.tensors, first);
     for (const auto& p : b.params) {
-      KILN_CHECK(fields_of(full.tensors, p.index) == fields, "load_checkpoint ", source, ": parameters ",
-                 first, " and ", p.index, " have different optimizer state (one stepped, the other not); "
+      KILN_CHECK(fields_of(full.tensors, p.index) == fields, "load_checkpoint ", source, ": parameters ", first,
+                 " and ", p.index,
+                 " have different optimizer state (one stepped, the other not); "
                  "the sharded strategy keeps one state per bucket of parameters");
     }
     for (const std::string& field : fields) {
       if (field == "step") {
         const Tensor& step = state_of(first, "step");
-        KILN_CHECK(step.numel() == 1, "load_checkpoint ", source, ": ", state_key(first, "step"),
-                   " has ", step.numel(), " elements; a step count has one");
+        KILN_CHECK(step.numel() == 1, "load_checkpoint ", source, ": ", state_key(first, "step"), " has ", step.numel(),
+                   " elements; a step count has one");
         for (const auto& p : b.params) {
           const Tensor& other = state_of(p.index, "step");
-          KILN_CHECK(other.numel() == 1 && other.item<double>() == step.item<double>(),
-                     "load_checkpoint ", source, ": parameters ", first, " and ", p.index,
+          KILN_CHECK(other.numel() == 1 && other.item<double>() == step.item<double>(), "load_checkpoint ", source,
+                     ": parameters ", first, " and ", p.index,
                      " have different step counts; the sharded strategy keeps one per bucket");
         }
         out.tensors[state_key(k, "step")] = step.clone();
@@ -420,9 +405,9 @@ OptimizerEntry shard_optimizer(const json& layout_json, int rank, const Optimize
       for (const auto& p : b.params) {
         const std::string name = state_key(p.index, field);
         const Tensor& t = state_of(p.index, field);
-        KILN_CHECK(t.numel() == p.numel && t.dtype() == proto.dtype(), "load_checkpoint ", source,
-                   ": ", name, " is ", dtype_name(t.dtype()), " with ", t.numel(),
-                   " elements, the parameter ", dtype_name(proto.dtype()), " with ", p.numel);
+        KILN_CHECK(t.numel() == p.numel && t.dtype() == proto.dtype(), "load_checkpoint ", source, ": ", name, " is ",
+                   dtype_name(t.dtype()), " with ", t.numel(), " elements, the parameter ", dtype_name(proto.dtype()),
+                   " with ", p.numel);
         flat.narrow(0, p.offset, t.numel()).copy_(t.reshape({t.numel()}));
       }
       out.tensors[state_key(k, field)] = flat.narrow(0, rank * b.shard, b.shard).clone();
@@ -432,8 +417,7 @@ OptimizerEntry shard_optimizer(const json& layout_json, int rank, const Optimize
   out.hyper_params = full.hyper_params;
   auto& out_groups = out.hyper_params["param_groups"];
   for (auto& g : out_groups) g["params"] = json::array();
-  for (size_t k = 0; k < layout.buckets.size(); ++k)
-    out_groups[layout.buckets[k].group]["params"].push_back(k);
+  for (size_t k = 0; k < layout.buckets.size(); ++k) out_groups[layout.buckets[k].group]["params"].push_back(k);
   return out;
 }
 
@@ -445,12 +429,13 @@ bool is_sharded_checkpoint(const std::string& path) {
 
 void consolidate_checkpoint(const std::string& index_path, const std::string& out_path) {
   json index = detail::read_index(index_path);
-  KILN_CHECK(!index.is_null(), "consolidate_checkpoint: ", index_path, " is not the index of a "
+  KILN_CHECK(!index.is_null(), "consolidate_checkpoint: ", index_path,
+             " is not the index of a "
              "sharded checkpoint (no kiln.sharded metadata); it can be loaded as it is");
   std::error_code ec1, ec2;
   KILN_CHECK(fs::weakly_canonical(index_path, ec1) != fs::weakly_canonical(out_path, ec2) || ec1 || ec2,
-             "consolidate_checkpoint: writing ",
-             out_path, " over its own index would orphan the shards; choose another output path");
+             "consolidate_checkpoint: writing ", out_path,
+             " over its own index would orphan the shards; choose another output path");
   detail::write_contents(out_path, detail::consolidate_index(index_path, index));
 }
 

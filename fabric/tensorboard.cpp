@@ -108,8 +108,7 @@ std::string scalar_event(double wall_time, int64_t step, const std::string& name
 
 }  // namespace detail
 
-TensorBoardLogger::TensorBoardLogger(std::string root_dir, std::string name,
-                                     std::optional<int> version)
+TensorBoardLogger::TensorBoardLogger(std::string root_dir, std::string name, std::optional<int> version)
     : Logger(std::move(root_dir), std::move(name), version) {}
 
 TensorBoardLogger::~TensorBoardLogger() {
@@ -125,8 +124,8 @@ void TensorBoardLogger::write_record(const std::string& data) {
     char host[256] = "localhost";
     ::gethostname(host, sizeof host - 1);
     double t = detail::now();
-    event_path_ = ensure_log_dir() + "/events.out.tfevents." + std::to_string(int64_t(t)) + "." +
-                  host + "." + std::to_string(::getpid()) + ".0";
+    event_path_ = ensure_log_dir() + "/events.out.tfevents." + std::to_string(int64_t(t)) + "." + host + "." +
+                  std::to_string(::getpid()) + ".0";
     file_ = std::fopen(event_path_.c_str(), "ab");
     KILN_CHECK(file_, "TensorBoardLogger: cannot create ", event_path_, ": ", std::strerror(errno));
     std::string first = detail::tfrecord(detail::file_version_event(t));
@@ -139,8 +138,7 @@ void TensorBoardLogger::write_record(const std::string& data) {
 
 void TensorBoardLogger::log_metrics(const std::map<std::string, double>& metrics, int64_t step) {
   double t = detail::now();
-  for (const auto& [name, value] : metrics)
-    write_record(detail::scalar_event(t, step, name, float(value)));
+  for (const auto& [name, value] : metrics) write_record(detail::scalar_event(t, step, name, float(value)));
 }
 
 }  // namespace kiln

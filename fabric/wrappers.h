@@ -22,10 +22,10 @@ struct FabricState {
   std::shared_ptr<FabricProcessGroup> group;  // set by launch() for the multi-process strategies
   // Why a plain loss.backward() is wrong under this precision and strategy; empty when it is fine.
   std::string backward_reason;
-  int in_backward = 0;                        // > 0 while fabric.backward runs
-  int64_t backward_count = 0;                 // fabric.backward calls so far ("16-mixed")
+  int in_backward = 0;                                    // > 0 while fabric.backward runs
+  int64_t backward_count = 0;                             // fabric.backward calls so far ("16-mixed")
   std::map<const optim::Optimizer*, int64_t> stepped_at;  // backward_count at each one's last step
-  bool last_step_ran = true;                  // false when the scaler skipped the last step
+  bool last_step_ran = true;                              // false when the scaler skipped the last step
 };
 
 // The model computes under the precision (Precision::forward_context, convert_input and

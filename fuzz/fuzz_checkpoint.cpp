@@ -43,8 +43,8 @@ struct Target {
 struct ShardTarget {
   std::shared_ptr<nn::Linear> model = std::make_shared<nn::Linear>(2, 2);
   Tensor flat = zeros({3}, {.requires_grad = true});
-  std::shared_ptr<optim::SGD> opt = std::make_shared<optim::SGD>(std::vector<Tensor>{flat},
-                                                                 optim::SGDOptions{.lr = 0.1, .momentum = 0.9});
+  std::shared_ptr<optim::SGD> opt =
+      std::make_shared<optim::SGD>(std::vector<Tensor>{flat}, optim::SGDOptions{.lr = 0.1, .momentum = 0.9});
   detail::ShardContext ctx;
   explicit ShardTarget(int rank) {
     ctx.rank = rank;
@@ -66,7 +66,9 @@ fs::path scratch() {
   return dir;
 }
 
-std::string shard_name(int r) { return "last." + std::string(kToken) + ".rank" + std::to_string(r) + "-of-2.safetensors"; }
+std::string shard_name(int r) {
+  return "last." + std::string(kToken) + ".rank" + std::to_string(r) + "-of-2.safetensors";
+}
 
 // Valid shard files and their index, written once.
 void write_valid_sharded() {
@@ -125,29 +127,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       try {
         save_safetensors(index.string(), {{"model.weight", ones({2, 2})}, {"model.bias", zeros({2})}},
                          {{"format", "pt"}, {"kiln.format_version", "1"}, {"kiln.state", std::string(in)}});
-      } catch (const Error&) {
-        return 0;
-      }
+      } catch (const Error&) { return 0; }
       load_all(index.string());
       break;
     }
     case 2:
       write_valid_sharded();
       try {  // text that is not UTF-8 cannot be written into a header
-        save_safetensors(index.string(), {}, {{"format", "pt"}, {"kiln.format_version", "1"},
-                                              {"kiln.sharded", std::string(in)}});
-      } catch (const Error&) {
-        return 0;
-      }
+        save_safetensors(index.string(), {},
+                         {{"format", "pt"}, {"kiln.format_version", "1"}, {"kiln.sharded", std::string(in)}});
+      } catch (const Error&) { return 0; }
       load_all(index.string());
       break;
     default: {
       json layout;
       try {
         layout = detail::parse_json(in, "fuzz layout");
-      } catch (const Error&) {
-        return 0;
-      }
+      } catch (const Error&) { return 0; }
       ShardTarget r0(0), r1(1);
       std::vector<detail::OptimizerEntry> shards;
       for (auto* t : {&r0, &r1}) shards.push_back({t->opt->state_tensors(), t->opt->hyper_params()});

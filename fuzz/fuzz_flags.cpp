@@ -11,8 +11,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::string> argv{"train_cifar10"};
   std::string cur;
   for (size_t i = 0; i < size; ++i) {
-    if (data[i] == 0) argv.push_back(std::move(cur)), cur.clear();
-    else cur += char(data[i]);
+    if (data[i] == 0)
+      argv.push_back(std::move(cur)), cur.clear();
+    else
+      cur += char(data[i]);
   }
   argv.push_back(cur);
   kiln::fuzz::expect_success_or_error([&] { train_cifar10::parse_args(argv); });

@@ -43,8 +43,7 @@ template <class F>
 void expect_success_or_error(F&& f) {
   try {
     f();
-  } catch (const kiln::Error&) {
-  }
+  } catch (const kiln::Error&) {}
 }
 
 }  // namespace kiln::fuzz

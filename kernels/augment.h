@@ -16,13 +16,13 @@ namespace kiln::kernels {
 constexpr int kAugmentMaxChannels = 4;
 
 struct AugmentParams {
-  int64_t batch = 0;                    // entries to build
+  int64_t batch = 0;                         // entries to build
   int64_t channels = 0, h_in = 0, w_in = 0;  // source images uint8 [N, channels, h_in, w_in]
   int64_t h_out = 0, w_out = 0;
-  int64_t pad = 0;            // zero border added to the source first (torchvision's Pad)
-  int64_t crop_padding = 0;   // RandomCrop's zero padding around the padded image
-  bool random_flip = false;   // each entry flipped left-right with probability 1/2
-  bool random_crop = false;   // else the crop is centred
+  int64_t pad = 0;           // zero border added to the source first (torchvision's Pad)
+  int64_t crop_padding = 0;  // RandomCrop's zero padding around the padded image
+  bool random_flip = false;  // each entry flipped left-right with probability 1/2
+  bool random_crop = false;  // else the crop is centred
   // ToTensor + Normalize folded into one fused multiply-add per pixel, the same on every
   // device: out = fma(byte, scale, shift), scale = 1 / (255 std), shift = -mean / std.
   float scale[kAugmentMaxChannels] = {};
@@ -50,8 +50,8 @@ KILN_HD AugmentChoice augment_choice(const AugmentParams& p, int64_t b) {
 }
 
 // Output pixel (ch, y, x) of an entry whose source image starts at `img`.
-KILN_HD float augment_pixel(const AugmentParams& p, const uint8_t* img, const AugmentChoice& c, int64_t ch,
-                            int64_t y, int64_t x) {
+KILN_HD float augment_pixel(const AugmentParams& p, const uint8_t* img, const AugmentChoice& c, int64_t ch, int64_t y,
+                            int64_t x) {
   const int64_t border = p.pad + p.crop_padding;
   const int64_t r = y + c.dy - border;
   int64_t col = x + c.dx - border;  // in the unflipped padded image, shifted to the source's origin

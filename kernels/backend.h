@@ -38,12 +38,30 @@ struct View {
     }
     return true;
   }
-  template <class T> T* ptr() const { return static_cast<T*>(data); }
+  template <class T>
+  T* ptr() const {
+    return static_cast<T*>(data);
+  }
 };
 
 enum class UnaryOp : uint8_t {
-  neg, abs, exp, log, sqrt, rsqrt, relu, sigmoid, tanh, gelu, gelu_tanh, sign, square, reciprocal,
-  sin, cos, silu,
+  neg,
+  abs,
+  exp,
+  log,
+  sqrt,
+  rsqrt,
+  relu,
+  sigmoid,
+  tanh,
+  gelu,
+  gelu_tanh,
+  sign,
+  square,
+  reciprocal,
+  sin,
+  cos,
+  silu,
   leaky_relu,  // a = negative slope
   pow_scalar,  // x^a
   clamp,       // clamp(x, a, b); NaN bounds mean "no bound"
@@ -52,18 +70,30 @@ enum class UnaryOp : uint8_t {
 };
 
 enum class BinaryOp : uint8_t {
-  add, sub, mul, div, pow, maximum, minimum,
-  eq, ne, lt, le, gt, ge,            // produce bool
-  logical_and, logical_or,
-  add_scaled,                        // x + alpha*y
-  relu_backward,                     // g * (x > 0); x = input
-  leaky_relu_backward,               // g * (x > 0 ? 1 : alpha)
-  gelu_backward,                     // g * gelu'(x), exact erf form
-  gelu_tanh_backward,                // g * gelu'(x), tanh approximation
-  sigmoid_backward,                  // g * y * (1 - y); y = output
-  tanh_backward,                     // g * (1 - y^2); y = output
-  clamp_backward,                    // g where lo <= x <= hi (alpha: lo, beta: hi), else 0
-  silu_backward,                     // g * silu'(x); x = input
+  add,
+  sub,
+  mul,
+  div,
+  pow,
+  maximum,
+  minimum,
+  eq,
+  ne,
+  lt,
+  le,
+  gt,
+  ge,  // produce bool
+  logical_and,
+  logical_or,
+  add_scaled,           // x + alpha*y
+  relu_backward,        // g * (x > 0); x = input
+  leaky_relu_backward,  // g * (x > 0 ? 1 : alpha)
+  gelu_backward,        // g * gelu'(x), exact erf form
+  gelu_tanh_backward,   // g * gelu'(x), tanh approximation
+  sigmoid_backward,     // g * y * (1 - y); y = output
+  tanh_backward,        // g * (1 - y^2); y = output
+  clamp_backward,       // g where lo <= x <= hi (alpha: lo, beta: hi), else 0
+  silu_backward,        // g * silu'(x); x = input
 };
 
 enum class ReduceOp : uint8_t { sum, max, min, prod, argmax, argmin, any, all };
@@ -76,9 +106,9 @@ enum class RandomKind : uint8_t {
 };
 
 struct Conv2dParams {
-  int64_t n, c_in, h_in, w_in;    // input [n, c_in, h_in, w_in]
-  int64_t c_out, kh, kw;          // weight [c_out, c_in / groups, kh, kw]
-  int64_t h_out, w_out;           // output [n, c_out, h_out, w_out]
+  int64_t n, c_in, h_in, w_in;  // input [n, c_in, h_in, w_in]
+  int64_t c_out, kh, kw;        // weight [c_out, c_in / groups, kh, kw]
+  int64_t h_out, w_out;         // output [n, c_out, h_out, w_out]
   int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
 };
 
@@ -90,8 +120,8 @@ struct Pool2dParams {
 
 struct AdamParams {
   double lr, beta1, beta2, eps, weight_decay;
-  int64_t step;        // 1-based, after increment (host step counts; see adam_step_multi)
-  bool decoupled;      // AdamW: weight decay applied to the parameter, not the gradient
+  int64_t step;    // 1-based, after increment (host step counts; see adam_step_multi)
+  bool decoupled;  // AdamW: weight decay applied to the parameter, not the gradient
   bool amsgrad;
   bool maximize;
   // Multi-tensor form only: one f32 on the device (GradScaler's flag); while it is nonzero the
@@ -102,7 +132,7 @@ struct AdamParams {
 struct SgdParams {
   double lr, momentum, dampening, weight_decay;
   bool nesterov, maximize;
-  bool first_step;     // momentum buffer is initialised to the gradient on the first step
+  bool first_step;                   // momentum buffer is initialised to the gradient on the first step
   const float* found_inf = nullptr;  // as in AdamParams
 };
 
@@ -140,55 +170,49 @@ class Backend {
   virtual void fill(const View& out, double value) = 0;
   virtual void arange(const View& out, double start, double step) = 0;  // dense out
   virtual void unary(UnaryOp op, const View& out, const View& in, double a, double b) = 0;
-  virtual void binary(BinaryOp op, const View& out, const View& x, const View& y, double alpha,
-                      double beta) = 0;
+  virtual void binary(BinaryOp op, const View& out, const View& x, const View& y, double alpha, double beta) = 0;
   virtual void where(const View& out, const View& cond, const View& x, const View& y) = 0;
 
   // Reductions. `out` has in's ndim with size 1 in every reduced dim; `in` is strided.
   virtual void reduce(ReduceOp op, const View& out, const View& in) = 0;
   // max/min/argmax/argmin along `dim` producing values (may be null data) and i64 indices.
-  virtual void reduce_index(ReduceOp op, const View& values, const View& indices, const View& in,
-                            int dim) = 0;
+  virtual void reduce_index(ReduceOp op, const View& values, const View& indices, const View& in, int dim) = 0;
 
   // Philox4x32-10 counter-based random numbers; element i uses counter (offset + i / 4).
-  virtual void random(RandomKind kind, const View& out, uint64_t seed, uint64_t offset, double a,
-                      double b) = 0;
+  virtual void random(RandomKind kind, const View& out, uint64_t seed, uint64_t offset, double a, double b) = 0;
 
   // out[b] (+)= a[b] @ b[b]; a [B, M, K], b [B, K, N], out dense [B, M, N]; a and b strided
   // (batch stride 0 broadcasts). beta = 0 overwrites out, beta = 1 accumulates.
   virtual void matmul(const View& out, const View& a, const View& b, double beta) = 0;
 
   // Convolution on dense NCHW tensors; bias may have null data.
-  virtual void conv2d_forward(const Conv2dParams& p, const View& out, const View& in,
-                              const View& weight, const View& bias) = 0;
+  virtual void conv2d_forward(const Conv2dParams& p, const View& out, const View& in, const View& weight,
+                              const View& bias) = 0;
   // Any of grad_in, grad_weight, grad_bias may have null data (not wanted); they are overwritten.
   virtual void conv2d_backward(const Conv2dParams& p, const View& grad_in, const View& grad_weight,
-                               const View& grad_bias, const View& grad_out, const View& in,
-                               const View& weight) = 0;
+                               const View& grad_bias, const View& grad_out, const View& in, const View& weight) = 0;
 
   // Pooling on dense NCHW tensors. indices (i64) hold the flat h*w_in+w position of each maximum.
-  virtual void max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices,
-                                  const View& in) = 0;
-  virtual void max_pool2d_backward(const Pool2dParams& p, const View& grad_in,
-                                   const View& grad_out, const View& indices) = 0;
+  virtual void max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices, const View& in) = 0;
+  virtual void max_pool2d_backward(const Pool2dParams& p, const View& grad_in, const View& grad_out,
+                                   const View& indices) = 0;
   virtual void avg_pool2d_forward(const Pool2dParams& p, const View& out, const View& in) = 0;
-  virtual void avg_pool2d_backward(const Pool2dParams& p, const View& grad_in,
-                                   const View& grad_out) = 0;
+  virtual void avg_pool2d_backward(const Pool2dParams& p, const View& grad_in, const View& grad_out) = 0;
 
   // Softmax over the middle dim of a dense [outer, dim, inner] tensor.
-  virtual void softmax_forward(const View& out, const View& in, int64_t outer, int64_t dim,
-                               int64_t inner, bool log) = 0;
-  virtual void softmax_backward(const View& grad_in, const View& grad_out, const View& out,
-                                int64_t outer, int64_t dim, int64_t inner, bool log) = 0;
+  virtual void softmax_forward(const View& out, const View& in, int64_t outer, int64_t dim, int64_t inner,
+                               bool log) = 0;
+  virtual void softmax_backward(const View& grad_in, const View& grad_out, const View& out, int64_t outer, int64_t dim,
+                                int64_t inner, bool log) = 0;
 
   // Negative log-likelihood on dense logp [n, c] with i64 targets [n]: loss[i] = -w*logp[i, t_i]
   // (0 where t_i == ignore_index). weight may have null data (all ones); weight_out receives the
   // per-sample weight (0 for ignored samples) so the caller can form a weighted mean.
-  virtual void nll_forward(const View& loss, const View& weight_out, const View& logp,
-                           const View& target, const View& weight, int64_t ignore_index) = 0;
+  virtual void nll_forward(const View& loss, const View& weight_out, const View& logp, const View& target,
+                           const View& weight, int64_t ignore_index) = 0;
   // grad_logp (dense, zero-filled by the kernel) [i, t_i] = -w * grad_loss[i].
-  virtual void nll_backward(const View& grad_logp, const View& grad_loss, const View& target,
-                            const View& weight, int64_t ignore_index) = 0;
+  virtual void nll_backward(const View& grad_logp, const View& grad_loss, const View& target, const View& weight,
+                            int64_t ignore_index) = 0;
 
   // out[i, :] = weight[index[i], :] for dense weight [v, d] and i64 index [n]; errors on
   // out-of-range indices are reported by returning the first bad index (or -1 when all are fine).
@@ -197,11 +221,9 @@ class Backend {
   virtual void index_add_rows(const View& grad_weight, const View& grad_out, const View& index) = 0;
 
   // Optimizer updates on dense tensors of one dtype (state in the parameter's dtype).
-  virtual void adam_step(const AdamParams& p, const View& param, const View& grad,
-                         const View& exp_avg, const View& exp_avg_sq,
-                         const View& max_exp_avg_sq) = 0;
-  virtual void sgd_step(const SgdParams& p, const View& param, const View& grad,
-                        const View& momentum_buffer) = 0;
+  virtual void adam_step(const AdamParams& p, const View& param, const View& grad, const View& exp_avg,
+                         const View& exp_avg_sq, const View& max_exp_avg_sq) = 0;
+  virtual void sgd_step(const SgdParams& p, const View& param, const View& grad, const View& momentum_buffer) = 0;
 
   // Multi-tensor ("foreach") forms for many parameters at once: parallel lists (entry i of each
   // belongs to tensor i), every view dense, each tensor's state in its own dtype; dtypes may
@@ -211,14 +233,12 @@ class Backend {
   // the device: the counts are incremented there (unless p.found_inf is set) and the bias
   // corrections read from them, so no step count needs the host (p.step is then unused). The
   // defaults loop on host memory (the CPU backend), found_inf and step counts included.
-  virtual void adam_step_multi(const AdamParams& p, std::span<const View> params,
-                               std::span<const View> grads, std::span<const View> exp_avgs,
-                               std::span<const View> exp_avg_sqs,
-                               std::span<const View> max_exp_avg_sqs,
-                               std::span<const View> steps = {}) {
+  virtual void adam_step_multi(const AdamParams& p, std::span<const View> params, std::span<const View> grads,
+                               std::span<const View> exp_avgs, std::span<const View> exp_avg_sqs,
+                               std::span<const View> max_exp_avg_sqs, std::span<const View> steps = {}) {
     if (p.found_inf && *p.found_inf != 0.0f) return;
-    KILN_CHECK(steps.empty() || steps.size() == params.size(), "adam_step_multi: ", steps.size(),
-               " step counts for ", params.size(), " tensors");
+    KILN_CHECK(steps.empty() || steps.size() == params.size(), "adam_step_multi: ", steps.size(), " step counts for ",
+               params.size(), " tensors");
     for (size_t i = 0; i < params.size(); ++i) {
       AdamParams q = p;
       if (!steps.empty()) {
@@ -230,12 +250,11 @@ class Backend {
                 p.amsgrad ? max_exp_avg_sqs[i] : View{nullptr, params[i].dtype});
     }
   }
-  virtual void sgd_step_multi(const SgdParams& p, std::span<const View> params,
-                              std::span<const View> grads, std::span<const View> momentum_buffers) {
+  virtual void sgd_step_multi(const SgdParams& p, std::span<const View> params, std::span<const View> grads,
+                              std::span<const View> momentum_buffers) {
     if (p.found_inf && *p.found_inf != 0.0f) return;
     for (size_t i = 0; i < params.size(); ++i)
-      sgd_step(p, params[i], grads[i],
-               p.momentum != 0 ? momentum_buffers[i] : View{nullptr, params[i].dtype});
+      sgd_step(p, params[i], grads[i], p.momentum != 0 ? momentum_buffers[i] : View{nullptr, params[i].dtype});
   }
   // GradScaler's update of its scale, kept where the scale lives: scale, inv_scale (1/scale) and
   // found_inf are one f32 each, growth_tracker one i32. With found_inf nonzero the scale is
@@ -243,9 +262,8 @@ class Backend {
   // growth_interval the scale is multiplied by growth (unless that would overflow f32) and the
   // tracker reset. found_inf is then cleared for the next step. The default works on host
   // memory (the CPU backend).
-  virtual void update_scale(const View& scale, const View& inv_scale, const View& growth_tracker,
-                            const View& found_inf, double growth, double backoff,
-                            int64_t growth_interval) {
+  virtual void update_scale(const View& scale, const View& inv_scale, const View& growth_tracker, const View& found_inf,
+                            double growth, double backoff, int64_t growth_interval) {
     float& s = *scale.ptr<float>();
     int32_t& tracker = *growth_tracker.ptr<int32_t>();
     float& found = *found_inf.ptr<float>();
@@ -264,8 +282,8 @@ class Backend {
   // one-element f32 on this device); when found_inf has data (a one-element f32), sets it to 1 if
   // any element was inf or NaN before scaling, and never resets it. A factor of exactly 1 without
   // factor_tensor writes nothing: a pure non-finite check. (GradScaler's unscale, clipping.)
-  virtual void scale_and_check_multi(std::span<const View> tensors, double factor,
-                                     const View& factor_tensor, const View& found_inf) {
+  virtual void scale_and_check_multi(std::span<const View> tensors, double factor, const View& factor_tensor,
+                                     const View& found_inf) {
     (void)tensors, (void)factor, (void)factor_tensor, (void)found_inf;
     fail("scale_and_check_multi: not provided by this backend; use the per-tensor ops");
   }
@@ -277,8 +295,8 @@ class Backend {
   // uint8 dense [N, channels, h_in, w_in], labels i64 [N], indices i64 [p.batch]. The default
   // works on host memory (the CPU backend); an index outside [0, N) is an error there, and on a
   // GPU gives a zero image with label -1.
-  virtual void augment_images(const AugmentParams& p, const View& out, const View& out_labels,
-                              const View& images, const View& labels, const View& indices);
+  virtual void augment_images(const AugmentParams& p, const View& out, const View& out_labels, const View& images,
+                              const View& labels, const View& indices);
 
   virtual void norm_multi(std::span<const View> tensors, double order, const View& out) {
     (void)tensors, (void)order, (void)out;
@@ -314,8 +332,8 @@ class Backend {
   // k column indices per row of probs (dense [rows, c], non-negative, positive row sums) into out
   // (dense i64 [rows, k]); without replacement a drawn column is not drawn again. Draw s of row r
   // uses Philox counter offset + r * k + s.
-  virtual void multinomial(const View& out, const View& probs, int64_t k, bool replacement,
-                           uint64_t seed, uint64_t offset) {
+  virtual void multinomial(const View& out, const View& probs, int64_t k, bool replacement, uint64_t seed,
+                           uint64_t offset) {
     (void)out, (void)probs, (void)k, (void)replacement, (void)seed, (void)offset;
     fail("multinomial: not provided by this backend");
   }
@@ -324,18 +342,18 @@ class Backend {
   // floating (added to the scores), viewed with shape [lead..., tq, tk] whose lead dims flatten to
   // batch (broadcast dims have stride 0). lse (dense f32, f64 for f64 inputs, [batch, tq]) receives
   // each row's log-sum-exp for backward; a row that sees no key gets out 0 and lse -inf.
-  virtual void sdpa_forward(const SdpaParams& p, const View& out, const View& lse, const View& q,
-                            const View& k, const View& v, const View& mask) {
+  virtual void sdpa_forward(const SdpaParams& p, const View& out, const View& lse, const View& q, const View& k,
+                            const View& v, const View& mask) {
     (void)p, (void)out, (void)lse, (void)q, (void)k, (void)v, (void)mask;
     fail("scaled_dot_product_attention: not provided by this backend");
   }
   // Gradients of sdpa_forward, recomputing the weights tile by tile from q, k and lse. grad_q,
   // grad_k and grad_v are dense and overwritten; all inputs are the forward's.
-  virtual void sdpa_backward(const SdpaParams& p, const View& grad_q, const View& grad_k,
-                             const View& grad_v, const View& grad_out, const View& q, const View& k,
-                             const View& v, const View& out, const View& lse, const View& mask) {
-    (void)p, (void)grad_q, (void)grad_k, (void)grad_v, (void)grad_out, (void)q, (void)k, (void)v,
-        (void)out, (void)lse, (void)mask;
+  virtual void sdpa_backward(const SdpaParams& p, const View& grad_q, const View& grad_k, const View& grad_v,
+                             const View& grad_out, const View& q, const View& k, const View& v, const View& out,
+                             const View& lse, const View& mask) {
+    (void)p, (void)grad_q, (void)grad_k, (void)grad_v, (void)grad_out, (void)q, (void)k, (void)v, (void)out, (void)lse,
+        (void)mask;
     fail("scaled_dot_product_attention backward: not provided by this backend");
   }
 };

@@ -16,9 +16,7 @@ KILN_HD double random_draw(RandomKind kind, uint64_t seed, uint64_t offset, uint
   switch (kind) {
     case RandomKind::uniform: v = a + (b - a) * double(philox_uniform(seed, offset, i)); break;
     case RandomKind::normal: v = a + b * double(philox_normal(seed, offset, i)); break;
-    case RandomKind::randint:
-      v = a + double(uint64_t(philox_bits(seed, offset, i)) % uint64_t(b - a));
-      break;
+    case RandomKind::randint: v = a + double(uint64_t(philox_bits(seed, offset, i)) % uint64_t(b - a)); break;
     case RandomKind::bernoulli: v = philox_uniform(seed, offset, i) < a ? 1.0 : 0.0; break;
   }
   return v;

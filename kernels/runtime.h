@@ -19,8 +19,8 @@ using GraphHandle = void*;   // a captured, instantiated graph
 
 // Device memory held by a device's caching allocator.
 struct MemoryStats {
-  size_t allocated = 0;       // bytes in blocks handed out (rounded sizes)
-  size_t reserved = 0;        // bytes in segments obtained from the device
+  size_t allocated = 0;  // bytes in blocks handed out (rounded sizes)
+  size_t reserved = 0;   // bytes in segments obtained from the device
   size_t peak_allocated = 0;
   size_t peak_reserved = 0;
   uint64_t num_device_mallocs = 0;  // segments ever obtained (steady state: constant)
@@ -28,9 +28,9 @@ struct MemoryStats {
   uint64_t num_ooms = 0;
   std::string str() const {
     std::ostringstream os;
-    os << "allocated " << allocated << " B, reserved " << reserved << " B, peak allocated "
-       << peak_allocated << " B, peak reserved " << peak_reserved << " B, device mallocs "
-       << num_device_mallocs << ", device frees " << num_device_frees;
+    os << "allocated " << allocated << " B, reserved " << reserved << " B, peak allocated " << peak_allocated
+       << " B, peak reserved " << peak_reserved << " B, device mallocs " << num_device_mallocs << ", device frees "
+       << num_device_frees;
     return os.str();
   }
 };
@@ -90,8 +90,7 @@ class DeviceRuntime {
 
   // A contiguous byte copy host -> device (to_device) or device -> host queued on `stream`,
   // returning without waiting for it. Truly asynchronous only from or to pinned memory.
-  virtual void copy_async(void* dst, const void* src, size_t nbytes, bool to_device,
-                          StreamHandle stream) = 0;
+  virtual void copy_async(void* dst, const void* src, size_t nbytes, bool to_device, StreamHandle stream) = 0;
 
   // Host synchronisations so far, every device together (device -> host copies that wait,
   // stream, event and device synchronisations).

@@ -15,8 +15,10 @@ Tensor SiLU::forward(const Tensor& x) {
 }
 
 GELU::GELU(std::string approx) : approximate(std::move(approx)) {
-  KILN_CHECK(approximate == "none" || approximate == "tanh", "GELU: approximate must be \"none\" or "
-             "\"tanh\", got \"", approximate, "\"");
+  KILN_CHECK(approximate == "none" || approximate == "tanh",
+             "GELU: approximate must be \"none\" or "
+             "\"tanh\", got \"",
+             approximate, "\"");
 }
 Tensor GELU::forward(const Tensor& x) {
   return run_forward(x, [this](const Tensor& in) { return functional::gelu(in, approximate); });

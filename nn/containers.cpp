@@ -20,8 +20,7 @@ ModuleList& ModuleList::extend(const std::vector<std::shared_ptr<Module>>& modul
 
 std::shared_ptr<Module> ModuleList::operator[](int64_t index) const {
   const int64_t n = int64_t(modules_.size());
-  KILN_CHECK(index >= -n && index < n, "ModuleList: index ", index, " is out of range for a list of ", n,
-             " modules");
+  KILN_CHECK(index >= -n && index < n, "ModuleList: index ", index, " is out of range for a list of ", n, " modules");
   return modules_[size_t(index < 0 ? index + n : index)];
 }
 

@@ -15,8 +15,10 @@ Conv1d::Conv1d(int64_t in, int64_t out, int64_t k, Conv1dOptions o)
   KILN_CHECK(o.groups > 0 && in % o.groups == 0 && out % o.groups == 0, "Conv1d: groups (", o.groups,
              ") must be positive and divide in_channels (", in, ") and out_channels (", out, ")");
   KILN_CHECK(k > 0, "Conv1d: kernel_size must be positive, got ", k);
-  KILN_CHECK(o.stride > 0 && o.dilation > 0 && o.padding >= 0, "Conv1d: stride and dilation must be positive "
-             "and padding non-negative, got stride ", o.stride, ", dilation ", o.dilation, ", padding ", o.padding);
+  KILN_CHECK(o.stride > 0 && o.dilation > 0 && o.padding >= 0,
+             "Conv1d: stride and dilation must be positive "
+             "and padding non-negative, got stride ",
+             o.stride, ", dilation ", o.dilation, ", padding ", o.padding);
   register_parameter("weight", weight, empty({out, in / o.groups, k}));
   register_parameter("bias", bias, o.bias ? empty({out}) : Tensor());
   reset_parameters();

@@ -12,11 +12,13 @@ namespace kiln::nn {
 
 Embedding::Embedding(int64_t num, int64_t dim, std::optional<int64_t> pad)
     : num_embeddings(num), embedding_dim(dim), padding_idx(pad) {
-  KILN_CHECK(num > 0 && dim > 0, "Embedding: num_embeddings and embedding_dim must be positive, got ",
-             num, " and ", dim);
+  KILN_CHECK(num > 0 && dim > 0, "Embedding: num_embeddings and embedding_dim must be positive, got ", num, " and ",
+             dim);
   if (padding_idx) {
-    KILN_CHECK(*padding_idx >= -num && *padding_idx < num, "Embedding: padding_idx must be within "
-               "num_embeddings (", num, "), got ", *padding_idx);
+    KILN_CHECK(*padding_idx >= -num && *padding_idx < num,
+               "Embedding: padding_idx must be within "
+               "num_embeddings (",
+               num, "), got ", *padding_idx);
     if (*padding_idx < 0) *padding_idx += num;
   }
   register_parameter("weight", weight, empty({num, dim}));

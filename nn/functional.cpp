@@ -18,12 +18,10 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   return kiln::dropout(x, p, training, gen);
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  return kiln::linear(x, weight, bias);
-}
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) { return kiln::linear(x, weight, bias); }
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding,
-              Size2 dilation, int64_t groups) {
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding, Size2 dilation,
+              int64_t groups) {
   return kiln::conv2d(x, weight, bias, stride.pair(), padding.pair(), dilation.pair(), groups);
 }
 
@@ -31,8 +29,7 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel_size, Size2 stride, Size2 paddin
   return kiln::max_pool2d(x, kernel_size.pair(), stride.pair(), padding.pair());
 }
 
-Tensor avg_pool2d(const Tensor& x, Size2 kernel_size, Size2 stride, Size2 padding,
-                  bool count_include_pad) {
+Tensor avg_pool2d(const Tensor& x, Size2 kernel_size, Size2 stride, Size2 padding, bool count_include_pad) {
   return kiln::avg_pool2d(x, kernel_size.pair(), stride.pair(), padding.pair(), count_include_pad);
 }
 
@@ -40,13 +37,13 @@ Tensor adaptive_avg_pool2d(const Tensor& x, Size2 output_size) {
   return kiln::adaptive_avg_pool2d(x, output_size.pair());
 }
 
-Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
-                  const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps) {
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, double momentum, double eps) {
   return kiln::batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps);
 }
 
-Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
-                  const Tensor& bias, double eps) {
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+                  double eps) {
   return kiln::layer_norm(x, normalized_shape, weight, bias, eps);
 }
 
@@ -74,15 +71,14 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 
 Tensor embedding(const Tensor& indices, const Tensor& weight) { return kiln::embedding(indices, weight); }
 Tensor one_hot(const Tensor& indices, int64_t num_classes) { return kiln::one_hot(indices, num_classes); }
-Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) {
-  return kiln::flatten(x, start_dim, end_dim);
-}
+Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) { return kiln::flatten(x, start_dim, end_dim); }
 
 Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntropyOptions& o) {
-  KILN_CHECK(o.label_smoothing >= 0.0 && o.label_smoothing <= 1.0, "cross_entropy: label_smoothing "
-             "must be between 0.0 and 1.0, got ", o.label_smoothing);
-  return kiln::cross_entropy(input, target, o.weight, parse_reduction(o.reduction), o.ignore_index,
-                             o.label_smoothing);
+  KILN_CHECK(o.label_smoothing >= 0.0 && o.label_smoothing <= 1.0,
+             "cross_entropy: label_smoothing "
+             "must be between 0.0 and 1.0, got ",
+             o.label_smoothing);
+  return kiln::cross_entropy(input, target, o.weight, parse_reduction(o.reduction), o.ignore_index, o.label_smoothing);
 }
 
 Tensor nll_loss(const Tensor& input, const Tensor& target, const NLLLossOptions& o) {
@@ -94,8 +90,8 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, const std::string& re
 }
 
 Tensor l1_loss(const Tensor& input, const Tensor& target, const std::string& reduction) {
-  KILN_CHECK(input.sizes() == target.sizes(), "l1_loss: input of shape ", input.sizes(),
-             " and target of shape ", target.sizes(), " must have the same shape");
+  KILN_CHECK(input.sizes() == target.sizes(), "l1_loss: input of shape ", input.sizes(), " and target of shape ",
+             target.sizes(), " must have the same shape");
   Tensor err = kiln::abs(kiln::sub(input, target));
   switch (parse_reduction(reduction)) {
     case Reduction::none: return err;

@@ -12,8 +12,10 @@ namespace {
 
 int64_t fan_for(const Tensor& t, const std::string& mode, const char* op) {
   auto [fan_in, fan_out] = calculate_fan_in_and_fan_out(t);
-  KILN_CHECK(mode == "fan_in" || mode == "fan_out", op, ": mode must be \"fan_in\" or \"fan_out\", "
-             "got \"", mode, "\"");
+  KILN_CHECK(mode == "fan_in" || mode == "fan_out", op,
+             ": mode must be \"fan_in\" or \"fan_out\", "
+             "got \"",
+             mode, "\"");
   int64_t fan = mode == "fan_in" ? fan_in : fan_out;
   KILN_CHECK(fan > 0, op, ": cannot initialise a tensor with zero elements (shape ", t.sizes(), ")");
   return fan;
@@ -27,7 +29,8 @@ void check_floating(const Tensor& t, const char* op) {
 }  // namespace
 
 std::pair<int64_t, int64_t> calculate_fan_in_and_fan_out(const Tensor& t) {
-  KILN_CHECK(t.defined() && t.dim() >= 2, "calculate_fan_in_and_fan_out: fan in and fan out cannot "
+  KILN_CHECK(t.defined() && t.dim() >= 2,
+             "calculate_fan_in_and_fan_out: fan in and fan out cannot "
              "be computed for a tensor with fewer than 2 dimensions (got shape ",
              t.defined() ? t.sizes() : Shape{}, ")");
   int64_t receptive = 1;
@@ -41,7 +44,8 @@ double calculate_gain(const std::string& nl, double param) {
   if (nl == "relu") return std::sqrt(2.0);
   if (nl == "leaky_relu") return std::sqrt(2.0 / (1.0 + param * param));
   if (nl == "selu") return 0.75;
-  fail("calculate_gain: unsupported nonlinearity \"", nl, "\"; use linear, conv1d, conv2d, sigmoid, "
+  fail("calculate_gain: unsupported nonlinearity \"", nl,
+       "\"; use linear, conv1d, conv2d, sigmoid, "
        "tanh, relu, leaky_relu or selu");
 }
 
@@ -74,16 +78,14 @@ Tensor& eye_(Tensor& t) {
   return t;
 }
 
-Tensor& kaiming_uniform_(Tensor& t, double a, const std::string& mode, const std::string& nl,
-                         Generator* gen) {
+Tensor& kaiming_uniform_(Tensor& t, double a, const std::string& mode, const std::string& nl, Generator* gen) {
   check_floating(t, "init::kaiming_uniform_");
   const double std = calculate_gain(nl, a) / std::sqrt(double(fan_for(t, mode, "init::kaiming_uniform_")));
   const double bound = std::sqrt(3.0) * std;
   return kiln::uniform_(t, -bound, bound, gen);
 }
 
-Tensor& kaiming_normal_(Tensor& t, double a, const std::string& mode, const std::string& nl,
-                        Generator* gen) {
+Tensor& kaiming_normal_(Tensor& t, double a, const std::string& mode, const std::string& nl, Generator* gen) {
   check_floating(t, "init::kaiming_normal_");
   const double std = calculate_gain(nl, a) / std::sqrt(double(fan_for(t, mode, "init::kaiming_normal_")));
   return kiln::normal_(t, 0.0, std, gen);

@@ -23,8 +23,7 @@ void reset_weight_and_bias(Tensor& weight, Tensor& bias, Generator* gen) {
 }  // namespace
 
 Linear::Linear(int64_t in, int64_t out, bool with_bias) : in_features(in), out_features(out) {
-  KILN_CHECK(in > 0 && out > 0, "Linear: in_features and out_features must be positive, got ", in,
-             " and ", out);
+  KILN_CHECK(in > 0 && out > 0, "Linear: in_features and out_features must be positive, got ", in, " and ", out);
   register_parameter("weight", weight, empty({out, in}));
   register_parameter("bias", bias, with_bias ? empty({out}) : Tensor());  // None without a bias
   reset_parameters();
@@ -45,13 +44,10 @@ std::string Linear::extra_repr() const {
 
 Conv2d::Conv2d(int64_t in, int64_t out, Size2 kernel, Conv2dOptions o)
     : in_channels(in), out_channels(out), kernel_size(kernel), options(o) {
-  KILN_CHECK(in > 0 && out > 0, "Conv2d: in_channels and out_channels must be positive, got ", in,
-             " and ", out);
+  KILN_CHECK(in > 0 && out > 0, "Conv2d: in_channels and out_channels must be positive, got ", in, " and ", out);
   KILN_CHECK(o.groups > 0, "Conv2d: groups must be a positive integer, got ", o.groups);
-  KILN_CHECK(in % o.groups == 0, "Conv2d: in_channels (", in, ") must be divisible by groups (",
-             o.groups, ")");
-  KILN_CHECK(out % o.groups == 0, "Conv2d: out_channels (", out, ") must be divisible by groups (",
-             o.groups, ")");
+  KILN_CHECK(in % o.groups == 0, "Conv2d: in_channels (", in, ") must be divisible by groups (", o.groups, ")");
+  KILN_CHECK(out % o.groups == 0, "Conv2d: out_channels (", out, ") must be divisible by groups (", o.groups, ")");
   KILN_CHECK(kernel.h > 0 && kernel.w > 0, "Conv2d: kernel_size must be positive, got ", kernel);
   KILN_CHECK(o.stride.h > 0 && o.stride.w > 0, "Conv2d: stride must be positive, got ", o.stride);
   KILN_CHECK(o.dilation.h > 0 && o.dilation.w > 0, "Conv2d: dilation must be positive, got ", o.dilation);
@@ -71,8 +67,7 @@ Tensor Conv2d::forward(const Tensor& input) {
 
 std::string Conv2d::extra_repr() const {
   std::ostringstream os;
-  os << in_channels << ", " << out_channels << ", kernel_size=" << kernel_size
-     << ", stride=" << options.stride;
+  os << in_channels << ", " << out_channels << ", kernel_size=" << kernel_size << ", stride=" << options.stride;
   if (options.padding != Size2(0)) os << ", padding=" << options.padding;
   if (options.dilation != Size2(1)) os << ", dilation=" << options.dilation;
   if (options.groups != 1) os << ", groups=" << options.groups;

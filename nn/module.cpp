@@ -55,8 +55,8 @@ class HooksDoneScope {
 };
 
 // The wrappers from `i` on around `compute`.
-Tensor run_chain(Module& m, const std::vector<Module::ForwardWrapper>& chain, size_t i,
-                 const Tensor& input, const Module::ForwardFn& compute) {
+Tensor run_chain(Module& m, const std::vector<Module::ForwardWrapper>& chain, size_t i, const Tensor& input,
+                 const Module::ForwardFn& compute) {
   if (i == chain.size()) return compute(input);
   return chain[i](m, input, [&](const Tensor& x) { return run_chain(m, chain, i + 1, x, compute); });
 }
@@ -65,8 +65,10 @@ Tensor run_chain(Module& m, const std::vector<Module::ForwardWrapper>& chain, si
 
 ModuleInitGuard::ModuleInitGuard(Device device, std::optional<DType> dtype)
     : device_(device), dtype_(dtype), prev_(t_init_guard) {
-  KILN_CHECK(!dtype || is_floating(*dtype), "ModuleInitGuard: dtype must be a floating-point "
-             "type, got ", *dtype);
+  KILN_CHECK(!dtype || is_floating(*dtype),
+             "ModuleInitGuard: dtype must be a floating-point "
+             "type, got ",
+             *dtype);
   t_init_guard = this;
 }
 
@@ -114,7 +116,7 @@ HookHandle Module::register_forward_hook(ForwardHook hook) {
 
 Tensor Module::forward(const Tensor&) {
   fail(name(), "::forward: this module does not implement forward(const Tensor&); override it, "
-       "or call the module's own forward with the inputs it takes");
+               "or call the module's own forward with the inputs it takes");
 }
 
 std::string Module::name() const {
@@ -140,8 +142,8 @@ Tensor Module::placed(const Tensor& t) {
 void Module::check_new_name(const std::string& n, const char* what) const {
   KILN_CHECK(!n.empty() && n.find('.') == std::string::npos, name(), "::", what, ": name '", n,
              "' must be non-empty and contain no '.' (dots separate submodule names)");
-  KILN_CHECK(!parameters_.contains(n) && !buffers_.contains(n) && !children_.contains(n), name(),
-             "::", what, ": '", n, "' is already registered in this module; pick another name");
+  KILN_CHECK(!parameters_.contains(n) && !buffers_.contains(n) && !children_.contains(n), name(), "::", what, ": '", n,
+             "' is already registered in this module; pick another name");
 }
 
 namespace {
@@ -178,7 +180,8 @@ Tensor Module::register_buffer(const std::string& n, Tensor tensor, bool persist
 
 void Module::register_module_impl(const std::string& n, std::shared_ptr<Module> module) {
   check_new_name(n, "register_module");
-  KILN_CHECK(module, name(), "::register_module: submodule '", n, "' is null; create it with "
+  KILN_CHECK(module, name(), "::register_module: submodule '", n,
+             "' is null; create it with "
              "std::make_shared first");
   KILN_CHECK(module.get() != this, name(), "::register_module: a module cannot contain itself");
   children_.insert(n, std::move(module));
@@ -227,8 +230,7 @@ std::vector<std::shared_ptr<Module>> Module::modules() const { return named_modu
 OrderedDict<std::shared_ptr<Module>> Module::named_modules() const {
   OrderedDict<std::shared_ptr<Module>> out;
   std::unordered_set<const Module*> seen;
-  std::function<void(const Module&, const std::string&)> visit = [&](const Module& m,
-                                                                      const std::string& prefix) {
+  std::function<void(const Module&, const std::string&)> visit = [&](const Module& m, const std::string& prefix) {
     for (const auto& [n, child] : m.children_) {
       if (!seen.insert(child.get()).second) continue;
       out.insert(join(prefix, n), child);
@@ -324,12 +326,18 @@ LoadResult Module::load_state_dict(const StateDict& dict, bool strict) {
       continue;
     }
     KILN_CHECK(src->defined(), "load_state_dict: the tensor for '", key, "' is undefined");
-    KILN_CHECK(src->sizes() == dst.sizes(), "load_state_dict: size mismatch for ", key,
-               ": copying a tensor of shape ", src->sizes(), " from the state dict, but the shape "
-               "in the current model is ", dst.sizes());
-    KILN_CHECK(src->dtype() == dst.dtype(), "load_state_dict: dtype mismatch for ", key, ": the "
-               "state dict holds ", src->dtype(), " but the model has ", dst.dtype(), "; convert "
-               "the model with to(", src->dtype(), ") or the tensor with .to(", dst.dtype(), ")");
+    KILN_CHECK(src->sizes() == dst.sizes(), "load_state_dict: size mismatch for ", key, ": copying a tensor of shape ",
+               src->sizes(),
+               " from the state dict, but the shape "
+               "in the current model is ",
+               dst.sizes());
+    KILN_CHECK(src->dtype() == dst.dtype(), "load_state_dict: dtype mismatch for ", key,
+               ": the "
+               "state dict holds ",
+               src->dtype(), " but the model has ", dst.dtype(),
+               "; convert "
+               "the model with to(",
+               src->dtype(), ") or the tensor with .to(", dst.dtype(), ")");
     copies.emplace_back(dst, *src);
   }
   for (const auto& [key, t] : dict)
@@ -337,8 +345,7 @@ LoadResult Module::load_state_dict(const StateDict& dict, bool strict) {
   if (strict && (!result.missing_keys.empty() || !result.unexpected_keys.empty())) {
     std::string msg = "load_state_dict: error(s) in loading state_dict for " + name() + ":";
     if (!result.missing_keys.empty()) msg += " missing key(s): " + join_list(result.missing_keys) + ".";
-    if (!result.unexpected_keys.empty())
-      msg += " unexpected key(s): " + join_list(result.unexpected_keys) + ".";
+    if (!result.unexpected_keys.empty()) msg += " unexpected key(s): " + join_list(result.unexpected_keys) + ".";
     fail(msg, " Pass strict=false to load the keys that match.");
   }
   NoGradGuard no_grad;

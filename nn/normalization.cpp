@@ -44,10 +44,12 @@ Tensor BatchNorm2d::forward(const Tensor& input) {
 }
 
 Tensor BatchNorm2d::normalize(const Tensor& x) {
-  KILN_CHECK(x.dim() == 4, "BatchNorm2d: expected 4D input [N, C, H, W], got ", x.dim(),
-             "D input of shape ", x.sizes());
-  KILN_CHECK(x.size(1) == num_features, "BatchNorm2d: expected ", num_features, " channels, got "
-             "input of shape ", x.sizes());
+  KILN_CHECK(x.dim() == 4, "BatchNorm2d: expected 4D input [N, C, H, W], got ", x.dim(), "D input of shape ",
+             x.sizes());
+  KILN_CHECK(x.size(1) == num_features, "BatchNorm2d: expected ", num_features,
+             " channels, got "
+             "input of shape ",
+             x.sizes());
   double factor = options.momentum.value_or(0.0);
   if (is_training() && options.track_running_stats) {
     NoGradGuard no_grad;
@@ -58,15 +60,17 @@ Tensor BatchNorm2d::normalize(const Tensor& x) {
   // Without running stats there is nothing to evaluate with, so batch statistics are used always.
   const bool use_batch_stats = is_training() || !running_mean.defined();
   const bool pass_stats = !is_training() || options.track_running_stats;
-  return functional::batch_norm(x, pass_stats ? running_mean : Tensor(),
-                                pass_stats ? running_var : Tensor(), weight, bias, use_batch_stats,
-                                factor, options.eps);
+  return functional::batch_norm(x, pass_stats ? running_mean : Tensor(), pass_stats ? running_var : Tensor(), weight,
+                                bias, use_batch_stats, factor, options.eps);
 }
 
 std::string BatchNorm2d::extra_repr() const {
   std::ostringstream os;
   os << num_features << ", eps=" << options.eps << ", momentum=";
-  if (options.momentum) os << *options.momentum; else os << "None";
+  if (options.momentum)
+    os << *options.momentum;
+  else
+    os << "None";
   os << ", affine=" << (options.affine ? "true" : "false")
      << ", track_running_stats=" << (options.track_running_stats ? "true" : "false");
   return os.str();
@@ -84,14 +88,14 @@ LayerNorm::LayerNorm(Shape shape, double e, bool elementwise_affine, bool with_b
 }
 
 Tensor LayerNorm::forward(const Tensor& input) {
-  return run_forward(input, [this](const Tensor& x) {
-    return functional::layer_norm(x, normalized_shape, weight, bias, eps);
-  });
+  return run_forward(
+      input, [this](const Tensor& x) { return functional::layer_norm(x, normalized_shape, weight, bias, eps); });
 }
 
 std::string LayerNorm::extra_repr() const {
   std::ostringstream os;
-  os << shape_str(normalized_shape) << ", eps=" << eps << ", elementwise_affine=" << (weight.defined() ? "true" : "false");
+  os << shape_str(normalized_shape) << ", eps=" << eps
+     << ", elementwise_affine=" << (weight.defined() ? "true" : "false");
   return os.str();
 }
 
@@ -133,7 +137,10 @@ Tensor RMSNorm::forward(const Tensor& input) {
 std::string RMSNorm::extra_repr() const {
   std::ostringstream os;
   os << shape_str(normalized_shape) << ", eps=";
-  if (eps) os << *eps; else os << "None";
+  if (eps)
+    os << *eps;
+  else
+    os << "None";
   os << ", elementwise_affine=" << (weight.defined() ? "true" : "false");
   return os.str();
 }

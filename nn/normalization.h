@@ -30,8 +30,8 @@ class BatchNorm2d : public Module {
 
   int64_t num_features;
   BatchNormOptions options;
-  Tensor weight, bias;                                      // [C] when affine
-  Tensor running_mean, running_var, num_batches_tracked;    // when track_running_stats
+  Tensor weight, bias;                                    // [C] when affine
+  Tensor running_mean, running_var, num_batches_tracked;  // when track_running_stats
 
  private:
   Tensor normalize(const Tensor& x);
@@ -39,8 +39,7 @@ class BatchNorm2d : public Module {
 
 class LayerNorm : public Module {
  public:
-  explicit LayerNorm(Shape normalized_shape, double eps = 1e-5, bool elementwise_affine = true,
-                     bool bias = true);
+  explicit LayerNorm(Shape normalized_shape, double eps = 1e-5, bool elementwise_affine = true, bool bias = true);
   Tensor forward(const Tensor& input) override;
   std::string extra_repr() const override;
 

@@ -10,11 +10,12 @@ namespace {
 
 void check_window(const char* layer, Size2 kernel, Size2 stride, Size2 padding) {
   KILN_CHECK(kernel.h > 0 && kernel.w > 0, layer, ": kernel_size must be positive, got ", kernel);
-  KILN_CHECK(stride.h >= 0 && stride.w >= 0, layer, ": stride must be positive (or 0 for the "
-             "kernel size), got ", stride);
-  KILN_CHECK(padding.h >= 0 && padding.w >= 0 && 2 * padding.h <= kernel.h && 2 * padding.w <= kernel.w,
-             layer, ": padding should be at most half of the kernel size, got padding ", padding,
-             " for kernel_size ", kernel);
+  KILN_CHECK(stride.h >= 0 && stride.w >= 0, layer,
+             ": stride must be positive (or 0 for the "
+             "kernel size), got ",
+             stride);
+  KILN_CHECK(padding.h >= 0 && padding.w >= 0 && 2 * padding.h <= kernel.h && 2 * padding.w <= kernel.w, layer,
+             ": padding should be at most half of the kernel size, got padding ", padding, " for kernel_size ", kernel);
 }
 
 Size2 default_stride(Size2 stride, Size2 kernel) {

@@ -18,8 +18,7 @@ class MaxPool2d : public Module {
 
 class AvgPool2d : public Module {
  public:
-  explicit AvgPool2d(Size2 kernel_size, Size2 stride = 0, Size2 padding = 0,
-                     bool count_include_pad = true);
+  explicit AvgPool2d(Size2 kernel_size, Size2 stride = 0, Size2 padding = 0, bool count_include_pad = true);
   Tensor forward(const Tensor& input) override;
   std::string extra_repr() const override;
   Size2 kernel_size, stride, padding;

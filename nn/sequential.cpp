@@ -31,8 +31,8 @@ Tensor Sequential::forward(const Tensor& input) {
 }
 
 std::shared_ptr<Module> Sequential::operator[](size_t index) const {
-  KILN_CHECK(index < modules_.size(), "Sequential: index ", index, " is out of range for ",
-             modules_.size(), " modules");
+  KILN_CHECK(index < modules_.size(), "Sequential: index ", index, " is out of range for ", modules_.size(),
+             " modules");
   return modules_[index];
 }
 

@@ -30,8 +30,7 @@ class Sequential : public Module {
   template <class M>
   std::shared_ptr<M> at(size_t index) const {
     auto m = std::dynamic_pointer_cast<M>((*this)[index]);
-    KILN_CHECK(m, "Sequential::at: module ", index, " is a ", (*this)[index]->name(),
-               ", not the requested type");
+    KILN_CHECK(m, "Sequential::at: module ", index, " is a ", (*this)[index]->name(), ", not the requested type");
     return m;
   }
   auto begin() const { return modules_.begin(); }

@@ -17,8 +17,6 @@ struct Size2 {
   bool operator==(const Size2&) const = default;
 };
 
-inline std::ostream& operator<<(std::ostream& os, const Size2& s) {
-  return os << "(" << s.h << ", " << s.w << ")";
-}
+inline std::ostream& operator<<(std::ostream& os, const Size2& s) { return os << "(" << s.h << ", " << s.w << ")"; }
 
 }  // namespace kiln::nn

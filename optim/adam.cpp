@@ -13,19 +13,16 @@
 namespace kiln::optim {
 namespace {
 
-AdamOptions from_adamw(const AdamWOptions& o) {
-  return {o.lr, o.betas, o.eps, o.weight_decay, o.amsgrad, o.maximize};
-}
+AdamOptions from_adamw(const AdamWOptions& o) { return {o.lr, o.betas, o.eps, o.weight_decay, o.amsgrad, o.maximize}; }
 
-std::vector<ParamGroup> single_group(std::vector<Tensor> params) {
-  return {ParamGroup{std::move(params)}};
-}
+std::vector<ParamGroup> single_group(std::vector<Tensor> params) { return {ParamGroup{std::move(params)}}; }
 
 }  // namespace
 
 void to_json(nlohmann::json& j, const AdamOptions& o) {
-  j = {{"lr", o.lr}, {"betas", {o.betas.first, o.betas.second}}, {"eps", o.eps},
-       {"weight_decay", o.weight_decay}, {"amsgrad", o.amsgrad}, {"maximize", o.maximize}};
+  j = {{"lr", o.lr},           {"betas", {o.betas.first, o.betas.second}},
+       {"eps", o.eps},         {"weight_decay", o.weight_decay},
+       {"amsgrad", o.amsgrad}, {"maximize", o.maximize}};
 }
 
 void from_json(const nlohmann::json& j, AdamOptions& o) {
@@ -41,8 +38,7 @@ void from_json(const nlohmann::json& j, AdamOptions& o) {
 }
 
 Adam::Adam(std::vector<Tensor> params, double lr) : Adam(std::move(params), AdamOptions{.lr = lr}) {}
-Adam::Adam(std::vector<Tensor> params, AdamOptions defaults)
-    : Adam(single_group(std::move(params)), defaults, false) {}
+Adam::Adam(std::vector<Tensor> params, AdamOptions defaults) : Adam(single_group(std::move(params)), defaults, false) {}
 Adam::Adam(std::vector<ParamGroup> groups, AdamOptions defaults) : Adam(std::move(groups), defaults, false) {}
 Adam::Adam(std::vector<ParamGroup> groups, AdamOptions defaults, bool decoupled)
     : Optimizer(nlohmann::json(defaults)), decoupled_(decoupled) {
@@ -59,13 +55,11 @@ void Adam::check_options(const nlohmann::json& j) const {
   AdamOptions o;
   try {
     o = j.get<AdamOptions>();
-  } catch (const Error& e) {
-    fail(name(), ": malformed options: ", e.what());
-  }
+  } catch (const Error& e) { fail(name(), ": malformed options: ", e.what()); }
   KILN_CHECK(o.lr >= 0.0, name(), ": Invalid learning rate: ", o.lr);
   KILN_CHECK(o.eps >= 0.0, name(), ": Invalid epsilon value: ", o.eps);
-  KILN_CHECK(o.betas.first >= 0.0 && o.betas.first < 1.0, name(), ": Invalid beta parameter at index 0: ",
-             o.betas.first);
+  KILN_CHECK(o.betas.first >= 0.0 && o.betas.first < 1.0, name(),
+             ": Invalid beta parameter at index 0: ", o.betas.first);
   KILN_CHECK(o.betas.second >= 0.0 && o.betas.second < 1.0, name(),
              ": Invalid beta parameter at index 1: ", o.betas.second);
   KILN_CHECK(o.weight_decay >= 0.0, name(), ": Invalid weight_decay value: ", o.weight_decay);
@@ -85,8 +79,8 @@ void Adam::apply_update(const Tensor* found_inf) {
   NoGradGuard no_grad;
   for (const auto& group : param_groups()) {
     const auto o = group.options.get<AdamOptions>();
-    const FusedAdamOptions fo{o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, decoupled_, o.amsgrad,
-                              o.maximize};
+    const FusedAdamOptions fo{o.lr,           o.betas.first, o.betas.second, o.eps,
+                              o.weight_decay, decoupled_,    o.amsgrad,      o.maximize};
     // One multi-tensor step per device; the step counts live beside the parameters.
     struct Lists {
       Device device{};
@@ -97,7 +91,8 @@ void Adam::apply_update(const Tensor* found_inf) {
       Tensor g = dense_grad(p, name().c_str());
       if (!g.defined()) continue;
       ParamState& st = state(p);
-      auto it = std::find_if(per_device.begin(), per_device.end(), [&](const Lists& l) { return l.device == p.device(); });
+      auto it =
+          std::find_if(per_device.begin(), per_device.end(), [&](const Lists& l) { return l.device == p.device(); });
       if (it == per_device.end()) {
         it = per_device.insert(per_device.end(), Lists{});
         it->device = p.device();

@@ -41,9 +41,12 @@ Tensor total_norm(const std::vector<Tensor>& tensors, double norm_type, bool err
     std::vector<Tensor> parts;
     for (const auto& g : tensors) {
       Tensor a = abs(g.to(device, acc));
-      if (inf) parts.push_back(amax(a));
-      else if (norm_type == 2.0) parts.push_back(sum(mul(a, a)));
-      else parts.push_back(sum(pow(a, norm_type)));
+      if (inf)
+        parts.push_back(amax(a));
+      else if (norm_type == 2.0)
+        parts.push_back(sum(mul(a, a)));
+      else
+        parts.push_back(sum(pow(a, norm_type)));
     }
     Tensor stacked = stack(parts);
     total = inf ? amax(stacked) : pow(sum(stacked), 1.0 / norm_type);
@@ -85,8 +88,8 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& parameters, double max_norm, d
   Tensor total = total_norm(grads, norm_type, error_if_nonfinite, "clip_grad_norm_");
   if (grads.empty()) return total;
   const Device device = grads[0].device();
-  Tensor coef = clamp(div(full({}, max_norm, {.dtype = total.dtype(), .device = device}), add(total, 1e-6)),
-                      std::nullopt, 1.0);
+  Tensor coef =
+      clamp(div(full({}, max_norm, {.dtype = total.dtype(), .device = device}), add(total, 1e-6)), std::nullopt, 1.0);
   if (on_one_gpu(grads)) {
     _foreach_mul_(grads, coef);
     return total;

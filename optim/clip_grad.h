@@ -17,8 +17,7 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& parameters, double max_norm, d
                        bool error_if_nonfinite = false);
 // The norm of order norm_type of all elements of `tensors` together, as a 0-d tensor on their
 // device (f32, or f64 when all are f64), like torch.nn.utils.get_total_norm.
-Tensor get_total_norm(const std::vector<Tensor>& tensors, double norm_type = 2.0,
-                      bool error_if_nonfinite = false);
+Tensor get_total_norm(const std::vector<Tensor>& tensors, double norm_type = 2.0, bool error_if_nonfinite = false);
 // A 0-d bool tensor on the tensors' device: whether any element of any of them is inf or NaN.
 Tensor any_non_finite(const std::vector<Tensor>& tensors);
 // Clamps every gradient element into [-clip_value, clip_value].

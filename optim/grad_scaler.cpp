@@ -12,13 +12,19 @@
 namespace kiln::optim {
 
 GradScaler::GradScaler(GradScalerOptions o) : options_(o) {
-  KILN_CHECK(o.init_scale > 0 && std::isfinite(o.init_scale) && o.init_scale < 3.4e38, "GradScaler: init_scale "
-             "must be a positive finite float32 number, got ", o.init_scale);
+  KILN_CHECK(o.init_scale > 0 && std::isfinite(o.init_scale) && o.init_scale < 3.4e38,
+             "GradScaler: init_scale "
+             "must be a positive finite float32 number, got ",
+             o.init_scale);
   KILN_CHECK(o.growth_factor > 1, "GradScaler: growth_factor must be > 1, got ", o.growth_factor);
-  KILN_CHECK(o.backoff_factor > 0 && o.backoff_factor < 1, "GradScaler: backoff_factor must be in "
-             "(0, 1), got ", o.backoff_factor);
-  KILN_CHECK(o.growth_interval > 0 && o.growth_interval <= INT32_MAX, "GradScaler: growth_interval must be "
-             "a positive 32-bit count, got ", o.growth_interval);
+  KILN_CHECK(o.backoff_factor > 0 && o.backoff_factor < 1,
+             "GradScaler: backoff_factor must be in "
+             "(0, 1), got ",
+             o.backoff_factor);
+  KILN_CHECK(o.growth_interval > 0 && o.growth_interval <= INT32_MAX,
+             "GradScaler: growth_interval must be "
+             "a positive 32-bit count, got ",
+             o.growth_interval);
   scale_ = full({}, o.init_scale, {.dtype = DType::f32});
   inv_scale_ = full({}, 1.0 / double(scale_.item<float>()), {.dtype = DType::f32});
   tracker_ = zeros({}, {.dtype = DType::i32});
@@ -41,7 +47,7 @@ void GradScaler::unscale_(Optimizer& optimizer) {
   if (!options_.enabled) return;
   PerOptimizer& st = state_of(optimizer);
   KILN_CHECK(!st.unscaled, "GradScaler.unscale_: already called for this optimizer since the last "
-             "update(); call it once per step");
+                           "update(); call it once per step");
   NoGradGuard no_grad;
   // One multi-tensor pass per device: the gradients are multiplied by 1/scale and any inf/NaN
   // raises the device's flag, without the host reading anything.
@@ -76,7 +82,7 @@ bool GradScaler::step(Optimizer& optimizer) {
   }
   PerOptimizer& st = state_of(optimizer);
   KILN_CHECK(!st.stepped, "GradScaler.step: already called for this optimizer since the last "
-             "update()");
+                          "update()");
   if (!st.unscaled) unscale_(optimizer);
   st.stepped = true;
   if (!st.found_inf.defined()) {  // no gradients at all

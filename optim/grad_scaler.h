@@ -44,7 +44,7 @@ class GradScaler {
   // Adjusts the scale from what the last step saw.
   void update();
 
-  double get_scale() const;      // reads the device's value back (a synchronisation on a GPU)
+  double get_scale() const;  // reads the device's value back (a synchronisation on a GPU)
   int64_t growth_tracker() const;
   // The current scale and its reciprocal as tensors on the losses' device (no synchronisation).
   const Tensor& scale_tensor() const { return scale_; }

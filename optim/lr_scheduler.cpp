@@ -24,7 +24,8 @@ void LRScheduler::set_epoch(int64_t epoch) {
   KILN_CHECK(epoch >= 0, name(), "::set_epoch: the epoch must be >= 0, got ", epoch);
   auto& groups = optimizer_.param_groups();
   KILN_CHECK(groups.size() == base_lrs_.size(), name(), ": the optimizer has ", groups.size(),
-             " param groups but the scheduler was created for ", base_lrs_.size(), "; create the "
+             " param groups but the scheduler was created for ", base_lrs_.size(),
+             "; create the "
              "scheduler after adding every group");
   last_epoch_ = epoch;
   last_lr_ = lr_at(epoch);
@@ -45,15 +46,15 @@ void LRScheduler::load_state_dict(const nlohmann::json& s) {
     KILN_CHECK(saved_by->json() == name(), name(), "::load_state_dict: the state belongs to ",
                detail::json_text(saved_by->json()));
   auto base = in["base_lrs"].as_doubles();
-  KILN_CHECK(base.size() == base_lrs_.size(), name(), "::load_state_dict: the state has ",
-             base.size(), " param groups, the scheduler has ", base_lrs_.size());
+  KILN_CHECK(base.size() == base_lrs_.size(), name(), "::load_state_dict: the state has ", base.size(),
+             " param groups, the scheduler has ", base_lrs_.size());
   // An epoch count, not a position in an unbounded loop: -1 (before the first step) up to 2^31.
   const int64_t last_epoch = in["last_epoch"].as_int(-1, int64_t(1) << 31);
   std::vector<double> last_lr;
   if (auto l = in.find("last_lr")) {
     last_lr = l->as_doubles();
-    KILN_CHECK(last_lr.size() == base_lrs_.size(), name(), "::load_state_dict: last_lr has ",
-               last_lr.size(), " rates, the scheduler has ", base_lrs_.size(), " param groups");
+    KILN_CHECK(last_lr.size() == base_lrs_.size(), name(), "::load_state_dict: last_lr has ", last_lr.size(),
+               " rates, the scheduler has ", base_lrs_.size(), " param groups");
   }
   base_lrs_ = std::move(base);
   last_epoch_ = last_epoch;
@@ -102,10 +103,14 @@ std::vector<double> CosineAnnealingLR::lr_at(int64_t epoch) const {
 
 LinearLR::LinearLR(Optimizer& opt, double start_factor, double end_factor, int64_t total_iters)
     : LRScheduler(opt), start_factor_(start_factor), end_factor_(end_factor), total_iters_(total_iters) {
-  KILN_CHECK(start_factor > 0.0 && start_factor <= 1.0, "LinearLR: Starting multiplicative factor "
-             "expected to be greater than 0 and less or equal to 1, got ", start_factor);
-  KILN_CHECK(end_factor >= 0.0 && end_factor <= 1.0, "LinearLR: Ending multiplicative factor "
-             "expected to be between 0 and 1, got ", end_factor);
+  KILN_CHECK(start_factor > 0.0 && start_factor <= 1.0,
+             "LinearLR: Starting multiplicative factor "
+             "expected to be greater than 0 and less or equal to 1, got ",
+             start_factor);
+  KILN_CHECK(end_factor >= 0.0 && end_factor <= 1.0,
+             "LinearLR: Ending multiplicative factor "
+             "expected to be between 0 and 1, got ",
+             end_factor);
   KILN_CHECK(total_iters > 0, "LinearLR: total_iters must be positive, got ", total_iters);
   set_epoch(0);
 }
@@ -125,14 +130,19 @@ SequentialLR::SequentialLR(Optimizer& opt, std::vector<std::shared_ptr<LRSchedul
   KILN_CHECK(!schedulers_.empty(), "SequentialLR: expects at least one scheduler");
   for (size_t i = 0; i < schedulers_.size(); ++i) {
     KILN_CHECK(schedulers_[i], "SequentialLR: scheduler ", i, " is null");
-    KILN_CHECK(&schedulers_[i]->optimizer() == &opt, "SequentialLR: expects all schedulers to belong "
-               "to the same optimizer, but scheduler ", i, " (", schedulers_[i]->name(), ") has another");
+    KILN_CHECK(&schedulers_[i]->optimizer() == &opt,
+               "SequentialLR: expects all schedulers to belong "
+               "to the same optimizer, but scheduler ",
+               i, " (", schedulers_[i]->name(), ") has another");
   }
-  KILN_CHECK(milestones_.size() + 1 == schedulers_.size(), "SequentialLR: expects one more scheduler "
-             "than milestones, got ", schedulers_.size(), " schedulers and ", milestones_.size(),
-             " milestones");
-  KILN_CHECK(std::is_sorted(milestones_.begin(), milestones_.end()), "SequentialLR: milestones must "
-             "be increasing, got ", milestones_);
+  KILN_CHECK(milestones_.size() + 1 == schedulers_.size(),
+             "SequentialLR: expects one more scheduler "
+             "than milestones, got ",
+             schedulers_.size(), " schedulers and ", milestones_.size(), " milestones");
+  KILN_CHECK(std::is_sorted(milestones_.begin(), milestones_.end()),
+             "SequentialLR: milestones must "
+             "be increasing, got ",
+             milestones_);
   // Each scheduler set the rates when it was built; start over from the initial rates and let
   // only the first scheduler take its initial step.
   for (auto& g : opt.param_groups()) g.options["lr"] = g.options["initial_lr"];
@@ -144,11 +154,13 @@ SequentialLR::SequentialLR(Optimizer& opt, std::vector<std::shared_ptr<LRSchedul
 
 void SequentialLR::step() {
   ++last_epoch_;
-  const size_t idx = size_t(std::upper_bound(milestones_.begin(), milestones_.end(), last_epoch_) -
-                            milestones_.begin());
+  const size_t idx =
+      size_t(std::upper_bound(milestones_.begin(), milestones_.end(), last_epoch_) - milestones_.begin());
   auto& s = schedulers_[idx];
-  if (idx > 0 && milestones_[idx - 1] == last_epoch_) s->set_epoch(0);
-  else s->step();
+  if (idx > 0 && milestones_[idx - 1] == last_epoch_)
+    s->set_epoch(0);
+  else
+    s->step();
   last_lr_ = s->get_last_lr();
 }
 
@@ -166,8 +178,10 @@ void SequentialLR::load_state_dict(const nlohmann::json& s) {
   const detail::JsonIn in(s, "SequentialLR::load_state_dict");
   std::vector<detail::JsonIn> inner;
   if (auto list = in.find("schedulers")) inner = list->elements();
-  KILN_CHECK(inner.empty() || inner.size() == schedulers_.size(), "SequentialLR::load_state_dict: "
-             "the state has ", inner.size(), " schedulers, this one has ", schedulers_.size());
+  KILN_CHECK(inner.empty() || inner.size() == schedulers_.size(),
+             "SequentialLR::load_state_dict: "
+             "the state has ",
+             inner.size(), " schedulers, this one has ", schedulers_.size());
   LRScheduler::load_state_dict(s);
   for (size_t i = 0; i < inner.size(); ++i) schedulers_[i]->load_state_dict(inner[i].json());
 }

@@ -93,8 +93,7 @@ class CosineAnnealingLR : public LRScheduler {
 // Scales the rate linearly from start_factor to end_factor over total_iters epochs.
 class LinearLR : public LRScheduler {
  public:
-  LinearLR(Optimizer& optimizer, double start_factor = 1.0 / 3.0, double end_factor = 1.0,
-           int64_t total_iters = 5);
+  LinearLR(Optimizer& optimizer, double start_factor = 1.0 / 3.0, double end_factor = 1.0, int64_t total_iters = 5);
   std::string name() const override { return "LinearLR"; }
 
  protected:
@@ -104,7 +103,7 @@ class LinearLR : public LRScheduler {
 };
 
 struct OneCycleOptions {
-  int64_t total_steps = 0;      // or epochs * steps_per_epoch
+  int64_t total_steps = 0;  // or epochs * steps_per_epoch
   int64_t epochs = 0;
   int64_t steps_per_epoch = 0;
   double pct_start = 0.3;

@@ -14,19 +14,23 @@ OneCycleLR::OneCycleLR(Optimizer& opt, std::vector<double> max_lrs, OneCycleOpti
     : LRScheduler(opt), max_lrs_(std::move(max_lrs)), options_(std::move(o)) {
   auto& t = options_.total_steps;
   if (t <= 0) {
-    KILN_CHECK(t == 0 && options_.epochs > 0 && options_.steps_per_epoch > 0, "OneCycleLR: You must "
+    KILN_CHECK(t == 0 && options_.epochs > 0 && options_.steps_per_epoch > 0,
+               "OneCycleLR: You must "
                "define either total_steps OR (epochs AND steps_per_epoch) as positive integers, got "
-               "total_steps ", t, ", epochs ", options_.epochs, ", steps_per_epoch ",
-               options_.steps_per_epoch);
+               "total_steps ",
+               t, ", epochs ", options_.epochs, ", steps_per_epoch ", options_.steps_per_epoch);
     t = options_.epochs * options_.steps_per_epoch;
   }
-  KILN_CHECK(options_.pct_start >= 0.0 && options_.pct_start <= 1.0, "OneCycleLR: Expected float "
-             "between 0 and 1 pct_start, but got ", options_.pct_start);
-  KILN_CHECK(options_.anneal_strategy == "cos" || options_.anneal_strategy == "linear", "OneCycleLR: "
+  KILN_CHECK(options_.pct_start >= 0.0 && options_.pct_start <= 1.0,
+             "OneCycleLR: Expected float "
+             "between 0 and 1 pct_start, but got ",
+             options_.pct_start);
+  KILN_CHECK(options_.anneal_strategy == "cos" || options_.anneal_strategy == "linear",
+             "OneCycleLR: "
              "anneal_strategy must be one of \"cos\" or \"linear\", instead got \"",
              options_.anneal_strategy, "\"");
-  KILN_CHECK(max_lrs_.size() == opt.param_groups().size(), "OneCycleLR: expected ",
-             opt.param_groups().size(), " values for max_lr, got ", max_lrs_.size());
+  KILN_CHECK(max_lrs_.size() == opt.param_groups().size(), "OneCycleLR: expected ", opt.param_groups().size(),
+             " values for max_lr, got ", max_lrs_.size());
   const double p = options_.pct_start * double(t);
   if (options_.three_phase) {
     phases_ = {{p - 1, kInitial, kMax, kMax, kInitial},
@@ -57,13 +61,14 @@ double OneCycleLR::anneal(double start, double end, double pct) const {
 }
 
 std::pair<size_t, double> OneCycleLR::locate(int64_t step) const {
-  KILN_CHECK(step <= options_.total_steps, "OneCycleLR: tried to step ", step, " times; the "
-             "specified number of total steps is ", options_.total_steps);
+  KILN_CHECK(step <= options_.total_steps, "OneCycleLR: tried to step ", step,
+             " times; the "
+             "specified number of total steps is ",
+             options_.total_steps);
   double start = 0.0;
   for (size_t i = 0; i < phases_.size(); ++i) {
     const double end = phases_[i].end_step;
-    if (double(step) <= end || i + 1 == phases_.size())
-      return {i, (double(step) - start) / (end - start)};
+    if (double(step) <= end || i + 1 == phases_.size()) return {i, (double(step) - start) / (end - start)};
     start = end;
   }
   return {phases_.size() - 1, 1.0};
@@ -88,8 +93,10 @@ void OneCycleLR::after_set_epoch() {
   auto level = [&](Level l) { return l == kMax ? options_.max_momentum : options_.base_momentum; };
   const double m = anneal(level(ph.momentum_from), level(ph.momentum_to), pct);
   for (auto& g : optimizer().param_groups()) {
-    if (momentum_key_ == "betas") g.options["betas"][0] = m;
-    else g.options["momentum"] = m;
+    if (momentum_key_ == "betas")
+      g.options["betas"][0] = m;
+    else
+      g.options["momentum"] = m;
   }
 }
 

@@ -11,15 +11,17 @@
 namespace kiln::optim {
 
 nlohmann::json Optimizer::merged_options(const nlohmann::json& overrides, size_t index) const {
-  KILN_CHECK(overrides.is_object(), name(), ": options of param group ", index, " must be a JSON "
-             "object such as {\"lr\": 0.1}, got ", overrides.dump());
+  KILN_CHECK(overrides.is_object(), name(), ": options of param group ", index,
+             " must be a JSON "
+             "object such as {\"lr\": 0.1}, got ",
+             overrides.dump());
   nlohmann::json merged = defaults_;
   for (const auto& [key, value] : overrides.items()) {
     // initial_lr belongs to LR schedulers, which keep it in the group as PyTorch's do.
-    KILN_CHECK(defaults_.contains(key) || key == "initial_lr", name(), ": unknown option \"", key,
-               "\" in param group ", index, "; the options are ", defaults_.dump());
-    KILN_CHECK(key != "initial_lr" || value.is_number(), name(), ": initial_lr of param group ",
-               index, " must be a number, got ", detail::json_brief(value));
+    KILN_CHECK(defaults_.contains(key) || key == "initial_lr", name(), ": unknown option \"", key, "\" in param group ",
+               index, "; the options are ", defaults_.dump());
+    KILN_CHECK(key != "initial_lr" || value.is_number(), name(), ": initial_lr of param group ", index,
+               " must be a number, got ", detail::json_brief(value));
     merged[key] = value;
   }
   check_options(merged);
@@ -42,11 +44,13 @@ void Optimizer::add_param_group(ParamGroup group) {
     for (const auto& p : g.params) seen.insert(p.impl());
   for (const auto& p : group.params) {
     KILN_CHECK(p.defined(), name(), ": param group ", index, " holds an undefined tensor");
-    KILN_CHECK(p.is_floating_point(), name(), ": can only optimize floating-point tensors, got ",
-               p.dtype(), " (shape ", p.sizes(), ")");
-    KILN_CHECK(p.is_leaf(), name(), ": can't optimize a non-leaf tensor (shape ", p.sizes(), "); "
+    KILN_CHECK(p.is_floating_point(), name(), ": can only optimize floating-point tensors, got ", p.dtype(), " (shape ",
+               p.sizes(), ")");
+    KILN_CHECK(p.is_leaf(), name(), ": can't optimize a non-leaf tensor (shape ", p.sizes(),
+               "); "
                "optimize the leaf it was computed from, or detach() it and call requires_grad_()");
-    KILN_CHECK(seen.insert(p.impl()).second, name(), ": a parameter (shape ", p.sizes(), ") appears "
+    KILN_CHECK(seen.insert(p.impl()).second, name(), ": a parameter (shape ", p.sizes(),
+               ") appears "
                "more than once or in more than one param group");
   }
   group.options = merged_options(group.options, index);
@@ -111,8 +115,10 @@ void Optimizer::zero_grad(bool set_to_none) {
     for (auto& p : g.params) {
       Tensor grad = p.grad();
       if (!grad.defined()) continue;
-      if (set_to_none) p.set_grad(Tensor());
-      else grad.zero_();
+      if (set_to_none)
+        p.set_grad(Tensor());
+      else
+        grad.zero_();
     }
 }
 
@@ -123,8 +129,7 @@ std::vector<Tensor> Optimizer::parameters() const {
 }
 
 double Optimizer::lr(size_t group) const {
-  KILN_CHECK(group < groups_.size(), name(), ": param group ", group, " does not exist (",
-             groups_.size(), " groups)");
+  KILN_CHECK(group < groups_.size(), name(), ": param group ", group, " does not exist (", groups_.size(), " groups)");
   return groups_[group].lr();
 }
 
@@ -145,10 +150,9 @@ Tensor Optimizer::state_tensor(ParamState& st, const std::string& key, const Ten
 Tensor Optimizer::dense_grad(const Tensor& param, const char* op) {
   Tensor g = param.grad();
   if (!g.defined()) return g;
-  KILN_CHECK(param.is_contiguous(), op, ": parameters must be contiguous, got shape ", param.sizes(),
-             " with strides ", param.strides());
-  KILN_CHECK(g.device() == param.device(), op, ": gradient on ", g.device(), " for a parameter on ",
-             param.device());
+  KILN_CHECK(param.is_contiguous(), op, ": parameters must be contiguous, got shape ", param.sizes(), " with strides ",
+             param.strides());
+  KILN_CHECK(g.device() == param.device(), op, ": gradient on ", g.device(), " for a parameter on ", param.device());
   if (g.dtype() != param.dtype()) g = g.to(param.dtype());
   return g.is_contiguous() ? g : g.contiguous();
 }
@@ -179,8 +183,8 @@ std::map<std::string, Tensor> Optimizer::state_tensors() const {
         for (const auto& [key, t] : it->second.tensors) out[prefix + key] = t;
         // PyTorch keeps the count as a 0-d float32 tensor; so does kiln.
         if (tracks_step())
-          out[prefix + "step"] = it->second.device_step.defined() ? it->second.device_step
-                                                                   : scalar_tensor(double(it->second.step));
+          out[prefix + "step"] =
+              it->second.device_step.defined() ? it->second.device_step : scalar_tensor(double(it->second.step));
       }
       ++index;
     }
@@ -204,11 +208,13 @@ void Optimizer::load(const std::map<std::string, Tensor>& tensors, const nlohman
   const detail::JsonIn in(hp, op + ": hyper_params",
                           "expected {\"param_groups\": [...]} as produced by hyper_params()");
   if (auto saved_by = in.find("optimizer"))
-    KILN_CHECK(saved_by->json() == name(), op, ": the state was saved by ",
-               detail::json_text(saved_by->json()), ", not by ", name());
+    KILN_CHECK(saved_by->json() == name(), op, ": the state was saved by ", detail::json_text(saved_by->json()),
+               ", not by ", name());
   const auto saved = in["param_groups"].elements();
-  KILN_CHECK(saved.size() == groups_.size(), op, ": the state has ", saved.size(), " param groups, "
-             "this optimizer has ", groups_.size());
+  KILN_CHECK(saved.size() == groups_.size(), op, ": the state has ", saved.size(),
+             " param groups, "
+             "this optimizer has ",
+             groups_.size());
   std::vector<nlohmann::json> options;
   std::vector<Tensor> params;
   for (size_t i = 0; i < groups_.size(); ++i) {
@@ -225,27 +231,26 @@ void Optimizer::load(const std::map<std::string, Tensor>& tensors, const nlohman
   std::unordered_map<const TensorImpl*, ParamState> state;
   for (const auto& [key, t] : tensors) {
     const size_t dot1 = key.find('.'), dot2 = key.find('.', dot1 + 1);
-    KILN_CHECK(key.rfind("state.", 0) == 0 && dot2 != std::string::npos, op, ": unexpected entry \"",
-               key, "\"; expected names like state.<param index>.<name>");
+    KILN_CHECK(key.rfind("state.", 0) == 0 && dot2 != std::string::npos, op, ": unexpected entry \"", key,
+               "\"; expected names like state.<param index>.<name>");
     const std::string idx = key.substr(dot1 + 1, dot2 - dot1 - 1), field = key.substr(dot2 + 1);
     // At most 18 digits: the index fits an int64 without a range error to catch.
     KILN_CHECK(!idx.empty() && idx.size() <= 18 && idx.find_first_not_of("0123456789") == std::string::npos &&
                    std::stoll(idx) < int64_t(params.size()),
-               op, ": entry \"", key, "\" names parameter ", idx.substr(0, 40), " but there are ",
-               params.size());
+               op, ": entry \"", key, "\" names parameter ", idx.substr(0, 40), " but there are ", params.size());
     const Tensor& p = params[size_t(std::stoll(idx))];
     ParamState& st = state[p.impl()];
     if (field == "step") {
       // A count of steps taken: a whole number a double holds exactly.
       const double step = t.numel() == 1 ? t.item<double>() : -1.0;
-      KILN_CHECK(step >= 0 && step <= 9007199254740992.0 && step == std::floor(step), op, ": entry \"",
-                 key, "\" must hold one whole step count in [0, 2^53], got ",
+      KILN_CHECK(step >= 0 && step <= 9007199254740992.0 && step == std::floor(step), op, ": entry \"", key,
+                 "\" must hold one whole step count in [0, 2^53], got ",
                  t.numel() == 1 ? std::to_string(step) : "a tensor of shape " + shape_str(t.sizes()));
       st.step = int64_t(step);
       continue;
     }
-    KILN_CHECK(t.sizes() == p.sizes(), op, ": entry \"", key, "\" has shape ", t.sizes(),
-               " but parameter ", idx, " has shape ", p.sizes());
+    KILN_CHECK(t.sizes() == p.sizes(), op, ": entry \"", key, "\" has shape ", t.sizes(), " but parameter ", idx,
+               " has shape ", p.sizes());
     st.tensors[field] = t.to(p.device(), p.dtype()).clone();
   }
   for (size_t i = 0; i < groups_.size(); ++i) groups_[i].options = std::move(options[i]);

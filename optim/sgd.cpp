@@ -11,8 +11,12 @@
 namespace kiln::optim {
 
 void to_json(nlohmann::json& j, const SGDOptions& o) {
-  j = {{"lr", o.lr}, {"momentum", o.momentum}, {"dampening", o.dampening},
-       {"weight_decay", o.weight_decay}, {"nesterov", o.nesterov}, {"maximize", o.maximize}};
+  j = {{"lr", o.lr},
+       {"momentum", o.momentum},
+       {"dampening", o.dampening},
+       {"weight_decay", o.weight_decay},
+       {"nesterov", o.nesterov},
+       {"maximize", o.maximize}};
 }
 
 void from_json(const nlohmann::json& j, SGDOptions& o) {
@@ -38,15 +42,14 @@ void SGD::check_options(const nlohmann::json& j) const {
   SGDOptions o;
   try {
     o = j.get<SGDOptions>();
-  } catch (const Error& e) {
-    fail("SGD: malformed options: ", e.what());
-  }
+  } catch (const Error& e) { fail("SGD: malformed options: ", e.what()); }
   KILN_CHECK(o.lr >= 0.0, "SGD: Invalid learning rate: ", o.lr);
   KILN_CHECK(o.momentum >= 0.0, "SGD: Invalid momentum value: ", o.momentum);
   KILN_CHECK(o.weight_decay >= 0.0, "SGD: Invalid weight_decay value: ", o.weight_decay);
-  KILN_CHECK(!o.nesterov || (o.momentum > 0.0 && o.dampening == 0.0), "SGD: Nesterov momentum "
-             "requires a momentum and zero dampening (got momentum ", o.momentum, ", dampening ",
-             o.dampening, ")");
+  KILN_CHECK(!o.nesterov || (o.momentum > 0.0 && o.dampening == 0.0),
+             "SGD: Nesterov momentum "
+             "requires a momentum and zero dampening (got momentum ",
+             o.momentum, ", dampening ", o.dampening, ")");
 }
 
 void SGD::update() { apply_update(nullptr); }

@@ -24,8 +24,8 @@ for arg in "$@"; do
   esac
 done
 # The launcher tests: real torchrun (python3-torch, above), mpirun and network namespaces (ip);
-# the store's fuzzer: clang with libFuzzer.
-if $tests; then pkgs+=(openmpi-bin iproute2 clang libclang-rt-14-dev); fi
+# the store's fuzzer: clang with libFuzzer; CI's layout check: clang-format.
+if $tests; then pkgs+=(openmpi-bin iproute2 clang libclang-rt-14-dev clang-format); fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -24,9 +24,10 @@ meson compile -C "$build"
 status=0
 meson test -C "$build" --print-errorlogs --num-processes 1 "$@" || status=$?
 
-# CI also runs the suites under ASan+UBSan and each fuzzer for 10 s (scripts of their own, which
-# print their own summaries; a finding fails the run).
+# CI also checks the layout of .clang-format, runs the suites under ASan+UBSan and each fuzzer for
+# 10 s (scripts of their own, which print their own summaries; a finding fails the run).
 if [[ "${CI:-}" == "true" && $# -eq 0 ]]; then
+  scripts/format.sh --check || status=1
   scripts/sanitize.sh || status=1
   scripts/fuzz.sh 10 || status=1
 fi

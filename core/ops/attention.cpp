@@ -22,14 +22,14 @@ struct Shapes {
   int64_t batch, L, S, E, Ev;
 };
 
-Shapes check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double dropout_p,
-             bool is_causal) {
+Shapes check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double dropout_p, bool is_causal) {
   const char* op = "scaled_dot_product_attention";
   detail::check_same_device(op, q, k);
   detail::check_same_device(op, q, v);
-  KILN_CHECK(q.dim() >= 2 && k.dim() == q.dim() && v.dim() == q.dim(), op, ": expected q [..., L, E], "
-             "k [..., S, E] and v [..., S, Ev] with the same number of dims, got ", q.sizes(), ", ", k.sizes(),
-             " and ", v.sizes());
+  KILN_CHECK(q.dim() >= 2 && k.dim() == q.dim() && v.dim() == q.dim(), op,
+             ": expected q [..., L, E], "
+             "k [..., S, E] and v [..., S, Ev] with the same number of dims, got ",
+             q.sizes(), ", ", k.sizes(), " and ", v.sizes());
   Shapes s;
   s.lead = Shape(q.sizes().begin(), q.sizes().end() - 2);
   KILN_CHECK(Shape(k.sizes().begin(), k.sizes().end() - 2) == s.lead &&
@@ -40,17 +40,22 @@ Shapes check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ma
   s.S = k.size(-2);
   s.Ev = v.size(-1);
   s.batch = detail::shape_numel(s.lead);
-  KILN_CHECK(k.size(-1) == s.E && v.size(-2) == s.S, op, ": k must be [..., S, ", s.E, "] and v [..., S, Ev] with "
-             "k's S, got k ", k.sizes(), " and v ", v.sizes());
+  KILN_CHECK(k.size(-1) == s.E && v.size(-2) == s.S, op, ": k must be [..., S, ", s.E,
+             "] and v [..., S, Ev] with "
+             "k's S, got k ",
+             k.sizes(), " and v ", v.sizes());
   KILN_CHECK(is_floating(q.dtype()) && q.dtype() == k.dtype() && q.dtype() == v.dtype(), op,
              ": q, k and v must share one floating dtype, got ", q.dtype(), ", ", k.dtype(), " and ", v.dtype());
   KILN_CHECK(dropout_p >= 0 && dropout_p < 1, op, ": dropout_p must be in [0, 1), got ", dropout_p);
   if (mask.defined()) {
-    KILN_CHECK(!is_causal, op, ": pass either attn_mask or is_causal=true, not both (fold the causal mask "
+    KILN_CHECK(!is_causal, op,
+               ": pass either attn_mask or is_causal=true, not both (fold the causal mask "
                "into attn_mask)");
     detail::check_same_device(op, q, mask);
-    KILN_CHECK(mask.dtype() == DType::boolean || is_floating(mask.dtype()), op, ": attn_mask must be bool or "
-               "floating, got ", mask.dtype());
+    KILN_CHECK(mask.dtype() == DType::boolean || is_floating(mask.dtype()), op,
+               ": attn_mask must be bool or "
+               "floating, got ",
+               mask.dtype());
     Shape full = s.lead;
     full.push_back(s.L);
     full.push_back(s.S);
@@ -64,8 +69,9 @@ Tensor math_path(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
                  bool is_causal, double scale, Generator* gen) {
   Tensor s = mul(matmul(q, k.transpose(-2, -1)), scale);
   const double ninf = -std::numeric_limits<double>::infinity();
-  if (is_causal) s = masked_fill(s, logical_not(tril(ones({s.size(-2), s.size(-1)}, {.dtype = DType::boolean,
-                                                          .device = s.device()}))), ninf);
+  if (is_causal)
+    s = masked_fill(
+        s, logical_not(tril(ones({s.size(-2), s.size(-1)}, {.dtype = DType::boolean, .device = s.device()}))), ninf);
   if (mask.defined()) s = mask.dtype() == DType::boolean ? masked_fill(s, logical_not(mask), ninf) : add(s, mask);
   // A row that sees no key gives zeros (not softmax's NaN), with a zero gradient.
   Tensor visible;
@@ -120,8 +126,9 @@ Tensor fused_path(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
     return t.defined() ? detail::view_as(t, mask_shape) : detail::null_view(DType::boolean);
   };
   if (out.numel())
-    detail::backend(q.device()).sdpa_forward(p, detail::view_of(out), detail::view_of(lse), detail::view_of(q3),
-                                             detail::view_of(k3), detail::view_of(v3), mask_view(m));
+    detail::backend(q.device())
+        .sdpa_forward(p, detail::view_of(out), detail::view_of(lse), detail::view_of(q3), detail::view_of(k3),
+                      detail::view_of(v3), mask_view(m));
   Shape out_shape = s.lead;
   out_shape.push_back(s.L);
   out_shape.push_back(s.Ev);
@@ -129,8 +136,7 @@ Tensor fused_path(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   if (autograd::needs_grad({&q, &k, &v})) {
     SavedTensor sq(q3), sk(k3), sv(v3), so(out), sl(lse), sm(m);
     Shape qs = q.sizes(), ks = k.sizes(), vs = v.sizes();
-    autograd::record("scaled_dot_product_attention", {q, k, v}, {result},
-                     [=](const std::vector<Tensor>& g) {
+    autograd::record("scaled_dot_product_attention", {q, k, v}, {result}, [=](const std::vector<Tensor>& g) {
       const char* name = "scaled_dot_product_attention";
       Tensor qv = sq.unpack(name), kv = sk.unpack(name), vv = sv.unpack(name), ov = so.unpack(name);
       Tensor go = detail::cast(g[0].detach(), qv.dtype()).reshape({p.batch, p.tq, p.dv}).contiguous();
@@ -138,10 +144,10 @@ Tensor fused_path(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
       Tensor gk = detail::make_empty(kv.sizes(), kv.dtype(), kv.device());
       Tensor gv = detail::make_empty(vv.sizes(), vv.dtype(), vv.device());
       if (go.numel() && gk.numel())
-        detail::backend(qv.device()).sdpa_backward(p, detail::view_of(gq), detail::view_of(gk), detail::view_of(gv),
-                                                   detail::view_of(go), detail::view_of(qv), detail::view_of(kv),
-                                                   detail::view_of(vv), detail::view_of(ov),
-                                                   detail::view_of(sl.unpack(name)), mask_view(sm.unpack(name)));
+        detail::backend(qv.device())
+            .sdpa_backward(p, detail::view_of(gq), detail::view_of(gk), detail::view_of(gv), detail::view_of(go),
+                           detail::view_of(qv), detail::view_of(kv), detail::view_of(vv), detail::view_of(ov),
+                           detail::view_of(sl.unpack(name)), mask_view(sm.unpack(name)));
       else {
         gq.zero_();
         gk.zero_();
@@ -167,8 +173,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const double sc = scale ? *scale : 1.0 / std::sqrt(double(std::max<int64_t>(s.E, 1)));
   const bool fits = fused_fits(s, q.device());
   if (tls_backend == SdpaBackend::fused)
-    KILN_CHECK(fits, "scaled_dot_product_attention: the fused CUDA kernel takes head dims up to ",
-               kCudaMaxHeadDim, ", got E=", s.E, " and Ev=", s.Ev, "; use SdpaBackend::math or automatic");
+    KILN_CHECK(fits, "scaled_dot_product_attention: the fused CUDA kernel takes head dims up to ", kCudaMaxHeadDim,
+               ", got E=", s.E, " and Ev=", s.Ev, "; use SdpaBackend::math or automatic");
   if (tls_backend == SdpaBackend::math || !fits) return math_path(q, k, v, attn_mask, dropout_p, is_causal, sc, gen);
   return fused_path(q, k, v, attn_mask, dropout_p, is_causal, sc, gen, s);
 }

@@ -6,8 +6,7 @@ namespace kiln {
 
 Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t padding, int64_t dilation,
               int64_t groups) {
-  KILN_CHECK(w.dim() == 3, "conv1d: weight must be [out_channels, in_channels/groups, kernel_size], got ",
-             w.sizes());
+  KILN_CHECK(w.dim() == 3, "conv1d: weight must be [out_channels, in_channels/groups, kernel_size], got ", w.sizes());
   KILN_CHECK(x.dim() == 2 || x.dim() == 3, "conv1d: expected input of shape [N, ", w.size(1) * groups,
              ", L] (or unbatched [C, L]), got ", x.sizes());
   const bool unbatched = x.dim() == 2;

@@ -21,9 +21,7 @@ struct Term {
   bool has_ellipsis = false;
 };
 
-[[noreturn]] void bad(const std::string& eq, const std::string& why) {
-  fail("einsum: equation \"", eq, "\" ", why);
-}
+[[noreturn]] void bad(const std::string& eq, const std::string& why) { fail("einsum: equation \"", eq, "\" ", why); }
 
 // Parses one term of an operand with ndim dims (or the output term), splicing in the labels of
 // the dims "..." covers, right-aligned against the widest operand's max_ellipsis.
@@ -92,8 +90,10 @@ Tensor sum_unneeded(Tensor x, Labels& l, const std::function<bool(int)>& keep) {
   Shape dims;
   Labels kept;
   for (size_t i = 0; i < l.size(); ++i) {
-    if (keep(l[i])) kept.push_back(l[i]);
-    else dims.push_back(int64_t(i));
+    if (keep(l[i]))
+      kept.push_back(l[i]);
+    else
+      dims.push_back(int64_t(i));
   }
   if (!dims.empty()) x = sum(x, dims);
   l = kept;
@@ -118,8 +118,10 @@ Tensor contract(Tensor a, Labels& la, Tensor b, Labels lb, const std::function<b
   b = sum_unneeded(b, lb, [&](int x) { return has(la, x) || needed(x); });
   Labels batch, contracted, a_only, b_only;
   for (int x : la) {
-    if (has(lb, x)) (needed(x) ? batch : contracted).push_back(x);
-    else a_only.push_back(x);
+    if (has(lb, x))
+      (needed(x) ? batch : contracted).push_back(x);
+    else
+      a_only.push_back(x);
   }
   for (int x : lb)
     if (!has(la, x)) b_only.push_back(x);
@@ -178,8 +180,8 @@ Tensor einsum(const std::string& equation, const std::vector<Tensor>& operands) 
     start = comma + 1;
   }
   if (terms.size() != operands.size())
-    bad(equation, "has " + std::to_string(terms.size()) + " operand terms but " +
-                      std::to_string(operands.size()) + " operands were given");
+    bad(equation, "has " + std::to_string(terms.size()) + " operand terms but " + std::to_string(operands.size()) +
+                      " operands were given");
   // How many dims "..." covers in the widest operand.
   int64_t max_ell = 0;
   for (size_t i = 0; i < terms.size(); ++i) {
@@ -202,7 +204,8 @@ Tensor einsum(const std::string& equation, const std::vector<Tensor>& operands) 
       if (count(out, x) > 1) bad(equation, "repeats a label in its output");
       bool found = false;
       for (const Labels& l : labels) found = found || has(l, x);
-      if (!found && x < kEllipsisBase) bad(equation, "has output label '" + std::string(1, char(x)) + "' that no operand has");
+      if (!found && x < kEllipsisBase)
+        bad(equation, "has output label '" + std::string(1, char(x)) + "' that no operand has");
     }
   } else {  // implicit: the ellipsis dims, then the letters that appear once, in ASCII order
     for (int64_t k = 0; any_ellipsis && k < max_ell; ++k) out.push_back(int(kEllipsisBase + k));

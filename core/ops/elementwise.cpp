@@ -19,8 +19,7 @@ DType result_type(const Tensor& a, const Tensor& b) {
   if (a0 != b0) {
     const Tensor& dimmed = a0 ? b : a;
     const Tensor& zero_d = a0 ? a : b;
-    if (is_floating(dimmed.dtype()) == is_floating(zero_d.dtype()) &&
-        zero_d.dtype() != DType::boolean)
+    if (is_floating(dimmed.dtype()) == is_floating(zero_d.dtype()) && zero_d.dtype() != DType::boolean)
       return dimmed.dtype();
     if (is_floating(dimmed.dtype()) && !is_floating(zero_d.dtype())) return dimmed.dtype();
   }
@@ -49,9 +48,14 @@ Tensor unary_raw(UnaryOp op, const Tensor& x, double a, double b) {
 
 static bool is_comparison(BinaryOp op) {
   switch (op) {
-    case BinaryOp::eq: case BinaryOp::ne: case BinaryOp::lt: case BinaryOp::le:
-    case BinaryOp::gt: case BinaryOp::ge: case BinaryOp::logical_and: case BinaryOp::logical_or:
-      return true;
+    case BinaryOp::eq:
+    case BinaryOp::ne:
+    case BinaryOp::lt:
+    case BinaryOp::le:
+    case BinaryOp::gt:
+    case BinaryOp::ge:
+    case BinaryOp::logical_and:
+    case BinaryOp::logical_or: return true;
     default: return false;
   }
 }
@@ -62,24 +66,26 @@ Tensor binary_raw(BinaryOp op, const Tensor& x, const Tensor& y, double alpha, d
   const Shape shape = broadcast_shapes(x.sizes(), y.sizes());
   Tensor xc = cast(x, ct), yc = cast(y, ct);
   Tensor out = make_empty(shape, is_comparison(op) ? DType::boolean : ct, x.device());
-  if (out.numel())
-    backend(x.device()).binary(op, view_of(out), view_as(xc, shape), view_as(yc, shape), alpha, beta);
+  if (out.numel()) backend(x.device()).binary(op, view_of(out), view_as(xc, shape), view_as(yc, shape), alpha, beta);
   return out;
 }
 
 void check_inplace(const Tensor& self, const char* op) {
   KILN_CHECK(!(GradMode::is_enabled() && self.requires_grad() && self.is_leaf()), op,
-             ": a leaf tensor that requires grad (shape ", self.sizes(), ") cannot be modified in "
+             ": a leaf tensor that requires grad (shape ", self.sizes(),
+             ") cannot be modified in "
              "place while gradients are recorded; wrap the update in kiln::NoGradGuard (as "
              "optimizers do) or use the out-of-place op");
 }
 
 void binary_inplace(BinaryOp op, Tensor& self, const Tensor& other, double alpha, double beta) {
   check_same_device("in-place op", self, other);
-  KILN_CHECK(broadcast_shapes(self.sizes(), other.sizes()) == self.sizes(), "in-place op: operand "
-             "of shape ", other.sizes(), " does not broadcast to the tensor's shape ", self.sizes());
-  KILN_CHECK(is_floating(self.dtype()) || !is_floating(other.dtype()), "in-place op: result type ",
-             other.dtype(), " cannot be stored in a tensor of dtype ", self.dtype());
+  KILN_CHECK(broadcast_shapes(self.sizes(), other.sizes()) == self.sizes(),
+             "in-place op: operand "
+             "of shape ",
+             other.sizes(), " does not broadcast to the tensor's shape ", self.sizes());
+  KILN_CHECK(is_floating(self.dtype()) || !is_floating(other.dtype()), "in-place op: result type ", other.dtype(),
+             " cannot be stored in a tensor of dtype ", self.dtype());
   Tensor o = cast(other, self.dtype());
   if (self.numel())
     backend(self.device()).binary(op, view_of(self), view_of(self), view_as(o, self.sizes()), alpha, beta);
@@ -106,8 +112,7 @@ using detail::unary_raw;
 // ---------------------------------------------------------------- binary arithmetic
 
 Tensor add(const Tensor& a, const Tensor& b, double alpha) {
-  Tensor out = alpha == 1.0 ? binary_raw(BinaryOp::add, a, b)
-                            : binary_raw(BinaryOp::add_scaled, a, b, alpha);
+  Tensor out = alpha == 1.0 ? binary_raw(BinaryOp::add, a, b) : binary_raw(BinaryOp::add_scaled, a, b, alpha);
   if (autograd::needs_grad({&a, &b})) {
     autograd::record("add", {a, b}, {out}, [alpha](const std::vector<Tensor>& g) {
       return std::vector<Tensor>{g[0], alpha == 1.0 ? g[0] : mul(g[0], alpha)};
@@ -187,8 +192,7 @@ static Tensor max_min(const Tensor& a, const Tensor& b, bool is_max) {
   Tensor out = binary_raw(is_max ? BinaryOp::maximum : BinaryOp::minimum, a, b);
   if (autograd::needs_grad({&a, &b})) {
     SavedTensor sa(a), sb(b);
-    autograd::record(is_max ? "maximum" : "minimum", {a, b}, {out},
-                     [sa, sb, is_max](const std::vector<Tensor>& g) {
+    autograd::record(is_max ? "maximum" : "minimum", {a, b}, {out}, [sa, sb, is_max](const std::vector<Tensor>& g) {
       Tensor av = sa.unpack("maximum"), bv = sb.unpack("maximum");
       // Ties split the gradient evenly, as in PyTorch.
       Tensor wins = detail::cast(is_max ? gt(av, bv) : lt(av, bv), g[0].dtype());
@@ -294,8 +298,7 @@ Tensor& mul_(Tensor& self, const Tensor& other) {
 }
 Tensor& div_(Tensor& self, const Tensor& other) {
   detail::check_inplace(self, "div_");
-  KILN_CHECK(is_floating(self.dtype()), "div_: true division cannot be stored in a tensor of dtype ",
-             self.dtype());
+  KILN_CHECK(is_floating(self.dtype()), "div_: true division cannot be stored in a tensor of dtype ", self.dtype());
   if (record_inplace(self, other)) return detail::rebase(self, div(self, other), "div_");
   detail::binary_inplace(BinaryOp::div, self, other);
   return self;
@@ -307,7 +310,8 @@ Tensor& div_(Tensor& self, double v) { return div_(self, detail::scalar_like(v, 
 Tensor& relu_(Tensor& self) {
   detail::check_inplace(self, "relu_");
   if (record_inplace(self, Tensor())) return detail::rebase(self, relu(self), "relu_");
-  if (self.numel()) detail::backend(self.device()).unary(UnaryOp::relu, detail::view_of(self), detail::view_of(self), 0, 0);
+  if (self.numel())
+    detail::backend(self.device()).unary(UnaryOp::relu, detail::view_of(self), detail::view_of(self), 0, 0);
   self.bump_version();
   return self;
 }
@@ -317,8 +321,8 @@ Tensor& clamp_(Tensor& self, std::optional<double> lo, std::optional<double> hi)
   if (record_inplace(self, Tensor())) return detail::rebase(self, clamp(self, lo, hi), "clamp_");
   const double nan = std::numeric_limits<double>::quiet_NaN();
   if (self.numel())
-    detail::backend(self.device()).unary(UnaryOp::clamp, detail::view_of(self), detail::view_of(self),
-                                         lo.value_or(nan), hi.value_or(nan));
+    detail::backend(self.device())
+        .unary(UnaryOp::clamp, detail::view_of(self), detail::view_of(self), lo.value_or(nan), hi.value_or(nan));
   self.bump_version();
   return self;
 }
@@ -334,8 +338,8 @@ void require_float(const Tensor& x, const char* op) {
 
 // A unary op whose gradient is grad_fn(g, saved) with `saved` the input or the output.
 template <class GradFn>
-Tensor unary_with_grad(const char* name, UnaryOp op, const Tensor& x, bool save_output, double a,
-                       double b, GradFn grad_fn) {
+Tensor unary_with_grad(const char* name, UnaryOp op, const Tensor& x, bool save_output, double a, double b,
+                       GradFn grad_fn) {
   Tensor out = unary_raw(op, x, a, b);
   if (autograd::needs_grad({&x})) {
     SavedTensor s(save_output ? out : x);
@@ -378,9 +382,8 @@ Tensor sqrt(const Tensor& x) {
 }
 Tensor rsqrt(const Tensor& x) {
   require_float(x, "rsqrt");
-  return unary_with_grad("rsqrt", UnaryOp::rsqrt, x, true, 0, 0, [](const Tensor& g, const Tensor& y) {
-    return mul(g, mul(pow(y, 3.0), -0.5));
-  });
+  return unary_with_grad("rsqrt", UnaryOp::rsqrt, x, true, 0, 0,
+                         [](const Tensor& g, const Tensor& y) { return mul(g, mul(pow(y, 3.0), -0.5)); });
 }
 Tensor square(const Tensor& x) {
   return unary_with_grad("square", UnaryOp::square, x, false, 0, 0,
@@ -388,21 +391,21 @@ Tensor square(const Tensor& x) {
 }
 Tensor sign(const Tensor& x) { return unary_raw(UnaryOp::sign, x); }
 Tensor relu(const Tensor& x) {
-  return unary_with_grad("relu", UnaryOp::relu, x, true, 0, 0, [](const Tensor& g, const Tensor& y) {
-    return binary_raw(BinaryOp::relu_backward, g, y);
-  });
+  return unary_with_grad("relu", UnaryOp::relu, x, true, 0, 0,
+                         [](const Tensor& g, const Tensor& y) { return binary_raw(BinaryOp::relu_backward, g, y); });
 }
 Tensor leaky_relu(const Tensor& x, double slope) {
   require_float(x, "leaky_relu");
-  return unary_with_grad("leaky_relu", UnaryOp::leaky_relu, x, false, slope, 0,
-                         [slope](const Tensor& g, const Tensor& v) {
-                           return binary_raw(BinaryOp::leaky_relu_backward, g, v, slope);
-                         });
+  return unary_with_grad(
+      "leaky_relu", UnaryOp::leaky_relu, x, false, slope, 0,
+      [slope](const Tensor& g, const Tensor& v) { return binary_raw(BinaryOp::leaky_relu_backward, g, v, slope); });
 }
 Tensor gelu(const Tensor& x, const std::string& approximate) {
   require_float(x, "gelu");
-  KILN_CHECK(approximate == "none" || approximate == "tanh", "gelu: approximate must be \"none\" "
-             "or \"tanh\", got \"", approximate, "\"");
+  KILN_CHECK(approximate == "none" || approximate == "tanh",
+             "gelu: approximate must be \"none\" "
+             "or \"tanh\", got \"",
+             approximate, "\"");
   const bool t = approximate == "tanh";
   return unary_with_grad("gelu", t ? UnaryOp::gelu_tanh : UnaryOp::gelu, x, false, 0, 0,
                          [t](const Tensor& g, const Tensor& v) {
@@ -411,15 +414,13 @@ Tensor gelu(const Tensor& x, const std::string& approximate) {
 }
 Tensor sigmoid(const Tensor& x) {
   require_float(x, "sigmoid");
-  return unary_with_grad("sigmoid", UnaryOp::sigmoid, x, true, 0, 0, [](const Tensor& g, const Tensor& y) {
-    return binary_raw(BinaryOp::sigmoid_backward, g, y);
-  });
+  return unary_with_grad("sigmoid", UnaryOp::sigmoid, x, true, 0, 0,
+                         [](const Tensor& g, const Tensor& y) { return binary_raw(BinaryOp::sigmoid_backward, g, y); });
 }
 Tensor tanh(const Tensor& x) {
   require_float(x, "tanh");
-  return unary_with_grad("tanh", UnaryOp::tanh, x, true, 0, 0, [](const Tensor& g, const Tensor& y) {
-    return binary_raw(BinaryOp::tanh_backward, g, y);
-  });
+  return unary_with_grad("tanh", UnaryOp::tanh, x, true, 0, 0,
+                         [](const Tensor& g, const Tensor& y) { return binary_raw(BinaryOp::tanh_backward, g, y); });
 }
 Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi) {
   KILN_CHECK(lo || hi, "clamp: give at least one of min and max");
@@ -429,22 +430,21 @@ Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi
     return binary_raw(BinaryOp::clamp_backward, g, v, l, h);
   });
 }
-Tensor logical_not(const Tensor& x) {
-  return unary_raw(UnaryOp::logical_not, detail::cast(x, DType::boolean));
-}
+Tensor logical_not(const Tensor& x) { return unary_raw(UnaryOp::logical_not, detail::cast(x, DType::boolean)); }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   detail::check_same_device("where", cond, a);
   detail::check_same_device("where", a, b);
-  KILN_CHECK(cond.dtype() == DType::boolean, "where: condition must be a bool tensor, got ",
-             cond.dtype(), "; build it with a comparison such as kiln::gt(x, 0)");
+  KILN_CHECK(cond.dtype() == DType::boolean, "where: condition must be a bool tensor, got ", cond.dtype(),
+             "; build it with a comparison such as kiln::gt(x, 0)");
   const DType ct = detail::result_type(a, b);
   const Shape shape = broadcast_shapes(cond.sizes(), broadcast_shapes(a.sizes(), b.sizes()));
   Tensor ac = detail::cast(a, ct), bc = detail::cast(b, ct);
   Tensor out = detail::make_empty(shape, ct, a.device());
   if (out.numel())
-    detail::backend(a.device()).where(detail::view_of(out), detail::view_as(cond, shape),
-                                      detail::view_as(ac, shape), detail::view_as(bc, shape));
+    detail::backend(a.device())
+        .where(detail::view_of(out), detail::view_as(cond, shape), detail::view_as(ac, shape),
+               detail::view_as(bc, shape));
   if (autograd::needs_grad({&a, &b})) {
     SavedTensor sc(cond);
     autograd::record("where", {a, b}, {out}, [sc](const std::vector<Tensor>& g) {

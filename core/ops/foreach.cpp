@@ -47,8 +47,7 @@ void bump(const std::vector<Tensor>& ts) {
 bool _foreach_supported(const std::vector<Tensor>& tensors) {
   if (tensors.empty() || !tensors[0].defined()) return false;
   for (const Tensor& t : tensors)
-    if (!t.defined() || t.device() != tensors[0].device() || !t.is_contiguous() || !t.is_floating_point())
-      return false;
+    if (!t.defined() || t.device() != tensors[0].device() || !t.is_contiguous() || !t.is_floating_point()) return false;
   return true;
 }
 
@@ -64,8 +63,7 @@ void _fused_adam_(const std::vector<Tensor>& params, const std::vector<Tensor>& 
   for (const Tensor& s : steps) check_flag(op, "each step count", s, device);
   if (found_inf.defined()) check_flag(op, "found_inf", found_inf, device);
   NoGradGuard no_grad;
-  kernels::AdamParams p{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, /*step=*/0, o.decoupled, o.amsgrad,
-                        o.maximize};
+  kernels::AdamParams p{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, /*step=*/0, o.decoupled, o.amsgrad, o.maximize};
   if (found_inf.defined()) p.found_inf = found_inf.data_ptr<float>();
   detail::backend(device).adam_step_multi(p, views(params), views(grads), views(exp_avgs), views(exp_avg_sqs),
                                           o.amsgrad ? views(max_exp_avg_sqs) : std::vector<kernels::View>{},

@@ -16,10 +16,12 @@ void check_mask(const Tensor& mask, const char* op) {
 // (than `limit`, x by default), values in [0, x.size(dim)).
 Tensor checked_index(const char* op, const Tensor& x, int64_t d, const Tensor& index, const Tensor& limit) {
   detail::check_same_device(op, x, index);
-  KILN_CHECK(index.dtype() == DType::i64 || index.dtype() == DType::i32, op, ": index must be an int64 "
-             "tensor, got ", index.dtype());
-  KILN_CHECK(index.dim() == x.dim(), op, ": index must have as many dims as the input (", x.dim(),
-             "), got shape ", index.sizes(), " for input ", x.sizes());
+  KILN_CHECK(index.dtype() == DType::i64 || index.dtype() == DType::i32, op,
+             ": index must be an int64 "
+             "tensor, got ",
+             index.dtype());
+  KILN_CHECK(index.dim() == x.dim(), op, ": index must have as many dims as the input (", x.dim(), "), got shape ",
+             index.sizes(), " for input ", x.sizes());
   for (int64_t i = 0; i < index.dim(); ++i) {
     if (i == d) continue;
     KILN_CHECK(index.size(i) <= limit.size(i), op, ": index of shape ", index.sizes(), " is larger than ",
@@ -67,11 +69,11 @@ Tensor scatter_impl(const char* op, const Tensor& x, int64_t dim, const Tensor& 
                     bool accumulate) {
   const int64_t d = detail::wrap_dim(dim, x.dim(), op);
   detail::check_same_device(op, x, src);
-  KILN_CHECK(src.dim() == index.dim(), op, ": src must have as many dims as index (", index.dim(),
-             "), got shape ", src.sizes());
+  KILN_CHECK(src.dim() == index.dim(), op, ": src must have as many dims as index (", index.dim(), "), got shape ",
+             src.sizes());
   for (int64_t i = 0; i < index.dim(); ++i)
-    KILN_CHECK(index.size(i) <= src.size(i), op, ": index of shape ", index.sizes(),
-               " is larger than src ", src.sizes(), " in dim ", i);
+    KILN_CHECK(index.size(i) <= src.size(i), op, ": index of shape ", index.sizes(), " is larger than src ",
+               src.sizes(), " in dim ", i);
   Tensor idx = checked_index(op, x, d, index, x);
   Tensor out = x.detach().clone();  // dense
   Tensor s = detail::cast(src, x.dtype());
@@ -94,8 +96,7 @@ Tensor scatter_impl(const char* op, const Tensor& x, int64_t dim, const Tensor& 
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, const Tensor& value) {
   check_mask(mask, "masked_fill");
-  KILN_CHECK(value.dim() == 0, "masked_fill: value must be a 0-d tensor (or a number), got shape ",
-             value.sizes());
+  KILN_CHECK(value.dim() == 0, "masked_fill: value must be a 0-d tensor (or a number), got shape ", value.sizes());
   return where(mask, value.to(x.dtype()), x);
 }
 
@@ -107,8 +108,8 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
 Tensor& masked_fill_(Tensor& self, const Tensor& mask, double value) {
   check_mask(mask, "masked_fill_");
   detail::check_inplace(self, "masked_fill_");
-  KILN_CHECK(broadcast_shapes(self.sizes(), mask.sizes()) == self.sizes(), "masked_fill_: mask of shape ",
-             mask.sizes(), " does not broadcast to the tensor's shape ", self.sizes());
+  KILN_CHECK(broadcast_shapes(self.sizes(), mask.sizes()) == self.sizes(), "masked_fill_: mask of shape ", mask.sizes(),
+             " does not broadcast to the tensor's shape ", self.sizes());
   Tensor filled = masked_fill(self, mask, value);
   if (GradMode::is_enabled() && self.requires_grad()) return detail::rebase(self, filled, "masked_fill_");
   NoGradGuard g;
@@ -161,8 +162,7 @@ static Tensor& scatter_inplace(const char* op, Tensor& self, int64_t dim, const 
                                bool accumulate) {
   detail::check_inplace(self, op);
   Tensor result = scatter_impl(op, self, dim, index, src, accumulate);
-  if (GradMode::is_enabled() && (self.requires_grad() || src.requires_grad()))
-    return detail::rebase(self, result, op);
+  if (GradMode::is_enabled() && (self.requires_grad() || src.requires_grad())) return detail::rebase(self, result, op);
   NoGradGuard g;
   self.copy_(result);
   return self;

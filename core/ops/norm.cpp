@@ -21,11 +21,16 @@ Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& we
     KILN_CHECK(weight.sizes() == normalized_shape, "rms_norm: weight of shape ", weight.sizes(),
                " must equal normalized_shape ", normalized_shape);
   double e = 0;
-  if (eps) e = *eps;
-  else if (x.dtype() == DType::f64) e = std::numeric_limits<double>::epsilon();
-  else if (x.dtype() == DType::f32) e = std::numeric_limits<float>::epsilon();
-  else if (x.dtype() == DType::f16) e = 0.0009765625;  // 2^-10
-  else e = 0.0078125;                                   // bf16: 2^-7
+  if (eps)
+    e = *eps;
+  else if (x.dtype() == DType::f64)
+    e = std::numeric_limits<double>::epsilon();
+  else if (x.dtype() == DType::f32)
+    e = std::numeric_limits<float>::epsilon();
+  else if (x.dtype() == DType::f16)
+    e = 0.0009765625;  // 2^-10
+  else
+    e = 0.0078125;  // bf16: 2^-7
   Shape dims;
   for (int64_t i = x.dim() - k; i < x.dim(); ++i) dims.push_back(i);
   Tensor y = mul(x, rsqrt(add(mean(mul(x, x), dims, true), e)));

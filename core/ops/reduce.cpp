@@ -130,17 +130,16 @@ Tensor min(const Tensor& x) { return amin(x); }
 static std::tuple<Tensor, Tensor> extreme_dim(const Tensor& x, int64_t dim, bool keepdim, bool is_max) {
   const char* name = is_max ? "max" : "min";
   const int64_t d = detail::wrap_dim(dim, x.dim(), name);
-  KILN_CHECK(x.dim() == 0 || x.sizes()[size_t(d)] > 0, name, ": dim ", dim, " of shape ",
-             x.sizes(), " is empty");
+  KILN_CHECK(x.dim() == 0 || x.sizes()[size_t(d)] > 0, name, ": dim ", dim, " of shape ", x.sizes(), " is empty");
   if (x.dim() == 0) return {x.clone(), zeros({}, {.dtype = DType::i64, .device = x.device()})};
   Shape ks = x.sizes();
   ks[size_t(d)] = 1;
   Tensor values = detail::make_empty(ks, x.dtype(), x.device());
   Tensor indices = detail::make_empty(ks, DType::i64, x.device());
   if (values.numel())
-    detail::backend(x.device()).reduce_index(is_max ? ReduceOp::max : ReduceOp::min,
-                                             detail::view_of(values), detail::view_of(indices),
-                                             detail::view_of(x), int(d));
+    detail::backend(x.device())
+        .reduce_index(is_max ? ReduceOp::max : ReduceOp::min, detail::view_of(values), detail::view_of(indices),
+                      detail::view_of(x), int(d));
   Tensor keep_idx = indices;
   if (!keepdim) {
     values = values.squeeze(d);
@@ -152,7 +151,8 @@ static std::tuple<Tensor, Tensor> extreme_dim(const Tensor& x, int64_t dim, bool
     autograd::record(name, {x}, {values}, [si, in_shape, d, ks, name](const std::vector<Tensor>& g) {
       Shape pos_shape(in_shape.size(), 1);
       pos_shape[size_t(d)] = in_shape[size_t(d)];
-      Tensor pos = arange(double(in_shape[size_t(d)]), {.dtype = DType::i64, .device = g[0].device()}).reshape(pos_shape);
+      Tensor pos =
+          arange(double(in_shape[size_t(d)]), {.dtype = DType::i64, .device = g[0].device()}).reshape(pos_shape);
       Tensor hit = detail::cast(eq(pos, si.unpack(name)), g[0].dtype());
       return std::vector<Tensor>{mul(g[0].reshape(ks), hit)};
     });
@@ -160,8 +160,12 @@ static std::tuple<Tensor, Tensor> extreme_dim(const Tensor& x, int64_t dim, bool
   return {values, indices};
 }
 
-std::tuple<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) { return extreme_dim(x, dim, keepdim, true); }
-std::tuple<Tensor, Tensor> min(const Tensor& x, int64_t dim, bool keepdim) { return extreme_dim(x, dim, keepdim, false); }
+std::tuple<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
+  return extreme_dim(x, dim, keepdim, true);
+}
+std::tuple<Tensor, Tensor> min(const Tensor& x, int64_t dim, bool keepdim) {
+  return extreme_dim(x, dim, keepdim, false);
+}
 
 static Tensor arg_extreme(const Tensor& x, int64_t dim, bool keepdim, bool is_max) {
   const char* name = is_max ? "argmax" : "argmin";
@@ -172,9 +176,9 @@ static Tensor arg_extreme(const Tensor& x, int64_t dim, bool keepdim, bool is_ma
   ks[size_t(d)] = 1;
   Tensor indices = detail::make_empty(ks, DType::i64, x.device());
   if (indices.numel())
-    detail::backend(x.device()).reduce_index(is_max ? ReduceOp::argmax : ReduceOp::argmin,
-                                             detail::null_view(x.dtype()), detail::view_of(indices),
-                                             detail::view_of(x), int(d));
+    detail::backend(x.device())
+        .reduce_index(is_max ? ReduceOp::argmax : ReduceOp::argmin, detail::null_view(x.dtype()),
+                      detail::view_of(indices), detail::view_of(x), int(d));
   return keepdim ? indices : indices.squeeze(d);
 }
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) { return arg_extreme(x, dim, keepdim, true); }
@@ -200,10 +204,13 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   KILN_CHECK(lead >= 0, "sum_to: cannot sum shape ", x.sizes(), " to the larger shape ", shape);
   Shape dims;
   for (int64_t i = 0; i < x.dim(); ++i) {
-    if (i < lead) dims.push_back(i);
-    else if (shape[size_t(i - lead)] == 1 && x.sizes()[size_t(i)] != 1) dims.push_back(i);
-    else KILN_CHECK(shape[size_t(i - lead)] == x.sizes()[size_t(i)], "sum_to: shape ", x.sizes(),
-                    " does not broadcast from ", shape);
+    if (i < lead)
+      dims.push_back(i);
+    else if (shape[size_t(i - lead)] == 1 && x.sizes()[size_t(i)] != 1)
+      dims.push_back(i);
+    else
+      KILN_CHECK(shape[size_t(i - lead)] == x.sizes()[size_t(i)], "sum_to: shape ", x.sizes(),
+                 " does not broadcast from ", shape);
   }
   Tensor s = dims.empty() ? x : sum(x, dims, true);
   return s.reshape(shape);

@@ -31,8 +31,7 @@ std::optional<Shape> view_strides(const Shape& old_sizes, const Shape& old_strid
   int64_t tensor_numel = 1, view_numel = 1;
   for (int64_t d = int64_t(old_sizes.size()) - 1; d >= 0; --d) {
     tensor_numel *= old_sizes[size_t(d)];
-    if (d == 0 || (old_sizes[size_t(d - 1)] != 1 &&
-                   old_strides[size_t(d - 1)] != tensor_numel * chunk_base_stride)) {
+    if (d == 0 || (old_sizes[size_t(d - 1)] != 1 && old_strides[size_t(d - 1)] != tensor_numel * chunk_base_stride)) {
       while (view_d >= 0 && (view_numel < tensor_numel || sizes[size_t(view_d)] == 1)) {
         st[size_t(view_d)] = view_numel * chunk_base_stride;
         view_numel *= sizes[size_t(view_d)];
@@ -62,12 +61,12 @@ Shape infer_shape(Shape shape, int64_t numel, const char* op) {
     }
   }
   if (infer >= 0) {
-    KILN_CHECK(known != 0 && numel % known == 0, op, ": shape ", shape, " is invalid for a tensor of ",
-               numel, " elements");
+    KILN_CHECK(known != 0 && numel % known == 0, op, ": shape ", shape, " is invalid for a tensor of ", numel,
+               " elements");
     shape[size_t(infer)] = numel / known;
   }
-  KILN_CHECK(detail::shape_numel(shape) == numel, op, ": shape ", shape,
-             " is invalid for a tensor of ", numel, " elements");
+  KILN_CHECK(detail::shape_numel(shape) == numel, op, ": shape ", shape, " is invalid for a tensor of ", numel,
+             " elements");
   return shape;
 }
 
@@ -79,8 +78,10 @@ Shape broadcast_shapes(const Shape& a, const Shape& b) {
   for (size_t i = 0; i < n; ++i) {
     int64_t x = i < n - a.size() ? 1 : a[i - (n - a.size())];
     int64_t y = i < n - b.size() ? 1 : b[i - (n - b.size())];
-    KILN_CHECK(x == y || x == 1 || y == 1, "shapes ", a, " and ", b, " cannot be broadcast together "
-               "(dim ", i, ": ", x, " vs ", y, ")");
+    KILN_CHECK(x == y || x == 1 || y == 1, "shapes ", a, " and ", b,
+               " cannot be broadcast together "
+               "(dim ",
+               i, ": ", x, " vs ", y, ")");
     out[i] = x == 1 ? y : x;
   }
   return out;
@@ -195,8 +196,8 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
   int64_t d = detail::wrap_dim(dim, x.dim(), "narrow");
   const int64_t n = x.sizes()[size_t(d)];
   if (start < 0) start += n;
-  KILN_CHECK(start >= 0 && length >= 0 && start + length <= n, "narrow: range [", start, ", ",
-             start + length, ") is outside dim ", dim, " of size ", n);
+  KILN_CHECK(start >= 0 && length >= 0 && start + length <= n, "narrow: range [", start, ", ", start + length,
+             ") is outside dim ", dim, " of size ", n);
   return x.slice(d, start, start + length);
 }
 
@@ -204,15 +205,14 @@ Tensor select(const Tensor& x, int64_t dim, int64_t index) {
   KILN_CHECK(x.dim() > 0, "select: cannot index a 0-d tensor");
   int64_t d = detail::wrap_dim(dim, x.dim(), "select");
   const int64_t n = x.sizes()[size_t(d)];
-  KILN_CHECK(index >= -n && index < n, "select: index ", index, " is out of range for dim ", dim,
-             " of size ", n);
+  KILN_CHECK(index >= -n && index < n, "select: index ", index, " is out of range for dim ", dim, " of size ", n);
   if (index < 0) index += n;
   return squeeze(narrow(x, d, index, 1), d);
 }
 
 Tensor expand(const Tensor& x, Shape shape) {
-  KILN_CHECK(int64_t(shape.size()) >= x.dim(), "expand: cannot expand shape ", x.sizes(), " to ",
-             shape, " (fewer dims)");
+  KILN_CHECK(int64_t(shape.size()) >= x.dim(), "expand: cannot expand shape ", x.sizes(), " to ", shape,
+             " (fewer dims)");
   const int64_t lead = int64_t(shape.size()) - x.dim();
   Shape strides(shape.size());
   for (int64_t i = 0; i < int64_t(shape.size()); ++i) {
@@ -246,11 +246,12 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& t = tensors[i];
     detail::check_same_device("cat", first, t);
-    KILN_CHECK(t.dim() == first.dim(), "cat: tensor ", i, " has ", t.dim(), " dims, tensor 0 has ",
-               first.dim());
+    KILN_CHECK(t.dim() == first.dim(), "cat: tensor ", i, " has ", t.dim(), " dims, tensor 0 has ", first.dim());
     for (int64_t k = 0; k < t.dim(); ++k)
-      KILN_CHECK(k == d || t.sizes()[size_t(k)] == shape[size_t(k)], "cat: sizes must match except "
-                 "in dim ", d, "; tensor ", i, " has shape ", t.sizes(), ", tensor 0 has ", shape);
+      KILN_CHECK(k == d || t.sizes()[size_t(k)] == shape[size_t(k)],
+                 "cat: sizes must match except "
+                 "in dim ",
+                 d, "; tensor ", i, " has shape ", t.sizes(), ", tensor 0 has ", shape);
     total += t.sizes()[size_t(d)];
     dt = promote_types(dt, t.dtype());
   }
@@ -286,16 +287,18 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
   int64_t d = detail::wrap_dim(dim, tensors[0].dim() + 1, "stack");
   std::vector<Tensor> parts;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    KILN_CHECK(tensors[i].sizes() == tensors[0].sizes(), "stack: tensor ", i, " has shape ",
-               tensors[i].sizes(), ", tensor 0 has ", tensors[0].sizes(), "; all must match");
+    KILN_CHECK(tensors[i].sizes() == tensors[0].sizes(), "stack: tensor ", i, " has shape ", tensors[i].sizes(),
+               ", tensor 0 has ", tensors[0].sizes(), "; all must match");
     parts.push_back(tensors[i].unsqueeze(d));
   }
   return cat(parts, d);
 }
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
-  KILN_CHECK(index.dtype() == DType::i64 || index.dtype() == DType::i32, "index_select: index must "
-             "be an integer tensor, got ", index.dtype());
+  KILN_CHECK(index.dtype() == DType::i64 || index.dtype() == DType::i32,
+             "index_select: index must "
+             "be an integer tensor, got ",
+             index.dtype());
   KILN_CHECK(index.dim() <= 1, "index_select: index must be 1-D, got shape ", index.sizes());
   int64_t d = detail::wrap_dim(dim, x.dim(), "index_select");
   // Move dim to the front, gather rows, move it back.

@@ -6,14 +6,13 @@ namespace kiln {
 
 std::tuple<Tensor, Tensor> sort(const Tensor& x, int64_t dim, bool descending) {
   const int64_t d = detail::wrap_dim(dim, x.dim(), "sort");
-  if (x.dim() == 0)
-    return {x.clone(), zeros({}, {.dtype = DType::i64, .device = x.device()})};
+  if (x.dim() == 0) return {x.clone(), zeros({}, {.dtype = DType::i64, .device = x.device()})};
   Tensor moved = x.detach().transpose(d, -1).contiguous();
   Tensor values = detail::make_empty(moved.sizes(), x.dtype(), x.device());
   Tensor indices = detail::make_empty(moved.sizes(), DType::i64, x.device());
   if (moved.numel())
-    detail::backend(x.device()).sort(detail::view_of(values), detail::view_of(indices), detail::view_of(moved),
-                                     descending);
+    detail::backend(x.device())
+        .sort(detail::view_of(values), detail::view_of(indices), detail::view_of(moved), descending);
   values = values.transpose(d, -1);
   indices = indices.transpose(d, -1);
   if (autograd::needs_grad({&x})) {
@@ -35,8 +34,8 @@ std::tuple<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim, bool la
   (void)sorted;  // always sorted: the kernel sorts whole rows
   const int64_t d = detail::wrap_dim(dim, x.dim(), "topk");
   const int64_t n = x.dim() == 0 ? 1 : x.size(d);
-  KILN_CHECK(k >= 0 && k <= n, "topk: k (", k, ") must lie in [0, ", n, "], the size of dim ", dim,
-             " of shape ", x.sizes());
+  KILN_CHECK(k >= 0 && k <= n, "topk: k (", k, ") must lie in [0, ", n, "], the size of dim ", dim, " of shape ",
+             x.sizes());
   auto [values, indices] = sort(x, d, largest);
   if (x.dim() == 0) return {values, indices};
   return {values.narrow(d, 0, k), indices.narrow(d, 0, k)};

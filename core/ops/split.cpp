@@ -11,8 +11,7 @@ std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
   KILN_CHECK(x.dim() > 0, "split: cannot split a 0-d tensor");
   const int64_t d = detail::wrap_dim(dim, x.dim(), "split");
   const int64_t n = x.size(d);
-  KILN_CHECK(split_size > 0 || (split_size == 0 && n == 0), "split: split_size must be positive, got ",
-             split_size);
+  KILN_CHECK(split_size > 0 || (split_size == 0 && n == 0), "split: split_size must be positive, got ", split_size);
   std::vector<Tensor> parts;
   if (n == 0) return {x};
   for (int64_t start = 0; start < n; start += split_size)
@@ -28,8 +27,7 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
     KILN_CHECK(s >= 0, "split: sizes must be non-negative, got ", sizes);
     total += s;
   }
-  KILN_CHECK(total == x.size(d), "split: sizes ", sizes, " sum to ", total, ", but dim ", dim,
-             " has size ", x.size(d));
+  KILN_CHECK(total == x.size(d), "split: sizes ", sizes, " sum to ", total, ", but dim ", dim, " has size ", x.size(d));
   std::vector<Tensor> parts;
   int64_t start = 0;
   for (int64_t s : sizes) {
@@ -77,8 +75,10 @@ Tensor pad_positions(int64_t n, int64_t before, int64_t after, const std::string
 }  // namespace
 
 Tensor pad(const Tensor& x, const std::vector<int64_t>& pad, const std::string& mode, double value) {
-  KILN_CHECK(pad.size() % 2 == 0 && int64_t(pad.size()) / 2 <= x.dim(), "pad: expected (before, after) "
-             "pairs for at most ", x.dim(), " dims, got ", pad.size(), " values");
+  KILN_CHECK(pad.size() % 2 == 0 && int64_t(pad.size()) / 2 <= x.dim(),
+             "pad: expected (before, after) "
+             "pairs for at most ",
+             x.dim(), " dims, got ", pad.size(), " values");
   KILN_CHECK(mode == "constant" || mode == "reflect" || mode == "replicate" || mode == "circular",
              "pad: mode must be \"constant\", \"reflect\", \"replicate\" or \"circular\", got \"", mode, "\"");
   KILN_CHECK(mode == "constant" || value == 0.0, "pad: a fill value applies to mode \"constant\" only");
@@ -87,8 +87,8 @@ Tensor pad(const Tensor& x, const std::vector<int64_t>& pad, const std::string& 
     const int64_t d = x.dim() - 1 - int64_t(k);
     int64_t before = pad[2 * k], after = pad[2 * k + 1];
     const int64_t n = out.size(d);
-    KILN_CHECK(n + before + after >= 0, "pad: padding (", before, ", ", after, ") leaves dim ", d,
-               " of size ", n, " with a negative size");
+    KILN_CHECK(n + before + after >= 0, "pad: padding (", before, ", ", after, ") leaves dim ", d, " of size ", n,
+               " with a negative size");
     // Negative amounts crop first.
     if (before < 0 || after < 0) {
       const int64_t b0 = std::max<int64_t>(-before, 0), a0 = std::max<int64_t>(-after, 0);

@@ -32,9 +32,8 @@ static Tensor make_pinned(const Shape& shape, DType dtype, kernels::DeviceRuntim
   const size_t nbytes = size_t(detail::shape_numel(shape)) * kiln::element_size(dtype);
   void* p = rt.host_allocate(nbytes);
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<StorageImpl>(p, nbytes, Device::cpu(), [](void* q) {
-    kernels::cuda_runtime()->host_deallocate(q);
-  });
+  impl->storage = std::make_shared<StorageImpl>(p, nbytes, Device::cpu(),
+                                                [](void* q) { kernels::cuda_runtime()->host_deallocate(q); });
   impl->sizes = shape;
   impl->strides = detail::contiguous_strides(shape);
   impl->dtype = dtype;
@@ -98,10 +97,11 @@ Tensor Tensor::to(Device device, DType dtype) const { return to(device).to(dtype
 
 Tensor& Tensor::copy_(const Tensor& src, bool non_blocking) {
   detail::check_inplace(*this, "copy_");
-  KILN_CHECK(!(GradMode::is_enabled() && src.requires_grad()), "copy_: copying a tensor that "
+  KILN_CHECK(!(GradMode::is_enabled() && src.requires_grad()),
+             "copy_: copying a tensor that "
              "requires grad is not recorded; detach() it or copy inside kiln::NoGradGuard");
-  KILN_CHECK(broadcast_shapes(sizes(), src.sizes()) == sizes(), "copy_: source of shape ",
-             src.sizes(), " does not broadcast to the destination's shape ", sizes());
+  KILN_CHECK(broadcast_shapes(sizes(), src.sizes()) == sizes(), "copy_: source of shape ", src.sizes(),
+             " does not broadcast to the destination's shape ", sizes());
   Tensor s = src.device() == device() ? src : transfer(src, device(), non_blocking);
   if (numel()) detail::backend(device()).copy(detail::view_of(*this), detail::view_as(s, sizes()));
   bump_version();

@@ -7,8 +7,8 @@
 //                                          ms/step and the elements each rank holds
 // Starts its own processes through kiln::distributed::launch; rank 0 prints.
 #include <chrono>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -21,9 +21,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 // Bus bandwidth as nccl-tests defines it: all-reduce moves 2(n-1)/n of the data per rank,
 // reduce-scatter (n-1)/n of its input.
@@ -35,8 +33,10 @@ int bench_collective(kd::Communicator& comm, bool reduce_scatter) {
   for (int64_t bytes = 4 << 10; bytes <= (64 << 20); bytes *= 4) {
     auto t = kiln::ones({bytes / 4 / w * w});
     auto run = [&] {
-      if (reduce_scatter) comm.reduce_scatter(t);
-      else comm.all_reduce(t);
+      if (reduce_scatter)
+        comm.reduce_scatter(t);
+      else
+        comm.all_reduce(t);
     };
     for (int i = 0; i < 3; ++i) run();
     int iters = bytes < (1 << 20) ? 200 : bytes < (16 << 20) ? 20 : 5;
@@ -137,8 +137,10 @@ int bench_zero(std::shared_ptr<kd::Communicator> comm) {
     auto opt = std::make_shared<kiln::optim::AdamW>(m->parameters(), 1e-4);
     std::unique_ptr<kd::DistributedDataParallel> ddp;
     std::unique_ptr<kd::ShardedDataParallel> zero;
-    if (sharded) zero = std::make_unique<kd::ShardedDataParallel>(m, opt, comm);
-    else ddp = std::make_unique<kd::DistributedDataParallel>(m, comm);
+    if (sharded)
+      zero = std::make_unique<kd::ShardedDataParallel>(m, opt, comm);
+    else
+      ddp = std::make_unique<kd::DistributedDataParallel>(m, comm);
     double total = 0;
     int64_t grads = 0;
     for (int s = 0; s < warm + steps; ++s) {
@@ -164,9 +166,9 @@ int bench_zero(std::shared_ptr<kd::Communicator> comm) {
     if (comm->rank() == 0)
       std::printf("%s procs=%d: backward+reduce+AdamW %.1f ms/step, %.0f samples/s (global); per rank: "
                   "%lld parameters, %lld gradient, %lld optimizer-state, %lld master elements\n",
-                  sharded ? "zero2" : "ddp  ", comm->world_size(), per,
-                  batch * comm->world_size() * 1000.0 / per, (long long)params, (long long)grads,
-                  (long long)state, (long long)(sharded ? zero->local_master_numel() : 0));
+                  sharded ? "zero2" : "ddp  ", comm->world_size(), per, batch * comm->world_size() * 1000.0 / per,
+                  (long long)params, (long long)grads, (long long)state,
+                  (long long)(sharded ? zero->local_master_numel() : 0));
   }
   return 0;
 }

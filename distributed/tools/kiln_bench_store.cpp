@@ -108,8 +108,8 @@ struct HostileProcess {
     posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
     posix_spawn_file_actions_addclose(&fa, pipefd[0]);
     std::string p = std::to_string(port), t = std::to_string(total);
-    std::vector<char*> argv = {const_cast<char*>("kiln_bench_store"), const_cast<char*>("_hostile"), p.data(),
-                               t.data(), nullptr};
+    std::vector<char*> argv = {const_cast<char*>("kiln_bench_store"), const_cast<char*>("_hostile"), p.data(), t.data(),
+                               nullptr};
     // The hostile process is not a rank: it gets none of the launcher's variables.
     std::vector<std::string> env;
     for (char** e = environ; *e; ++e) {
@@ -125,7 +125,8 @@ struct HostileProcess {
     ::close(pipefd[1]);
     out = ::fdopen(pipefd[0], "r");
     char line[64];
-    if (out && !std::fgets(line, sizeof line, out)) std::fprintf(stderr, "kiln_bench_store: the hostile process failed\n");
+    if (out && !std::fgets(line, sizeof line, out))
+      std::fprintf(stderr, "kiln_bench_store: the hostile process failed\n");
   }
   ~HostileProcess() {
     if (pid > 0) {
@@ -193,12 +194,12 @@ int bench(int n, int reps, int hostile) {
   if (hostile == 0) {
     std::printf("| %d | %d | %.2f | %.2f |\n", n, reps, spans[spans.size() / 2], spans.back());
   } else {
-    std::printf("| %d | %d | %.2f | %.2f | %.1f -> %.1f (peak %.1f) | %zu -> %zu | %llu | %llu | %llu / %llu / %llu / %llu |\n",
-                n, hostile, spans[spans.size() / 2], spans.back(), rss_before, memory_mib("VmRSS:"),
-                memory_mib("VmHWM:"), fds_before, size_t(peak_fds), (unsigned long long)st.peak_buffered_bytes,
-                (unsigned long long)st.accepted, (unsigned long long)st.closed_misbehaving,
-                (unsigned long long)st.refused_token, (unsigned long long)st.closed_timeout,
-                (unsigned long long)st.closed_evicted);
+    std::printf(
+        "| %d | %d | %.2f | %.2f | %.1f -> %.1f (peak %.1f) | %zu -> %zu | %llu | %llu | %llu / %llu / %llu / %llu |\n",
+        n, hostile, spans[spans.size() / 2], spans.back(), rss_before, memory_mib("VmRSS:"), memory_mib("VmHWM:"),
+        fds_before, size_t(peak_fds), (unsigned long long)st.peak_buffered_bytes, (unsigned long long)st.accepted,
+        (unsigned long long)st.closed_misbehaving, (unsigned long long)st.refused_token,
+        (unsigned long long)st.closed_timeout, (unsigned long long)st.closed_evicted);
   }
   return 0;
 }

@@ -20,17 +20,16 @@
 
 namespace {
 
-const char* kUsage =
-    "usage: kiln-run [--nproc_per_node N] [--nnodes M] [--node_rank R] [--master_addr A]\n"
-    "                [--master_port P] [--rdzv_id ID] [--standalone] [--timeout SECONDS]\n"
-    "                [--accelerator A] [--devices D] [--strategy S] [--precision P] [--num_nodes M]\n"
-    "                program [args...]\n"
-    "Runs N processes of `program` on this node with torchrun's environment variables.\n"
-    "--standalone: single node, a free local port (the default when --nnodes is 1).\n"
-    "--rdzv_id: the job's id; with several nodes it is the job token every node shares\n"
-    "(KILN_STORE_TOKEN, if set, takes precedence), which keeps other jobs' clients out.\n"
-    "--accelerator, --devices, --strategy, --precision, --num_nodes: as Lightning's `fabric run`,\n"
-    "passed to the program's Fabric as LT_* variables; a device count also sets --nproc_per_node.\n";
+const char* kUsage = "usage: kiln-run [--nproc_per_node N] [--nnodes M] [--node_rank R] [--master_addr A]\n"
+                     "                [--master_port P] [--rdzv_id ID] [--standalone] [--timeout SECONDS]\n"
+                     "                [--accelerator A] [--devices D] [--strategy S] [--precision P] [--num_nodes M]\n"
+                     "                program [args...]\n"
+                     "Runs N processes of `program` on this node with torchrun's environment variables.\n"
+                     "--standalone: single node, a free local port (the default when --nnodes is 1).\n"
+                     "--rdzv_id: the job's id; with several nodes it is the job token every node shares\n"
+                     "(KILN_STORE_TOKEN, if set, takes precedence), which keeps other jobs' clients out.\n"
+                     "--accelerator, --devices, --strategy, --precision, --num_nodes: as Lightning's `fabric run`,\n"
+                     "passed to the program's Fabric as LT_* variables; a device count also sets --nproc_per_node.\n";
 
 int to_int(const std::string& flag, const std::string& v, long lo, long hi) {
   return int(kiln::detail::parse_int(v, flag, lo, hi));  // "--flag expects an integer in [lo, hi], got 'v'"
@@ -73,7 +72,8 @@ int main(int argc, char** argv) {
       if (name == "nproc_per_node") {
         spec.nproc_per_node = to_int(a, value, 1, 4096);
         nproc_given = true;
-      } else if (name == "nnodes") spec.nnodes = to_int(a, value, 1, 1 << 20);
+      } else if (name == "nnodes")
+        spec.nnodes = to_int(a, value, 1, 1 << 20);
       else if (name == "accelerator" || name == "strategy" || name == "precision") {
         if (value.empty()) throw std::invalid_argument(a + " needs a value");
         for (auto& c : name) c = char(std::toupper(static_cast<unsigned char>(c)));
@@ -86,17 +86,20 @@ int main(int argc, char** argv) {
       } else if (name == "num_nodes") {
         spec.nnodes = to_int(a, value, 1, 1 << 20);
         fabric_env.emplace_back("LT_NUM_NODES", value);
-      }
-      else if (name == "node_rank") spec.node_rank = to_int(a, value, 0, (1 << 20) - 1);
-      else if (name == "master_addr") spec.master_addr = value;
-      else if (name == "master_port") spec.master_port = to_int(a, value, 0, 65535);
+      } else if (name == "node_rank")
+        spec.node_rank = to_int(a, value, 0, (1 << 20) - 1);
+      else if (name == "master_addr")
+        spec.master_addr = value;
+      else if (name == "master_port")
+        spec.master_port = to_int(a, value, 0, 65535);
       else if (name == "rdzv_id") {
         if (value.empty() || value.size() > 200)
           throw std::invalid_argument(a + " must have 1 to 200 characters, got " + std::to_string(value.size()));
         rdzv_id = value;
-      }
-      else if (name == "timeout") spec.timeout = std::chrono::seconds(to_int(a, value, 1, 366 * 24 * 3600));
-      else throw std::invalid_argument("unknown option " + a);
+      } else if (name == "timeout")
+        spec.timeout = std::chrono::seconds(to_int(a, value, 1, 366 * 24 * 3600));
+      else
+        throw std::invalid_argument("unknown option " + a);
     }
     if (i >= argc) throw std::invalid_argument("no program given");
     if (spec.node_rank >= spec.nnodes)

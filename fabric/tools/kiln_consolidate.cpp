@@ -8,10 +8,9 @@
 #include "fabric/safetensors.h"
 
 namespace {
-const char* kUsage =
-    "usage: kiln-consolidate INDEX OUTPUT\n"
-    "  INDEX   the path a sharded run saved to (the index; the rank files lie beside it)\n"
-    "  OUTPUT  the full checkpoint to write: optimizer state per parameter, as DDP saves it\n";
+const char* kUsage = "usage: kiln-consolidate INDEX OUTPUT\n"
+                     "  INDEX   the path a sharded run saved to (the index; the rank files lie beside it)\n"
+                     "  OUTPUT  the full checkpoint to write: optimizer state per parameter, as DDP saves it\n";
 }
 
 int main(int argc, char** argv) {
@@ -31,8 +30,7 @@ int main(int argc, char** argv) {
     }
     kiln::consolidate_checkpoint(argv[1], argv[2]);
     auto out = kiln::load_safetensors(argv[2]);
-    std::cout << "kiln-consolidate: wrote " << argv[2] << " (" << out.tensors.size()
-              << " tensors)\n";
+    std::cout << "kiln-consolidate: wrote " << argv[2] << " (" << out.tensors.size() << " tensors)\n";
   } catch (const kiln::Error& e) {
     std::cerr << "kiln-consolidate: " << e.what() << "\n";
     return 1;

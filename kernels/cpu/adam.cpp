@@ -24,8 +24,10 @@ void adam_loop(const AdamF32& a, float* w, const float* g, float* m, float* v, f
     if constexpr (kMaximize) gi = neg(gi);
     V wi = load_n(w + i, k);
     if constexpr (kDecay) {
-      if constexpr (kDecoupled) wi = mul(wi, decay);
-      else gi = add(gi, mul(wd, wi));
+      if constexpr (kDecoupled)
+        wi = mul(wi, decay);
+      else
+        gi = add(gi, mul(wd, wi));
     }
     V mi = load_n(m + i, k);
     mi = add(mi, mul(sub(gi, mi), keep1));
@@ -45,22 +47,29 @@ void adam_loop(const AdamF32& a, float* w, const float* g, float* m, float* v, f
 
 template <bool kDecay, bool kDecoupled, bool kAmsgrad>
 void pick_maximize(const AdamF32& a, float* w, const float* g, float* m, float* v, float* vmax, int64_t n) {
-  if (a.maximize) adam_loop<kDecay, kDecoupled, kAmsgrad, true>(a, w, g, m, v, vmax, n);
-  else adam_loop<kDecay, kDecoupled, kAmsgrad, false>(a, w, g, m, v, vmax, n);
+  if (a.maximize)
+    adam_loop<kDecay, kDecoupled, kAmsgrad, true>(a, w, g, m, v, vmax, n);
+  else
+    adam_loop<kDecay, kDecoupled, kAmsgrad, false>(a, w, g, m, v, vmax, n);
 }
 
 template <bool kDecay, bool kDecoupled>
 void pick_amsgrad(const AdamF32& a, float* w, const float* g, float* m, float* v, float* vmax, int64_t n) {
-  if (a.amsgrad) pick_maximize<kDecay, kDecoupled, true>(a, w, g, m, v, vmax, n);
-  else pick_maximize<kDecay, kDecoupled, false>(a, w, g, m, v, vmax, n);
+  if (a.amsgrad)
+    pick_maximize<kDecay, kDecoupled, true>(a, w, g, m, v, vmax, n);
+  else
+    pick_maximize<kDecay, kDecoupled, false>(a, w, g, m, v, vmax, n);
 }
 
 }  // namespace
 
 void adam_f32(const AdamF32& a, float* w, const float* g, float* m, float* v, float* vmax, int64_t n) {
-  if (a.weight_decay == 0.f) pick_amsgrad<false, false>(a, w, g, m, v, vmax, n);
-  else if (a.decoupled) pick_amsgrad<true, true>(a, w, g, m, v, vmax, n);
-  else pick_amsgrad<true, false>(a, w, g, m, v, vmax, n);
+  if (a.weight_decay == 0.f)
+    pick_amsgrad<false, false>(a, w, g, m, v, vmax, n);
+  else if (a.decoupled)
+    pick_amsgrad<true, true>(a, w, g, m, v, vmax, n);
+  else
+    pick_amsgrad<true, false>(a, w, g, m, v, vmax, n);
 }
 
 }  // namespace kiln::kernels::cpu::KILN_SIMD_NS

@@ -40,15 +40,21 @@ void mm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const A* a, int64_t l
     using S = Eigen::OuterStride<>;
     Eigen::Map<Row, 0, S> cm(c, m, n, S(ldc));
     auto run = [&](const auto& ma, const auto& mb) {
-      if (accumulate) cm.noalias() += ma * mb;
-      else cm.noalias() = ma * mb;
+      if (accumulate)
+        cm.noalias() += ma * mb;
+      else
+        cm.noalias() = ma * mb;
     };
     auto with_b = [&](const auto& ma) {
-      if (tb) run(ma, Eigen::Map<const Col, 0, S>(b, k, n, S(ldb)));
-      else run(ma, Eigen::Map<const Row, 0, S>(b, k, n, S(ldb)));
+      if (tb)
+        run(ma, Eigen::Map<const Col, 0, S>(b, k, n, S(ldb)));
+      else
+        run(ma, Eigen::Map<const Row, 0, S>(b, k, n, S(ldb)));
     };
-    if (ta) with_b(Eigen::Map<const Col, 0, S>(a, m, k, S(lda)));
-    else with_b(Eigen::Map<const Row, 0, S>(a, m, k, S(lda)));
+    if (ta)
+      with_b(Eigen::Map<const Col, 0, S>(a, m, k, S(lda)));
+    else
+      with_b(Eigen::Map<const Row, 0, S>(a, m, k, S(lda)));
   }
 }
 
@@ -62,8 +68,7 @@ class Attention {
 
   // Rows [r0, r0 + n) of a [batch, t, width] tensor of type T as A values: the tensor itself when
   // T is A, else converted into buf.
-  const A* rows(const T* base, int64_t b, int64_t t, int64_t width, int64_t r0, int64_t n,
-                std::vector<A>& buf) const {
+  const A* rows(const T* base, int64_t b, int64_t t, int64_t width, int64_t r0, int64_t n, std::vector<A>& buf) const {
     const T* src = base + (b * t + r0) * width;
     if constexpr (std::is_same_v<T, A>) {
       return src;
@@ -73,9 +78,15 @@ class Attention {
       return buf.data();
     }
   }
-  const A* q_rows(int64_t b, int64_t i0, int64_t n, std::vector<A>& buf) const { return rows(q_, b, p_.tq, p_.d, i0, n, buf); }
-  const A* k_rows(int64_t b, int64_t j0, int64_t n, std::vector<A>& buf) const { return rows(k_, b, p_.tk, p_.d, j0, n, buf); }
-  const A* v_rows(int64_t b, int64_t j0, int64_t n, std::vector<A>& buf) const { return rows(v_, b, p_.tk, p_.dv, j0, n, buf); }
+  const A* q_rows(int64_t b, int64_t i0, int64_t n, std::vector<A>& buf) const {
+    return rows(q_, b, p_.tq, p_.d, i0, n, buf);
+  }
+  const A* k_rows(int64_t b, int64_t j0, int64_t n, std::vector<A>& buf) const {
+    return rows(k_, b, p_.tk, p_.d, j0, n, buf);
+  }
+  const A* v_rows(int64_t b, int64_t j0, int64_t n, std::vector<A>& buf) const {
+    return rows(v_, b, p_.tk, p_.dv, j0, n, buf);
+  }
 
   // The last key a query tile can see plus one (every key without is_causal).
   int64_t key_end(int64_t i0, int64_t nr) const { return p_.causal ? std::min(p_.tk, i0 + nr) : p_.tk; }
@@ -139,8 +150,8 @@ class Attention {
 };
 
 template <class T, class A>
-void forward_typed(const SdpaParams& p, const View& out, const View& lse, const View& q, const View& k,
-                   const View& v, const View& mask) {
+void forward_typed(const SdpaParams& p, const View& out, const View& lse, const View& q, const View& k, const View& v,
+                   const View& mask) {
   const Attention<T, A> at(p, q, k, v, mask);
   const int64_t qtiles = (p.tq + kBr - 1) / kBr;
   T* o = out.ptr<T>();
@@ -194,8 +205,8 @@ template <class T, class A>
 struct TileGrads {
   std::vector<A> s, pd, dp;  // [nr, nc] each
 
-  void compute(const Attention<T, A>& at, int64_t b, int64_t i0, int64_t nr, int64_t j0, int64_t nc,
-               const A* qt, const A* kt, const A* vt, const A* dot, const A* lse, const A* delta) {
+  void compute(const Attention<T, A>& at, int64_t b, int64_t i0, int64_t nr, int64_t j0, int64_t nc, const A* qt,
+               const A* kt, const A* vt, const A* dot, const A* lse, const A* delta) {
     const SdpaParams& p = at.params();
     s.resize(size_t(nr * nc));
     pd.resize(size_t(nr * nc));
@@ -218,8 +229,8 @@ struct TileGrads {
 
 template <class T, class A>
 void backward_typed(const SdpaParams& p, const View& grad_q, const View& grad_k, const View& grad_v,
-                    const View& grad_out, const View& q, const View& k, const View& v, const View& out,
-                    const View& lse, const View& mask) {
+                    const View& grad_out, const View& q, const View& k, const View& v, const View& out, const View& lse,
+                    const View& mask) {
   const Attention<T, A> at(p, q, k, v, mask);
   const T* go = grad_out.ptr<T>();
   const T* o = out.ptr<T>();
@@ -279,8 +290,8 @@ void backward_typed(const SdpaParams& p, const View& grad_q, const View& grad_k,
 
 }  // namespace
 
-void CpuBackend::sdpa_forward(const SdpaParams& p, const View& out, const View& lse, const View& q,
-                              const View& k, const View& v, const View& mask) {
+void CpuBackend::sdpa_forward(const SdpaParams& p, const View& out, const View& lse, const View& q, const View& k,
+                              const View& v, const View& mask) {
   dispatch_floating(q.dtype, "scaled_dot_product_attention", [&](auto tag) {
     using T = decltype(tag);
     using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
@@ -288,9 +299,9 @@ void CpuBackend::sdpa_forward(const SdpaParams& p, const View& out, const View& 
   });
 }
 
-void CpuBackend::sdpa_backward(const SdpaParams& p, const View& grad_q, const View& grad_k,
-                               const View& grad_v, const View& grad_out, const View& q, const View& k,
-                               const View& v, const View& out, const View& lse, const View& mask) {
+void CpuBackend::sdpa_backward(const SdpaParams& p, const View& grad_q, const View& grad_k, const View& grad_v,
+                               const View& grad_out, const View& q, const View& k, const View& v, const View& out,
+                               const View& lse, const View& mask) {
   dispatch_floating(q.dtype, "scaled_dot_product_attention backward", [&](auto tag) {
     using T = decltype(tag);
     using A = std::conditional_t<std::is_same_v<T, double>, double, float>;

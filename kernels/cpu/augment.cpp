@@ -7,8 +7,8 @@ namespace kiln::kernels {
 
 void Backend::augment_images(const AugmentParams& p, const View& out, const View& out_labels, const View& images,
                              const View& labels, const View& indices) {
-  KILN_CHECK(p.channels > 0 && p.channels <= kAugmentMaxChannels, "augment_images: ", p.channels,
-             " channels; at most ", kAugmentMaxChannels, " are supported");
+  KILN_CHECK(p.channels > 0 && p.channels <= kAugmentMaxChannels, "augment_images: ", p.channels, " channels; at most ",
+             kAugmentMaxChannels, " are supported");
   const int64_t n = images.sizes[0];
   const auto* src = images.ptr<const uint8_t>();
   const auto* lab = labels.ptr<const int64_t>();

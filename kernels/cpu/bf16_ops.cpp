@@ -45,8 +45,7 @@ KILN_TARGET_AVX512 float sum_avx512(const BFloat16* in, int64_t n) {
 inline bool positive(BFloat16 v) { return v.bits != 0 && v.bits <= 0x7f80; }
 
 KILN_TARGET_AVX512 inline __mmask32 positive_mask(__mmask32 m, __m512i v) {
-  return _mm512_mask_cmp_epu16_mask(_mm512_mask_test_epi16_mask(m, v, v), v, _mm512_set1_epi16(0x7f80),
-                                    _MM_CMPINT_LE);
+  return _mm512_mask_cmp_epu16_mask(_mm512_mask_test_epi16_mask(m, v, v), v, _mm512_set1_epi16(0x7f80), _MM_CMPINT_LE);
 }
 
 KILN_TARGET_AVX512 void relu_avx512(const BFloat16* x, BFloat16* y, int64_t n) {

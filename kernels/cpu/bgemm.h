@@ -26,25 +26,23 @@ int64_t bf16_packed_a_size(int64_t m, int64_t k);
 int64_t bf16_packed_b_size(int64_t k, int64_t n);
 // Where tile (block, kb) starts in a packed operand whose sum runs over k: block is the row block
 // of A (16 rows) or the column block of B (16 columns), kb the block of 32 along k.
-inline int64_t bf16_packed_tile(int64_t block, int64_t kb, int64_t k) {
-  return (block * ((k + 31) / 32) + kb) * 512;
-}
+inline int64_t bf16_packed_tile(int64_t block, int64_t kb, int64_t k) { return (block * ((k + 31) / 32) + kb) * 512; }
 // Packs op(A) [M, K] (A is [M, K] row-major with leading dimension lda, or [K, M] when trans) and
 // op(B) [K, N] likewise. `out` holds the sizes above.
 void bf16_pack_a(bool trans, int64_t m, int64_t k, const BFloat16* a, int64_t lda, BFloat16* out);
 void bf16_pack_b(bool trans, int64_t k, int64_t n, const BFloat16* b, int64_t ldb, BFloat16* out);
 // Packs op(B) [k, N] as rows [k0, k0 + k) of a packed B whose sum runs over k_total (k0 a multiple
 // of 32), so a product over several matrices stacked along K (a batch's images) is one bgemm.
-void bf16_pack_b_rows(bool trans, int64_t k, int64_t n, const BFloat16* b, int64_t ldb, BFloat16* out,
-                      int64_t k_total, int64_t k0);
+void bf16_pack_b_rows(bool trans, int64_t k, int64_t n, const BFloat16* b, int64_t ldb, BFloat16* out, int64_t k_total,
+                      int64_t k0);
 
 // C[M, N] = A @ B (+ row_bias[m]) + beta * C from packed operands, accumulated in f32. beta is 0
 // (overwrite; C may hold garbage) or 1 (accumulate). A bf16 C is rounded once, after the sum.
 // Inside a parallel region of kiln's pool the product runs on the calling thread only.
-void bgemm_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb, float beta,
-                  float* c, int64_t ldc, const float* row_bias = nullptr);
-void bgemm_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb, float beta,
-                  BFloat16* c, int64_t ldc, const float* row_bias = nullptr);
+void bgemm_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb, float beta, float* c,
+                  int64_t ldc, const float* row_bias = nullptr);
+void bgemm_packed(int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb, float beta, BFloat16* c,
+                  int64_t ldc, const float* row_bias = nullptr);
 
 // C[M, N] = op(A) @ op(B) + beta * C with the transposes and leading dimensions of sgemm (gemm.h).
 void bgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const BFloat16* a, int64_t lda,
@@ -60,10 +58,10 @@ enum class BgemmKernel { generic, avx512bf16, amx };
 // Whether a kernel can run here (CPU support, and for AMX the kernel's permission to use tiles).
 bool bgemm_kernel_available(BgemmKernel kernel);
 // bgemm_packed with a given kernel, for tests that check each one; it must be available.
-void bgemm_packed_with(BgemmKernel kernel, int64_t m, int64_t n, int64_t k, const BFloat16* pa,
-                       const BFloat16* pb, float beta, float* c, int64_t ldc, const float* row_bias);
-void bgemm_packed_with(BgemmKernel kernel, int64_t m, int64_t n, int64_t k, const BFloat16* pa,
-                       const BFloat16* pb, float beta, BFloat16* c, int64_t ldc, const float* row_bias);
+void bgemm_packed_with(BgemmKernel kernel, int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb,
+                       float beta, float* c, int64_t ldc, const float* row_bias);
+void bgemm_packed_with(BgemmKernel kernel, int64_t m, int64_t n, int64_t k, const BFloat16* pa, const BFloat16* pb,
+                       float beta, BFloat16* c, int64_t ldc, const float* row_bias);
 }  // namespace detail
 
 }  // namespace kiln::kernels::cpu

@@ -27,32 +27,37 @@ using MapR = Eigen::Map<RowMat<T>>;
 
 // C = op(A) @ op(B) (+ C when beta is 1), row-major: f32 through the ISA-dispatched sgemm, f64
 // through Eigen.
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+          float beta, float* c, int64_t ldc) {
   sgemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
 }
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
-          const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb,
+          double beta, double* c, int64_t ldc) {
   using S = Eigen::OuterStride<>;
   using R = Eigen::Map<const RowMat<double>, 0, S>;
   using C = Eigen::Map<const Eigen::MatrixXd, 0, S>;
   Eigen::Map<RowMat<double>, 0, S> cm(c, m, n, S(ldc));
   auto go = [&](const auto& ma, const auto& mb) {
-    if (beta == 0) cm.noalias() = ma * mb;
-    else cm.noalias() += ma * mb;
+    if (beta == 0)
+      cm.noalias() = ma * mb;
+    else
+      cm.noalias() += ma * mb;
   };
-  if (!ta && !tb) go(R(a, m, k, S(lda)), R(b, k, n, S(ldb)));
-  else if (!ta) go(R(a, m, k, S(lda)), C(b, k, n, S(ldb)));
-  else if (!tb) go(C(a, m, k, S(lda)), R(b, k, n, S(ldb)));
-  else go(C(a, m, k, S(lda)), C(b, k, n, S(ldb)));
+  if (!ta && !tb)
+    go(R(a, m, k, S(lda)), R(b, k, n, S(ldb)));
+  else if (!ta)
+    go(R(a, m, k, S(lda)), C(b, k, n, S(ldb)));
+  else if (!tb)
+    go(C(a, m, k, S(lda)), R(b, k, n, S(ldb)));
+  else
+    go(C(a, m, k, S(lda)), C(b, k, n, S(ldb)));
 }
 
 template <class T>
 void forward_typed(const Conv2dParams& p, T* y, const T* x, const T* w, const T* b) {
   const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
   const int64_t ckk = cin_g * p.kh * p.kw, hw_out = p.h_out * p.w_out;
-  const bool pointwise = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 &&
-                         p.pad_h == 0 && p.pad_w == 0;
+  const bool pointwise = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
   // One image per thread; a single image leaves the threads to the product itself.
   parallel_region(p.n > 1 ? max_threads() : 1, [&](int t, int nt) {
     std::vector<T> col(pointwise ? 0 : size_t(ckk * hw_out));
@@ -94,8 +99,7 @@ void backward_typed(const Conv2dParams& p, T* gx, T* gw, T* gb, const T* gy, con
         const T* wg = w + g * cout_g * ckk;
         if (my_gw) {
           im2col(p, x + (n * p.c_in + g * cin_g) * p.h_in * p.w_in, cin_g, col.data());
-          gemm(false, true, cout_g, ckk, hw_out, gout, hw_out, col.data(), hw_out, T(1),
-               my_gw + g * cout_g * ckk, ckk);
+          gemm(false, true, cout_g, ckk, hw_out, gout, hw_out, col.data(), hw_out, T(1), my_gw + g * cout_g * ckk, ckk);
         }
         if (gx) {
           gemm(true, false, ckk, hw_out, cout_g, wg, ckk, gout, hw_out, T(0), col.data(), hw_out);
@@ -129,27 +133,27 @@ void dispatch_float(DType t, const char* op, F&& f) {
     case DType::f32: return f(float{});
     case DType::f64: return f(double{});
     case DType::bf16: return f(BFloat16{});
-    default: fail(op, ": the CPU kernel takes f32, f64 or bf16 (got ", dtype_name(t),
-                  "); convert with .to(kiln::DType::f32)");
+    default:
+      fail(op, ": the CPU kernel takes f32, f64 or bf16 (got ", dtype_name(t), "); convert with .to(kiln::DType::f32)");
   }
 }
 
 }  // namespace
 
-void CpuBackend::conv2d_forward(const Conv2dParams& p, const View& out, const View& in,
-                                const View& weight, const View& bias) {
+void CpuBackend::conv2d_forward(const Conv2dParams& p, const View& out, const View& in, const View& weight,
+                                const View& bias) {
   if (conv2d_forward_fast(p, out, in, weight, bias)) return;
   dispatch_float(in.dtype, "conv2d", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, BFloat16>)
       conv2d_forward_bf16(p, out.ptr<T>(), in.ptr<T>(), weight.ptr<T>(), bias.ptr<T>());
-    else forward_typed<T>(p, out.ptr<T>(), in.ptr<T>(), weight.ptr<T>(), bias.ptr<T>());
+    else
+      forward_typed<T>(p, out.ptr<T>(), in.ptr<T>(), weight.ptr<T>(), bias.ptr<T>());
   });
 }
 
 void CpuBackend::conv2d_backward(const Conv2dParams& p, const View& grad_in, const View& grad_weight,
-                                 const View& grad_bias, const View& grad_out, const View& in,
-                                 const View& weight) {
+                                 const View& grad_bias, const View& grad_out, const View& in, const View& weight) {
   // The fast kernels first; this file's paths compute whatever they left.
   const ConvGradsDone done = conv2d_backward_fast(p, grad_in, grad_weight, grad_bias, grad_out, in, weight);
   const View gi = done.input ? View{} : grad_in;
@@ -158,10 +162,9 @@ void CpuBackend::conv2d_backward(const Conv2dParams& p, const View& grad_in, con
   dispatch_float(grad_out.dtype, "conv2d backward", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, BFloat16>) {
-      conv2d_backward_bf16(p, gi.ptr<T>(), gw.ptr<T>(), gb.ptr<T>(), grad_out.ptr<T>(), in.ptr<T>(),
-                           weight.ptr<T>());
-    } else backward_typed<T>(p, gi.ptr<T>(), gw.ptr<T>(), gb.ptr<T>(), grad_out.ptr<T>(), in.ptr<T>(),
-                           weight.ptr<T>());
+      conv2d_backward_bf16(p, gi.ptr<T>(), gw.ptr<T>(), gb.ptr<T>(), grad_out.ptr<T>(), in.ptr<T>(), weight.ptr<T>());
+    } else
+      backward_typed<T>(p, gi.ptr<T>(), gw.ptr<T>(), gb.ptr<T>(), grad_out.ptr<T>(), in.ptr<T>(), weight.ptr<T>());
   });
 }
 

@@ -76,9 +76,8 @@ void col2im(const Conv2dParams& p, const T* col, int64_t channels, T* x) {
 }
 
 // bf16 on bgemm (conv_bf16.cpp): y = conv(x, w) + b, and the gradients asked for (null where not).
-void conv2d_forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const BFloat16* w,
-                         const BFloat16* b);
-void conv2d_backward_bf16(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* gb,
-                          const BFloat16* gy, const BFloat16* x, const BFloat16* w);
+void conv2d_forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const BFloat16* w, const BFloat16* b);
+void conv2d_backward_bf16(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* gb, const BFloat16* gy,
+                          const BFloat16* x, const BFloat16* w);
 
 }  // namespace kiln::kernels::cpu

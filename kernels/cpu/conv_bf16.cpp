@@ -27,8 +27,7 @@ T* scratch(int64_t n) {
 
 // im2col for bf16 with stride_w 1: each output row's run of up to 32 values is one masked 64-byte
 // load and store (the mask zeroes the padding), where the generic loop calls memcpy per row.
-KILN_TARGET_AVX512 void im2col_bf16_avx512(const Conv2dParams& p, const BFloat16* x, int64_t channels,
-                                           BFloat16* col) {
+KILN_TARGET_AVX512 void im2col_bf16_avx512(const Conv2dParams& p, const BFloat16* x, int64_t channels, BFloat16* col) {
   const int64_t hw_out = p.h_out * p.w_out;
   for (int64_t c = 0; c < channels; ++c) {
     const BFloat16* xc = x + c * p.h_in * p.w_in;
@@ -46,7 +45,8 @@ KILN_TARGET_AVX512 void im2col_bf16_avx512(const Conv2dParams& p, const BFloat16
             const int64_t len = std::min<int64_t>(32, p.w_out - ow0);
             const int64_t a = std::clamp<int64_t>(lo - ow0, 0, len), b = std::clamp<int64_t>(hi - ow0, 0, len);
             const __mmask32 store = __mmask32((uint64_t(1) << len) - 1);
-            const __mmask32 load = inside && b > a ? __mmask32(((uint64_t(1) << b) - 1) & ~((uint64_t(1) << a) - 1)) : 0;
+            const __mmask32 load =
+                inside && b > a ? __mmask32(((uint64_t(1) << b) - 1) & ~((uint64_t(1) << a) - 1)) : 0;
             // Masked-off lanes are not read, so src may point outside x there.
             _mm512_mask_storeu_epi16(dst + ow0, store, _mm512_maskz_loadu_epi16(load, src + ow0));
           }
@@ -58,8 +58,10 @@ KILN_TARGET_AVX512 void im2col_bf16_avx512(const Conv2dParams& p, const BFloat16
 
 void im2col_bf16(const Conv2dParams& p, const BFloat16* x, int64_t channels, BFloat16* col) {
   static const bool avx512 = isa_enabled(Isa::avx512);
-  if (avx512 && p.stride_w == 1) im2col_bf16_avx512(p, x, channels, col);
-  else im2col(p, x, channels, col);
+  if (avx512 && p.stride_w == 1)
+    im2col_bf16_avx512(p, x, channels, col);
+  else
+    im2col(p, x, channels, col);
 }
 
 // ------------------------------------------------------------------ bf16, fused im2col packing
@@ -99,10 +101,10 @@ bool transposed_fused_ok(const Conv2dParams& p) {
 struct ColRows {
   const Conv2dParams& p;
   int64_t w, rows, ckk, hw_out, chunks;
-  std::vector<uint16_t> perm;   // [kw][32]
-  std::vector<uint32_t> valid;  // [kw]
-  std::vector<uint32_t> load;   // [kh][chunks]
-  std::vector<int64_t> offset;  // [kh][chunks], in elements from the plane (may be negative)
+  std::vector<uint16_t> perm;       // [kw][32]
+  std::vector<uint32_t> valid;      // [kw]
+  std::vector<uint32_t> load;       // [kh][chunks]
+  std::vector<int64_t> offset;      // [kh][chunks], in elements from the plane (may be negative)
   std::vector<int32_t> ci, ki, kj;  // [ckk]: row k's channel, kernel row and kernel column
   explicit ColRows(const Conv2dParams& q) : p(q) {
     w = p.w_out, rows = 32 / w, ckk = p.c_in / p.groups * p.kh * p.kw, hw_out = p.h_out * p.w_out;
@@ -187,7 +189,8 @@ KILN_TARGET_AVX512 void pack_col_b(const ColRows& g, const BFloat16* x, BFloat16
         const __m512i v0 = r0.chunk(q), v1 = r1.chunk(q);
         _mm512_storeu_si512(out + bf16_packed_tile(2 * q, kb, g.ckk) + pr * 32, _mm512_permutex2var_epi16(v0, lo, v1));
         if (2 * q + 1 < nb_count)
-          _mm512_storeu_si512(out + bf16_packed_tile(2 * q + 1, kb, g.ckk) + pr * 32, _mm512_permutex2var_epi16(v0, hi, v1));
+          _mm512_storeu_si512(out + bf16_packed_tile(2 * q + 1, kb, g.ckk) + pr * 32,
+                              _mm512_permutex2var_epi16(v0, hi, v1));
       }
     }
 }
@@ -195,8 +198,8 @@ KILN_TARGET_AVX512 void pack_col_b(const ColRows& g, const BFloat16* x, BFloat16
 // The column matrix [ckk, hw_out] of one image as columns [kb0 * 32, kb0 * 32 + hw_out) of bgemm's
 // packed A whose sum runs over k_total, with a row of ones below it when ones_row (its product
 // with grad_out^T is the bias gradient).
-KILN_TARGET_AVX512 void pack_col_a(const ColRows& g, const BFloat16* x, BFloat16* out, bool ones_row,
-                                   int64_t k_total, int64_t kb0) {
+KILN_TARGET_AVX512 void pack_col_a(const ColRows& g, const BFloat16* x, BFloat16* out, bool ones_row, int64_t k_total,
+                                   int64_t kb0) {
   const int64_t m = g.ckk + (ones_row ? 1 : 0), mb_count = (m + 15) / 16;
   for (int64_t mb = 0; mb < mb_count; ++mb)
     for (int64_t r = 0; r < 16; ++r) {
@@ -240,18 +243,18 @@ std::vector<BFloat16> pack_weights(const Conv2dParams& p, const BFloat16* w, boo
   std::vector<BFloat16> packed(size_t(size * p.groups));
   for (int64_t g = 0; g < p.groups; ++g) {
     const BFloat16* wg = w + g * cout_g * ckk;
-    if (transposed) bf16_pack_a(true, ckk, cout_g, wg, ckk, packed.data() + g * size);
-    else bf16_pack_a(false, cout_g, ckk, wg, ckk, packed.data() + g * size);
+    if (transposed)
+      bf16_pack_a(true, ckk, cout_g, wg, ckk, packed.data() + g * size);
+    else
+      bf16_pack_a(false, cout_g, ckk, wg, ckk, packed.data() + g * size);
   }
   return packed;
 }
 
-void forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const BFloat16* w,
-                  const BFloat16* b) {
+void forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const BFloat16* w, const BFloat16* b) {
   const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
   const int64_t ckk = cin_g * p.kh * p.kw, hw_out = p.h_out * p.w_out;
-  const bool pointwise = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 &&
-                         p.pad_h == 0 && p.pad_w == 0;
+  const bool pointwise = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
   const std::vector<BFloat16> pw = pack_weights(p, w, false);
   const int64_t pw_size = bf16_packed_a_size(cout_g, ckk);
   std::vector<float> bias(b ? size_t(p.c_out) : 0);
@@ -274,8 +277,8 @@ void forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const B
           cp = col.data();
         }
         if (!fused) bf16_pack_b(false, ckk, hw_out, cp, hw_out, pcol);
-        bgemm_packed(cout_g, hw_out, ckk, pw.data() + g * pw_size, pcol, 0.f,
-                     y + (n * p.c_out + g * cout_g) * hw_out, hw_out, b ? bias.data() + g * cout_g : nullptr);
+        bgemm_packed(cout_g, hw_out, ckk, pw.data() + g * pw_size, pcol, 0.f, y + (n * p.c_out + g * cout_g) * hw_out,
+                     hw_out, b ? bias.data() + g * cout_g : nullptr);
       }
     }
   });
@@ -336,8 +339,8 @@ void backward_bf16(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* 
   if (gb) bias_grad_bf16(p, gb, gy);
 }
 
-void backward_bf16_fused(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* gb,
-                         const BFloat16* gy, const BFloat16* x, const BFloat16* w) {
+void backward_bf16_fused(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* gb, const BFloat16* gy,
+                         const BFloat16* x, const BFloat16* w) {
   const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
   const int64_t ckk = cin_g * p.kh * p.kw, hw_out = p.h_out * p.w_out, hw_in = p.h_in * p.w_in;
   // With a bias, the weight-gradient product carries one more row: the bias gradient.
@@ -370,8 +373,8 @@ void backward_bf16_fused(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFlo
           for (int64_t i = 0; i < count; ++i) {
             const int64_t n = n0 + i;
             pack_col_a(rows, x + (n * p.c_in + g * cin_g) * hw_in, pa, with_bias, k_used, i * hw_out / 32);
-            bf16_pack_b_rows(true, hw_out, cout_g, gy + (n * p.c_out + g * cout_g) * hw_out, hw_out, pb,
-                             k_used, i * hw_out);
+            bf16_pack_b_rows(true, hw_out, cout_g, gy + (n * p.c_out + g * cout_g) * hw_out, hw_out, pb, k_used,
+                             i * hw_out);
           }
           bgemm_packed(rows_w, cout_g, k_used, pa, pb, 1.f, my_gwt + g * rows_w * cout_g, cout_g);
         }
@@ -406,13 +409,12 @@ void backward_bf16_fused(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFlo
 
 }  // namespace
 
-void conv2d_forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const BFloat16* w,
-                         const BFloat16* b) {
+void conv2d_forward_bf16(const Conv2dParams& p, BFloat16* y, const BFloat16* x, const BFloat16* w, const BFloat16* b) {
   forward_bf16(p, y, x, w, b);
 }
 
-void conv2d_backward_bf16(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* gb,
-                          const BFloat16* gy, const BFloat16* x, const BFloat16* w) {
+void conv2d_backward_bf16(const Conv2dParams& p, BFloat16* gx, BFloat16* gw, BFloat16* gb, const BFloat16* gy,
+                          const BFloat16* x, const BFloat16* w) {
   if (fused_ok(p) && (!gx || transposed_fused_ok(p))) return backward_bf16_fused(p, gx, gw, gb, gy, x, w);
   backward_bf16(p, gx, gw, gb, gy, x, w);
 }

@@ -102,17 +102,21 @@ void forward_block(const Geo& g, const float* xblk, const float* wt, const float
 #pragma GCC unroll 2
     for (int v = 0; v < kVecs; ++v) {
       const int64_t n = valid - v * L;
-      if (n >= L) store(yblk + r * plane + v * L, acc[r][v]);
-      else if (n > 0) store_n(yblk + r * plane + v * L, acc[r][v], int(n));
+      if (n >= L)
+        store(yblk + r * plane + v * L, acc[r][v]);
+      else if (n > 0)
+        store_n(yblk + r * plane + v * L, acc[r][v], int(n));
     }
 }
 
 template <int R, class T>
-void forward_tail(int rows, const Geo& g, const float* xblk, const float* wt, const float* bias, T* yblk,
-                  int64_t plane, int64_t valid) {
+void forward_tail(int rows, const Geo& g, const float* xblk, const float* wt, const float* bias, T* yblk, int64_t plane,
+                  int64_t valid) {
   if constexpr (R > 0) {
-    if (rows == R) forward_block<R>(g, xblk, wt, bias, yblk, plane, valid);
-    else forward_tail<R - 1>(rows, g, xblk, wt, bias, yblk, plane, valid);
+    if (rows == R)
+      forward_block<R>(g, xblk, wt, bias, yblk, plane, valid);
+    else
+      forward_tail<R - 1>(rows, g, xblk, wt, bias, yblk, plane, valid);
   }
 }
 
@@ -190,11 +194,13 @@ void grad_block(const Geo& g, const float* xc, const T* gyc, int64_t plane, floa
 }
 
 template <int R, class T>
-void grad_tail(int rows, const Geo& g, const float* xc, const T* gyc, int64_t plane, float* part,
-               int64_t part_stride, float* bpart) {
+void grad_tail(int rows, const Geo& g, const float* xc, const T* gyc, int64_t plane, float* part, int64_t part_stride,
+               float* bpart) {
   if constexpr (R > 0) {
-    if (rows == R) grad_block<R>(g, xc, gyc, plane, part, part_stride, bpart);
-    else grad_tail<R - 1>(rows, g, xc, gyc, plane, part, part_stride, bpart);
+    if (rows == R)
+      grad_block<R>(g, xc, gyc, plane, part, part_stride, bpart);
+    else
+      grad_tail<R - 1>(rows, g, xc, gyc, plane, part, part_stride, bpart);
   }
 }
 
@@ -268,8 +274,8 @@ void direct_weight_grad_f32(const ConvShape& s, const float* x, const float* gy,
                             int threads) {
   weight_grad_impl(s, x, gy, gw, gb, ws, threads);
 }
-void direct_weight_grad_bf16(const ConvShape& s, const uint16_t* x, const uint16_t* gy, float* gw, float* gb,
-                             float* ws, int threads) {
+void direct_weight_grad_bf16(const ConvShape& s, const uint16_t* x, const uint16_t* gy, float* gw, float* gb, float* ws,
+                             int threads) {
   weight_grad_impl(s, x, gy, gw, gb, ws, threads);
 }
 

@@ -124,8 +124,10 @@ void winograd_forward(const SimdKernels& k, const ConvShape& s, const float* wt,
   float* u = scratch(kTransformed, k.winograd_weights_size(s.c_in, s.c_out));
   k.winograd_weights(s.c_in, s.c_out, wt, u, threads);
   float* ws = scratch(kWork, k.winograd_forward_workspace(s, threads));
-  if constexpr (std::is_same_v<T, float>) k.winograd_forward_f32(s, x, y, u, bias, ws, threads);
-  else k.winograd_forward_bf16(s, x, y, u, bias, ws, threads);
+  if constexpr (std::is_same_v<T, float>)
+    k.winograd_forward_f32(s, x, y, u, bias, ws, threads);
+  else
+    k.winograd_forward_bf16(s, x, y, u, bias, ws, threads);
 }
 
 template <class T>
@@ -142,8 +144,10 @@ bool forward(const Conv2dParams& p, const View& out, const View& in, const View&
   }
   const int threads = max_threads();
   float* ws = scratch(kWork, k.direct_forward_workspace(s, threads));
-  if constexpr (std::is_same_v<T, float>) k.direct_forward_f32(s, elems<T>(in), elems<T>(out), wt, b, ws, threads);
-  else k.direct_forward_bf16(s, elems<T>(in), elems<T>(out), wt, b, ws, threads);
+  if constexpr (std::is_same_v<T, float>)
+    k.direct_forward_f32(s, elems<T>(in), elems<T>(out), wt, b, ws, threads);
+  else
+    k.direct_forward_bf16(s, elems<T>(in), elems<T>(out), wt, b, ws, threads);
   return true;
 }
 
@@ -168,12 +172,16 @@ ConvGradsDone backward(const Conv2dParams& p, const View& grad_in, const View& g
     const Elem<T>* gy = elems<T>(grad_out);
     if (wino) {
       float* ws = scratch(kWork, k.winograd_weight_grad_workspace(s, threads));
-      if constexpr (f32) k.winograd_weight_grad_f32(s, x, gy, gw, gb, ws, threads);
-      else k.winograd_weight_grad_bf16(s, x, gy, gw, gb, ws, threads);
+      if constexpr (f32)
+        k.winograd_weight_grad_f32(s, x, gy, gw, gb, ws, threads);
+      else
+        k.winograd_weight_grad_bf16(s, x, gy, gw, gb, ws, threads);
     } else {
       float* ws = scratch(kWork, k.direct_weight_grad_workspace(s, threads));
-      if constexpr (f32) k.direct_weight_grad_f32(s, x, gy, gw, gb, ws, threads);
-      else k.direct_weight_grad_bf16(s, x, gy, gw, gb, ws, threads);
+      if constexpr (f32)
+        k.direct_weight_grad_f32(s, x, gy, gw, gb, ws, threads);
+      else
+        k.direct_weight_grad_bf16(s, x, gy, gw, gb, ws, threads);
     }
     if constexpr (!f32) {  // one rounding of each f32 sum
       for (int64_t i = 0; i < p.c_out * p.c_in * 9; ++i) grad_weight.ptr<T>()[i] = T(gw[i]);
@@ -187,16 +195,14 @@ ConvGradsDone backward(const Conv2dParams& p, const View& grad_in, const View& g
 
 }  // namespace
 
-bool conv2d_forward_fast(const Conv2dParams& p, const View& out, const View& in, const View& weight,
-                         const View& bias) {
+bool conv2d_forward_fast(const Conv2dParams& p, const View& out, const View& in, const View& weight, const View& bias) {
   if (!table() || !dtype_ok(in.dtype) || !shape_ok(p)) return false;
   if (in.dtype == DType::f32) return forward<float>(p, out, in, weight, bias);
   return forward<BFloat16>(p, out, in, weight, bias);
 }
 
 ConvGradsDone conv2d_backward_fast(const Conv2dParams& p, const View& grad_in, const View& grad_weight,
-                                   const View& grad_bias, const View& grad_out, const View& in,
-                                   const View& weight) {
+                                   const View& grad_bias, const View& grad_out, const View& in, const View& weight) {
   if (!table() || !dtype_ok(grad_out.dtype) || !shape_ok(p)) return {};
   if (grad_out.dtype == DType::f32) return backward<float>(p, grad_in, grad_weight, grad_bias, grad_out, in, weight);
   return backward<BFloat16>(p, grad_in, grad_weight, grad_bias, grad_out, in, weight);

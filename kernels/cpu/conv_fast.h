@@ -13,8 +13,7 @@
 namespace kiln::kernels::cpu {
 
 // Whether the fast path computed the forward pass.
-bool conv2d_forward_fast(const Conv2dParams& p, const View& out, const View& in, const View& weight,
-                         const View& bias);
+bool conv2d_forward_fast(const Conv2dParams& p, const View& out, const View& in, const View& weight, const View& bias);
 
 // What the fast path computed of a backward pass: the input gradient, and the weight gradient
 // with the bias gradient (when asked for) together.
@@ -23,8 +22,7 @@ struct ConvGradsDone {
   bool weight = false;
 };
 ConvGradsDone conv2d_backward_fast(const Conv2dParams& p, const View& grad_in, const View& grad_weight,
-                                   const View& grad_bias, const View& grad_out, const View& in,
-                                   const View& weight);
+                                   const View& grad_bias, const View& grad_out, const View& in, const View& weight);
 
 // The kernel that computes each pass of p in `dtype` on this machine (under KILN_CPU_ISA):
 // "winograd-avx512", "direct-avx2", ..., or "" where conv.cpp's own path runs. For tests and

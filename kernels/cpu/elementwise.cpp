@@ -68,6 +68,7 @@ class LargeBlockCache {
     cached_ += size;
     return true;
   }
+
  private:
   std::mutex mu_;
   std::unordered_map<size_t, std::vector<void*>> free_;
@@ -86,8 +87,7 @@ std::atomic<uint64_t> g_num_allocs{0};
 void count_allocation(size_t size) {
   const size_t now = g_allocated.fetch_add(size, std::memory_order_relaxed) + size;
   size_t peak = g_peak.load(std::memory_order_relaxed);
-  while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
-  }
+  while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {}
   g_num_allocs.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -113,9 +113,7 @@ void CpuBackend::deallocate(void* ptr, size_t nbytes) {
 
 }  // namespace cpu
 
-CpuMemoryStats cpu_memory_stats() {
-  return {cpu::g_allocated.load(), cpu::g_peak.load(), cpu::g_num_allocs.load()};
-}
+CpuMemoryStats cpu_memory_stats() { return {cpu::g_allocated.load(), cpu::g_peak.load(), cpu::g_num_allocs.load()}; }
 void reset_cpu_peak_memory() { cpu::g_peak.store(cpu::g_allocated.load()); }
 
 namespace cpu {
@@ -133,8 +131,8 @@ namespace {
 template <class T>
 constexpr bool is_bf16_or_f32_v = std::is_same_v<T, BFloat16> || std::is_same_v<T, float>;
 template <class O, class I>
-constexpr bool bf16_chunked_v = (std::is_same_v<O, BFloat16> || std::is_same_v<I, BFloat16>) &&
-                                is_bf16_or_f32_v<O> && is_bf16_or_f32_v<I>;
+constexpr bool bf16_chunked_v = (std::is_same_v<O, BFloat16> ||
+                                 std::is_same_v<I, BFloat16>)&&is_bf16_or_f32_v<O>&& is_bf16_or_f32_v<I>;
 constexpr int64_t kChunk = 512;
 
 // Points at n f32 values of p: p itself, or its bf16 values converted into buf.
@@ -151,51 +149,54 @@ const float* as_f32(const I* p, int64_t n, float* buf) {
 // Where the f32 results go before the store: the output itself when it is f32.
 template <class O>
 float* f32_out(O* p, float* buf) {
-  if constexpr (std::is_same_v<O, BFloat16>) return buf;
-  else return (void)buf, p;
+  if constexpr (std::is_same_v<O, BFloat16>)
+    return buf;
+  else
+    return (void)buf, p;
 }
 template <class O>
 void store_f32(O* p, const float* buf, int64_t n) {
-  if constexpr (std::is_same_v<O, BFloat16>) f32_to_bf16(buf, p, n);
-  else (void)p, (void)buf, (void)n;
+  if constexpr (std::is_same_v<O, BFloat16>)
+    f32_to_bf16(buf, p, n);
+  else
+    (void)p, (void)buf, (void)n;
 }
 
 // The chunk loops below, compiled twice: for the baseline ISA and for AVX-512, where the op
 // (inlined from its lambda) vectorises 16 lanes wide along with the conversions.
-#define KILN_BF16_CHUNK_LOOPS(SUFFIX, ATTR)                                                            \
-  template <class O, class I, class F>                                                                 \
-  ATTR void map1_bf16_##SUFFIX(O* po, const I* pa, int64_t n, F& f) {                                  \
-    alignas(64) float in[kChunk], out[kChunk];                                                         \
-    for (int64_t s = 0; s < n; s += kChunk) {                                                          \
-      const int64_t len = std::min(kChunk, n - s);                                                     \
-      const float* x = as_f32(pa + s, len, in);                                                        \
-      float* y = f32_out(po + s, out);                                                                 \
-      for (int64_t i = 0; i < len; ++i) y[i] = float(f(x[i]));                                         \
-      store_f32(po + s, out, len);                                                                     \
-    }                                                                                                  \
-  }                                                                                                    \
-  /* st_x, st_y: 1 (dense) or 0 (a broadcast scalar). */                                               \
-  template <class O, class I, class F>                                                                 \
-  ATTR void map2_bf16_##SUFFIX(O* po, const I* pa, const I* pb, int64_t st_x, int64_t st_y, int64_t n, \
-                               F& f) {                                                                 \
-    alignas(64) float xa[kChunk], ya[kChunk], out[kChunk];                                             \
-    const float sx = float(pa[0]), sy = float(pb[0]);                                                  \
-    for (int64_t s = 0; s < n; s += kChunk) {                                                          \
-      const int64_t len = std::min(kChunk, n - s);                                                     \
-      float* z = f32_out(po + s, out);                                                                 \
-      if (st_x && st_y) {                                                                              \
-        const float* x = as_f32(pa + s, len, xa);                                                      \
-        const float* y = as_f32(pb + s, len, ya);                                                      \
-        for (int64_t i = 0; i < len; ++i) z[i] = float(f(x[i], y[i]));                                 \
-      } else if (st_x) {                                                                               \
-        const float* x = as_f32(pa + s, len, xa);                                                      \
-        for (int64_t i = 0; i < len; ++i) z[i] = float(f(x[i], sy));                                  \
-      } else {                                                                                         \
-        const float* y = as_f32(pb + s, len, ya);                                                      \
-        for (int64_t i = 0; i < len; ++i) z[i] = float(f(sx, y[i]));                                   \
-      }                                                                                                \
-      store_f32(po + s, out, len);                                                                     \
-    }                                                                                                  \
+#define KILN_BF16_CHUNK_LOOPS(SUFFIX, ATTR)                                                                    \
+  template <class O, class I, class F>                                                                         \
+  ATTR void map1_bf16_##SUFFIX(O* po, const I* pa, int64_t n, F& f) {                                          \
+    alignas(64) float in[kChunk], out[kChunk];                                                                 \
+    for (int64_t s = 0; s < n; s += kChunk) {                                                                  \
+      const int64_t len = std::min(kChunk, n - s);                                                             \
+      const float* x = as_f32(pa + s, len, in);                                                                \
+      float* y = f32_out(po + s, out);                                                                         \
+      for (int64_t i = 0; i < len; ++i) y[i] = float(f(x[i]));                                                 \
+      store_f32(po + s, out, len);                                                                             \
+    }                                                                                                          \
+  }                                                                                                            \
+  /* st_x, st_y: 1 (dense) or 0 (a broadcast scalar). */                                                       \
+  template <class O, class I, class F>                                                                         \
+  ATTR void map2_bf16_##SUFFIX(O* po, const I* pa, const I* pb, int64_t st_x, int64_t st_y, int64_t n, F& f) { \
+    alignas(64) float xa[kChunk], ya[kChunk], out[kChunk];                                                     \
+    const float sx = float(pa[0]), sy = float(pb[0]);                                                          \
+    for (int64_t s = 0; s < n; s += kChunk) {                                                                  \
+      const int64_t len = std::min(kChunk, n - s);                                                             \
+      float* z = f32_out(po + s, out);                                                                         \
+      if (st_x && st_y) {                                                                                      \
+        const float* x = as_f32(pa + s, len, xa);                                                              \
+        const float* y = as_f32(pb + s, len, ya);                                                              \
+        for (int64_t i = 0; i < len; ++i) z[i] = float(f(x[i], y[i]));                                         \
+      } else if (st_x) {                                                                                       \
+        const float* x = as_f32(pa + s, len, xa);                                                              \
+        for (int64_t i = 0; i < len; ++i) z[i] = float(f(x[i], sy));                                           \
+      } else {                                                                                                 \
+        const float* y = as_f32(pb + s, len, ya);                                                              \
+        for (int64_t i = 0; i < len; ++i) z[i] = float(f(sx, y[i]));                                           \
+      }                                                                                                        \
+      store_f32(po + s, out, len);                                                                             \
+    }                                                                                                          \
   }
 KILN_BF16_CHUNK_LOOPS(generic, )
 KILN_BF16_CHUNK_LOOPS(avx512, KILN_TARGET_AVX512)
@@ -208,13 +209,17 @@ bool bf16_loops_avx512() {
 
 template <class O, class I, class F>
 void map1_bf16(O* po, const I* pa, int64_t n, F& f) {
-  if (bf16_loops_avx512()) map1_bf16_avx512(po, pa, n, f);
-  else map1_bf16_generic(po, pa, n, f);
+  if (bf16_loops_avx512())
+    map1_bf16_avx512(po, pa, n, f);
+  else
+    map1_bf16_generic(po, pa, n, f);
 }
 template <class O, class I, class F>
 void map2_bf16(O* po, const I* pa, const I* pb, int64_t st_x, int64_t st_y, int64_t n, F& f) {
-  if (bf16_loops_avx512()) map2_bf16_avx512(po, pa, pb, st_x, st_y, n, f);
-  else map2_bf16_generic(po, pa, pb, st_x, st_y, n, f);
+  if (bf16_loops_avx512())
+    map2_bf16_avx512(po, pa, pb, st_x, st_y, n, f);
+  else
+    map2_bf16_generic(po, pa, pb, st_x, st_y, n, f);
 }
 
 template <class O, class I, class F>
@@ -266,8 +271,7 @@ void map2(const View& out, const View& x, const View& y, F f) {
 }
 
 template <class T>
-constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, Half> ||
-                            std::is_same_v<T, BFloat16>;
+constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>;
 
 constexpr double kSqrt1_2 = 0.70710678118654752440;
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
@@ -280,8 +284,7 @@ void unary_typed(UnaryOp op, const View& out, const View& in, double a, double b
     case UnaryOp::neg: return map1<T, T>(out, in, [](C x) { return C(-x); });
     case UnaryOp::abs: return map1<T, T>(out, in, [](C x) { return x < C(0) ? C(-x) : x; });
     case UnaryOp::square: return map1<T, T>(out, in, [](C x) { return C(x * x); });
-    case UnaryOp::sign:
-      return map1<T, T>(out, in, [](C x) { return C((x > C(0)) - (x < C(0))); });
+    case UnaryOp::sign: return map1<T, T>(out, in, [](C x) { return C((x > C(0)) - (x < C(0))); });
     case UnaryOp::affine: return map1<T, T>(out, in, [=](C x) { return C(ca * x + cb); });
     case UnaryOp::clamp: {
       const bool has_lo = !std::isnan(a), has_hi = !std::isnan(b);
@@ -305,8 +308,7 @@ void unary_typed(UnaryOp op, const View& out, const View& in, double a, double b
       case UnaryOp::sqrt: return map1<T, T>(out, in, [](C x) { return std::sqrt(x); });
       case UnaryOp::rsqrt: return map1<T, T>(out, in, [](C x) { return C(1) / std::sqrt(x); });
       case UnaryOp::reciprocal: return map1<T, T>(out, in, [](C x) { return C(1) / x; });
-      case UnaryOp::sigmoid:
-        return map1<T, T>(out, in, [](C x) { return C(1) / (C(1) + std::exp(-x)); });
+      case UnaryOp::sigmoid: return map1<T, T>(out, in, [](C x) { return C(1) / (C(1) + std::exp(-x)); });
       case UnaryOp::tanh: return map1<T, T>(out, in, [](C x) { return std::tanh(x); });
       case UnaryOp::sin: return map1<T, T>(out, in, [](C x) { return std::sin(x); });
       case UnaryOp::cos: return map1<T, T>(out, in, [](C x) { return std::cos(x); });
@@ -330,8 +332,7 @@ void unary_typed(UnaryOp op, const View& out, const View& in, double a, double b
 }
 
 template <class T>
-void binary_typed(BinaryOp op, const View& out, const View& x, const View& y, double alpha,
-                  double beta) {
+void binary_typed(BinaryOp op, const View& out, const View& x, const View& y, double alpha, double beta) {
   using C = compute_t<T>;
   const C al = C(alpha), be = C(beta);
   switch (op) {
@@ -369,8 +370,7 @@ void binary_typed(BinaryOp op, const View& out, const View& x, const View& y, do
   if constexpr (is_float_v<T>) {
     switch (op) {
       case BinaryOp::pow: return map2<T, T>(out, x, y, [](C a, C b) { return C(std::pow(a, b)); });
-      case BinaryOp::relu_backward:
-        return map2<T, T>(out, x, y, [](C g, C v) { return v > C(0) ? g : C(0); });
+      case BinaryOp::relu_backward: return map2<T, T>(out, x, y, [](C g, C v) { return v > C(0) ? g : C(0); });
       case BinaryOp::leaky_relu_backward:
         return map2<T, T>(out, x, y, [=](C g, C v) { return v > C(0) ? g : C(g * al); });
       case BinaryOp::gelu_backward:
@@ -387,10 +387,8 @@ void binary_typed(BinaryOp op, const View& out, const View& x, const View& y, do
           C dinner = k * (C(1) + C(3 * 0.044715) * v * v);
           return g * (C(0.5) * (C(1) + t) + C(0.5) * v * (C(1) - t * t) * dinner);
         });
-      case BinaryOp::sigmoid_backward:
-        return map2<T, T>(out, x, y, [](C g, C s) { return g * s * (C(1) - s); });
-      case BinaryOp::tanh_backward:
-        return map2<T, T>(out, x, y, [](C g, C t) { return g * (C(1) - t * t); });
+      case BinaryOp::sigmoid_backward: return map2<T, T>(out, x, y, [](C g, C s) { return g * s * (C(1) - s); });
+      case BinaryOp::tanh_backward: return map2<T, T>(out, x, y, [](C g, C t) { return g * (C(1) - t * t); });
       case BinaryOp::silu_backward:
         return map2<T, T>(out, x, y, [](C g, C v) {
           const C s = C(1) / (C(1) + std::exp(-v));
@@ -468,39 +466,36 @@ void CpuBackend::unary(UnaryOp op, const View& out, const View& in, double a, do
   KILN_DISPATCH_ALL(in.dtype, "unary", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, bool>) {
-      if (op == UnaryOp::logical_not)
-        return map1<bool, bool>(out, in, [](bool x) { return !x; });
+      if (op == UnaryOp::logical_not) return map1<bool, bool>(out, in, [](bool x) { return !x; });
       fail("unary kernel: op ", int(op), " is not defined for bool");
     } else {
       if constexpr (std::is_same_v<T, BFloat16>) {
         if (op == UnaryOp::relu && out.is_contiguous() && in.is_contiguous())
-          return dense_chunks(out.numel(), [&](int64_t s, int64_t n) {
-            bf16_relu(in.ptr<T>() + s, out.ptr<T>() + s, n);
-          });
+          return dense_chunks(out.numel(),
+                              [&](int64_t s, int64_t n) { bf16_relu(in.ptr<T>() + s, out.ptr<T>() + s, n); });
       }
       unary_typed<T>(op, out, in, a, b);
     }
   });
 }
 
-void CpuBackend::binary(BinaryOp op, const View& out, const View& x, const View& y, double alpha,
-                        double beta) {
+void CpuBackend::binary(BinaryOp op, const View& out, const View& x, const View& y, double alpha, double beta) {
   KILN_DISPATCH_ALL(x.dtype, "binary", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, bool>) {
       switch (op) {
-        case BinaryOp::logical_and: case BinaryOp::mul:
-          return map2<bool, bool>(out, x, y, [](bool a, bool b) { return a && b; });
-        case BinaryOp::logical_or: case BinaryOp::add:
-          return map2<bool, bool>(out, x, y, [](bool a, bool b) { return a || b; });
+        case BinaryOp::logical_and:
+        case BinaryOp::mul: return map2<bool, bool>(out, x, y, [](bool a, bool b) { return a && b; });
+        case BinaryOp::logical_or:
+        case BinaryOp::add: return map2<bool, bool>(out, x, y, [](bool a, bool b) { return a || b; });
         case BinaryOp::eq: return map2<bool, bool>(out, x, y, [](bool a, bool b) { return a == b; });
         case BinaryOp::ne: return map2<bool, bool>(out, x, y, [](bool a, bool b) { return a != b; });
         default: fail("binary kernel: op ", int(op), " is not defined for bool");
       }
     } else {
       if constexpr (std::is_same_v<T, BFloat16>) {
-        if (op == BinaryOp::relu_backward && out.is_contiguous() && x.is_contiguous() &&
-            y.is_contiguous() && x.numel() == out.numel() && y.numel() == out.numel())
+        if (op == BinaryOp::relu_backward && out.is_contiguous() && x.is_contiguous() && y.is_contiguous() &&
+            x.numel() == out.numel() && y.numel() == out.numel())
           return dense_chunks(out.numel(), [&](int64_t s, int64_t n) {
             bf16_relu_backward(x.ptr<T>() + s, y.ptr<T>() + s, out.ptr<T>() + s, n);
           });
@@ -538,8 +533,7 @@ void random_typed(RandomKind kind, T* o, int64_t n, uint64_t seed, uint64_t offs
 
 }  // namespace
 
-void CpuBackend::random(RandomKind kind, const View& out, uint64_t seed, uint64_t offset, double a,
-                        double b) {
+void CpuBackend::random(RandomKind kind, const View& out, uint64_t seed, uint64_t offset, double a, double b) {
   KILN_CHECK(out.is_contiguous(), "random kernel: expected a dense output");
   KILN_DISPATCH_ALL(out.dtype, "random", [&](auto tag) {
     using T = decltype(tag);

@@ -24,24 +24,29 @@ using CCol = Eigen::Map<const ColMat, 0, Stride>;
 template <class MA, class MB>
 void run(const MA& a, const MB& b, float beta, float* c, int64_t m, int64_t n, int64_t ldc) {
   Eigen::Map<RowMat, 0, Stride> cm(c, m, n, Stride(ldc));
-  if (beta == 0.f) cm.noalias() = a * b;
-  else cm.noalias() += a * b;
+  if (beta == 0.f)
+    cm.noalias() = a * b;
+  else
+    cm.noalias() += a * b;
 }
 
 }  // namespace
 
-void KILN_CAT(sgemm_, KILN_GEMM_VARIANT)(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-                                         const float* a, int64_t lda, const float* b, int64_t ldb,
-                                         float beta, float* c, int64_t ldc) {
+void KILN_CAT(sgemm_, KILN_GEMM_VARIANT)(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                                         const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   // A row-major [K, M] matrix is a column-major [M, K] one with the same leading dimension.
   if (!ta) {
     CRow ma(a, m, k, Stride(lda));
-    if (!tb) run(ma, CRow(b, k, n, Stride(ldb)), beta, c, m, n, ldc);
-    else run(ma, CCol(b, k, n, Stride(ldb)), beta, c, m, n, ldc);
+    if (!tb)
+      run(ma, CRow(b, k, n, Stride(ldb)), beta, c, m, n, ldc);
+    else
+      run(ma, CCol(b, k, n, Stride(ldb)), beta, c, m, n, ldc);
   } else {
     CCol ma(a, m, k, Stride(lda));
-    if (!tb) run(ma, CRow(b, k, n, Stride(ldb)), beta, c, m, n, ldc);
-    else run(ma, CCol(b, k, n, Stride(ldb)), beta, c, m, n, ldc);
+    if (!tb)
+      run(ma, CRow(b, k, n, Stride(ldb)), beta, c, m, n, ldc);
+    else
+      run(ma, CCol(b, k, n, Stride(ldb)), beta, c, m, n, ldc);
   }
 }
 

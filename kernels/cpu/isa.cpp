@@ -22,7 +22,8 @@ Isa cap_from_env() {
   if (v == "avx512") return Isa::avx512;
   if (v == "avx512bf16") return Isa::avx512bf16;
   if (v == "amx") return Isa::amx;
-  fail("KILN_CPU_ISA=", v, " is not one of generic (or portable), avx2, avx512, avx512bf16, amx; "
+  fail("KILN_CPU_ISA=", v,
+       " is not one of generic (or portable), avx2, avx512, avx512bf16, amx; "
        "unset it to use everything this CPU has");
 }
 
@@ -33,8 +34,7 @@ bool cpu_has(Isa isa) {
     case Isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case Isa::avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("fma");
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
     case Isa::avx512bf16: return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512bf16");
     case Isa::amx:
 #if defined(__clang__) && __clang_major__ < 16
@@ -42,12 +42,10 @@ bool cpu_has(Isa isa) {
       // (EDX bit 24 AMX-TILE, bit 22 AMX-BF16).
       {
         unsigned a = 0, b = 0, c = 0, d = 0;
-        return cpu_has(Isa::avx512bf16) && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) &&
-               (d >> 22 & 1);
+        return cpu_has(Isa::avx512bf16) && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) && (d >> 22 & 1);
       }
 #else
-      return cpu_has(Isa::avx512bf16) && __builtin_cpu_supports("amx-tile") &&
-             __builtin_cpu_supports("amx-bf16");
+      return cpu_has(Isa::avx512bf16) && __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16");
 #endif
   }
   return false;

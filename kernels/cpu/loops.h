@@ -47,8 +47,7 @@ Geometry<K> coalesce(const View* const (&views)[K]) {
     if (v0.sizes[d] == 1) continue;
     int n = g.ndim;
     bool merge = n > 0;
-    for (int k = 0; k < K && merge; ++k)
-      merge = g.strides[k][n - 1] == views[k]->strides[d] * v0.sizes[d];
+    for (int k = 0; k < K && merge; ++k) merge = g.strides[k][n - 1] == views[k]->strides[d] * v0.sizes[d];
     if (merge) {
       g.sizes[n - 1] *= v0.sizes[d];
       for (int k = 0; k < K; ++k) g.strides[k][n - 1] = views[k]->strides[d];

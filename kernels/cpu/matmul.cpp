@@ -51,10 +51,18 @@ void matmul_blas(const View& out, const View& a, const View& b, double beta) {
     const T* pa = a.ptr<T>() + i * a.strides[0];
     const T* pb = b.ptr<T>() + i * b.strides[0];
     std::vector<T> pack_a, pack_b;
-    auto layout = [](const T* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
-                     std::vector<T>& pack, bool& trans, int64_t& ld) -> const T* {
-      if (cs == 1 && (rs >= cols || rows == 1)) { trans = false; ld = rows > 1 ? rs : cols; return p; }
-      if (rs == 1 && (cs >= rows || cols == 1)) { trans = true; ld = cols > 1 ? cs : rows; return p; }
+    auto layout = [](const T* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs, std::vector<T>& pack, bool& trans,
+                     int64_t& ld) -> const T* {
+      if (cs == 1 && (rs >= cols || rows == 1)) {
+        trans = false;
+        ld = rows > 1 ? rs : cols;
+        return p;
+      }
+      if (rs == 1 && (cs >= rows || cols == 1)) {
+        trans = true;
+        ld = cols > 1 ? cs : rows;
+        return p;
+      }
       pack.resize(size_t(rows * cols));
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t c2 = 0; c2 < cols; ++c2) pack[size_t(r * cols + c2)] = p[r * rs + c2 * cs];
@@ -66,8 +74,10 @@ void matmul_blas(const View& out, const View& a, const View& b, double beta) {
     int64_t lda, ldb;
     const T* ma = layout(pa, M, K, a.strides[1], a.strides[2], pack_a, ta, lda);
     const T* mb = layout(pb, K, N, b.strides[1], b.strides[2], pack_b, tb, ldb);
-    if constexpr (std::is_same_v<T, float>) sgemm(ta, tb, M, N, K, ma, lda, mb, ldb, beta == 0 ? 0.f : 1.f, c, N);
-    else bgemm(ta, tb, M, N, K, ma, lda, mb, ldb, beta == 0 ? 0.f : 1.f, c, N);
+    if constexpr (std::is_same_v<T, float>)
+      sgemm(ta, tb, M, N, K, ma, lda, mb, ldb, beta == 0 ? 0.f : 1.f, c, N);
+    else
+      bgemm(ta, tb, M, N, K, ma, lda, mb, ldb, beta == 0 ? 0.f : 1.f, c, N);
   };
   const bool batch_parallel = B > 1 && M * N * K < (1 << 18);
   if (batch_parallel) {
@@ -92,8 +102,10 @@ void matmul_typed(const View& out, const View& a, const View& b, double beta) {
     }
     with_map(pa + i * a.strides[0] + r0 * a.strides[1], r1 - r0, K, a.strides[1], a.strides[2], [&](const auto& ma) {
       with_map(pb + i * b.strides[0], K, N, b.strides[1], b.strides[2], [&](const auto& mb) {
-        if (beta == 0) c.noalias() = ma * mb;
-        else c.noalias() += ma * mb;
+        if (beta == 0)
+          c.noalias() = ma * mb;
+        else
+          c.noalias() += ma * mb;
       });
     });
   };
@@ -104,8 +116,7 @@ void matmul_typed(const View& out, const View& a, const View& b, double beta) {
     return;
   }
   const int threads = M * N * K >= (1 << 18) ? int(std::min<int64_t>(max_threads(), M)) : 1;
-  for (int64_t i = 0; i < B; ++i)
-    parallel_chunks(M, threads, [&](int64_t r0, int64_t r1) { rows(i, r0, r1); });
+  for (int64_t i = 0; i < B; ++i) parallel_chunks(M, threads, [&](int64_t r0, int64_t r1) { rows(i, r0, r1); });
 }
 
 template <class T>

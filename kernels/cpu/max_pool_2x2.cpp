@@ -183,18 +183,18 @@ KILN_SIMD_INLINE void for_each_step(int64_t h_out, int64_t w_in, int64_t w_out, 
 }
 
 void forward(const float* x, float* y, int64_t* idx, int64_t h_in, int64_t w_in, int64_t h_out, int64_t w_out) {
-  for_each_step(h_out, w_in, w_out,
-                [&]<Form kForm, int kRows>(const Step& st, VI ia) { forward_step<kForm, kRows>(st, x, y, idx, w_in, ia); });
+  for_each_step(h_out, w_in, w_out, [&]<Form kForm, int kRows>(const Step& st, VI ia) {
+    forward_step<kForm, kRows>(st, x, y, idx, w_in, ia);
+  });
 }
 
 void backward(float* gx, const float* gy, const int64_t* idx, int64_t h_in, int64_t w_in, int64_t h_out,
               int64_t w_out) {
   if (h_in != 2 * h_out || w_in != 2 * w_out)  // an odd last row or column lies outside every window
     for (int64_t i = 0; i < h_in * w_in; i += L) store_n(gx + i, zero(), int(min64(L, h_in * w_in - i)));
-  for_each_step(h_out, w_in, w_out,
-                [&]<Form kForm, int kRows>(const Step& st, VI ia) {
-                  backward_step<kForm, kRows>(st, gx, gy, idx, w_in, ia);
-                });
+  for_each_step(h_out, w_in, w_out, [&]<Form kForm, int kRows>(const Step& st, VI ia) {
+    backward_step<kForm, kRows>(st, gx, gy, idx, w_in, ia);
+  });
 }
 
 }  // namespace

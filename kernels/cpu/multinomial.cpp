@@ -20,8 +20,8 @@ double draw(uint64_t seed, uint64_t counter) {
 
 }  // namespace
 
-void CpuBackend::multinomial(const View& out, const View& probs, int64_t k, bool replacement,
-                             uint64_t seed, uint64_t offset) {
+void CpuBackend::multinomial(const View& out, const View& probs, int64_t k, bool replacement, uint64_t seed,
+                             uint64_t offset) {
   const int64_t rows = probs.sizes[0], c = probs.sizes[1];
   dispatch_floating(probs.dtype, "multinomial", [&](auto tag) {
     using T = decltype(tag);

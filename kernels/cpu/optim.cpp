@@ -11,8 +11,8 @@
 #include "kernels/cpu/simd_kernels.h"
 
 namespace kiln::kernels::cpu {
-void CpuBackend::adam_step(const AdamParams& p, const View& param, const View& grad,
-                           const View& exp_avg, const View& exp_avg_sq, const View& max_exp_avg_sq) {
+void CpuBackend::adam_step(const AdamParams& p, const View& param, const View& grad, const View& exp_avg,
+                           const View& exp_avg_sq, const View& max_exp_avg_sq) {
   dispatch_floating(param.dtype, "adam", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
@@ -43,8 +43,10 @@ void CpuBackend::adam_step(const AdamParams& p, const View& param, const View& g
       C gi = maximize ? -C(g[i]) : C(g[i]);
       C wi = C(w[i]);
       if (wd != C(0)) {
-        if (decoupled) wi = wi * (C(1) - lr * wd);
-        else gi = gi + wd * wi;
+        if (decoupled)
+          wi = wi * (C(1) - lr * wd);
+        else
+          gi = gi + wd * wi;
       }
       C mi = C(m[i]);
       mi = mi + (gi - mi) * (C(1) - b1);
@@ -63,8 +65,7 @@ void CpuBackend::adam_step(const AdamParams& p, const View& param, const View& g
   });
 }
 
-void CpuBackend::sgd_step(const SgdParams& p, const View& param, const View& grad,
-                          const View& momentum_buffer) {
+void CpuBackend::sgd_step(const SgdParams& p, const View& param, const View& grad, const View& momentum_buffer) {
   dispatch_floating(param.dtype, "sgd", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;

@@ -71,8 +71,8 @@ int64_t spin_ns() {
 }
 
 int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 // Waits until `a` no longer holds `old`: spins for up to `budget` ns, then sleeps.
@@ -132,12 +132,9 @@ class Pool {
     tls_in_region = true;
     try {
       fn(ctx, 0, nt);
-    } catch (...) {
-      record_error();
-    }
+    } catch (...) { record_error(); }
     tls_in_region = false;
-    for (int left = pending_.load(std::memory_order_acquire); left != 0;)
-      left = wait_change(pending_, left, spin_ns_);
+    for (int left = pending_.load(std::memory_order_acquire); left != 0;) left = wait_change(pending_, left, spin_ns_);
     if (error_) std::rethrow_exception(error_);
   }
 
@@ -169,9 +166,7 @@ class Pool {
       if (t < nt_) {
         try {
           fn_(ctx_, t, nt_);
-        } catch (...) {
-          record_error();
-        }
+        } catch (...) { record_error(); }
       }
       if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
     }

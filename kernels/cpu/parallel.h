@@ -38,8 +38,9 @@ template <class F>
 void parallel_region(int threads, F&& body) {
   if (threads <= 1 || in_parallel()) return body(0, 1);
   using Fn = std::remove_reference_t<F>;
-  detail::run_region(threads, [](void* ctx, int t, int nt) { (*static_cast<Fn*>(ctx))(t, nt); },
-                     const_cast<void*>(static_cast<const void*>(&body)));
+  detail::run_region(
+      threads, [](void* ctx, int t, int nt) { (*static_cast<Fn*>(ctx))(t, nt); },
+      const_cast<void*>(static_cast<const void*>(&body)));
 }
 
 // Thread t's share [begin, end) of [0, n) when n is split into nt contiguous ranges.

@@ -10,8 +10,8 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/loops.h"
-#include "kernels/cpu/simd_kernels.h"
 #include "kernels/cpu/simd_bf16.h"
+#include "kernels/cpu/simd_kernels.h"
 
 namespace kiln::kernels::cpu {
 namespace {
@@ -34,8 +34,7 @@ T exact(C v) {
 // The 2x2/2 window on bf16 planes, 16 outputs at a time: each 32-bit word of an input row holds
 // one window's pair of columns, so its halves widen to f32 with a shift and a mask. Same rule as
 // the scalar loop: the first maximum wins, and the first NaN in window order propagates.
-KILN_TARGET_AVX512 void max_pool_2x2_bf16_avx512(const Pool2dParams& p, const BFloat16* xp, BFloat16* yp,
-                                                 int64_t* ip) {
+KILN_TARGET_AVX512 void max_pool_2x2_bf16_avx512(const Pool2dParams& p, const BFloat16* xp, BFloat16* yp, int64_t* ip) {
   const __m512i high = _mm512_set1_epi32(int32_t(0xffff0000u));
   const __m512i lane2 = _mm512_slli_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 1);
   for (int64_t oh = 0; oh < p.h_out; ++oh) {
@@ -45,8 +44,10 @@ KILN_TARGET_AVX512 void max_pool_2x2_bf16_avx512(const Pool2dParams& p, const BF
       const __mmask16 m = simd::tail_mask(p.w_out - ow0);
       const __m512i w0 = _mm512_maskz_loadu_epi32(m, r0 + 2 * ow0);
       const __m512i w1 = _mm512_maskz_loadu_epi32(m, r1 + 2 * ow0);
-      const __m512 a = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), b = _mm512_castsi512_ps(_mm512_and_si512(w0, high));
-      const __m512 c = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)), d = _mm512_castsi512_ps(_mm512_and_si512(w1, high));
+      const __m512 a = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)),
+                   b = _mm512_castsi512_ps(_mm512_and_si512(w0, high));
+      const __m512 c = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)),
+                   d = _mm512_castsi512_ps(_mm512_and_si512(w1, high));
       const __m512i ia = _mm512_add_epi32(_mm512_set1_epi32(int32_t(2 * oh * p.w_in + 2 * ow0)), lane2);
       const __m512i ib = _mm512_add_epi32(ia, _mm512_set1_epi32(1));
       const __m512i ic = _mm512_add_epi32(ia, _mm512_set1_epi32(int32_t(p.w_in)));
@@ -81,8 +82,8 @@ KILN_TARGET_AVX512 void max_pool_2x2_bf16_avx512(const Pool2dParams& p, const BF
 // Its gradient: each window's four inputs are written at once (the gradient at the recorded
 // maximum, zero elsewhere), two 32-bit words per window, so the plane needs no zeroing first
 // unless an odd last row or column lies outside every window.
-KILN_TARGET_AVX512 void max_pool_2x2_backward_bf16_avx512(const Pool2dParams& p, BFloat16* gxp,
-                                                          const BFloat16* gyp, const int64_t* ip) {
+KILN_TARGET_AVX512 void max_pool_2x2_backward_bf16_avx512(const Pool2dParams& p, BFloat16* gxp, const BFloat16* gyp,
+                                                          const int64_t* ip) {
   if (p.h_in != 2 * p.h_out || p.w_in != 2 * p.w_out)
     std::memset(static_cast<void*>(gxp), 0, sizeof(BFloat16) * size_t(p.h_in * p.w_in));
   const __m512i lane2 = _mm512_slli_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 1);
@@ -97,11 +98,13 @@ KILN_TARGET_AVX512 void max_pool_2x2_backward_bf16_avx512(const Pool2dParams& p,
       const __m256i k_lo = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(__mmask8(m), ip + o));
       const __m256i k_hi = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(__mmask8(m >> 8), ip + o + 8));
       const __m512i k = _mm512_inserti64x4(_mm512_castsi256_si512(k_lo), k_hi, 1);
-      const __m512i rel = _mm512_sub_epi32(k, _mm512_add_epi32(_mm512_set1_epi32(int32_t(2 * oh * p.w_in + 2 * ow0)), lane2));
+      const __m512i rel =
+          _mm512_sub_epi32(k, _mm512_add_epi32(_mm512_set1_epi32(int32_t(2 * oh * p.w_in + 2 * ow0)), lane2));
       const __m512i g = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, gyp + o));
       const __m512i g_hi = _mm512_slli_epi32(g, 16);
-      const __m512i top = _mm512_or_si512(_mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(rel, _mm512_setzero_si512()), g),
-                                          _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(rel, one), g_hi));
+      const __m512i top =
+          _mm512_or_si512(_mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(rel, _mm512_setzero_si512()), g),
+                          _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(rel, one), g_hi));
       const __m512i bottom = _mm512_or_si512(_mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(rel, w), g),
                                              _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(rel, w1), g_hi));
       _mm512_mask_storeu_epi32(r0 + 2 * ow0, m, top);
@@ -112,8 +115,7 @@ KILN_TARGET_AVX512 void max_pool_2x2_backward_bf16_avx512(const Pool2dParams& p,
 
 }  // namespace
 
-void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices,
-                                    const View& in) {
+void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices, const View& in) {
   dispatch_floating(in.dtype, "max_pool2d", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
@@ -126,8 +128,7 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
       const T* xp = x + plane * p.h_in * p.w_in;
       T* yp = y + plane * p.h_out * p.w_out;
       int64_t* ip = idx ? idx + plane * p.h_out * p.w_out : nullptr;
-      if (p.kh == 2 && p.kw == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 &&
-          p.pad_w == 0) {
+      if (p.kh == 2 && p.kw == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0) {
         if constexpr (std::is_same_v<T, BFloat16>) {
           if (avx512 && p.h_in * p.w_in < (int64_t(1) << 31)) {
             max_pool_2x2_bf16_avx512(p, xp, yp, ip);
@@ -155,13 +156,22 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
             if ((a != a) | (b != b) | (c != c) | (d != d)) [[unlikely]] {
               m = a == a ? (b == b ? c : b) : a;
               k = a == a ? (b == b ? ic : ib) : ia;
-              if (a == a && b == b && c == c) { m = d; k = id; }
+              if (a == a && b == b && c == c) {
+                m = d;
+                k = id;
+              }
             } else {
               m = a;
               k = ia;
-              const bool gb = b > m; m = gb ? b : m; k = gb ? ib : k;
-              const bool gc = c > m; m = gc ? c : m; k = gc ? ic : k;
-              const bool gd = d > m; m = gd ? d : m; k = gd ? id : k;
+              const bool gb = b > m;
+              m = gb ? b : m;
+              k = gb ? ib : k;
+              const bool gc = c > m;
+              m = gc ? c : m;
+              k = gc ? ic : k;
+              const bool gd = d > m;
+              m = gd ? d : m;
+              k = gd ? id : k;
             }
             yp[oh * p.w_out + ow] = exact<T>(m);
             if (ip) ip[oh * p.w_out + ow] = k;
@@ -180,8 +190,14 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
           for (int64_t ih = hs; ih < he; ++ih)
             for (int64_t iw = ws; iw < we; ++iw) {
               C v = C(xp[ih * p.w_in + iw]);
-              if (v > best || v != v) { best = v; best_i = ih * p.w_in + iw; }
-              if (v != v) { ih = he; break; }
+              if (v > best || v != v) {
+                best = v;
+                best_i = ih * p.w_in + iw;
+              }
+              if (v != v) {
+                ih = he;
+                break;
+              }
             }
           yp[oh * p.w_out + ow] = exact<T>(best);
           if (ip) ip[oh * p.w_out + ow] = best_i;
@@ -191,8 +207,8 @@ void CpuBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, cons
   });
 }
 
-void CpuBackend::max_pool2d_backward(const Pool2dParams& p, const View& grad_in,
-                                     const View& grad_out, const View& indices) {
+void CpuBackend::max_pool2d_backward(const Pool2dParams& p, const View& grad_in, const View& grad_out,
+                                     const View& indices) {
   dispatch_floating(grad_out.dtype, "max_pool2d backward", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
@@ -215,8 +231,8 @@ void CpuBackend::max_pool2d_backward(const Pool2dParams& p, const View& grad_in,
       }
       if constexpr (std::is_same_v<T, float>) {
         if (fast) {
-          simd->max_pool_2x2_backward_f32(gxp, gy + plane * p.h_out * p.w_out, idx + plane * p.h_out * p.w_out,
-                                          p.h_in, p.w_in, p.h_out, p.w_out);
+          simd->max_pool_2x2_backward_f32(gxp, gy + plane * p.h_out * p.w_out, idx + plane * p.h_out * p.w_out, p.h_in,
+                                          p.w_in, p.h_out, p.w_out);
           return;
         }
       }
@@ -260,8 +276,7 @@ void CpuBackend::avg_pool2d_forward(const Pool2dParams& p, const View& out, cons
   });
 }
 
-void CpuBackend::avg_pool2d_backward(const Pool2dParams& p, const View& grad_in,
-                                     const View& grad_out) {
+void CpuBackend::avg_pool2d_backward(const Pool2dParams& p, const View& grad_in, const View& grad_out) {
   dispatch_floating(grad_out.dtype, "avg_pool2d backward", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;

@@ -51,8 +51,7 @@ inline int64_t offset_of(int64_t linear, int n, const int64_t* sizes, const int6
 }
 
 template <class T>
-constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, Half> ||
-                            std::is_same_v<T, BFloat16>;
+constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>;
 
 // The identity of max (for_min = false) or min: +-inf for floating types, else the type's limits.
 template <class C>
@@ -129,12 +128,16 @@ void CpuBackend::reduce(ReduceOp op, const View& out, const View& in) {
         case ReduceOp::max:
           // Floating maxima start at -inf, so a slice of -inf reduces to -inf (not -DBL_MAX).
           return reduce_impl<T, C>(out, in, extreme_init<C>(false), [](C a, C b) {
-            if constexpr (is_float_v<T>) { if (a != a || b != b) return std::numeric_limits<C>::quiet_NaN(); }
+            if constexpr (is_float_v<T>) {
+              if (a != a || b != b) return std::numeric_limits<C>::quiet_NaN();
+            }
             return a > b ? a : b;
           });
         case ReduceOp::min:
           return reduce_impl<T, C>(out, in, extreme_init<C>(true), [](C a, C b) {
-            if constexpr (is_float_v<T>) { if (a != a || b != b) return std::numeric_limits<C>::quiet_NaN(); }
+            if constexpr (is_float_v<T>) {
+              if (a != a || b != b) return std::numeric_limits<C>::quiet_NaN();
+            }
             return a < b ? a : b;
           });
         default: break;
@@ -171,9 +174,16 @@ void reduce_index_typed(bool want_max, const View& values, const View& indices, 
       C v = C(p[i * st]);
       if constexpr (is_float_v<T>) {
         if (best != best) break;  // NaN wins and stays
-        if (v != v) { best = v; best_i = i; break; }
+        if (v != v) {
+          best = v;
+          best_i = i;
+          break;
+        }
       }
-      if (want_max ? v > best : v < best) { best = v; best_i = i; }
+      if (want_max ? v > best : v < best) {
+        best = v;
+        best_i = i;
+      }
     }
     if (vals) vals[o] = T(best);
     if (idx) idx[o] = best_i;
@@ -182,8 +192,7 @@ void reduce_index_typed(bool want_max, const View& values, const View& indices, 
 
 }  // namespace
 
-void CpuBackend::reduce_index(ReduceOp op, const View& values, const View& indices, const View& in,
-                              int dim) {
+void CpuBackend::reduce_index(ReduceOp op, const View& values, const View& indices, const View& in, int dim) {
   const bool want_max = op == ReduceOp::max || op == ReduceOp::argmax;
   KILN_DISPATCH_ALL(in.dtype, "reduce_index", [&](auto tag) {
     using T = decltype(tag);

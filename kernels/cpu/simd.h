@@ -61,8 +61,8 @@ KILN_SIMD_INLINE void store_n(uint16_t* p, V v, int n) { _mm256_mask_storeu_epi1
 KILN_SIMD_INLINE V add(V a, V b) { return _mm512_add_ps(a, b); }
 KILN_SIMD_INLINE V sub(V a, V b) { return _mm512_sub_ps(a, b); }
 KILN_SIMD_INLINE V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-KILN_SIMD_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }    // a * b + c
-KILN_SIMD_INLINE V fnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a * b
+KILN_SIMD_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }      // a * b + c
+KILN_SIMD_INLINE V fnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }    // c - a * b
 KILN_SIMD_INLINE V neg(V a) { return _mm512_xor_ps(a, _mm512_set1_ps(-0.f)); }  // flips the sign bit, as -x
 KILN_SIMD_INLINE V div(V a, V b) { return _mm512_div_ps(a, b); }
 KILN_SIMD_INLINE V sqrt(V a) { return _mm512_sqrt_ps(a); }  // correctly rounded, as std::sqrt
@@ -99,15 +99,16 @@ KILN_SIMD_INLINE void store_i64(int64_t* p, VI k, int n) {
     return;
   }
   _mm512_mask_storeu_epi64(p, __mmask8(first(n)), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(k)));
-  if (n > 8) _mm512_mask_storeu_epi64(p + 8, __mmask8(first(n - 8)), _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(k, 1)));
+  if (n > 8)
+    _mm512_mask_storeu_epi64(p + 8, __mmask8(first(n - 8)), _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(k, 1)));
 }
 KILN_SIMD_INLINE VI load_i64(const int64_t* p, int n) {
   if (n == 16)
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(_mm512_loadu_si512(p))),
                               _mm512_cvtepi64_epi32(_mm512_loadu_si512(p + 8)), 1);
   const __m256i lo = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(__mmask8(first(n)), p));
-  const __m256i hi = n > 8 ? _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(__mmask8(first(n - 8)), p + 8))
-                           : _mm256_setzero_si256();
+  const __m256i hi =
+      n > 8 ? _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(__mmask8(first(n - 8)), p + 8)) : _mm256_setzero_si256();
   return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 // Columns 0..31 of a row (lo: 0-15, hi: 16-31) as its even and odd columns, and back.
@@ -253,8 +254,8 @@ KILN_SIMD_INLINE VI load_i64(const int64_t* p, int n) {
     return _mm256_inserti128_si256(lo, _mm256_castsi256_si128(hi), 1);
   }
   const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_maskload_epi64(q, first64(n)), pick);
-  const __m256i hi = n > 4 ? _mm256_permutevar8x32_epi32(_mm256_maskload_epi64(q + 4, first64(n - 4)), pick)
-                           : _mm256_setzero_si256();
+  const __m256i hi =
+      n > 4 ? _mm256_permutevar8x32_epi32(_mm256_maskload_epi64(q + 4, first64(n - 4)), pick) : _mm256_setzero_si256();
   return _mm256_inserti128_si256(lo, _mm256_castsi256_si128(hi), 1);
 }
 // Columns 0..15 of a row (lo: 0-7, hi: 8-15) as its even and odd columns, and back.
@@ -316,8 +317,9 @@ template <class F>
 static inline void region(int threads, F&& body) {
   if (threads <= 1 || in_parallel()) return body(0, 1);
   using Fn = std::remove_reference_t<F>;
-  detail::run_region(threads, [](void* ctx, int t, int nt) { (*static_cast<Fn*>(ctx))(t, nt); },
-                     const_cast<void*>(static_cast<const void*>(&body)));
+  detail::run_region(
+      threads, [](void* ctx, int t, int nt) { (*static_cast<Fn*>(ctx))(t, nt); },
+      const_cast<void*>(static_cast<const void*>(&body)));
 }
 
 // Thread t's contiguous share [begin, end) of [0, n) among nt threads (OpenMP's static schedule).

@@ -27,11 +27,10 @@ void direct_forward_bf16(const ConvShape& s, const uint16_t* x, uint16_t* y, con
 int64_t direct_weight_grad_workspace(const ConvShape& s, int threads);
 void direct_weight_grad_f32(const ConvShape& s, const float* x, const float* gy, float* gw, float* gb, float* ws,
                             int threads);
-void direct_weight_grad_bf16(const ConvShape& s, const uint16_t* x, const uint16_t* gy, float* gw, float* gb,
-                             float* ws, int threads);
+void direct_weight_grad_bf16(const ConvShape& s, const uint16_t* x, const uint16_t* gy, float* gw, float* gb, float* ws,
+                             int threads);
 
-void max_pool_2x2_f32(const float* x, float* y, int64_t* idx, int64_t h_in, int64_t w_in, int64_t h_out,
-                      int64_t w_out);
+void max_pool_2x2_f32(const float* x, float* y, int64_t* idx, int64_t h_in, int64_t w_in, int64_t h_out, int64_t w_out);
 void max_pool_2x2_backward_f32(float* gx, const float* gy, const int64_t* idx, int64_t h_in, int64_t w_in,
                                int64_t h_out, int64_t w_out);
 void adam_f32(const AdamF32& a, float* w, const float* g, float* m, float* v, float* vmax, int64_t n);

@@ -1,8 +1,8 @@
 // The kernels compiled once per instruction set (private to kernels/cpu): Winograd F(4x4, 3x3) for
 // 3x3 stride-1 convolutions with enough channels (winograd.cpp), a direct register-blocked kernel
 // for 3x3 stride-1 convolutions of few input channels (conv_direct.cpp), 2x2 max pooling in f32
-// (max_pool_2x2.cpp), the f32 Adam/AdamW update (adam.cpp) and an FMA throughput probe. The files are built twice, for AVX-512 and for
-// AVX2 + FMA; each build fills one table below (avx512::kSimdKernels, avx2::kSimdKernels) and
+// (max_pool_2x2.cpp), the f32 Adam/AdamW update (adam.cpp) and an FMA throughput probe. The files are built twice, for
+// AVX-512 and for AVX2 + FMA; each build fills one table below (avx512::kSimdKernels, avx2::kSimdKernels) and
 // simd_kernels() picks one at run time (isa.h).
 //   if (const SimdKernels* k = simd_kernels()) k->max_pool_2x2_f32(x, y, idx, h, w, h / 2, w / 2);
 // Tensors are dense NCHW, f32 or bf16 bits (uint16_t: widened on load, rounded once on store);
@@ -37,25 +37,25 @@ struct SimdKernels {
   int64_t (*winograd_forward_workspace)(const ConvShape& s, int threads);
   void (*winograd_forward_f32)(const ConvShape& s, const float* x, float* y, const float* u, const float* bias,
                                float* ws, int threads);
-  void (*winograd_forward_bf16)(const ConvShape& s, const uint16_t* x, uint16_t* y, const float* u,
-                                const float* bias, float* ws, int threads);
+  void (*winograd_forward_bf16)(const ConvShape& s, const uint16_t* x, uint16_t* y, const float* u, const float* bias,
+                                float* ws, int threads);
   // gw [c_out][c_in][3][3] and gb [c_out] (when not null) from the input and grad_out, in f32.
   int64_t (*winograd_weight_grad_workspace)(const ConvShape& s, int threads);
-  void (*winograd_weight_grad_f32)(const ConvShape& s, const float* x, const float* gy, float* gw, float* gb,
-                                   float* ws, int threads);
-  void (*winograd_weight_grad_bf16)(const ConvShape& s, const uint16_t* x, const uint16_t* gy, float* gw,
-                                    float* gb, float* ws, int threads);
+  void (*winograd_weight_grad_f32)(const ConvShape& s, const float* x, const float* gy, float* gw, float* gb, float* ws,
+                                   int threads);
+  void (*winograd_weight_grad_bf16)(const ConvShape& s, const uint16_t* x, const uint16_t* gy, float* gw, float* gb,
+                                    float* ws, int threads);
   // Direct. wt is [c_in][9][round_up(c_out, lanes)], the weights with the output channel innermost.
   int64_t (*direct_forward_workspace)(const ConvShape& s, int threads);
   void (*direct_forward_f32)(const ConvShape& s, const float* x, float* y, const float* wt, const float* bias,
                              float* ws, int threads);
-  void (*direct_forward_bf16)(const ConvShape& s, const uint16_t* x, uint16_t* y, const float* wt,
-                              const float* bias, float* ws, int threads);
+  void (*direct_forward_bf16)(const ConvShape& s, const uint16_t* x, uint16_t* y, const float* wt, const float* bias,
+                              float* ws, int threads);
   int64_t (*direct_weight_grad_workspace)(const ConvShape& s, int threads);
-  void (*direct_weight_grad_f32)(const ConvShape& s, const float* x, const float* gy, float* gw, float* gb,
-                                 float* ws, int threads);
-  void (*direct_weight_grad_bf16)(const ConvShape& s, const uint16_t* x, const uint16_t* gy, float* gw,
-                                  float* gb, float* ws, int threads);
+  void (*direct_weight_grad_f32)(const ConvShape& s, const float* x, const float* gy, float* gw, float* gb, float* ws,
+                                 int threads);
+  void (*direct_weight_grad_bf16)(const ConvShape& s, const uint16_t* x, const uint16_t* gy, float* gw, float* gb,
+                                  float* ws, int threads);
   // 2x2 max pooling with stride 2 and no padding on one plane [h_in, w_in] -> [h_out, w_out]
   // (h_out <= h_in / 2, likewise w; h_in * w_in < 2^31): idx (when not null) receives the flat
   // position of each maximum, the first in window order winning ties and NaN propagating; the

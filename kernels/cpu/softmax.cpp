@@ -9,8 +9,7 @@
 #include "kernels/cpu/loops.h"
 
 namespace kiln::kernels::cpu {
-void CpuBackend::softmax_forward(const View& out, const View& in, int64_t outer, int64_t dim,
-                                 int64_t inner, bool log) {
+void CpuBackend::softmax_forward(const View& out, const View& in, int64_t outer, int64_t dim, int64_t inner, bool log) {
   dispatch_floating(in.dtype, "softmax", [&](auto tag) {
     using T = decltype(tag);
     using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
@@ -37,8 +36,8 @@ void CpuBackend::softmax_forward(const View& out, const View& in, int64_t outer,
   });
 }
 
-void CpuBackend::softmax_backward(const View& grad_in, const View& grad_out, const View& out,
-                                  int64_t outer, int64_t dim, int64_t inner, bool log) {
+void CpuBackend::softmax_backward(const View& grad_in, const View& grad_out, const View& out, int64_t outer,
+                                  int64_t dim, int64_t inner, bool log) {
   dispatch_floating(out.dtype, "softmax backward", [&](auto tag) {
     using T = decltype(tag);
     using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
@@ -68,8 +67,8 @@ void CpuBackend::softmax_backward(const View& grad_in, const View& grad_out, con
   });
 }
 
-void CpuBackend::nll_forward(const View& loss, const View& weight_out, const View& logp,
-                             const View& target, const View& weight, int64_t ignore_index) {
+void CpuBackend::nll_forward(const View& loss, const View& weight_out, const View& logp, const View& target,
+                             const View& weight, int64_t ignore_index) {
   dispatch_floating(logp.dtype, "nll_loss", [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = logp.sizes[0], c = logp.sizes[1];
@@ -92,8 +91,8 @@ void CpuBackend::nll_forward(const View& loss, const View& weight_out, const Vie
   });
 }
 
-void CpuBackend::nll_backward(const View& grad_logp, const View& grad_loss, const View& target,
-                              const View& weight, int64_t ignore_index) {
+void CpuBackend::nll_backward(const View& grad_logp, const View& grad_loss, const View& target, const View& weight,
+                              int64_t ignore_index) {
   dispatch_floating(grad_logp.dtype, "nll_loss backward", [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = grad_logp.sizes[0], c = grad_logp.sizes[1];
@@ -120,9 +119,8 @@ int64_t CpuBackend::index_select_rows(const View& out, const View& weight, const
   const size_t row_bytes = size_t(d) * element_size(weight.dtype);
   const char* w = static_cast<const char*>(weight.data);
   char* o = static_cast<char*>(out.data);
-  parallel_for(0, n, threads_for(n * d), [&](int64_t i) {
-    std::memcpy(o + size_t(i) * row_bytes, w + size_t(idx[i]) * row_bytes, row_bytes);
-  });
+  parallel_for(0, n, threads_for(n * d),
+               [&](int64_t i) { std::memcpy(o + size_t(i) * row_bytes, w + size_t(idx[i]) * row_bytes, row_bytes); });
   return -1;
 }
 

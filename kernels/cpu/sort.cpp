@@ -16,8 +16,10 @@ namespace {
 
 template <class C>
 bool is_nan(C v) {
-  if constexpr (std::is_floating_point_v<C>) return v != v;
-  else return false;
+  if constexpr (std::is_floating_point_v<C>)
+    return v != v;
+  else
+    return false;
 }
 
 }  // namespace
@@ -41,8 +43,10 @@ void CpuBackend::sort(const View& values, const View& indices, const View& in, b
         if (is_nan(va)) return false;
         return va < vb;
       };
-      if (descending) std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return less(b, a); });
-      else std::stable_sort(order.begin(), order.end(), less);
+      if (descending)
+        std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return less(b, a); });
+      else
+        std::stable_sort(order.begin(), order.end(), less);
       for (int64_t i = 0; i < n; ++i) {
         if (vals) vals[r * n + i] = xr[order[size_t(i)]];
         idx[r * n + i] = order[size_t(i)];

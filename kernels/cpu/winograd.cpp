@@ -91,10 +91,10 @@ KILN_SIMD_INLINE void gtt(const V (&u)[6], V (&g)[3]) {
 
 struct Geo {
   ConvShape s;
-  int64_t th, tw;          // tiles per image: rows, columns
-  int64_t cp, kp;          // c_in, c_out rounded up to whole vectors
-  int64_t cols, ocols;     // columns of the input (4 tw + 2) and output (4 tw) row buffers
-  int64_t rows, per_chunk, chunks, tc;  // tile rows in all, at most per chunk; chunks; tiles per chunk
+  int64_t th, tw;                             // tiles per image: rows, columns
+  int64_t cp, kp;                             // c_in, c_out rounded up to whole vectors
+  int64_t cols, ocols;                        // columns of the input (4 tw + 2) and output (4 tw) row buffers
+  int64_t rows, per_chunk, chunks, tc;        // tile rows in all, at most per chunk; chunks; tiles per chunk
   int64_t v_size, m_size, in_size, out_size;  // per-thread buffers, in floats
 };
 
@@ -260,8 +260,8 @@ void grad_tile(const float* buf, int64_t ocols, int64_t tx, float* dm, int64_t p
 // C(r, s) is c + r * c_rs + s * L. A(r, k) is a[r * a_stride + k] (the forward product, whose rows
 // are tiles), or a[k * a_stride + r] when kTransposedA (the weight gradient's, rows are channels).
 template <int R, int S, bool kTransposedA>
-void micro(int64_t depth, const float* a, int64_t a_stride, const float* b, int64_t b_ks, float* c,
-           int64_t c_rs, bool accumulate) {
+void micro(int64_t depth, const float* a, int64_t a_stride, const float* b, int64_t b_ks, float* c, int64_t c_rs,
+           bool accumulate) {
   V acc[R][S];
 #pragma GCC unroll 32
   for (int r = 0; r < R; ++r)
@@ -296,11 +296,13 @@ constexpr int rows_for(int s) { return s == 2 ? 6 : 8; }
 
 // The last rows (fewer than rows_for(S)), one instantiation per count.
 template <int R, int S, bool kT>
-void micro_tail(int rows, int64_t depth, const float* a, int64_t a_stride, const float* b, int64_t b_ks,
-                float* c, int64_t c_rs, bool accumulate) {
+void micro_tail(int rows, int64_t depth, const float* a, int64_t a_stride, const float* b, int64_t b_ks, float* c,
+                int64_t c_rs, bool accumulate) {
   if constexpr (R > 0) {
-    if (rows == R) micro<R, S, kT>(depth, a, a_stride, b, b_ks, c, c_rs, accumulate);
-    else micro_tail<R - 1, S, kT>(rows, depth, a, a_stride, b, b_ks, c, c_rs, accumulate);
+    if (rows == R)
+      micro<R, S, kT>(depth, a, a_stride, b, b_ks, c, c_rs, accumulate);
+    else
+      micro_tail<R - 1, S, kT>(rows, depth, a, a_stride, b, b_ks, c, c_rs, accumulate);
   }
 }
 
@@ -313,14 +315,13 @@ void panel(int64_t rows, int64_t depth, const float* a, int64_t a_stride, const 
   for (; r + R <= rows; r += R)
     micro<R, S, kT>(depth, a + r * row_step, a_stride, b, b_ks, c + r * c_rs, c_rs, accumulate);
   if (r < rows)
-    micro_tail<R - 1, S, kT>(int(rows - r), depth, a + r * row_step, a_stride, b, b_ks, c + r * c_rs, c_rs,
-                             accumulate);
+    micro_tail<R - 1, S, kT>(int(rows - r), depth, a + r * row_step, a_stride, b, b_ks, c + r * c_rs, c_rs, accumulate);
 }
 
 // C[rows][cols] (= or +=) A @ B over depth; cols is a multiple of L.
 template <bool kT>
-void gemm(int64_t rows, int64_t cols, int64_t depth, const float* a, int64_t a_stride, const float* b,
-          int64_t b_ks, float* c, int64_t c_rs, bool accumulate) {
+void gemm(int64_t rows, int64_t cols, int64_t depth, const float* a, int64_t a_stride, const float* b, int64_t b_ks,
+          float* c, int64_t c_rs, bool accumulate) {
   for (int64_t j = 0; j < cols;) {
     const int64_t left = (cols - j) / L;
     if (left >= kMaxS) {
@@ -351,8 +352,8 @@ void transform_input(const Geo& g, const T* x, int64_t q0, int64_t q1, float* v,
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t n = q / g.th, ty = q % g.th;
     for (int64_t c0 = 0; c0 < s.c_in; c0 += L) {
-      load_rows(x + (n * s.c_in + c0) * plane, plane, int(min64(L, s.c_in - c0)), s.h_in, s.w_in, 4 * ty - s.pad_h,
-                6, s.pad_w, g.cols, inbuf);
+      load_rows(x + (n * s.c_in + c0) * plane, plane, int(min64(L, s.c_in - c0)), s.h_in, s.w_in, 4 * ty - s.pad_h, 6,
+                s.pad_w, g.cols, inbuf);
       for (int64_t tx = 0; tx < g.tw; ++tx)
         input_tile(inbuf, g.cols, tx, v + ((q - q0) * g.tw + tx) * g.cp + c0, g.tc * g.cp);
     }
@@ -376,8 +377,8 @@ void forward_impl(const ConvShape& s, const T* x, T* y, const float* u, const fl
       transform_input(g, x, q0, q1, v, inbuf);
       const int64_t tiles = (q1 - q0) * g.tw;
       for (int p = 0; p < 36; ++p)
-        gemm<false>(tiles, g.kp, s.c_in, v + p * g.tc * g.cp, g.cp, u + p * s.c_in * g.kp, g.kp,
-                    m + p * g.tc * g.kp, g.kp, false);
+        gemm<false>(tiles, g.kp, s.c_in, v + p * g.tc * g.cp, g.cp, u + p * s.c_in * g.kp, g.kp, m + p * g.tc * g.kp,
+                    g.kp, false);
       for (int64_t q = q0; q < q1; ++q) {
         const int64_t n = q / g.th, ty = q % g.th;
         for (int64_t c0 = 0; c0 < s.c_out; c0 += L) {
@@ -445,8 +446,8 @@ void weight_grad_impl(const ConvShape& s, const T* x, const T* gy, float* gw, fl
       }
       const int64_t tiles = (q1 - q0) * g.tw;
       for (int p = 0; p < 36; ++p)
-        gemm<true>(s.c_in, g.kp, tiles, v + p * g.tc * g.cp, g.cp, dm + p * g.tc * g.kp, g.kp,
-                   du + p * s.c_in * g.kp, g.kp, true);
+        gemm<true>(s.c_in, g.kp, tiles, v + p * g.tc * g.cp, g.cp, dm + p * g.tc * g.kp, g.kp, du + p * s.c_in * g.kp,
+                   g.kp, true);
     }
   });
   // Every thread's dU is complete: sum them into thread 0's.
@@ -508,29 +509,29 @@ int64_t weights_size(int64_t k, int64_t m) { return 36 * k * round_up(m, L); }
 void weights(int64_t k, int64_t m, const float* wt, float* u, int threads) {
   const int64_t mp = round_up(m, L);
   region(threads, [&](int t, int nt) {
-  int64_t k_begin, k_end;
-  share(k, t, nt, k_begin, k_end);
-  for (int64_t kk = k_begin; kk < k_end; ++kk)
-    for (int64_t j0 = 0; j0 < mp; j0 += L) {
-      V w[9];
+    int64_t k_begin, k_end;
+    share(k, t, nt, k_begin, k_end);
+    for (int64_t kk = k_begin; kk < k_end; ++kk)
+      for (int64_t j0 = 0; j0 < mp; j0 += L) {
+        V w[9];
 #pragma GCC unroll 9
-      for (int t = 0; t < 9; ++t) w[t] = load(wt + (kk * 9 + t) * mp + j0);
-      V t6[6][3];
+        for (int t = 0; t < 9; ++t) w[t] = load(wt + (kk * 9 + t) * mp + j0);
+        V t6[6][3];
 #pragma GCC unroll 3
-      for (int j = 0; j < 3; ++j) {
-        V o[6];
-        gt(w[j], w[3 + j], w[6 + j], o);
+        for (int j = 0; j < 3; ++j) {
+          V o[6];
+          gt(w[j], w[3 + j], w[6 + j], o);
 #pragma GCC unroll 6
-        for (int a = 0; a < 6; ++a) t6[a][j] = o[a];
+          for (int a = 0; a < 6; ++a) t6[a][j] = o[a];
+        }
+#pragma GCC unroll 6
+        for (int a = 0; a < 6; ++a) {
+          V o[6];
+          gt(t6[a][0], t6[a][1], t6[a][2], o);
+#pragma GCC unroll 6
+          for (int b = 0; b < 6; ++b) store(u + ((a * 6 + b) * k + kk) * mp + j0, o[b]);
+        }
       }
-#pragma GCC unroll 6
-      for (int a = 0; a < 6; ++a) {
-        V o[6];
-        gt(t6[a][0], t6[a][1], t6[a][2], o);
-#pragma GCC unroll 6
-        for (int b = 0; b < 6; ++b) store(u + ((a * 6 + b) * k + kk) * mp + j0, o[b]);
-      }
-    }
   });
 }
 

@@ -25,9 +25,9 @@ CachingAllocator::Block* CachingAllocator::find_free(Pool& pool, uintptr_t strea
 }
 
 CachingAllocator::Block* CachingAllocator::new_segment(size_t size, uintptr_t stream, bool small) {
-  size_t seg = small ? kSmallSegment
-                     : (size < kLargeSegmentMin ? kLargeSegmentMin
-                                                : (size + kSmallSegment - 1) / kSmallSegment * kSmallSegment);
+  size_t seg =
+      small ? kSmallSegment
+            : (size < kLargeSegmentMin ? kLargeSegmentMin : (size + kSmallSegment - 1) / kSmallSegment * kSmallSegment);
   void* p = raw_.malloc(seg);
   if (!p) {
     release_cached();
@@ -119,7 +119,7 @@ void CachingAllocator::free_locked(Block* b) {
 void CachingAllocator::begin_capture(uintptr_t pool) {
   std::lock_guard<std::mutex> lock(mu_);
   KILN_CHECK(!capture_pool_, "CUDA caching allocator: a graph is already being captured on this device; "
-             "capture one graph at a time");
+                             "capture one graph at a time");
   capture_pool_ = pool;
 }
 

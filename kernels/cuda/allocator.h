@@ -31,7 +31,7 @@ class RawMemory {
   virtual ~RawMemory() = default;
   virtual void* malloc(size_t nbytes) = 0;  // nullptr when the device is out of memory
   virtual void free(void* ptr) = 0;
-  virtual void synchronize() {}             // before segments go back to the device
+  virtual void synchronize() {}  // before segments go back to the device
 };
 
 using MemoryStats = kernels::MemoryStats;  // kernels/runtime.h
@@ -42,7 +42,7 @@ class CachingAllocator {
   static constexpr size_t kSmallRequest = size_t(1) << 20;  // <= this: small pool
   static constexpr size_t kSmallSegment = size_t(2) << 20;
   static constexpr size_t kLargeSegmentMin = size_t(20) << 20;  // large requests below this
-                                                                 // share 20 MiB segments
+                                                                // share 20 MiB segments
   explicit CachingAllocator(RawMemory& raw) : raw_(raw) {}
   ~CachingAllocator();
   CachingAllocator(const CachingAllocator&) = delete;
@@ -57,7 +57,7 @@ class CachingAllocator {
   void end_capture();
   void release_pool(uintptr_t pool, uintptr_t stream);
   bool capturing() const;
-  void empty_cache();  // returns every wholly free segment to the device
+  void empty_cache();       // returns every wholly free segment to the device
   void reset_peak_stats();  // peaks restart from what is allocated and reserved now
   MemoryStats stats() const;
   static size_t round_size(size_t nbytes) { return (nbytes + kRound - 1) / kRound * kRound; }
@@ -92,7 +92,7 @@ class CachingAllocator {
   Pool small_, large_;
   std::unordered_map<void*, Block*> live_;
   MemoryStats stats_;
-  uintptr_t capture_pool_ = 0;  // the pool being captured into, 0 when none
+  uintptr_t capture_pool_ = 0;                               // the pool being captured into, 0 when none
   std::unordered_map<uintptr_t, std::vector<Block*>> held_;  // frees held back per graph pool
 };
 

@@ -24,7 +24,7 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kRowsPerWarp = 4;
 constexpr int kRows = kWarps * kRowsPerWarp;  // rows a block owns
-constexpr int kTile = 32;                      // rows of the other side per tile
+constexpr int kTile = 32;                     // rows of the other side per tile
 
 // Where the mask element (b, i, j) lives: the offset of batch entry b (its lead dims unravelled)
 // plus i * sq + j * sk. kind 0: no mask, 1: bool (false hides), 2: additive, in the arithmetic type.
@@ -57,8 +57,10 @@ struct MaskRef {
 MaskRef mask_ref(const View& mask, DType acc) {
   MaskRef m;
   if (!mask.data) return m;
-  KILN_CHECK(mask.dtype == DType::boolean || mask.dtype == acc, "scaled_dot_product_attention: the CUDA kernel "
-             "takes bool masks or masks of the arithmetic type ", dtype_name(acc), ", got ", dtype_name(mask.dtype));
+  KILN_CHECK(mask.dtype == DType::boolean || mask.dtype == acc,
+             "scaled_dot_product_attention: the CUDA kernel "
+             "takes bool masks or masks of the arithmetic type ",
+             dtype_name(acc), ", got ", dtype_name(mask.dtype));
   m.data = mask.data;
   m.kind = mask.dtype == DType::boolean ? 1 : 2;
   m.lead = mask.ndim - 2;
@@ -79,8 +81,8 @@ struct Dims {
 };
 
 Dims dims_of(const SdpaParams& p) {
-  return {p.batch, p.tq, p.tk, p.d, p.dv, p.scale, p.dropout_p,
-          p.dropout_p > 0 ? 1.0 / (1.0 - p.dropout_p) : 1.0, p.causal, p.seed, p.offset};
+  return {p.batch,  p.tq,   p.tk,    p.d, p.dv, p.scale, p.dropout_p, p.dropout_p > 0 ? 1.0 / (1.0 - p.dropout_p) : 1.0,
+          p.causal, p.seed, p.offset};
 }
 
 __device__ __forceinline__ bool kept(const Dims& p, int64_t b, int64_t i, int64_t j) {
@@ -158,8 +160,10 @@ __global__ void sdpa_fwd(Dims p, MaskRef mask, T* out, A* lse, const T* q, const
       const int64_t row = warp * kRowsPerWarp + r, i = i0 + row;
       if (i >= p.tq) continue;  // uniform across the warp
       A s = dot(sk + lane * (p.d + 1), sq + row * p.d, p.d) * A(p.scale);
-      if (j >= p.tk || (p.causal && j > i)) s = A(-INFINITY);
-      else s = mask.apply(s, mbase, i, j);
+      if (j >= p.tk || (p.causal && j > i))
+        s = A(-INFINITY);
+      else
+        s = mask.apply(s, mbase, i, j);
       const A mx = max(m[r], warp_max_a(s));
       if (mx == A(-INFINITY)) continue;  // nothing visible yet
       const A alpha = exp(m[r] - mx);
@@ -211,8 +215,8 @@ __global__ void sdpa_delta(Dims p, A* delta, const T* go, const T* o) {
 // dQ: like the forward, per query row; shared memory Q rows [kRows][d], dO rows [kRows][dv],
 // K tile [kTile][d + 1], V tile [kTile][dv + 1].
 template <class T, class A, int E>
-__global__ void sdpa_bwd_dq(Dims p, MaskRef mask, T* gq, const T* go, const T* q, const T* k, const T* v,
-                            const A* lse, const A* delta) {
+__global__ void sdpa_bwd_dq(Dims p, MaskRef mask, T* gq, const T* go, const T* q, const T* k, const T* v, const A* lse,
+                            const A* delta) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   A* sq = reinterpret_cast<A*>(smem_raw);
   A* sgo = sq + kRows * p.d;
@@ -406,8 +410,8 @@ void CudaBackend::sdpa_backward(const SdpaParams& sp, const View& grad_q, const 
     const MaskRef m = mask_ref(mask, std::is_same_v<A, double> ? DType::f64 : DType::f32);
     cudaStream_t s = current_stream();
     Workspace delta(sizeof(A) * size_t(std::max<int64_t>(p.batch * p.tq, 1)));
-    sdpa_delta<T, A><<<grid_for(p.batch * p.tq * 32), kThreads, 0, s>>>(p, delta.as<A>(), grad_out.ptr<T>(),
-                                                                        out.ptr<T>());
+    sdpa_delta<T, A>
+        <<<grid_for(p.batch * p.tq * 32), kThreads, 0, s>>>(p, delta.as<A>(), grad_out.ptr<T>(), out.ptr<T>());
     KILN_LAUNCH_CHECK("sdpa_delta");
     with_columns(p.d, p.dv, [&](auto cols) {
       constexpr int E = decltype(cols)::value;
@@ -419,8 +423,9 @@ void CudaBackend::sdpa_backward(const SdpaParams& sp, const View& grad_q, const 
       const size_t smem_k =
           sizeof(A) * size_t(kRows * (p.d + p.dv) + kTile * (p.d + 1) + kTile * (p.dv + 1) + 2 * kTile);
       allow_smem(sdpa_bwd_dkdv<T, A, E>, smem_k);
-      sdpa_bwd_dkdv<T, A, E><<<unsigned((p.tk + kRows - 1) / kRows * p.batch), kWarps * 32, smem_k, s>>>(p, m, grad_k.ptr<T>(), grad_v.ptr<T>(), grad_out.ptr<T>(), q.ptr<T>(), k.ptr<T>(),
-                                    v.ptr<T>(), lse.ptr<A>(), delta.as<A>());
+      sdpa_bwd_dkdv<T, A, E><<<unsigned((p.tk + kRows - 1) / kRows * p.batch), kWarps * 32, smem_k, s>>>(
+          p, m, grad_k.ptr<T>(), grad_v.ptr<T>(), grad_out.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<A>(),
+          delta.as<A>());
       KILN_LAUNCH_CHECK("sdpa_bwd_dkdv");
     });
   });

@@ -29,10 +29,10 @@ __global__ void augment_kernel(AugmentParams p, float* __restrict__ out, int64_t
 
 }  // namespace
 
-void CudaBackend::augment_images(const AugmentParams& p, const View& out, const View& out_labels,
-                                 const View& images, const View& labels, const View& indices) {
-  KILN_CHECK(p.channels > 0 && p.channels <= kAugmentMaxChannels, "augment_images: ", p.channels,
-             " channels; at most ", kAugmentMaxChannels, " are supported");
+void CudaBackend::augment_images(const AugmentParams& p, const View& out, const View& out_labels, const View& images,
+                                 const View& labels, const View& indices) {
+  KILN_CHECK(p.channels > 0 && p.channels <= kAugmentMaxChannels, "augment_images: ", p.channels, " channels; at most ",
+             kAugmentMaxChannels, " are supported");
   const int64_t total = p.batch * p.channels * p.h_out * p.w_out;
   if (!total) return;
   augment_kernel<<<grid_for(total), kThreads, 0, current_stream()>>>(

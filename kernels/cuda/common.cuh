@@ -20,32 +20,50 @@
 namespace kiln::kernels::cuda {
 
 // Storage type on the device for each kiln element type.
-template <class T> struct dev_type { using type = T; };
-template <> struct dev_type<Half> { using type = __half; };
-template <> struct dev_type<BFloat16> { using type = __nv_bfloat16; };
-template <class T> using dev_t = typename dev_type<T>::type;
+template <class T>
+struct dev_type {
+  using type = T;
+};
+template <>
+struct dev_type<Half> {
+  using type = __half;
+};
+template <>
+struct dev_type<BFloat16> {
+  using type = __nv_bfloat16;
+};
+template <class T>
+using dev_t = typename dev_type<T>::type;
 
 template <class T>
 inline constexpr bool is_half_v = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
 template <class T>
 inline constexpr bool is_float_v = std::is_floating_point_v<T> || is_half_v<T>;
 // Arithmetic type: f32 for the 16-bit floats, the type itself otherwise.
-template <class T> using acc_t = std::conditional_t<is_half_v<T>, float, T>;
+template <class T>
+using acc_t = std::conditional_t<is_half_v<T>, float, T>;
 
 template <class T>
 __device__ __forceinline__ acc_t<T> load_c(const T& v) {
-  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(v);
-  else return v;
+  if constexpr (std::is_same_v<T, __half>)
+    return __half2float(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(v);
+  else
+    return v;
 }
 // Converts any arithmetic value to storage type O like the CPU backend's copy(): bool is
 // "!= 0", the 16-bit floats round from f32 to nearest even.
 template <class O, class V>
 __device__ __forceinline__ O store_c(V v) {
-  if constexpr (std::is_same_v<O, bool>) return v != V(0);
-  else if constexpr (std::is_same_v<O, __half>) return __float2half_rn(float(v));
-  else if constexpr (std::is_same_v<O, __nv_bfloat16>) return __float2bfloat16_rn(float(v));
-  else return O(v);
+  if constexpr (std::is_same_v<O, bool>)
+    return v != V(0);
+  else if constexpr (std::is_same_v<O, __half>)
+    return __float2half_rn(float(v));
+  else if constexpr (std::is_same_v<O, __nv_bfloat16>)
+    return __float2bfloat16_rn(float(v));
+  else
+    return O(v);
 }
 
 // Calls f(T{}) with the device storage type for dtype t.
@@ -161,12 +179,13 @@ __device__ __forceinline__ T warp_max(T v) {
 // atomicAdd in the storage type, the value given in the arithmetic type.
 template <class T>
 __device__ __forceinline__ void atomic_add(T* p, acc_t<T> v) {
-  if constexpr (is_half_v<T>) atomicAdd(p, store_c<T>(v));
-  else atomicAdd(p, v);
+  if constexpr (is_half_v<T>)
+    atomicAdd(p, store_c<T>(v));
+  else
+    atomicAdd(p, v);
 }
 
-#define KILN_GRID_LOOP(i, n)                                                           \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);            \
-       i += int64_t(gridDim.x) * blockDim.x)
+#define KILN_GRID_LOOP(i, n) \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
 
 }  // namespace kiln::kernels::cuda

@@ -47,9 +47,12 @@ struct Plan {
 using Key = std::tuple<int, int, bool, bool, std::vector<int64_t>>;
 
 Key key_of(const Conv2dParams& p, DType t) {
-  return {current_device(), int(t), deterministic(), t == DType::f32 && conv_tf32(),
-          {p.n, p.c_in, p.h_in, p.w_in, p.c_out, p.kh, p.kw, p.h_out, p.w_out, p.stride_h,
-           p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups}};
+  return {current_device(),
+          int(t),
+          deterministic(),
+          t == DType::f32 && conv_tf32(),
+          {p.n, p.c_in, p.h_in, p.w_in, p.c_out, p.kh, p.kw, p.h_out, p.w_out, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
+           p.dil_h, p.dil_w, p.groups}};
 }
 
 std::mutex g_mu;
@@ -66,28 +69,27 @@ Plan& plan_for(const Conv2dParams& p, DType t) {
   KILN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan->bias));
   KILN_CUDNN_CHECK(cudnnCreateFilterDescriptor(&plan->w));
   KILN_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&plan->conv));
-  KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, dt, int(p.n), int(p.c_in),
-                                              int(p.h_in), int(p.w_in)));
-  KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, dt, int(p.n), int(p.c_out),
-                                              int(p.h_out), int(p.w_out)));
+  KILN_CUDNN_CHECK(
+      cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, dt, int(p.n), int(p.c_in), int(p.h_in), int(p.w_in)));
+  KILN_CUDNN_CHECK(
+      cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, dt, int(p.n), int(p.c_out), int(p.h_out), int(p.w_out)));
   KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->bias, CUDNN_TENSOR_NCHW, dt, 1, int(p.c_out), 1, 1));
-  KILN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan->w, dt, CUDNN_TENSOR_NCHW, int(p.c_out),
-                                              int(p.c_in / p.groups), int(p.kh), int(p.kw)));
+  KILN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan->w, dt, CUDNN_TENSOR_NCHW, int(p.c_out), int(p.c_in / p.groups),
+                                              int(p.kh), int(p.kw)));
   const cudnnDataType_t compute = t == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
-  KILN_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(plan->conv, int(p.pad_h), int(p.pad_w),
-                                                   int(p.stride_h), int(p.stride_w), int(p.dil_h),
-                                                   int(p.dil_w), CUDNN_CROSS_CORRELATION, compute));
+  KILN_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(plan->conv, int(p.pad_h), int(p.pad_w), int(p.stride_h),
+                                                   int(p.stride_w), int(p.dil_h), int(p.dil_w), CUDNN_CROSS_CORRELATION,
+                                                   compute));
   KILN_CUDNN_CHECK(cudnnSetConvolutionGroupCount(plan->conv, int(p.groups)));
   const cudnnMathType_t math = (t == DType::f16 || t == DType::bf16) ? CUDNN_TENSOR_OP_MATH
-                               : t == DType::f32                      ? (conv_tf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH)
-                                                                      : CUDNN_DEFAULT_MATH;
+                               : t == DType::f32 ? (conv_tf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH)
+                                                 : CUDNN_DEFAULT_MATH;
   KILN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv, math));
   // Cross-check the output shape core computed against cuDNN's.
   int n = 0, c = 0, h = 0, w = 0;
   KILN_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->conv, plan->x, plan->w, &n, &c, &h, &w));
-  KILN_CHECK(n == p.n && c == p.c_out && h == p.h_out && w == p.w_out,
-             "conv2d (cuDNN): output shape [", n, ", ", c, ", ", h, ", ", w,
-             "] differs from the expected [", p.n, ", ", p.c_out, ", ", p.h_out, ", ", p.w_out, "]");
+  KILN_CHECK(n == p.n && c == p.c_out && h == p.h_out && w == p.w_out, "conv2d (cuDNN): output shape [", n, ", ", c,
+             ", ", h, ", ", w, "] differs from the expected [", p.n, ", ", p.c_out, ", ", p.h_out, ", ", p.w_out, "]");
   slot = std::move(plan);
   return *slot;
 }
@@ -99,8 +101,7 @@ std::unique_ptr<Workspace> search_workspace(size_t* size) {
       auto ws = std::make_unique<Workspace>(s);
       *size = s;
       return ws;
-    } catch (const Error&) {
-    }
+    } catch (const Error&) {}
   }
   *size = 0;
   return std::make_unique<Workspace>(0);
@@ -134,8 +135,8 @@ void check_dense(const View& v, const char* name) {
 
 }  // namespace
 
-void CudaBackend::conv2d_forward(const Conv2dParams& p, const View& out, const View& in,
-                                 const View& weight, const View& bias) {
+void CudaBackend::conv2d_forward(const Conv2dParams& p, const View& out, const View& in, const View& weight,
+                                 const View& bias) {
   check_dense(out, "out");
   check_dense(in, "input");
   check_dense(weight, "weight");
@@ -152,23 +153,22 @@ void CudaBackend::conv2d_forward(const Conv2dParams& p, const View& out, const V
     auto ws = search_workspace(&limit);
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int count = 0;
-    KILN_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
-        h, plan.x, in.data, plan.w, weight.data, plan.conv, plan.y, out.data,
-        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf, ws->get(), limit));
+    KILN_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(h, plan.x, in.data, plan.w, weight.data, plan.conv, plan.y,
+                                                            out.data, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf,
+                                                            ws->get(), limit));
     const auto& best = pick(perf, count, limit, "forward");
     plan.fwd = best.algo;
     plan.fwd_ws = best.memory;
     plan.have_fwd = true;
   }
   Workspace ws(plan.fwd_ws);
-  KILN_CUDNN_CHECK(cudnnConvolutionForward(h, one, plan.x, in.data, plan.w, weight.data, plan.conv,
-                                           plan.fwd, ws.get(), plan.fwd_ws, zero, plan.y, out.data));
+  KILN_CUDNN_CHECK(cudnnConvolutionForward(h, one, plan.x, in.data, plan.w, weight.data, plan.conv, plan.fwd, ws.get(),
+                                           plan.fwd_ws, zero, plan.y, out.data));
   if (bias.data) KILN_CUDNN_CHECK(cudnnAddTensor(h, one, plan.bias, bias.data, one, plan.y, out.data));
 }
 
 void CudaBackend::conv2d_backward(const Conv2dParams& p, const View& grad_in, const View& grad_weight,
-                                  const View& grad_bias, const View& grad_out, const View& in,
-                                  const View& weight) {
+                                  const View& grad_bias, const View& grad_out, const View& in, const View& weight) {
   check_dense(grad_in, "grad_in");
   check_dense(grad_weight, "grad_weight");
   check_dense(grad_out, "grad_out");
@@ -201,9 +201,9 @@ void CudaBackend::conv2d_backward(const Conv2dParams& p, const View& grad_in, co
         plan.have_bwd_data = true;
       }
       Workspace ws(plan.bwd_data_ws);
-      KILN_CUDNN_CHECK(cudnnConvolutionBackwardData(h, one, plan.w, weight.data, plan.y, grad_out.data,
-                                                    plan.conv, plan.bwd_data, ws.get(),
-                                                    plan.bwd_data_ws, zero, plan.x, grad_in.data));
+      KILN_CUDNN_CHECK(cudnnConvolutionBackwardData(h, one, plan.w, weight.data, plan.y, grad_out.data, plan.conv,
+                                                    plan.bwd_data, ws.get(), plan.bwd_data_ws, zero, plan.x,
+                                                    grad_in.data));
     }
   }
   if (grad_weight.data) {
@@ -224,9 +224,8 @@ void CudaBackend::conv2d_backward(const Conv2dParams& p, const View& grad_in, co
         plan.have_bwd_filter = true;
       }
       Workspace ws(plan.bwd_filter_ws);
-      KILN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, one, plan.x, in.data, plan.y, grad_out.data,
-                                                      plan.conv, plan.bwd_filter, ws.get(),
-                                                      plan.bwd_filter_ws, zero, plan.w,
+      KILN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, one, plan.x, in.data, plan.y, grad_out.data, plan.conv,
+                                                      plan.bwd_filter, ws.get(), plan.bwd_filter_ws, zero, plan.w,
                                                       grad_weight.data));
     }
   }
@@ -235,10 +234,18 @@ void CudaBackend::conv2d_backward(const Conv2dParams& p, const View& grad_in, co
     // (cuDNN's backward-bias refuses bfloat16).
     View gb = grad_bias;
     gb.ndim = 4;
-    gb.sizes[0] = 1; gb.sizes[1] = p.c_out; gb.sizes[2] = 1; gb.sizes[3] = 1;
-    gb.strides[0] = p.c_out; gb.strides[1] = 1; gb.strides[2] = 1; gb.strides[3] = 1;
-    if (empty) fill(grad_bias, 0.0);
-    else reduce(ReduceOp::sum, gb, grad_out);
+    gb.sizes[0] = 1;
+    gb.sizes[1] = p.c_out;
+    gb.sizes[2] = 1;
+    gb.sizes[3] = 1;
+    gb.strides[0] = p.c_out;
+    gb.strides[1] = 1;
+    gb.strides[2] = 1;
+    gb.strides[3] = 1;
+    if (empty)
+      fill(grad_bias, 0.0);
+    else
+      reduce(ReduceOp::sum, gb, grad_out);
   }
 }
 

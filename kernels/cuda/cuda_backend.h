@@ -21,10 +21,10 @@ typedef struct cudnnContext* cudnnHandle_t;
 namespace kiln::kernels::cuda {
 
 // Public helpers for core/, bench/ and tests (the Backend interface stays narrow).
-cudaStream_t current_stream();             // of this thread's current device
-cudaStream_t current_stream(int device);   // of this thread on `device`
-cudaStream_t default_stream(int device);   // the device's kiln stream (non-blocking)
-void set_current_stream(cudaStream_t s);   // nullptr: back to the device's default kiln stream
+cudaStream_t current_stream();            // of this thread's current device
+cudaStream_t current_stream(int device);  // of this thread on `device`
+cudaStream_t default_stream(int device);  // the device's kiln stream (non-blocking)
+void set_current_stream(cudaStream_t s);  // nullptr: back to the device's default kiln stream
 void set_current_stream(int device, cudaStream_t s);
 int current_device();
 MemoryStats memory_stats(int device = -1);  // -1: the current device
@@ -39,7 +39,10 @@ class Workspace {
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
   void* get() const { return ptr_; }
-  template <class T> T* as() const { return static_cast<T*>(ptr_); }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
 
  private:
   void* ptr_ = nullptr;
@@ -53,7 +56,7 @@ void count_host_sync();
 // trip: the kernel records the first one in pinned host memory that the device writes, and the
 // host reports it as a kiln::Error at its next synchronisation or the next call of the same op.
 struct DeviceError {
-  int code;       // DeviceErrorCode; 0 while nothing went wrong
+  int code;  // DeviceErrorCode; 0 while nothing went wrong
   int pad;
   long long value;  // the offending value
   long long bound;  // the limit it broke
@@ -68,9 +71,9 @@ void check_device_errors();        // throws the recorded error (and clears it)
 struct CaptureState {
   int device = 0;
   cudaStream_t stream = nullptr;
-  uintptr_t pool = 0;                      // the allocator key of the graph's pool
+  uintptr_t pool = 0;                         // the allocator key of the graph's pool
   unsigned long long* offset_base = nullptr;  // device: Philox offset of this replay
-  unsigned long long counters = 0;         // Philox counters drawn so far in the capture
+  unsigned long long counters = 0;            // Philox counters drawn so far in the capture
 };
 CaptureState* capture_state(cudaStream_t stream);  // non-null while `stream` is being captured here
 void begin_pool_capture(int device, uintptr_t pool);
@@ -78,7 +81,7 @@ void end_pool_capture(int device);
 void release_pool(int device, uintptr_t pool, cudaStream_t stream);
 void set_thread_capture(CaptureState* c);  // graph.cu, around a capture
 void* graph_capture_begin(int device, cudaStream_t stream);
-void graph_capture_end(void* graph);          // instantiates; on failure discards and throws
+void graph_capture_end(void* graph);  // instantiates; on failure discards and throws
 void graph_capture_abort(void* graph) noexcept;
 void graph_replay(void* graph, cudaStream_t stream);
 void graph_destroy(void* graph) noexcept;
@@ -100,41 +103,33 @@ class CudaBackend final : public Backend {
   void fill(const View& out, double value) override;
   void arange(const View& out, double start, double step) override;
   void unary(UnaryOp op, const View& out, const View& in, double a, double b) override;
-  void binary(BinaryOp op, const View& out, const View& x, const View& y, double alpha,
-              double beta) override;
+  void binary(BinaryOp op, const View& out, const View& x, const View& y, double alpha, double beta) override;
   void where(const View& out, const View& cond, const View& x, const View& y) override;
   void reduce(ReduceOp op, const View& out, const View& in) override;
-  void reduce_index(ReduceOp op, const View& values, const View& indices, const View& in,
-                    int dim) override;
-  void random(RandomKind kind, const View& out, uint64_t seed, uint64_t offset, double a,
-              double b) override;
+  void reduce_index(ReduceOp op, const View& values, const View& indices, const View& in, int dim) override;
+  void random(RandomKind kind, const View& out, uint64_t seed, uint64_t offset, double a, double b) override;
   void matmul(const View& out, const View& a, const View& b, double beta) override;
   void conv2d_forward(const Conv2dParams& p, const View& out, const View& in, const View& weight,
                       const View& bias) override;
-  void conv2d_backward(const Conv2dParams& p, const View& grad_in, const View& grad_weight,
-                       const View& grad_bias, const View& grad_out, const View& in,
-                       const View& weight) override;
-  void max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices,
-                          const View& in) override;
+  void conv2d_backward(const Conv2dParams& p, const View& grad_in, const View& grad_weight, const View& grad_bias,
+                       const View& grad_out, const View& in, const View& weight) override;
+  void max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices, const View& in) override;
   void max_pool2d_backward(const Pool2dParams& p, const View& grad_in, const View& grad_out,
                            const View& indices) override;
   void avg_pool2d_forward(const Pool2dParams& p, const View& out, const View& in) override;
-  void avg_pool2d_backward(const Pool2dParams& p, const View& grad_in,
-                           const View& grad_out) override;
-  void softmax_forward(const View& out, const View& in, int64_t outer, int64_t dim, int64_t inner,
-                       bool log) override;
-  void softmax_backward(const View& grad_in, const View& grad_out, const View& out, int64_t outer,
-                        int64_t dim, int64_t inner, bool log) override;
-  void nll_forward(const View& loss, const View& weight_out, const View& logp, const View& target,
-                   const View& weight, int64_t ignore_index) override;
-  void nll_backward(const View& grad_logp, const View& grad_loss, const View& target,
-                    const View& weight, int64_t ignore_index) override;
+  void avg_pool2d_backward(const Pool2dParams& p, const View& grad_in, const View& grad_out) override;
+  void softmax_forward(const View& out, const View& in, int64_t outer, int64_t dim, int64_t inner, bool log) override;
+  void softmax_backward(const View& grad_in, const View& grad_out, const View& out, int64_t outer, int64_t dim,
+                        int64_t inner, bool log) override;
+  void nll_forward(const View& loss, const View& weight_out, const View& logp, const View& target, const View& weight,
+                   int64_t ignore_index) override;
+  void nll_backward(const View& grad_logp, const View& grad_loss, const View& target, const View& weight,
+                    int64_t ignore_index) override;
   int64_t index_select_rows(const View& out, const View& weight, const View& index) override;
   void index_add_rows(const View& grad_weight, const View& grad_out, const View& index) override;
-  void adam_step(const AdamParams& p, const View& param, const View& grad, const View& exp_avg,
-                 const View& exp_avg_sq, const View& max_exp_avg_sq) override;
-  void sgd_step(const SgdParams& p, const View& param, const View& grad,
-                const View& momentum_buffer) override;
+  void adam_step(const AdamParams& p, const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
+                 const View& max_exp_avg_sq) override;
+  void sgd_step(const SgdParams& p, const View& param, const View& grad, const View& momentum_buffer) override;
   // Multi-tensor forms (multi_tensor.cu).
   void adam_step_multi(const AdamParams& p, std::span<const View> params, std::span<const View> grads,
                        std::span<const View> exp_avgs, std::span<const View> exp_avg_sqs,
@@ -155,8 +150,8 @@ class CudaBackend final : public Backend {
   void scatter(const View& self, const View& index, const View& src, int dim, bool accumulate) override;
   void multinomial(const View& out, const View& probs, int64_t k, bool replacement, uint64_t seed,
                    uint64_t offset) override;
-  void sdpa_forward(const SdpaParams& p, const View& out, const View& lse, const View& q, const View& k,
-                    const View& v, const View& mask) override;
+  void sdpa_forward(const SdpaParams& p, const View& out, const View& lse, const View& q, const View& k, const View& v,
+                    const View& mask) override;
   void sdpa_backward(const SdpaParams& p, const View& grad_q, const View& grad_k, const View& grad_v,
                      const View& grad_out, const View& q, const View& k, const View& v, const View& out,
                      const View& lse, const View& mask) override;

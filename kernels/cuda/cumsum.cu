@@ -33,8 +33,8 @@ void CudaBackend::cumsum(const View& out, const View& in, int64_t outer, int64_t
     } else {
       using A = std::conditional_t<is_float_v<T>, double, int64_t>;
       if (outer * inner == 0) return;
-      cumsum_columns<T, A><<<grid_for(outer * inner), kThreads, 0, current_stream()>>>(out.ptr<T>(), in.ptr<T>(),
-                                                                                       outer, n, inner);
+      cumsum_columns<T, A>
+          <<<grid_for(outer * inner), kThreads, 0, current_stream()>>>(out.ptr<T>(), in.ptr<T>(), outer, n, inner);
       KILN_LAUNCH_CHECK("cumsum_columns");
     }
   });

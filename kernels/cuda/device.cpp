@@ -19,18 +19,15 @@ namespace cuda {
 
 void throw_cuda(cudaError_t e, const char* call, const char* file, int line) {
   cudaGetLastError();  // clear a sticky launch error so the next check reports its own call
-  fail("CUDA error ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ") in ", call, " at ",
-       file, ":", line);
+  fail("CUDA error ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ") in ", call, " at ", file, ":", line);
 }
 void throw_cublas(cublasStatus_t s, const char* call, const char* file, int line) {
-  fail("cuBLAS error ", cublasGetStatusName(s), " (", cublasGetStatusString(s), ") in ", call,
-       " at ", file, ":", line);
+  fail("cuBLAS error ", cublasGetStatusName(s), " (", cublasGetStatusString(s), ") in ", call, " at ", file, ":", line);
 }
 void throw_cudnn(cudnnStatus_t s, const char* call, const char* file, int line) {
   char detail[512] = {};
   cudnnGetLastErrorString(detail, sizeof(detail));
-  fail("cuDNN error ", cudnnGetErrorString(s), " in ", call, " at ", file, ":", line,
-       detail[0] ? ": " : "", detail);
+  fail("cuDNN error ", cudnnGetErrorString(s), " in ", call, " at ", file, ":", line, detail[0] ? ": " : "", detail);
 }
 
 namespace {
@@ -135,9 +132,7 @@ void set_current_stream(int device, cudaStream_t s) {
   t_stream_override[device] = s == state(device).stream ? nullptr : s;
 }
 
-MemoryStats memory_stats(int device) {
-  return state(device < 0 ? current_device() : device).allocator->stats();
-}
+MemoryStats memory_stats(int device) { return state(device < 0 ? current_device() : device).allocator->stats(); }
 void empty_cache(int device) { state(device < 0 ? current_device() : device).allocator->empty_cache(); }
 void reset_peak_memory_stats(int device) {
   state(device < 0 ? current_device() : device).allocator->reset_peak_stats();
@@ -155,8 +150,7 @@ cublasHandle_t cublas_handle() {
   if (stream != s.cublas_stream || !s.cublas_workspace) {
     // Binding a stream resets cuBLAS to its own workspace pool, so kiln's is set again after.
     KILN_CUBLAS_CHECK(cublasSetStream(s.cublas, stream));
-    if (!s.cublas_workspace)
-      s.cublas_workspace = s.allocator->allocate(kCublasWorkspace, uintptr_t(s.stream));
+    if (!s.cublas_workspace) s.cublas_workspace = s.allocator->allocate(kCublasWorkspace, uintptr_t(s.stream));
     KILN_CUBLAS_CHECK(cublasSetWorkspace(s.cublas, s.cublas_workspace, kCublasWorkspace));
     s.cublas_stream = stream;
   }
@@ -231,11 +225,11 @@ void check_device_errors() {
   switch (err.code) {
     case kNllTargetOutOfRange:
       fail("nll_loss/cross_entropy: target ", err.value, " is out of bounds for ", err.bound,
-           " classes (expected 0 to ", err.bound - 1, " or ignore_index); found on the GPU by an "
+           " classes (expected 0 to ", err.bound - 1,
+           " or ignore_index); found on the GPU by an "
            "earlier call and reported at the next synchronisation, so check the labels of the "
            "batches before this point");
-    default:
-      fail("CUDA kernel reported error code ", err.code, " (value ", err.value, ", bound ", err.bound, ")");
+    default: fail("CUDA kernel reported error code ", err.code, " (value ", err.value, ", bound ", err.bound, ")");
   }
 }
 
@@ -264,7 +258,8 @@ void CudaBackend::copy_from_host(void* dst, const void* src, size_t nbytes) {
 void CudaBackend::copy_to_host(void* dst, const void* src, size_t nbytes) {
   if (!nbytes) return;
   cudaStream_t s = current_stream();
-  KILN_CHECK(!capture_state(s), "reading a CUDA tensor on the host (item(), to(cpu), printing, a check "
+  KILN_CHECK(!capture_state(s),
+             "reading a CUDA tensor on the host (item(), to(cpu), printing, a check "
              "that needs the value) is not possible while a CUDA graph is being captured; move it out "
              "of the captured step, or read the step's outputs after replay()");
   count_host_sync();
@@ -275,7 +270,7 @@ void CudaBackend::copy_to_host(void* dst, const void* src, size_t nbytes) {
 
 void CudaBackend::synchronize() {
   KILN_CHECK(!t_capture, "synchronizing the device is not possible while a CUDA graph is being captured; "
-             "move the synchronisation out of the captured step");
+                         "move the synchronisation out of the captured step");
   count_host_sync();
   KILN_CUDA_CHECK(cudaDeviceSynchronize());
   check_device_errors();

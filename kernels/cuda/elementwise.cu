@@ -27,8 +27,7 @@ __global__ void map1_dense(O* __restrict__ o, const I* __restrict__ a, int64_t n
     for (int j = 0; j < N; ++j) out.v[j] = f(in.v[j]);
     reinterpret_cast<Pack<O, N>*>(o)[v] = out;
   }
-  for (int64_t i = nvec * N + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    o[i] = f(a[i]);
+  for (int64_t i = nvec * N + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) o[i] = f(a[i]);
 }
 
 template <class O, class I, class F>
@@ -65,8 +64,7 @@ void map1(const View& out, const View& in, F f) {
 }
 
 template <class O, class I, int N, class F>
-__global__ void map2_dense(O* __restrict__ o, const I* __restrict__ a, const I* __restrict__ b,
-                           int64_t n, F f) {
+__global__ void map2_dense(O* __restrict__ o, const I* __restrict__ a, const I* __restrict__ b, int64_t n, F f) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t nvec = n / N;
   for (int64_t v = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; v < nvec; v += stride) {
@@ -77,8 +75,7 @@ __global__ void map2_dense(O* __restrict__ o, const I* __restrict__ a, const I* 
     for (int j = 0; j < N; ++j) out.v[j] = f(x.v[j], y.v[j]);
     reinterpret_cast<Pack<O, N>*>(o)[v] = out;
   }
-  for (int64_t i = nvec * N + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    o[i] = f(a[i], b[i]);
+  for (int64_t i = nvec * N + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) o[i] = f(a[i], b[i]);
 }
 
 template <class O, class I, class F>
@@ -137,13 +134,17 @@ struct UnaryFn {
     switch (op) {
       case UnaryOp::neg: r = C(-x); break;
       case UnaryOp::abs:
-        if constexpr (std::is_unsigned_v<C>) r = x;  // u8, bool: already non-negative
-        else r = x < C(0) ? C(-x) : x;
+        if constexpr (std::is_unsigned_v<C>)
+          r = x;  // u8, bool: already non-negative
+        else
+          r = x < C(0) ? C(-x) : x;
         break;
       case UnaryOp::square: r = C(x * x); break;
       case UnaryOp::sign:
-        if constexpr (std::is_unsigned_v<C>) r = C(x > C(0));
-        else r = C((x > C(0)) - (x < C(0)));
+        if constexpr (std::is_unsigned_v<C>)
+          r = C(x > C(0));
+        else
+          r = C((x > C(0)) - (x < C(0)));
         break;
       case UnaryOp::affine: r = C(a * x + b); break;
       case UnaryOp::clamp:
@@ -175,9 +176,7 @@ struct UnaryFn {
               break;
             }
             case UnaryOp::leaky_relu: r = x > C(0) ? x : x * a; break;
-            case UnaryOp::pow_scalar:
-              r = a == C(2) ? x * x : (a == C(0.5) ? sqrt(x) : C(pow(x, a)));
-              break;
+            case UnaryOp::pow_scalar: r = a == C(2) ? x * x : (a == C(0.5) ? sqrt(x) : C(pow(x, a))); break;
             default: break;
           }
         }
@@ -237,9 +236,7 @@ struct BinaryFn {
               r = x * s * (C(1) + y * (C(1) - s));
               break;
             }
-            case BinaryOp::clamp_backward:
-              r = ((!has_lo || y >= al) && (!has_hi || y <= be)) ? x : C(0);
-              break;
+            case BinaryOp::clamp_backward: r = ((!has_lo || y >= al) && (!has_hi || y <= be)) ? x : C(0); break;
             default: break;
           }
         }
@@ -261,8 +258,10 @@ struct CompareFn {
       case BinaryOp::le: return x <= y;
       case BinaryOp::gt: return x > y;
       case BinaryOp::ge: return x >= y;
-      case BinaryOp::logical_and: case BinaryOp::mul: return x && y;
-      case BinaryOp::logical_or: case BinaryOp::add: return x || y;
+      case BinaryOp::logical_and:
+      case BinaryOp::mul: return x && y;
+      case BinaryOp::logical_or:
+      case BinaryOp::add: return x || y;
       default: return false;
     }
   }
@@ -270,18 +269,28 @@ struct CompareFn {
 
 bool unary_defined_for_all(UnaryOp op) {
   switch (op) {
-    case UnaryOp::neg: case UnaryOp::abs: case UnaryOp::square: case UnaryOp::sign:
-    case UnaryOp::affine: case UnaryOp::clamp: case UnaryOp::relu: case UnaryOp::logical_not:
-      return true;
+    case UnaryOp::neg:
+    case UnaryOp::abs:
+    case UnaryOp::square:
+    case UnaryOp::sign:
+    case UnaryOp::affine:
+    case UnaryOp::clamp:
+    case UnaryOp::relu:
+    case UnaryOp::logical_not: return true;
     default: return false;
   }
 }
 
 bool is_compare(BinaryOp op) {
   switch (op) {
-    case BinaryOp::eq: case BinaryOp::ne: case BinaryOp::lt: case BinaryOp::le: case BinaryOp::gt:
-    case BinaryOp::ge: case BinaryOp::logical_and: case BinaryOp::logical_or:
-      return true;
+    case BinaryOp::eq:
+    case BinaryOp::ne:
+    case BinaryOp::lt:
+    case BinaryOp::le:
+    case BinaryOp::gt:
+    case BinaryOp::ge:
+    case BinaryOp::logical_and:
+    case BinaryOp::logical_or: return true;
     default: return false;
   }
 }
@@ -297,8 +306,7 @@ __global__ void fill_dense(T* __restrict__ o, int64_t n, double value) {
   const int64_t nvec = n / N;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < nvec; i += stride)
     reinterpret_cast<Pack<T, N>*>(o)[i] = pack;
-  for (int64_t i = nvec * N + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    o[i] = v;
+  for (int64_t i = nvec * N + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) o[i] = v;
 }
 
 template <class T>
@@ -414,31 +422,28 @@ void CudaBackend::unary(UnaryOp op, const View& out, const View& in, double a, d
     if constexpr (std::is_same_v<T, bool>) {
       KILN_CHECK(op == UnaryOp::logical_not, "unary kernel: op ", int(op), " is not defined for bool");
     } else if constexpr (!is_float_v<T>) {
-      KILN_CHECK(unary_defined_for_all(op), "unary kernel: op ", int(op),
-                 " is not defined for dtype ", dtype_name(in.dtype));
+      KILN_CHECK(unary_defined_for_all(op), "unary kernel: op ", int(op), " is not defined for dtype ",
+                 dtype_name(in.dtype));
     }
     UnaryFn<T> f{op, C(a), C(b), !std::isnan(a), !std::isnan(b)};
     map1<T, T>(out, in, f);
   });
 }
 
-void CudaBackend::binary(BinaryOp op, const View& out, const View& x, const View& y, double alpha,
-                         double beta) {
+void CudaBackend::binary(BinaryOp op, const View& out, const View& x, const View& y, double alpha, double beta) {
   dispatch_all(x.dtype, "binary", [&](auto tag) {
     using T = decltype(tag);
     using C = acc_t<T>;
     if constexpr (std::is_same_v<T, bool>) {
-      const bool ok = op == BinaryOp::logical_and || op == BinaryOp::mul ||
-                      op == BinaryOp::logical_or || op == BinaryOp::add || op == BinaryOp::eq ||
-                      op == BinaryOp::ne;
+      const bool ok = op == BinaryOp::logical_and || op == BinaryOp::mul || op == BinaryOp::logical_or ||
+                      op == BinaryOp::add || op == BinaryOp::eq || op == BinaryOp::ne;
       KILN_CHECK(ok, "binary kernel: op ", int(op), " is not defined for bool");
       map2<bool, bool>(out, x, y, CompareFn<bool>{op});
     } else {
       if (is_compare(op)) return map2<bool, T>(out, x, y, CompareFn<T>{op});
       if constexpr (!is_float_v<T>) {
         const bool ok = op == BinaryOp::add || op == BinaryOp::sub || op == BinaryOp::mul ||
-                        op == BinaryOp::add_scaled || op == BinaryOp::maximum ||
-                        op == BinaryOp::minimum;
+                        op == BinaryOp::add_scaled || op == BinaryOp::maximum || op == BinaryOp::minimum;
         KILN_CHECK(ok, "binary kernel: op ", int(op), " is not defined for dtype ", dtype_name(x.dtype));
       }
       BinaryFn<T> f{op, C(alpha), C(beta), !std::isnan(alpha), !std::isnan(beta)};
@@ -457,19 +462,18 @@ void CudaBackend::where(const View& out, const View& cond, const View& x, const 
     constexpr int N = sizeof(T) >= 16 ? 1 : int(16 / sizeof(T));
     const bool cond_aligned = (reinterpret_cast<uintptr_t>(cond.data) & (N - 1)) == 0;
     if (dense && N > 1 && cond_aligned && aligned16(out.data) && aligned16(x.data) && aligned16(y.data)) {
-      where_dense<T, N><<<grid_for(g.numel, N), kThreads, 0, current_stream()>>>(
-          out.ptr<T>(), cond.ptr<bool>(), x.ptr<T>(), y.ptr<T>(), g.numel);
+      where_dense<T, N><<<grid_for(g.numel, N), kThreads, 0, current_stream()>>>(out.ptr<T>(), cond.ptr<bool>(),
+                                                                                 x.ptr<T>(), y.ptr<T>(), g.numel);
       KILN_LAUNCH_CHECK("where (dense)");
       return;
     }
-    where_kernel<T, T><<<grid_for(g.numel), kThreads, 0, current_stream()>>>(
-        out.ptr<T>(), cond.ptr<bool>(), x.ptr<T>(), y.ptr<T>(), g);
+    where_kernel<T, T><<<grid_for(g.numel), kThreads, 0, current_stream()>>>(out.ptr<T>(), cond.ptr<bool>(), x.ptr<T>(),
+                                                                             y.ptr<T>(), g);
     KILN_LAUNCH_CHECK("where");
   });
 }
 
-void CudaBackend::random(RandomKind kind, const View& out, uint64_t seed, uint64_t offset,
-                         double a, double b) {
+void CudaBackend::random(RandomKind kind, const View& out, uint64_t seed, uint64_t offset, double a, double b) {
   KILN_CHECK(out.is_contiguous(), "random kernel: expected a dense output");
   dispatch_all(out.dtype, "random", [&](auto tag) {
     using T = decltype(tag);

@@ -33,8 +33,7 @@ int64_t CudaBackend::index_select_rows(const View& out, const View& weight, cons
   // Validate on the device; one 8-byte read back (a sync) tells whether any index is bad.
   Workspace flag(sizeof(unsigned long long));
   KILN_CUDA_CHECK(cudaMemsetAsync(flag.get(), 0xff, sizeof(unsigned long long), s));
-  first_bad_index<<<grid_for(n), kThreads, 0, s>>>(index.ptr<int64_t>(), n, v,
-                                                    flag.as<unsigned long long>());
+  first_bad_index<<<grid_for(n), kThreads, 0, s>>>(index.ptr<int64_t>(), n, v, flag.as<unsigned long long>());
   KILN_LAUNCH_CHECK("first_bad_index");
   unsigned long long first = 0;
   copy_to_host(&first, flag.get(), sizeof(first));
@@ -47,15 +46,18 @@ int64_t CudaBackend::index_select_rows(const View& out, const View& weight, cons
   const size_t es = element_size(weight.dtype);
   auto launch = [&](auto tag) {
     using T = decltype(tag);
-    gather_rows<T><<<grid_for(n * d), kThreads, 0, s>>>(out.ptr<T>(), weight.ptr<T>(),
-                                                        index.ptr<int64_t>(), n, d);
+    gather_rows<T><<<grid_for(n * d), kThreads, 0, s>>>(out.ptr<T>(), weight.ptr<T>(), index.ptr<int64_t>(), n, d);
     KILN_LAUNCH_CHECK("gather_rows");
   };
   // Rows are moved as raw bytes: the dtype only sets the element width.
-  if (es == 8) launch(int64_t{});
-  else if (es == 4) launch(int32_t{});
-  else if (es == 2) launch(int16_t{});
-  else launch(int8_t{});
+  if (es == 8)
+    launch(int64_t{});
+  else if (es == 4)
+    launch(int32_t{});
+  else if (es == 2)
+    launch(int16_t{});
+  else
+    launch(int8_t{});
   return -1;
 }
 
@@ -65,8 +67,8 @@ void CudaBackend::index_add_rows(const View& grad_weight, const View& grad_out, 
     const int64_t n = index.numel(), v = grad_weight.sizes[0];
     const int64_t d = grad_weight.numel() / std::max<int64_t>(v, 1);
     if (n * d == 0) return;
-    scatter_add_rows<T><<<grid_for(n * d), kThreads, 0, current_stream()>>>(
-        grad_weight.ptr<T>(), grad_out.ptr<T>(), index.ptr<int64_t>(), n, d);
+    scatter_add_rows<T><<<grid_for(n * d), kThreads, 0, current_stream()>>>(grad_weight.ptr<T>(), grad_out.ptr<T>(),
+                                                                            index.ptr<int64_t>(), n, d);
     KILN_LAUNCH_CHECK("scatter_add_rows");
   });
 }

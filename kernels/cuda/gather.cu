@@ -13,7 +13,7 @@ namespace {
 struct Geometry {
   int ndim;
   int dim;
-  int64_t sizes[kMaxDims];        // index's shape
+  int64_t sizes[kMaxDims];  // index's shape
   int64_t index_strides[kMaxDims];
   int64_t other_strides[kMaxDims];  // of the gathered input, or of the dense self
   int64_t src_strides[kMaxDims];    // scatter's src (viewed with index's shape)
@@ -106,8 +106,8 @@ void CudaBackend::gather(const View& out, const View& in, const View& index, int
   const Geometry g = geometry(index, in, nullptr, dim, false);
   by_width(in.dtype, [&](auto tag) {
     using R = decltype(tag);
-    gather_kernel<R><<<grid_for(g.numel), kThreads, 0, current_stream()>>>(g, out.ptr<R>(), in.ptr<R>(),
-                                                                          index.ptr<int64_t>());
+    gather_kernel<R>
+        <<<grid_for(g.numel), kThreads, 0, current_stream()>>>(g, out.ptr<R>(), in.ptr<R>(), index.ptr<int64_t>());
     KILN_LAUNCH_CHECK("gather_kernel");
   });
 }
@@ -118,8 +118,8 @@ void CudaBackend::scatter(const View& self, const View& index, const View& src, 
   if (!accumulate) {
     by_width(self.dtype, [&](auto tag) {
       using R = decltype(tag);
-      scatter_kernel<R><<<grid_for(g.numel), kThreads, 0, current_stream()>>>(g, self.ptr<R>(), index.ptr<int64_t>(),
-                                                                             src.ptr<R>());
+      scatter_kernel<R>
+          <<<grid_for(g.numel), kThreads, 0, current_stream()>>>(g, self.ptr<R>(), index.ptr<int64_t>(), src.ptr<R>());
       KILN_LAUNCH_CHECK("scatter_kernel");
     });
     return;
@@ -127,7 +127,8 @@ void CudaBackend::scatter(const View& self, const View& index, const View& src, 
   dispatch_all(self.dtype, "scatter_add", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, uint8_t>) {
-      fail("scatter_add: ", dtype_name(self.dtype), " tensors have no atomic add on CUDA; convert to int32 or "
+      fail("scatter_add: ", dtype_name(self.dtype),
+           " tensors have no atomic add on CUDA; convert to int32 or "
            "int64 first");
     } else {
       // Atomics add in whatever order the threads arrive; under kiln::use_deterministic_algorithms

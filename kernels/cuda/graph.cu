@@ -73,8 +73,7 @@ void graph_capture_abort(void* handle) noexcept {
   // Nothing of the capture ran, so its pool and held-back blocks go back at once.
   try {
     release_pool(g->capture.device, g->capture.pool, default_stream(g->capture.device));
-  } catch (...) {
-  }
+  } catch (...) {}
   cudaFree(g->capture.offset_base);
   delete g;
 }
@@ -99,8 +98,7 @@ void graph_capture_end(void* handle) {
     g->graph = nullptr;
     try {
       release_pool(g->capture.device, g->capture.pool, default_stream(g->capture.device));
-    } catch (...) {
-    }
+    } catch (...) {}
     cudaFree(g->capture.offset_base);
     delete g;
     fail("CUDA graph: capture failed with ", cudaGetErrorName(e), " (", cudaGetErrorString(e),
@@ -128,8 +126,7 @@ void graph_destroy(void* handle) noexcept {
   if (g->graph) cudaGraphDestroy(g->graph);
   try {
     release_pool(g->capture.device, g->capture.pool, default_stream(g->capture.device));
-  } catch (...) {
-  }
+  } catch (...) {}
   if (cudaSetDevice(prev) != cudaSuccess) cudaGetLastError();
   cudaFree(g->capture.offset_base);
   delete g;

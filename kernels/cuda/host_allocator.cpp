@@ -8,9 +8,7 @@
 
 namespace kiln::kernels::cuda {
 
-size_t HostCachingAllocator::round_size(size_t nbytes) {
-  return std::max(kMinBlock, std::bit_ceil(nbytes));
-}
+size_t HostCachingAllocator::round_size(size_t nbytes) { return std::max(kMinBlock, std::bit_ceil(nbytes)); }
 
 HostCachingAllocator::~HostCachingAllocator() {
   // Process exit: the driver may already be gone, so the pinned memory and events are left to it.
@@ -68,8 +66,10 @@ void* HostCachingAllocator::allocate(size_t nbytes) {
     release_free_locked();
     p = raw_.malloc(size);
   }
-  KILN_CHECK(p, "pinned host memory: cannot page-lock ", nbytes, " bytes (", size, " rounded); "
-             "kiln holds ", stats_.reserved, " bytes of pinned memory (", stats_.allocated,
+  KILN_CHECK(p, "pinned host memory: cannot page-lock ", nbytes, " bytes (", size,
+             " rounded); "
+             "kiln holds ",
+             stats_.reserved, " bytes of pinned memory (", stats_.allocated,
              " in use) and released its unused cache. Free pinned tensors, or use pin_memory=false");
   auto* b = new Block{static_cast<char*>(p), size, true, {}, 0};
   blocks_[b->ptr] = b;
@@ -100,8 +100,7 @@ bool HostCachingAllocator::record_use(const void* ptr, uintptr_t stream) {
   std::lock_guard<std::mutex> lock(mu_);
   Block* b = find_locked(ptr);
   if (!b || !b->allocated) return false;
-  if (std::find(b->streams.begin(), b->streams.end(), stream) == b->streams.end())
-    b->streams.push_back(stream);
+  if (std::find(b->streams.begin(), b->streams.end(), stream) == b->streams.end()) b->streams.push_back(stream);
   return true;
 }
 

@@ -9,8 +9,8 @@ namespace {
 // An out-of-range target is recorded in `err` (the first one wins; the host reports it at its
 // next synchronisation) and gives a NaN loss instead of reading outside the row.
 template <class T>
-__global__ void nll_fwd(T* loss, T* wout, const T* logp, const int64_t* target, const T* w,
-                        int64_t n, int64_t c, int64_t ignore, DeviceError* err) {
+__global__ void nll_fwd(T* loss, T* wout, const T* logp, const int64_t* target, const T* w, int64_t n, int64_t c,
+                        int64_t ignore, DeviceError* err) {
   KILN_GRID_LOOP(i, n) {
     const int64_t k = target[i];
     if (k == ignore) {
@@ -35,8 +35,8 @@ __global__ void nll_fwd(T* loss, T* wout, const T* logp, const int64_t* target, 
 }
 
 template <class T>
-__global__ void nll_bwd(T* g, const T* gl, int64_t gl_stride, const int64_t* target, const T* w,
-                        int64_t n, int64_t c, int64_t ignore) {
+__global__ void nll_bwd(T* g, const T* gl, int64_t gl_stride, const int64_t* target, const T* w, int64_t n, int64_t c,
+                        int64_t ignore) {
   KILN_GRID_LOOP(i, n) {
     const int64_t k = target[i];
     if (k == ignore || k < 0 || k >= c) continue;  // out of range: reported by the forward
@@ -47,30 +47,30 @@ __global__ void nll_bwd(T* g, const T* gl, int64_t gl_stride, const int64_t* tar
 
 }  // namespace
 
-void CudaBackend::nll_forward(const View& loss, const View& weight_out, const View& logp,
-                              const View& target, const View& weight, int64_t ignore_index) {
+void CudaBackend::nll_forward(const View& loss, const View& weight_out, const View& logp, const View& target,
+                              const View& weight, int64_t ignore_index) {
   dispatch_float(logp.dtype, "nll_loss", [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = logp.sizes[0], c = logp.sizes[1];
     if (!n) return;
     check_device_errors();  // one recorded by an earlier call (a host read, no synchronisation)
-    nll_fwd<T><<<grid_for(n), kThreads, 0, current_stream()>>>(
-        loss.ptr<T>(), weight_out.ptr<T>(), logp.ptr<T>(), target.ptr<int64_t>(), weight.ptr<T>(), n,
-        c, ignore_index, device_error_slot());
+    nll_fwd<T><<<grid_for(n), kThreads, 0, current_stream()>>>(loss.ptr<T>(), weight_out.ptr<T>(), logp.ptr<T>(),
+                                                               target.ptr<int64_t>(), weight.ptr<T>(), n, c,
+                                                               ignore_index, device_error_slot());
     KILN_LAUNCH_CHECK("nll_fwd");
   });
 }
 
-void CudaBackend::nll_backward(const View& grad_logp, const View& grad_loss, const View& target,
-                               const View& weight, int64_t ignore_index) {
+void CudaBackend::nll_backward(const View& grad_logp, const View& grad_loss, const View& target, const View& weight,
+                               int64_t ignore_index) {
   dispatch_float(grad_logp.dtype, "nll_loss backward", [&](auto tag) {
     using T = decltype(tag);
     fill(grad_logp, 0.0);
     const int64_t n = grad_logp.sizes[0], c = grad_logp.sizes[1];
     if (!n) return;
     nll_bwd<T><<<grid_for(n), kThreads, 0, current_stream()>>>(
-        grad_logp.ptr<T>(), grad_loss.ptr<T>(), grad_loss.ndim > 0 ? grad_loss.strides[0] : 0,
-        target.ptr<int64_t>(), weight.ptr<T>(), n, c, ignore_index);
+        grad_logp.ptr<T>(), grad_loss.ptr<T>(), grad_loss.ndim > 0 ? grad_loss.strides[0] : 0, target.ptr<int64_t>(),
+        weight.ptr<T>(), n, c, ignore_index);
     KILN_LAUNCH_CHECK("nll_bwd");
   });
 }

@@ -45,9 +45,8 @@ cudaDataType_t cuda_type(DType t) {
 }
 
 template <class T>
-__global__ void matmul_int_kernel(T* c, const T* a, const T* b, int64_t B, int64_t M, int64_t N,
-                                  int64_t K, int64_t sa0, int64_t sa1, int64_t sa2, int64_t sb0,
-                                  int64_t sb1, int64_t sb2, bool accumulate) {
+__global__ void matmul_int_kernel(T* c, const T* a, const T* b, int64_t B, int64_t M, int64_t N, int64_t K, int64_t sa0,
+                                  int64_t sa1, int64_t sa2, int64_t sb0, int64_t sb1, int64_t sb2, bool accumulate) {
   const int64_t total = B * M * N, stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     const int64_t n = i % N, m = (i / N) % M, bi = i / (M * N);
@@ -69,8 +68,8 @@ void CudaBackend::matmul(const View& out, const View& a, const View& b, double b
       using T = decltype(tag);
       if constexpr (std::is_same_v<T, int32_t> || std::is_same_v<T, int64_t>) {
         matmul_int_kernel<T><<<grid_for(B * M * N), kThreads, 0, current_stream()>>>(
-            out.ptr<T>(), a.ptr<T>(), b.ptr<T>(), B, M, N, K, a.strides[0], a.strides[1],
-            a.strides[2], b.strides[0], b.strides[1], b.strides[2], beta != 0);
+            out.ptr<T>(), a.ptr<T>(), b.ptr<T>(), B, M, N, K, a.strides[0], a.strides[1], a.strides[2], b.strides[0],
+            b.strides[1], b.strides[2], beta != 0);
         KILN_LAUNCH_CHECK("matmul_int");
       }
     });
@@ -83,8 +82,7 @@ void CudaBackend::matmul(const View& out, const View& a, const View& b, double b
   const cudaDataType_t type = cuda_type(out.dtype);
   const size_t esize = element_size(out.dtype);
   // Operands cuBLAS cannot read in place are packed into dense [B, rows, cols] copies.
-  auto prepare = [&](const View& v, int64_t rows, int64_t cols, std::optional<Workspace>& ws,
-                     Operand* o) {
+  auto prepare = [&](const View& v, int64_t rows, int64_t cols, std::optional<Workspace>& ws, Operand* o) {
     if (as_transposed(v, rows, cols, o) && o->batch_stride >= 0) return;
     ws.emplace(size_t(v.sizes[0] * rows * cols) * esize);
     View dense = v;
@@ -111,10 +109,9 @@ void CudaBackend::matmul(const View& out, const View& a, const View& b, double b
   // CUBLAS_COMPUTE_32F with the default math mode never uses TF32 for f32 inputs.
   const cublasComputeType_t compute = f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F;
   // C^T [N, M] = op(B^T) [N, K] * op(A^T) [K, M].
-  KILN_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-      h, ob.op, oa.op, int(N), int(M), int(K), alpha, ob.ptr, type, int(ob.ld), ob.batch_stride,
-      oa.ptr, type, int(oa.ld), oa.batch_stride, betap, out.data, type, int(N), M * N, int(B),
-      compute, CUBLAS_GEMM_DEFAULT));
+  KILN_CUBLAS_CHECK(cublasGemmStridedBatchedEx(h, ob.op, oa.op, int(N), int(M), int(K), alpha, ob.ptr, type, int(ob.ld),
+                                               ob.batch_stride, oa.ptr, type, int(oa.ld), oa.batch_stride, betap,
+                                               out.data, type, int(N), M * N, int(B), compute, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace kiln::kernels::cuda

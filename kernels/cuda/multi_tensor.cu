@@ -27,7 +27,7 @@
 namespace kiln::kernels::cuda {
 namespace {
 
-constexpr int64_t kMinChunk = 2048;   // a multiple of 8: chunk starts keep 16-byte alignment
+constexpr int64_t kMinChunk = 2048;  // a multiple of 8: chunk starts keep 16-byte alignment
 constexpr int64_t kMaxChunk = 65536;
 constexpr int64_t kTargetBlocks = 1024;  // ~4 resident blocks of 512 threads per SM, twice over
 constexpr int kMtThreads = 512;
@@ -53,9 +53,8 @@ struct TensorLists {
   uint16_t block_tensor[kMaxBlocks];
   int block_chunk[kMaxBlocks];
 };
-static_assert(sizeof(TensorLists<1>) < 24576 && sizeof(TensorLists<2>) < 24576 &&
-              sizeof(TensorLists<3>) < 24576 && sizeof(TensorLists<4>) < 24576 &&
-              sizeof(TensorLists<5>) < 24576,
+static_assert(sizeof(TensorLists<1>) < 24576 && sizeof(TensorLists<2>) < 24576 && sizeof(TensorLists<3>) < 24576 &&
+                  sizeof(TensorLists<4>) < 24576 && sizeof(TensorLists<5>) < 24576,
               "multi-tensor kernel arguments must leave room for the op under the 32 KiB limit");
 static_assert(max_tensors(1) <= 65535, "block_tensor holds tensor numbers in 16 bits");
 
@@ -86,17 +85,15 @@ int64_t for_each_launch(const std::vector<std::array<void*, D>>& ptrs, const std
 }
 
 template <int D, class Op>
-__global__ void __launch_bounds__(kMtThreads) multi_tensor_kernel(const __grid_constant__ TensorLists<D> l, Op op,
-                                                                  int64_t first) {
+__global__ void __launch_bounds__(kMtThreads)
+    multi_tensor_kernel(const __grid_constant__ TensorLists<D> l, Op op, int64_t first) {
   const int t = l.block_tensor[blockIdx.x];
   const int64_t start = int64_t(l.block_chunk[blockIdx.x]) * l.chunk;
   const int64_t left = l.numel[t] - start;
   op(l, t, start, left < l.chunk ? left : l.chunk, first + blockIdx.x);
 }
 
-__device__ __forceinline__ bool dev_aligned16(const void* p) {
-  return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
-}
+__device__ __forceinline__ bool dev_aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 template <class T, int D>
 __device__ __forceinline__ T* list_ptr(const TensorLists<D>& l, int d, int t, int64_t start) {
@@ -122,8 +119,7 @@ struct AdamOp {
     T* v = list_ptr<T>(l, 3, t, start);
     T* x = Ams ? list_ptr<T>(l, D - 1, t, start) : nullptr;
     int64_t done = 0;
-    if (dev_aligned16(w) && dev_aligned16(g) && dev_aligned16(m) && dev_aligned16(v) &&
-        (!Ams || dev_aligned16(x))) {
+    if (dev_aligned16(w) && dev_aligned16(g) && dev_aligned16(m) && dev_aligned16(v) && (!Ams || dev_aligned16(x))) {
       const int64_t nvec = len / N;
       for (int64_t i = threadIdx.x; i < nvec; i += blockDim.x) {
         P wp = reinterpret_cast<const P*>(w)[i];
@@ -221,14 +217,15 @@ struct ScaleOp {
   opt_t<T> factor;
   const void* factor_ptr;  // one f32 or f64 on the device, or null: use `factor`
   bool factor_f64;
-  float* found_inf;        // may be null
+  float* found_inf;  // may be null
   bool write;
   __device__ void operator()(const TensorLists<1>& l, int t, int64_t start, int64_t len, int64_t) const {
     using C = opt_t<T>;
     constexpr int N = 16 / sizeof(T);
     using P = Pack<T, N>;
     C f = factor;
-    if (factor_ptr) f = factor_f64 ? C(*static_cast<const double*>(factor_ptr)) : C(*static_cast<const float*>(factor_ptr));
+    if (factor_ptr)
+      f = factor_f64 ? C(*static_cast<const double*>(factor_ptr)) : C(*static_cast<const float*>(factor_ptr));
     T* p = list_ptr<T>(l, 0, t, start);
     bool bad = false;
     int64_t done = 0;
@@ -265,8 +262,10 @@ __device__ __forceinline__ A nan_max(A a, A b) {
 
 template <bool Inf, class A>
 __device__ __forceinline__ A combine(A a, A b) {
-  if constexpr (Inf) return nan_max(a, b);
-  else return a + b;
+  if constexpr (Inf)
+    return nan_max(a, b);
+  else
+    return a + b;
 }
 
 // The block's combined value in thread 0 (blockDim.x a multiple of 32, at most 1024).
@@ -325,8 +324,8 @@ __global__ void __launch_bounds__(1024) norm_finish(const double* __restrict__ p
 }
 
 // GradScaler's scale update (Backend::update_scale), one thread: the scale never leaves the device.
-__global__ void update_scale_kernel(float* scale, float* inv_scale, int32_t* tracker, float* found_inf,
-                                    double growth, double backoff, int64_t interval) {
+__global__ void update_scale_kernel(float* scale, float* inv_scale, int32_t* tracker, float* found_inf, double growth,
+                                    double backoff, int64_t interval) {
   float s = *scale;
   if (*found_inf != 0.0f) {
     s = float(double(s) * backoff);
@@ -356,8 +355,7 @@ std::vector<std::pair<DType, std::vector<size_t>>> by_dtype(std::span<const View
   for (auto& [dt, idx] : groups) covered += idx.size();
   if (covered != views.size()) {
     for (const View& v : views)
-      KILN_CHECK(is_floating(v.dtype), op, ": expected floating-point tensors, got one of dtype ",
-                 dtype_name(v.dtype));
+      KILN_CHECK(is_floating(v.dtype), op, ": expected floating-point tensors, got one of dtype ", dtype_name(v.dtype));
   }
   return groups;
 }
@@ -373,9 +371,9 @@ void gather(const std::array<std::span<const View>, D>& lists, const std::vector
     std::array<void*, D> row{};
     for (int d = 0; d < D; ++d) {
       const View& v = lists[size_t(d)][i];
-      KILN_CHECK(v.numel() == first.numel() && v.dtype == first.dtype, op, ": tensor ", i, " of list ",
-                 d, " has ", v.numel(), " elements of ", dtype_name(v.dtype), ", expected ",
-                 first.numel(), " of ", dtype_name(first.dtype));
+      KILN_CHECK(v.numel() == first.numel() && v.dtype == first.dtype, op, ": tensor ", i, " of list ", d, " has ",
+                 v.numel(), " elements of ", dtype_name(v.dtype), ", expected ", first.numel(), " of ",
+                 dtype_name(first.dtype));
       KILN_CHECK(v.is_contiguous(), op, ": tensor ", i, " of list ", d, " is not dense");
       KILN_CHECK(v.data || v.numel() == 0, op, ": tensor ", i, " of list ", d, " has no data");
       row[size_t(d)] = v.data;
@@ -417,16 +415,15 @@ void increment_steps(std::span<const View> steps, size_t n, const float* found_i
   KILN_CHECK(steps.size() == n, op, ": ", steps.size(), " step counts for ", n, " tensors");
   std::vector<size_t> all(n);
   for (size_t i = 0; i < n; ++i) {
-    KILN_CHECK(steps[i].numel() == 1 && steps[i].dtype == DType::f32 && steps[i].data, op,
-               ": step count ", i, " must be one f32 on the device");
+    KILN_CHECK(steps[i].numel() == 1 && steps[i].dtype == DType::f32 && steps[i].data, op, ": step count ", i,
+               " must be one f32 on the device");
     all[i] = i;
   }
   run<1>({steps}, all, StepCountOp{found_inf}, op, kMinChunk);
 }
 
 void check_lengths(const char* op, size_t n, std::initializer_list<size_t> others) {
-  for (size_t m : others)
-    KILN_CHECK(m == n, op, ": the tensor lists differ in length (", n, " and ", m, ")");
+  for (size_t m : others) KILN_CHECK(m == n, op, ": the tensor lists differ in length (", n, " and ", m, ")");
 }
 
 }  // namespace
@@ -466,8 +463,10 @@ void CudaBackend::sgd_step_multi(const SgdParams& p, std::span<const View> param
     dispatch_float(dt, op, [&](auto tag) {
       using T = decltype(tag);
       const SgdArgs<opt_t<T>> a(p);
-      if (mom) run<3>({params, grads, momentum_buffers}, idx, SgdOp<T, true>{a}, op, chunk);
-      else run<2>({params, grads}, idx, SgdOp<T, false>{a}, op, chunk);
+      if (mom)
+        run<3>({params, grads, momentum_buffers}, idx, SgdOp<T, true>{a}, op, chunk);
+      else
+        run<2>({params, grads}, idx, SgdOp<T, false>{a}, op, chunk);
     });
   }
 }
@@ -476,7 +475,7 @@ void CudaBackend::scale_and_check_multi(std::span<const View> tensors, double fa
                                         const View& found_inf) {
   const char* op = "scale_and_check (multi-tensor)";
   KILN_CHECK(!factor_tensor.data || (factor_tensor.numel() == 1 &&
-             (factor_tensor.dtype == DType::f32 || factor_tensor.dtype == DType::f64)),
+                                     (factor_tensor.dtype == DType::f32 || factor_tensor.dtype == DType::f64)),
              op, ": the factor tensor must hold one f32 or f64 value");
   KILN_CHECK(!found_inf.data || (found_inf.numel() == 1 && found_inf.dtype == DType::f32), op,
              ": found_inf must be a one-element f32 tensor");
@@ -485,8 +484,8 @@ void CudaBackend::scale_and_check_multi(std::span<const View> tensors, double fa
   for (auto& [dt, idx] : by_dtype(tensors, op)) {
     dispatch_float(dt, op, [&](auto tag) {
       using T = decltype(tag);
-      ScaleOp<T> s{opt_t<T>(factor), factor_tensor.data, factor_tensor.dtype == DType::f64,
-                   found_inf.ptr<float>(), write};
+      ScaleOp<T> s{opt_t<T>(factor), factor_tensor.data, factor_tensor.dtype == DType::f64, found_inf.ptr<float>(),
+                   write};
       run<1>({tensors}, idx, s, op, chunk);
     });
   }
@@ -506,16 +505,20 @@ void CudaBackend::norm_multi(std::span<const View> tensors, double order, const 
   for (auto& [dt, idx] : by_dtype(tensors, op)) {
     dispatch_float(dt, op, [&](auto tag) {
       using T = decltype(tag);
-      if (inf) first = run<1>({tensors}, idx, NormOp<T, true>{partial.as<double>()}, op, chunk, first);
-      else first = run<1>({tensors}, idx, NormOp<T, false>{partial.as<double>()}, op, chunk, first);
+      if (inf)
+        first = run<1>({tensors}, idx, NormOp<T, true>{partial.as<double>()}, op, chunk, first);
+      else
+        first = run<1>({tensors}, idx, NormOp<T, false>{partial.as<double>()}, op, chunk, first);
     });
   }
   cudaStream_t s = current_stream();
   dispatch_float(out.dtype, op, [&](auto tag) {
     using O = decltype(tag);
     if constexpr (std::is_same_v<O, float> || std::is_same_v<O, double>) {
-      if (inf) norm_finish<O, true><<<1, 1024, 0, s>>>(partial.as<double>(), first, out.ptr<O>());
-      else norm_finish<O, false><<<1, 1024, 0, s>>>(partial.as<double>(), first, out.ptr<O>());
+      if (inf)
+        norm_finish<O, true><<<1, 1024, 0, s>>>(partial.as<double>(), first, out.ptr<O>());
+      else
+        norm_finish<O, false><<<1, 1024, 0, s>>>(partial.as<double>(), first, out.ptr<O>());
       KILN_LAUNCH_CHECK("norm_finish");
     }
   });
@@ -529,8 +532,8 @@ void CudaBackend::update_scale(const View& scale, const View& inv_scale, const V
   KILN_CHECK(growth_tracker.numel() == 1 && growth_tracker.dtype == DType::i32 && growth_tracker.data,
              "update_scale: growth_tracker must be one i32 on the device");
   update_scale_kernel<<<1, 1, 0, current_stream()>>>(scale.ptr<float>(), inv_scale.ptr<float>(),
-                                                     growth_tracker.ptr<int32_t>(), found_inf.ptr<float>(),
-                                                     growth, backoff, growth_interval);
+                                                     growth_tracker.ptr<int32_t>(), found_inf.ptr<float>(), growth,
+                                                     backoff, growth_interval);
   KILN_LAUNCH_CHECK("update_scale");
 }
 

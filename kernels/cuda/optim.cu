@@ -8,8 +8,8 @@ namespace kiln::kernels::cuda {
 namespace {
 
 template <class T>
-__global__ void adam_kernel(AdamArgs<T> a, T* __restrict__ w, const T* __restrict__ g,
-                            T* __restrict__ m, T* __restrict__ v, T* __restrict__ vmax, int64_t n) {
+__global__ void adam_kernel(AdamArgs<T> a, T* __restrict__ w, const T* __restrict__ g, T* __restrict__ m,
+                            T* __restrict__ v, T* __restrict__ vmax, int64_t n) {
   using C = typename AdamArgs<T>::C;
   KILN_GRID_LOOP(i, n) {
     C wi = C(load_c(w[i])), mi = C(load_c(m[i])), vi = C(load_c(v[i]));
@@ -25,8 +25,7 @@ __global__ void adam_kernel(AdamArgs<T> a, T* __restrict__ w, const T* __restric
 // f32 with every pointer 16-byte aligned: four elements per 16-byte load and store of each
 // tensor (param, grad, m, v in flight together), the n % 4 tail element by element.
 __global__ void adam_kernel_f32x4(AdamArgs<float> a, float* __restrict__ w, const float* __restrict__ g,
-                                  float* __restrict__ m, float* __restrict__ v, float* __restrict__ vmax,
-                                  int64_t n) {
+                                  float* __restrict__ m, float* __restrict__ v, float* __restrict__ vmax, int64_t n) {
   using P = Pack<float, 4>;
   const int64_t n4 = n / 4;
   KILN_GRID_LOOP(i, n4) {
@@ -52,8 +51,7 @@ __global__ void adam_kernel_f32x4(AdamArgs<float> a, float* __restrict__ w, cons
 }
 
 template <class T>
-__global__ void sgd_kernel(SgdParams p, T* __restrict__ w, const T* __restrict__ g, T* __restrict__ buf,
-                           int64_t n) {
+__global__ void sgd_kernel(SgdParams p, T* __restrict__ w, const T* __restrict__ g, T* __restrict__ buf, int64_t n) {
   using C = opt_t<T>;
   const SgdArgs<C> a(p);
   KILN_GRID_LOOP(i, n) {
@@ -67,8 +65,8 @@ __global__ void sgd_kernel(SgdParams p, T* __restrict__ w, const T* __restrict__
 
 }  // namespace
 
-void CudaBackend::adam_step(const AdamParams& p, const View& param, const View& grad,
-                            const View& exp_avg, const View& exp_avg_sq, const View& max_exp_avg_sq) {
+void CudaBackend::adam_step(const AdamParams& p, const View& param, const View& grad, const View& exp_avg,
+                            const View& exp_avg_sq, const View& max_exp_avg_sq) {
   dispatch_float(param.dtype, "adam", [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = param.numel();
@@ -78,8 +76,8 @@ void CudaBackend::adam_step(const AdamParams& p, const View& param, const View& 
     const T* g = grad.ptr<T>();
     if constexpr (std::is_same_v<T, float>) {
       if (aligned16(w) && aligned16(g) && aligned16(m) && aligned16(v) && (!p.amsgrad || aligned16(vmax))) {
-        adam_kernel_f32x4<<<grid_for(std::max<int64_t>(n / 4, 1)), kThreads, 0, current_stream()>>>(
-            a, w, g, m, v, vmax, n);
+        adam_kernel_f32x4<<<grid_for(std::max<int64_t>(n / 4, 1)), kThreads, 0, current_stream()>>>(a, w, g, m, v, vmax,
+                                                                                                    n);
         KILN_LAUNCH_CHECK("adam (f32x4)");
         return;
       }
@@ -89,14 +87,13 @@ void CudaBackend::adam_step(const AdamParams& p, const View& param, const View& 
   });
 }
 
-void CudaBackend::sgd_step(const SgdParams& p, const View& param, const View& grad,
-                           const View& momentum_buffer) {
+void CudaBackend::sgd_step(const SgdParams& p, const View& param, const View& grad, const View& momentum_buffer) {
   dispatch_float(param.dtype, "sgd", [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = param.numel();
     if (!n) return;
-    sgd_kernel<T><<<grid_for(n), kThreads, 0, current_stream()>>>(p, param.ptr<T>(), grad.ptr<T>(),
-                                                                   momentum_buffer.ptr<T>(), n);
+    sgd_kernel<T>
+        <<<grid_for(n), kThreads, 0, current_stream()>>>(p, param.ptr<T>(), grad.ptr<T>(), momentum_buffer.ptr<T>(), n);
     KILN_LAUNCH_CHECK("sgd");
   });
 }

@@ -11,7 +11,8 @@
 namespace kiln::kernels::cuda {
 
 // The arithmetic type of the optimizer math for storage type T.
-template <class T> using opt_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+template <class T>
+using opt_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 template <class T>
 struct AdamArgs {
@@ -53,8 +54,10 @@ template <class C, class Args>
 __device__ __forceinline__ void adam_update(const Args& a, C& wi, C gi, C& mi, C& vi, C* vmax) {
   if (a.maximize) gi = -gi;
   if (a.wd != C(0)) {
-    if (a.decoupled) wi = wi * (C(1) - a.lr * a.wd);
-    else gi = gi + a.wd * wi;
+    if (a.decoupled)
+      wi = wi * (C(1) - a.lr * a.wd);
+    else
+      gi = gi + a.wd * wi;
   }
   mi = mi + (gi - mi) * (C(1) - a.b1);
   vi = vi * a.b2 + (C(1) - a.b2) * gi * gi;
@@ -73,8 +76,14 @@ struct SgdArgs {
   bool nesterov, maximize, first_step;
   const float* found_inf;  // as in AdamArgs
   __host__ __device__ explicit SgdArgs(const SgdParams& p)
-      : lr(C(p.lr)), mom(C(p.momentum)), damp(C(p.dampening)), wd(C(p.weight_decay)),
-        nesterov(p.nesterov), maximize(p.maximize), first_step(p.first_step), found_inf(p.found_inf) {}
+      : lr(C(p.lr)),
+        mom(C(p.momentum)),
+        damp(C(p.dampening)),
+        wd(C(p.weight_decay)),
+        nesterov(p.nesterov),
+        maximize(p.maximize),
+        first_step(p.first_step),
+        found_inf(p.found_inf) {}
 };
 
 // One element of the SGD update; bi is the momentum buffer (read unless first_step, written

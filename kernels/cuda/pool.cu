@@ -84,14 +84,13 @@ __global__ void avg_pool_bwd(Pool2dParams p, T* gx, const T* gy) {
 
 }  // namespace
 
-void CudaBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices,
-                                     const View& in) {
+void CudaBackend::max_pool2d_forward(const Pool2dParams& p, const View& out, const View& indices, const View& in) {
   dispatch_float(in.dtype, "max_pool2d", [&](auto tag) {
     using T = decltype(tag);
     const int64_t total = p.n * p.c * p.h_out * p.w_out;
     if (!total) return;
-    max_pool_fwd<T><<<grid_for(total), kThreads, 0, current_stream()>>>(p, out.ptr<T>(),
-                                                                         indices.ptr<int64_t>(), in.ptr<T>());
+    max_pool_fwd<T>
+        <<<grid_for(total), kThreads, 0, current_stream()>>>(p, out.ptr<T>(), indices.ptr<int64_t>(), in.ptr<T>());
     KILN_LAUNCH_CHECK("max_pool_fwd");
   });
 }
@@ -103,8 +102,8 @@ void CudaBackend::max_pool2d_backward(const Pool2dParams& p, const View& grad_in
     fill(grad_in, 0.0);
     const int64_t total = p.n * p.c * p.h_out * p.w_out;
     if (!total) return;
-    max_pool_bwd<T><<<grid_for(total), kThreads, 0, current_stream()>>>(
-        p, grad_in.ptr<T>(), grad_out.ptr<T>(), indices.ptr<int64_t>());
+    max_pool_bwd<T><<<grid_for(total), kThreads, 0, current_stream()>>>(p, grad_in.ptr<T>(), grad_out.ptr<T>(),
+                                                                        indices.ptr<int64_t>());
     KILN_LAUNCH_CHECK("max_pool_bwd");
   });
 }
@@ -125,8 +124,7 @@ void CudaBackend::avg_pool2d_backward(const Pool2dParams& p, const View& grad_in
     fill(grad_in, 0.0);
     const int64_t total = p.n * p.c * p.h_out * p.w_out;
     if (!total) return;
-    avg_pool_bwd<T><<<grid_for(total), kThreads, 0, current_stream()>>>(p, grad_in.ptr<T>(),
-                                                                        grad_out.ptr<T>());
+    avg_pool_bwd<T><<<grid_for(total), kThreads, 0, current_stream()>>>(p, grad_in.ptr<T>(), grad_out.ptr<T>());
     KILN_LAUNCH_CHECK("avg_pool_bwd");
   });
 }

@@ -47,8 +47,7 @@ Split split_dims(const View& out, const View& in) {
   return s;
 }
 
-__device__ __forceinline__ int64_t offset_of(int64_t linear, int n, const int64_t* sizes,
-                                             const int64_t* strides) {
+__device__ __forceinline__ int64_t offset_of(int64_t linear, int n, const int64_t* sizes, const int64_t* strides) {
   if (n == 1) return linear * strides[0];
   int64_t off = 0;
   for (int d = n - 1; d >= 0; --d) {
@@ -60,24 +59,34 @@ __device__ __forceinline__ int64_t offset_of(int64_t linear, int n, const int64_
 
 template <class A>
 __device__ __forceinline__ bool is_nan(A v) {
-  if constexpr (std::is_floating_point_v<A>) return v != v;
-  else return false;
+  if constexpr (std::is_floating_point_v<A>)
+    return v != v;
+  else
+    return false;
 }
 
 struct SumOp {
-  template <class A> __device__ __forceinline__ A operator()(A a, A b) const { return a + b; }
+  template <class A>
+  __device__ __forceinline__ A operator()(A a, A b) const {
+    return a + b;
+  }
 };
 struct ProdOp {
-  template <class A> __device__ __forceinline__ A operator()(A a, A b) const { return a * b; }
+  template <class A>
+  __device__ __forceinline__ A operator()(A a, A b) const {
+    return a * b;
+  }
 };
 struct MaxOp {
-  template <class A> __device__ __forceinline__ A operator()(A a, A b) const {
+  template <class A>
+  __device__ __forceinline__ A operator()(A a, A b) const {
     if (is_nan(a) || is_nan(b)) return is_nan(a) ? a : b;
     return a > b ? a : b;
   }
 };
 struct MinOp {
-  template <class A> __device__ __forceinline__ A operator()(A a, A b) const {
+  template <class A>
+  __device__ __forceinline__ A operator()(A a, A b) const {
     if (is_nan(a) || is_nan(b)) return is_nan(a) ? a : b;
     return a < b ? a : b;
   }
@@ -115,16 +124,15 @@ struct ReduceGeom {
 // Reduces p[r0, r1) (stride 1) into one value per calling thread: t is the thread's index among
 // nt cooperating threads. Packs of 16 bytes from the first aligned address; 4 packs in flight.
 template <class T, class A, class Op>
-__device__ __forceinline__ A contiguous_partial(const T* __restrict__ p, int64_t r0, int64_t r1, int t,
-                                                int nt, Op op, A init) {
+__device__ __forceinline__ A contiguous_partial(const T* __restrict__ p, int64_t r0, int64_t r1, int t, int nt, Op op,
+                                                A init) {
   constexpr int N = 16 / sizeof(T);
   using P = Pack<T, N>;
   A acc = init;
   const T* q = p + r0;
   const int64_t len = r1 - r0;
   if (len <= 0) return acc;
-  const int64_t head =
-      min(len, int64_t(((16 - (reinterpret_cast<uintptr_t>(q) & 15)) & 15) / sizeof(T)));
+  const int64_t head = min(len, int64_t(((16 - (reinterpret_cast<uintptr_t>(q) & 15)) & 15) / sizeof(T)));
   if (t < head) acc = op(acc, A(load_c(q[t])));
   const int64_t nvec = (len - head) / N;
   const P* v = reinterpret_cast<const P*>(q + head);
@@ -166,8 +174,7 @@ __global__ void reduce_warps(const T* __restrict__ in, T* out, ReduceGeom g, Op 
 // Block (k, split): reduces in[base(k) + offset(r)] for r in the split's chunk.
 // out_final: the T output (splits == 1); out_partial: A partials [kept, splits] otherwise.
 template <class T, class A, class Op>
-__global__ void reduce_blocks(const T* __restrict__ in, T* out_final, A* out_partial, ReduceGeom g,
-                              Op op, A init) {
+__global__ void reduce_blocks(const T* __restrict__ in, T* out_final, A* out_partial, ReduceGeom g, Op op, A init) {
   for (int64_t k = blockIdx.x; k < g.kept; k += gridDim.x) {
     const int64_t base = offset_of(k, g.nk, g.ksizes, g.kstrides);
     const int64_t r0 = int64_t(blockIdx.y) * g.chunk;
@@ -192,15 +199,16 @@ __global__ void reduce_blocks(const T* __restrict__ in, T* out_final, A* out_par
     }
     acc = block_reduce(acc, op, init);
     if (threadIdx.x == 0) {
-      if (out_partial) out_partial[k * g.splits + blockIdx.y] = acc;
-      else out_final[k] = store_c<T>(acc);
+      if (out_partial)
+        out_partial[k * g.splits + blockIdx.y] = acc;
+      else
+        out_final[k] = store_c<T>(acc);
     }
   }
 }
 
 template <class T, class A, class Op>
-__global__ void combine_partials(const A* __restrict__ partial, T* out, int64_t kept, int splits,
-                                 Op op, A init) {
+__global__ void combine_partials(const A* __restrict__ partial, T* out, int64_t kept, int splits, Op op, A init) {
   for (int64_t k = blockIdx.x; k < kept; k += gridDim.x) {
     A acc = init;
     for (int i = threadIdx.x; i < splits; i += blockDim.x) acc = op(acc, partial[k * splits + i]);
@@ -216,8 +224,7 @@ __global__ void reduce_columns(const T* __restrict__ in, T* out, ReduceGeom g, O
   for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < g.kept; k += stride) {
     const int64_t base = offset_of(k, g.nk, g.ksizes, g.kstrides);
     A acc = init;
-    for (int64_t r = 0; r < g.red; ++r)
-      acc = op(acc, A(load_c(in[base + offset_of(r, g.nr, g.rsizes, g.rstrides)])));
+    for (int64_t r = 0; r < g.red; ++r) acc = op(acc, A(load_c(in[base + offset_of(r, g.nr, g.rsizes, g.rstrides)])));
     out[k] = store_c<T>(acc);
   }
 }
@@ -251,8 +258,8 @@ void run_reduce(const View& out, const View& in, Op op, A init) {
   const T* src = in.ptr<T>();
   T* dst = out.ptr<T>();
   const int sms = sm_count();
-  const bool columns = s.nk > 0 && s.kstrides[s.nk - 1] == 1 && s.nr > 0 && s.rstrides[s.nr - 1] != 1 &&
-                       g.kept >= int64_t(sms) * 32;
+  const bool columns =
+      s.nk > 0 && s.kstrides[s.nk - 1] == 1 && s.nr > 0 && s.rstrides[s.nr - 1] != 1 && g.kept >= int64_t(sms) * 32;
   if (columns) {
     reduce_columns<T, A><<<grid_for(g.kept), kThreads, 0, stream>>>(src, dst, g, op, init);
     KILN_LAUNCH_CHECK("reduce_columns");
@@ -285,17 +292,15 @@ void run_reduce(const View& out, const View& in, Op op, A init) {
     return;
   }
   Workspace partial(size_t(g.kept * splits) * sizeof(A));
-  reduce_blocks<T, A><<<dim3(gx, unsigned(splits)), threads, 0, stream>>>(src, dst, partial.as<A>(),
-                                                                          g, op, init);
+  reduce_blocks<T, A><<<dim3(gx, unsigned(splits)), threads, 0, stream>>>(src, dst, partial.as<A>(), g, op, init);
   KILN_LAUNCH_CHECK("reduce_blocks (split)");
   combine_partials<T, A><<<gx, 256, 0, stream>>>(partial.as<A>(), dst, g.kept, g.splits, op, init);
   KILN_LAUNCH_CHECK("combine_partials");
 }
 
 template <class T>
-__global__ void reduce_index_kernel(const T* __restrict__ in, T* values, int64_t* indices,
-                                    int64_t outer, int64_t n, int64_t st, int no,
-                                    Strided<1> og, bool want_max) {
+__global__ void reduce_index_kernel(const T* __restrict__ in, T* values, int64_t* indices, int64_t outer, int64_t n,
+                                    int64_t st, int no, Strided<1> og, bool want_max) {
   using C = acc_t<T>;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < outer; o += stride) {
@@ -343,11 +348,11 @@ void CudaBackend::reduce(ReduceOp op, const View& out, const View& in) {
         case ReduceOp::prod: return run_reduce<T, Acc>(out, in, ProdOp{}, Acc(1));
         // Floating maxima start at -inf, so a slice of -inf reduces to -inf (not -FLT_MAX).
         case ReduceOp::max:
-          return run_reduce<T, C>(out, in, MaxOp{}, is_float_v<T> ? -std::numeric_limits<C>::infinity()
-                                                                  : std::numeric_limits<C>::lowest());
+          return run_reduce<T, C>(
+              out, in, MaxOp{}, is_float_v<T> ? -std::numeric_limits<C>::infinity() : std::numeric_limits<C>::lowest());
         case ReduceOp::min:
-          return run_reduce<T, C>(out, in, MinOp{}, is_float_v<T> ? std::numeric_limits<C>::infinity()
-                                                                  : std::numeric_limits<C>::max());
+          return run_reduce<T, C>(out, in, MinOp{},
+                                  is_float_v<T> ? std::numeric_limits<C>::infinity() : std::numeric_limits<C>::max());
         default: break;
       }
       fail("reduce: op ", int(op), " is not defined for ", dtype_name(in.dtype));
@@ -355,8 +360,7 @@ void CudaBackend::reduce(ReduceOp op, const View& out, const View& in) {
   });
 }
 
-void CudaBackend::reduce_index(ReduceOp op, const View& values, const View& indices, const View& in,
-                               int dim) {
+void CudaBackend::reduce_index(ReduceOp op, const View& values, const View& indices, const View& in, int dim) {
   const bool want_max = op == ReduceOp::max || op == ReduceOp::argmax;
   dispatch_all(in.dtype, "reduce_index", [&](auto tag) {
     using T = decltype(tag);
@@ -377,8 +381,7 @@ void CudaBackend::reduce_index(ReduceOp op, const View& values, const View& indi
       const int64_t outer = rest.numel(), n = in.sizes[dim];
       if (outer == 0 || n == 0) return;
       reduce_index_kernel<T><<<grid_for(outer), kThreads, 0, current_stream()>>>(
-          in.ptr<T>(), values.ptr<T>(), indices.ptr<int64_t>(), outer, n, in.strides[dim], 0, og,
-          want_max);
+          in.ptr<T>(), values.ptr<T>(), indices.ptr<int64_t>(), outer, n, in.strides[dim], 0, og, want_max);
       KILN_LAUNCH_CHECK("reduce_index");
     }
   });

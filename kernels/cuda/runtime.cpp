@@ -111,8 +111,8 @@ class CudaRuntime final : public DeviceRuntime {
       DeviceSwitch on(device);
       int least = 0, greatest = 0;
       KILN_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-      KILN_CUDA_CHECK(cudaStreamCreateWithPriority(&pool.streams[i], cudaStreamNonBlocking,
-                                                   high_priority ? greatest : least));
+      KILN_CUDA_CHECK(
+          cudaStreamCreateWithPriority(&pool.streams[i], cudaStreamNonBlocking, high_priority ? greatest : least));
     }
     return pool.streams[i];
   }
@@ -205,9 +205,7 @@ class CudaRuntime final : public DeviceRuntime {
   }
   void graph_capture_end(GraphHandle graph) override { cuda::graph_capture_end(graph); }
   void graph_capture_abort(GraphHandle graph) noexcept override { cuda::graph_capture_abort(graph); }
-  void graph_replay(GraphHandle graph, StreamHandle stream) override {
-    cuda::graph_replay(graph, as_stream(stream));
-  }
+  void graph_replay(GraphHandle graph, StreamHandle stream) override { cuda::graph_replay(graph, as_stream(stream)); }
   void graph_destroy(GraphHandle graph) noexcept override { cuda::graph_destroy(graph); }
 
  private:

@@ -27,13 +27,16 @@ __device__ A block_all_reduce(A v, Op op) {
 }
 
 struct Add {
-  template <class A> __device__ A operator()(A a, A b) const { return a + b; }
+  template <class A>
+  __device__ A operator()(A a, A b) const {
+    return a + b;
+  }
 };
 
 // inner == 1, dim <= 32 * E: a warp per row, E elements per lane held in registers.
 template <class T, int E>
-__global__ void __launch_bounds__(128) softmax_rows_warp(T* __restrict__ y, const T* __restrict__ x,
-                                                         int64_t rows, int dim, bool log) {
+__global__ void __launch_bounds__(128)
+    softmax_rows_warp(T* __restrict__ y, const T* __restrict__ x, int64_t rows, int dim, bool log) {
   using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
@@ -173,8 +176,7 @@ __global__ void softmax_bwd_rows(T* gx, const T* gy, const T* y, int64_t rows, i
 }
 
 template <class T>
-__global__ void softmax_bwd_cols(T* gx, const T* gy, const T* y, int64_t outer, int64_t dim,
-                                 int64_t inner, bool log) {
+__global__ void softmax_bwd_cols(T* gx, const T* gy, const T* y, int64_t outer, int64_t dim, int64_t inner, bool log) {
   using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
   KILN_GRID_LOOP(c, outer * inner) {
     const int64_t base = (c / inner) * dim * inner + c % inner;
@@ -197,8 +199,8 @@ namespace {
 int row_threads(int64_t dim) { return dim <= 32 ? 32 : (dim <= 256 ? 64 : (dim <= 2048 ? 256 : 512)); }
 }  // namespace
 
-void CudaBackend::softmax_forward(const View& out, const View& in, int64_t outer, int64_t dim,
-                                  int64_t inner, bool log) {
+void CudaBackend::softmax_forward(const View& out, const View& in, int64_t outer, int64_t dim, int64_t inner,
+                                  bool log) {
   dispatch_float(in.dtype, "softmax", [&](auto tag) {
     using T = decltype(tag);
     if (outer * dim * inner == 0) return;
@@ -207,38 +209,42 @@ void CudaBackend::softmax_forward(const View& out, const View& in, int64_t outer
       constexpr int kWarps = 4;
       const unsigned blocks = unsigned(std::min<int64_t>((outer + kWarps - 1) / kWarps, int64_t(sm_count()) * 64));
       auto launch = [&](auto e) {
-        softmax_rows_warp<T, decltype(e)::value><<<blocks, 32 * kWarps, 0, s>>>(out.ptr<T>(), in.ptr<T>(), outer,
-                                                                                int(dim), log);
+        softmax_rows_warp<T, decltype(e)::value>
+            <<<blocks, 32 * kWarps, 0, s>>>(out.ptr<T>(), in.ptr<T>(), outer, int(dim), log);
       };
-      if (dim <= 32) launch(std::integral_constant<int, 1>{});
-      else if (dim <= 128) launch(std::integral_constant<int, 4>{});
-      else if (dim <= 256) launch(std::integral_constant<int, 8>{});
-      else if (dim <= 512) launch(std::integral_constant<int, 16>{});
-      else launch(std::integral_constant<int, 32>{});
+      if (dim <= 32)
+        launch(std::integral_constant<int, 1>{});
+      else if (dim <= 128)
+        launch(std::integral_constant<int, 4>{});
+      else if (dim <= 256)
+        launch(std::integral_constant<int, 8>{});
+      else if (dim <= 512)
+        launch(std::integral_constant<int, 16>{});
+      else
+        launch(std::integral_constant<int, 32>{});
     } else if (inner == 1) {
       const unsigned blocks = unsigned(std::min<int64_t>(outer, int64_t(sm_count()) * 32));
       softmax_rows<T><<<blocks, row_threads(dim), 0, s>>>(out.ptr<T>(), in.ptr<T>(), outer, dim, log);
     } else {
-      softmax_cols<T><<<grid_for(outer * inner), kThreads, 0, s>>>(out.ptr<T>(), in.ptr<T>(), outer,
-                                                                   dim, inner, log);
+      softmax_cols<T><<<grid_for(outer * inner), kThreads, 0, s>>>(out.ptr<T>(), in.ptr<T>(), outer, dim, inner, log);
     }
     KILN_LAUNCH_CHECK("softmax");
   });
 }
 
-void CudaBackend::softmax_backward(const View& grad_in, const View& grad_out, const View& out,
-                                   int64_t outer, int64_t dim, int64_t inner, bool log) {
+void CudaBackend::softmax_backward(const View& grad_in, const View& grad_out, const View& out, int64_t outer,
+                                   int64_t dim, int64_t inner, bool log) {
   dispatch_float(out.dtype, "softmax backward", [&](auto tag) {
     using T = decltype(tag);
     if (outer * dim * inner == 0) return;
     cudaStream_t s = current_stream();
     if (inner == 1) {
       const unsigned blocks = unsigned(std::min<int64_t>(outer, int64_t(sm_count()) * 32));
-      softmax_bwd_rows<T><<<blocks, row_threads(dim), 0, s>>>(grad_in.ptr<T>(), grad_out.ptr<T>(),
-                                                              out.ptr<T>(), outer, dim, log);
+      softmax_bwd_rows<T>
+          <<<blocks, row_threads(dim), 0, s>>>(grad_in.ptr<T>(), grad_out.ptr<T>(), out.ptr<T>(), outer, dim, log);
     } else {
-      softmax_bwd_cols<T><<<grid_for(outer * inner), kThreads, 0, s>>>(
-          grad_in.ptr<T>(), grad_out.ptr<T>(), out.ptr<T>(), outer, dim, inner, log);
+      softmax_bwd_cols<T><<<grid_for(outer * inner), kThreads, 0, s>>>(grad_in.ptr<T>(), grad_out.ptr<T>(),
+                                                                       out.ptr<T>(), outer, dim, inner, log);
     }
     KILN_LAUNCH_CHECK("softmax backward");
   });

@@ -12,12 +12,18 @@
 namespace kiln::kernels::cuda {
 namespace {
 
-#define KILN_GRID(i, n)                                                                         \
+#define KILN_GRID(i, n) \
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
 
 // Radix-sortable key type of each storage type.
-template <class T> struct key_of { using type = T; };
-template <> struct key_of<bool> { using type = uint8_t; };
+template <class T>
+struct key_of {
+  using type = T;
+};
+template <>
+struct key_of<bool> {
+  using type = uint8_t;
+};
 
 template <class T, class K>
 __global__ void prepare_keys(K* keys, int64_t* positions, int* offsets, const T* x, int64_t count, int64_t n,
@@ -26,11 +32,15 @@ __global__ void prepare_keys(K* keys, int64_t* positions, int* offsets, const T*
     T v = x[i];
     if constexpr (is_float_v<T>) {
       const auto c = load_c(v);
-      if (c != c) v = store_c<T>(NAN);
-      else if (c == decltype(c)(0)) v = store_c<T>(0.0f);
+      if (c != c)
+        v = store_c<T>(NAN);
+      else if (c == decltype(c)(0))
+        v = store_c<T>(0.0f);
     }
-    if constexpr (std::is_same_v<T, bool>) keys[i] = uint8_t(v);
-    else keys[i] = v;
+    if constexpr (std::is_same_v<T, bool>)
+      keys[i] = uint8_t(v);
+    else
+      keys[i] = v;
     positions[i] = i % n;
   }
   KILN_GRID(r, rows + 1) offsets[r] = int(r * n);
@@ -48,16 +58,16 @@ void sort_rows(T* values, int64_t* indices, const T* x, int64_t rows, int64_t n,
   const int64_t count = rows * n;
   Workspace keys_in(sizeof(K) * size_t(count)), keys_out(sizeof(K) * size_t(count));
   Workspace positions(sizeof(int64_t) * size_t(count)), offsets(sizeof(int) * size_t(rows + 1));
-  prepare_keys<T, K><<<grid_for(std::max(count, rows + 1)), kThreads, 0, s>>>(
-      keys_in.as<K>(), positions.as<int64_t>(), offsets.as<int>(), x, count, n, rows);
+  prepare_keys<T, K><<<grid_for(std::max(count, rows + 1)), kThreads, 0, s>>>(keys_in.as<K>(), positions.as<int64_t>(),
+                                                                              offsets.as<int>(), x, count, n, rows);
   KILN_LAUNCH_CHECK("prepare_keys");
   size_t temp_bytes = 0;
   auto run = [&](void* temp) {
     const int* off = offsets.as<int>();
     if (descending)
       return cub::DeviceSegmentedRadixSort::SortPairsDescending(temp, temp_bytes, keys_in.as<K>(), keys_out.as<K>(),
-                                                                positions.as<int64_t>(), indices, int(count),
-                                                                int(rows), off, off + 1, 0, int(sizeof(K) * 8), s);
+                                                                positions.as<int64_t>(), indices, int(count), int(rows),
+                                                                off, off + 1, 0, int(sizeof(K) * 8), s);
     return cub::DeviceSegmentedRadixSort::SortPairs(temp, temp_bytes, keys_in.as<K>(), keys_out.as<K>(),
                                                     positions.as<int64_t>(), indices, int(count), int(rows), off,
                                                     off + 1, 0, int(sizeof(K) * 8), s);

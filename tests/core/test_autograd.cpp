@@ -108,9 +108,7 @@ TEST_CASE("leaf gradients do not alias each other") {
 TEST_CASE("a forward pass that is never differentiated does not grow the tape forever") {
   autograd::clear_tape();
   auto w = ones({4}, {.requires_grad = true});
-  for (int i = 0; i < 20000; ++i) {
-    auto y = (w * 2).sum();
-  }
+  for (int i = 0; i < 20000; ++i) { auto y = (w * 2).sum(); }
   CHECK(autograd::tape_size() < 10000);
   autograd::clear_tape();
 }
@@ -139,6 +137,6 @@ TEST_CASE("two graphs on one tape: backward of one leaves the other intact") {
 TEST_CASE("a graph freed by an earlier backward is an error, not a silent zero gradient") {
   auto w = ones({2}, {.requires_grad = true});
   auto h = w * 2;
-  (h * 1.0).sum().backward();       // frees h's node
+  (h * 1.0).sum().backward();  // frees h's node
   CHECK_THROWS_WITH_AS((h * 5.0).sum().backward(), doctest::Contains("already freed"), Error);
 }

@@ -29,7 +29,7 @@ struct ConvCase {
 TEST_CASE("conv2d in bf16 matches f32: forward, input, weight and bias gradients") {
   manual_seed(5);
   const ConvCase cases[] = {
-      {2, 3, 9, 7, 6, 3, 1, 1, 1, 1},    // the reference CNN's shape of layer, odd sizes
+      {2, 3, 9, 7, 6, 3, 1, 1, 1, 1},  // the reference CNN's shape of layer, odd sizes
       {3, 8, 8, 8, 16, 3, 1, 1, 1, 1},
       {2, 6, 11, 10, 4, 3, 2, 0, 1, 2},  // strided, grouped, no padding
       {2, 5, 6, 7, 33, 1, 1, 0, 1, 1},   // pointwise
@@ -89,10 +89,7 @@ TEST_CASE("linear and matmul in bf16 match f32, with gradients") {
 }
 
 TEST_CASE("max_pool2d on bf16 picks the same maxima and positions as on f32, NaN and ties included") {
-  auto x = tensor(std::vector<float>{1, 3, 5, 5,
-                                     3, 2, 0, 4,
-                                     NAN, 7, 2, 2,
-                                     9, NAN, 2, 2}, {1, 1, 4, 4}).to(DType::bf16);
+  auto x = tensor(std::vector<float>{1, 3, 5, 5, 3, 2, 0, 4, NAN, 7, 2, 2, 9, NAN, 2, 2}, {1, 1, 4, 4}).to(DType::bf16);
   auto [y, idx] = max_pool2d_with_indices(x, {2, 2});
   auto yv = y.to_vector<float>();
   CHECK(yv[0] == 3);

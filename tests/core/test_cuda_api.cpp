@@ -26,8 +26,7 @@ void expect_no_gpu_error(F&& f, const std::string& what) {
     CHECK(msg.find(what) != std::string::npos);
     CHECK(msg.find("kiln::cuda::is_available()") != std::string::npos);
     const bool says_why = msg.find("no CUDA backend") != std::string::npos ||
-                          msg.find("no CUDA GPU") != std::string::npos ||
-                          msg.find("has none") != std::string::npos;
+                          msg.find("no CUDA GPU") != std::string::npos || msg.find("has none") != std::string::npos;
     CHECK(says_why);
   }
 }
@@ -49,7 +48,12 @@ TEST_CASE("cuda API without a GPU: clear errors, harmless no-ops" * doctest::ski
   expect_no_gpu_error([] { cuda::default_stream(); }, "default_stream");
   expect_no_gpu_error([] { cuda::memory_stats(); }, "memory_stats");
   expect_no_gpu_error([] { cuda::host_memory_stats(); }, "host_memory_stats");
-  expect_no_gpu_error([] { cuda::Event e; e.record(); }, "current_stream");
+  expect_no_gpu_error(
+      [] {
+        cuda::Event e;
+        e.record();
+      },
+      "current_stream");
 
   // An event that was never recorded is complete and waits for nothing, as in PyTorch.
   cuda::Event e(/*enable_timing=*/true);

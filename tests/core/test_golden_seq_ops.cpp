@@ -111,12 +111,10 @@ TEST_CASE("golden: scaled_dot_product_attention, fused and math paths") {
     check_golden("sdpa_bool_mask", 4, [](auto& in) {
       return scaled_dot_product_attention(in[0], in[1], in[2], as_mask(in[3]), 0.0, false, 0.3);
     });
-    check_golden("sdpa_causal", 3, [](auto& in) {
-      return scaled_dot_product_attention(in[0], in[1], in[2], {}, 0.0, true);
-    });
-    check_golden("sdpa_causal_rect", 3, [](auto& in) {
-      return scaled_dot_product_attention(in[0], in[1], in[2], {}, 0.0, true);
-    });
+    check_golden("sdpa_causal", 3,
+                 [](auto& in) { return scaled_dot_product_attention(in[0], in[1], in[2], {}, 0.0, true); });
+    check_golden("sdpa_causal_rect", 3,
+                 [](auto& in) { return scaled_dot_product_attention(in[0], in[1], in[2], {}, 0.0, true); });
   }
   set_sdpa_backend(SdpaBackend::automatic);
 }

@@ -37,15 +37,20 @@ TEST_CASE("gradcheck: masks, gather, scatter") {
   expect_grad("triu non-contiguous", [](auto& in) { return triu(in[0].transpose(0, 1)); }, {rnd({4, 3})});
   auto idx = tensor({{2, 0, 2}, {1, 1, 0}});
   expect_grad("gather", [&](auto& in) { return gather(in[0], 1, idx); }, {rnd({2, 4})});
-  expect_grad("scatter", [&](auto& in) { return scatter(in[0], 1, tensor({{3, 0}, {1, 2}}), in[1]); },
+  expect_grad("scatter",
+              [&](auto& in) {
+                return scatter(in[0], 1, tensor({{3, 0}, {1, 2}}), in[1]);
+              },
               {rnd({2, 4}), rnd({2, 3})});
   expect_grad("scatter_add repeats", [&](auto& in) { return scatter_add(in[0], 1, idx, in[1]); },
               {rnd({2, 3}), rnd({2, 3})});
-  expect_grad("scatter_add_ in place", [&](auto& in) {
-    Tensor y = in[0] * 1.0;
-    y.scatter_add_(0, tensor({{1, 0, 1}}), in[1]);
-    return y;
-  }, {rnd({2, 3}), rnd({1, 3})});
+  expect_grad("scatter_add_ in place",
+              [&](auto& in) {
+                Tensor y = in[0] * 1.0;
+                y.scatter_add_(0, tensor({{1, 0, 1}}), in[1]);
+                return y;
+              },
+              {rnd({2, 3}), rnd({1, 3})});
 }
 
 TEST_CASE("gradcheck: sort, topk, cumsum, flip, chunk, split") {
@@ -54,27 +59,45 @@ TEST_CASE("gradcheck: sort, topk, cumsum, flip, chunk, split") {
   expect_grad("cumsum", [](auto& in) { return cumsum(in[0], 1); }, {rnd({2, 4, 3})});
   expect_grad("cumsum non-contiguous", [](auto& in) { return cumsum(in[0].t(), 0); }, {rnd({3, 5})});
   expect_grad("flip", [](auto& in) { return flip(in[0], {0, 2}); }, {rnd({2, 3, 2})});
-  expect_grad("chunk", [](auto& in) {
-    auto p = chunk(in[0], 3, 1);
-    return p[0].sum() + p[1].square().sum() * 2 + p[2].sin().sum();
-  }, {rnd({2, 7})});
-  expect_grad("split", [](auto& in) {
-    auto p = in[0].split(std::vector<int64_t>{2, 1}, 0);
-    return p[0] * 3 - p[1];
-  }, {rnd({3, 2})});
+  expect_grad("chunk",
+              [](auto& in) {
+                auto p = chunk(in[0], 3, 1);
+                return p[0].sum() + p[1].square().sum() * 2 + p[2].sin().sum();
+              },
+              {rnd({2, 7})});
+  expect_grad("split",
+              [](auto& in) {
+                auto p = in[0].split(std::vector<int64_t>{2, 1}, 0);
+                return p[0] * 3 - p[1];
+              },
+              {rnd({3, 2})});
 }
 
 TEST_CASE("gradcheck: pad, einsum") {
-  expect_grad("pad constant crop", [](auto& in) { return pad(in[0], {2, -1, 1, 0}, "constant", 0.3); }, {rnd({2, 3, 4})});
+  expect_grad("pad constant crop",
+              [](auto& in) {
+                return pad(in[0], {2, -1, 1, 0}, "constant", 0.3);
+              },
+              {rnd({2, 3, 4})});
   expect_grad("pad reflect", [](auto& in) { return pad(in[0], {2, 1, 1, 2}, "reflect"); }, {rnd({1, 4, 3})});
   expect_grad("pad replicate", [](auto& in) { return pad(in[0], {3, 1}, "replicate"); }, {rnd({2, 3})});
   expect_grad("pad circular", [](auto& in) { return pad(in[0], {1, 2}, "circular"); }, {rnd({2, 3})});
-  expect_grad("einsum bmm", [](auto& in) { return einsum("bij,bjk->bik", {in[0], in[1]}); }, {rnd({2, 3, 4}), rnd({2, 4, 2})});
+  expect_grad("einsum bmm",
+              [](auto& in) {
+                return einsum("bij,bjk->bik", {in[0], in[1]});
+              },
+              {rnd({2, 3, 4}), rnd({2, 4, 2})});
   expect_grad("einsum trace", [](auto& in) { return einsum("ii", {in[0]}); }, {rnd({3, 3})});
   expect_grad("einsum diagonal batch", [](auto& in) { return einsum("bii->bi", {in[0]}); }, {rnd({2, 3, 3})});
-  expect_grad("einsum broadcast ellipsis", [](auto& in) { return einsum("...ij,...jk->...ik", {in[0], in[1]}); },
+  expect_grad("einsum broadcast ellipsis",
+              [](auto& in) {
+                return einsum("...ij,...jk->...ik", {in[0], in[1]});
+              },
               {rnd({2, 1, 2, 3}), rnd({3, 3, 2})});
-  expect_grad("einsum three operands", [](auto& in) { return einsum("ab,bc,ca->", {in[0], in[1], in[2]}); },
+  expect_grad("einsum three operands",
+              [](auto& in) {
+                return einsum("ab,bc,ca->", {in[0], in[1], in[2]});
+              },
               {rnd({2, 3}), rnd({3, 4}), rnd({4, 2})});
 }
 
@@ -98,20 +121,22 @@ TEST_CASE("gradcheck: scaled_dot_product_attention, fused and math") {
     INFO("backend " << (b == SdpaBackend::fused ? "fused" : "math"));
     expect_grad("sdpa", [](auto& in) { return scaled_dot_product_attention(in[0], in[1], in[2]); },
                 {rnd({2, 3, 4}), rnd({2, 5, 4}), rnd({2, 5, 3})});
-    expect_grad("sdpa causal, partial tiles", [](auto& in) {
-      return scaled_dot_product_attention(in[0], in[1], in[2], {}, 0.0, true, 0.7);
-    }, {rnd({1, 35, 2}), rnd({1, 66, 2}), rnd({1, 66, 2})});
+    expect_grad("sdpa causal, partial tiles",
+                [](auto& in) { return scaled_dot_product_attention(in[0], in[1], in[2], {}, 0.0, true, 0.7); },
+                {rnd({1, 35, 2}), rnd({1, 66, 2}), rnd({1, 66, 2})});
     auto fmask = rnd({3, 5});
     expect_grad("sdpa float mask", [&](auto& in) { return scaled_dot_product_attention(in[0], in[1], in[2], fmask); },
                 {rnd({2, 1, 3, 4}), rnd({2, 1, 5, 4}), rnd({2, 1, 5, 2})});
     auto bmask = tensor({{true, false, true}, {false, false, true}});
-    expect_grad("sdpa bool mask, non-contiguous q", [&](auto& in) {
-      return scaled_dot_product_attention(in[0].transpose(1, 2), in[1], in[2], bmask);
-    }, {rnd({2, 4, 2}), rnd({2, 3, 4}), rnd({2, 3, 3})});
-    expect_grad("sdpa dropout (fixed generator)", [](auto& in) {
-      Generator g(21);
-      return scaled_dot_product_attention(in[0], in[1], in[2], {}, 0.4, false, std::nullopt, &g);
-    }, {rnd({2, 4, 3}), rnd({2, 6, 3}), rnd({2, 6, 3})});
+    expect_grad("sdpa bool mask, non-contiguous q",
+                [&](auto& in) { return scaled_dot_product_attention(in[0].transpose(1, 2), in[1], in[2], bmask); },
+                {rnd({2, 4, 2}), rnd({2, 3, 4}), rnd({2, 3, 3})});
+    expect_grad("sdpa dropout (fixed generator)",
+                [](auto& in) {
+                  Generator g(21);
+                  return scaled_dot_product_attention(in[0], in[1], in[2], {}, 0.4, false, std::nullopt, &g);
+                },
+                {rnd({2, 4, 3}), rnd({2, 6, 3}), rnd({2, 6, 3})});
   }
   set_sdpa_backend(SdpaBackend::automatic);
 }

@@ -92,17 +92,17 @@ TEST_CASE("idioms: shapes and tensors print through std::cout by argument-depend
 TEST_CASE("README: the short tour compiles and runs as written") {
   std::ostringstream cout;  // stands in for std::cout
   // ---- begin README tour ----
-  kiln::manual_seed(0);                                      // Philox: same seed, same bits
-  auto x = kiln::randn({8, 3, 32, 32});                      // NCHW, float32, on the CPU
+  kiln::manual_seed(0);                  // Philox: same seed, same bits
+  auto x = kiln::randn({8, 3, 32, 32});  // NCHW, float32, on the CPU
   auto w = kiln::randn({16, 3, 3, 3}, {.requires_grad = true});
   auto y = kiln::relu(kiln::conv2d(x, w, {}, {1, 1}, {1, 1}));
   auto loss = kiln::cross_entropy(y.flatten(1).narrow(1, 0, 10), kiln::randint(0, 10, {8}));
-  loss.backward();                                           // w.grad() now holds dloss/dw
+  loss.backward();  // w.grad() now holds dloss/dw
   {
-    kiln::NoGradGuard no_grad;                               // nothing is recorded in here
+    kiln::NoGradGuard no_grad;  // nothing is recorded in here
     w.sub_(w.grad() * 0.1);
   }
-  cout << w.grad().sizes() << "\n";                          // [16, 3, 3, 3]
+  cout << w.grad().sizes() << "\n";  // [16, 3, 3, 3]
   // ---- end README tour ----
   CHECK(cout.str() == "[16, 3, 3, 3]\n");
 }

@@ -52,10 +52,12 @@ TEST_CASE("unary ops") {
   check_values(leaky_relu(x, 0.1), {-0.2, -0.05, 0, 0.5, 2});
   check_values(clamp(x, -1.0, 1.0), {-1, -0.5, 0, 0.5, 1});
   check_values(clamp(x, std::nullopt, 0.0), {-2, -0.5, 0, 0, 0});
-  check_values(sigmoid(x), {1 / (1 + std::exp(2.0)), 1 / (1 + std::exp(0.5)), 0.5, 1 / (1 + std::exp(-0.5)), 1 / (1 + std::exp(-2.0))});
+  check_values(sigmoid(x), {1 / (1 + std::exp(2.0)), 1 / (1 + std::exp(0.5)), 0.5, 1 / (1 + std::exp(-0.5)),
+                            1 / (1 + std::exp(-2.0))});
   check_values(tanh(x), {std::tanh(-2.0), std::tanh(-0.5), 0, std::tanh(0.5), std::tanh(2.0)});
   check_values(exp(x), {std::exp(-2.0), std::exp(-0.5), 1, std::exp(0.5), std::exp(2.0)});
-  check_values(gelu(x, "tanh"), {-0.04540230591222642, -0.15428599017485423, 0, 0.34571400982514577, 1.9545976940877736});
+  check_values(gelu(x, "tanh"),
+               {-0.04540230591222642, -0.15428599017485423, 0, 0.34571400982514577, 1.9545976940877736});
   check_values(sqrt(tensor(std::vector<double>{4, 9})), {2, 3});
   check_values(rsqrt(tensor(std::vector<double>{4, 16})), {0.5, 0.25});
   check_values(log(tensor(std::vector<double>{1, std::exp(1.0)})), {0, 1});
@@ -82,7 +84,8 @@ TEST_CASE("reductions with dims and keepdim") {
   check_values(argmin(tensor(std::vector<float>{3, 1, 1, 2}), 0), {1});
   check_values(amax(x, {0, 1}), {20, 21, 22, 23});
   CHECK(sum(arange(4)).dtype() == DType::i64);
-  CHECK(max(tensor(std::vector<float>{1, NAN, 3})).item<float>() != max(tensor(std::vector<float>{1, NAN, 3})).item<float>());
+  CHECK(max(tensor(std::vector<float>{1, NAN, 3})).item<float>() !=
+        max(tensor(std::vector<float>{1, NAN, 3})).item<float>());
   // Non-contiguous input.
   check_values(sum(x.transpose(0, 2), {0}), sum(x, {2}).t().to_vector<double>());
   CHECK_THROWS_AS(sum(x, {3}), Error);
@@ -118,8 +121,9 @@ TEST_CASE("cat, stack, one_hot, embedding") {
 
 TEST_CASE("conv2d and pooling errors name the shapes") {
   auto w = zeros({32, 3, 3, 3});
-  CHECK_THROWS_WITH_AS(conv2d(zeros({8, 1, 32, 32}), w),
-                       doctest::Contains("expected input of shape [N, 3, H, W] for weight [32, 3, 3, 3], got [8, 1, 32, 32]"), Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(zeros({8, 1, 32, 32}), w),
+      doctest::Contains("expected input of shape [N, 3, H, W] for weight [32, 3, 3, 3], got [8, 1, 32, 32]"), Error);
   CHECK_THROWS_AS(max_pool2d(zeros({1, 1, 4}), {2, 2}), Error);
   CHECK_THROWS_AS(cross_entropy(zeros({2, 3}), tensor(std::vector<int64_t>{0, 3})), Error);
   CHECK_THROWS_AS(cross_entropy(zeros({2, 3}), tensor(std::vector<float>{0, 1})), Error);
@@ -142,8 +146,8 @@ TEST_CASE("losses") {
 
 namespace {
 
-void check_golden_op(const std::string& name, int n_in,
-                     const std::function<Tensor(const std::vector<Tensor>&)>& fn, double tol = 1e-10) {
+void check_golden_op(const std::string& name, int n_in, const std::function<Tensor(const std::vector<Tensor>&)>& fn,
+                     double tol = 1e-10) {
   kiln::test::Golden g("ops.safetensors");
   std::vector<Tensor> in;
   for (int j = 0; j < n_in; ++j) {
@@ -183,7 +187,8 @@ TEST_CASE("golden: normalisation") {
   kiln::test::Golden g("ops.safetensors");
   const int64_t C = g.get("batch_norm_train.in1").size(0);
   auto rm = zeros({C}, {.dtype = DType::f64}), rv = ones({C}, {.dtype = DType::f64});
-  check_golden_op("batch_norm_train", 3, [&](auto& in) { return batch_norm(in[0], rm, rv, in[1], in[2], true, 0.1, 1e-5); });
+  check_golden_op("batch_norm_train", 3,
+                  [&](auto& in) { return batch_norm(in[0], rm, rv, in[1], in[2], true, 0.1, 1e-5); });
   check_close(rm, g.get("batch_norm_train.running_mean_after"), 1e-10, 1e-10);
   check_close(rv, g.get("batch_norm_train.running_var_after"), 1e-10, 1e-10);
   check_golden_op("layer_norm", 3, [](auto& in) { return layer_norm(in[0], {5}, in[1], in[2], 1e-5); });
@@ -193,9 +198,8 @@ TEST_CASE("golden: softmax, gelu, cross-entropy, var") {
   check_golden_op("softmax", 1, [](auto& in) { return softmax(in[0], -1); });
   check_golden_op("log_softmax", 1, [](auto& in) { return log_softmax(in[0], 1); });
   check_golden_op("gelu", 1, [](auto& in) { return gelu(in[0]); });
-  check_golden_op("cross_entropy_smooth", 2, [](auto& in) {
-    return cross_entropy(in[0], in[1], {}, Reduction::mean, 2, 0.1);
-  });
+  check_golden_op("cross_entropy_smooth", 2,
+                  [](auto& in) { return cross_entropy(in[0], in[1], {}, Reduction::mean, 2, 0.1); });
   check_golden_op("cross_entropy_sum", 2, [](auto& in) { return cross_entropy(in[0], in[1], {}, Reduction::sum); });
   check_golden_op("var_keepdim", 1, [](auto& in) { return var(in[0], {0, 2}, 1, true); });
 }
@@ -208,10 +212,7 @@ TEST_CASE("golden in float32: conv2d within 1e-4") {
 }
 
 TEST_CASE("max_pool2d 2x2/2: first maximum wins, NaN propagates, indices point at the winner") {
-  auto x = tensor(std::vector<float>{1, 3, 5, 5,
-                                     3, 2, 0, 4,
-                                     NAN, 7, 2, 2,
-                                     9, NAN, 2, 2}, {1, 1, 4, 4});
+  auto x = tensor(std::vector<float>{1, 3, 5, 5, 3, 2, 0, 4, NAN, 7, 2, 2, 9, NAN, 2, 2}, {1, 1, 4, 4});
   auto [y, idx] = max_pool2d_with_indices(x, {2, 2});
   auto yv = y.to_vector<float>();
   CHECK(yv[0] == 3);

@@ -175,7 +175,9 @@ void compare_paths(const Qkv& in, const Tensor& mask, bool causal, double dropou
 }  // namespace
 
 TEST_CASE("scaled_dot_product_attention: the fused kernel equals the math path across tile edges") {
-  SUBCASE("f64, causal, L > S, several tiles") { compare_paths(make_qkv({2, 3}, 70, 65, 16, 8, DType::f64), {}, true, 0, 1e-11); }
+  SUBCASE("f64, causal, L > S, several tiles") {
+    compare_paths(make_qkv({2, 3}, 70, 65, 16, 8, DType::f64), {}, true, 0, 1e-11);
+  }
   SUBCASE("f64, causal, L < S") { compare_paths(make_qkv({3}, 33, 130, 8, 12, DType::f64), {}, true, 0, 1e-11); }
   SUBCASE("f32, no mask") { compare_paths(make_qkv({2, 2}, 40, 100, 32, 32, DType::f32), {}, false, 0, 2e-5); }
   SUBCASE("f32, float mask broadcast over batch") {
@@ -205,8 +207,8 @@ TEST_CASE("scaled_dot_product_attention: fully-masked rows give zeros and zero g
     auto q = randn({1, 3, 4}, {.dtype = DType::f64, .requires_grad = true});
     auto k = randn({1, 5, 4}, {.dtype = DType::f64, .requires_grad = true});
     auto v = randn({1, 5, 4}, {.dtype = DType::f64, .requires_grad = true});
-    auto mask = tensor({{true, true, false, false, false}, {false, false, false, false, false},
-                        {true, false, false, false, true}});
+    auto mask = tensor(
+        {{true, true, false, false, false}, {false, false, false, false, false}, {true, false, false, false, true}});
     auto o = scaled_dot_product_attention(q, k, v, mask);
     check_close(o.select(1, 1), zeros({1, 4}, {.dtype = DType::f64}), 0, 0);
     o.sum().backward();

@@ -93,7 +93,8 @@ TEST_CASE("shuffle reshuffles per epoch; same seed gives the same augmented epoc
 }
 
 TEST_CASE("a sampler drives the order and gets the epoch") {
-  auto sampler = std::make_shared<DistributedSampler>(10, DistributedSamplerOptions{.num_replicas = 2, .rank = 1, .shuffle = false});
+  auto sampler = std::make_shared<DistributedSampler>(
+      10, DistributedSamplerOptions{.num_replicas = 2, .rank = 1, .shuffle = false});
   DataLoader loader(numbered(10), {.batch_size = 2, .sampler = sampler, .num_workers = 2});
   CHECK(loader.size() == 3);
   CHECK(targets_of(loader) == std::vector<int64_t>{1, 3, 5, 7, 9});
@@ -166,7 +167,8 @@ TEST_CASE("pin_memory goes through the installed hook") {
   CHECK(targets_of(plain).size() == 10);
 }
 
-TEST_CASE("DataLoader pin_memory=true without a GPU gives ordinary batches" * doctest::skip(kiln::cuda::is_available())) {
+TEST_CASE("DataLoader pin_memory=true without a GPU gives ordinary batches" *
+          doctest::skip(kiln::cuda::is_available())) {
   auto ds = std::make_shared<data::TensorDataset>(randn({10, 3}), arange(10.0));
   data::DataLoader loader(ds, {.batch_size = 4, .pin_memory = true});
   int64_t batches = 0;

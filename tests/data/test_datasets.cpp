@@ -18,7 +18,8 @@ TEST_CASE("TensorDataset returns rows and collates them") {
   CHECK(b.target.dtype() == DType::i64);
   CHECK(b.target.to_vector<int64_t>() == std::vector<int64_t>{1, 3});
   CHECK_THROWS_WITH_AS(ds.get(4), doctest::Contains("out of range"), Error);
-  CHECK_THROWS_WITH_AS(TensorDataset(x, zeros({3}, {.dtype = DType::i64})), doctest::Contains("one row per example"), Error);
+  CHECK_THROWS_WITH_AS(TensorDataset(x, zeros({3}, {.dtype = DType::i64})), doctest::Contains("one row per example"),
+                       Error);
   // Floating targets are no class labels: examples are (row, row) tuples, as torch's TensorDataset's.
   CHECK(TensorDataset(x, zeros({4})).get(1).tensors.size() == 2);
   CHECK_THROWS_WITH_AS(collate({ds.get(0), {zeros({2}), 0}}), doctest::Contains("has shape"), Error);

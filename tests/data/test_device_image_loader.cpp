@@ -33,7 +33,8 @@ Tensor reference(const data::VisionDataset& ds, int64_t k, int64_t pad) {
 
 TEST_CASE("DeviceImageLoader without augmentation equals Pad + ToTensor + Normalize, in order") {
   auto ds = small_dataset();
-  data::DeviceImageLoader loader(ds, Device::cpu(), {.batch_size = 5, .augment = {.pad = 2, .mean = {0.5}, .std = {0.25}}});
+  data::DeviceImageLoader loader(ds, Device::cpu(),
+                                 {.batch_size = 5, .augment = {.pad = 2, .mean = {0.5}, .std = {0.25}}});
   CHECK(loader.size() == 3);  // 5 + 5 + 2
   int64_t k = 0;
   for (auto& [x, y] : loader) {
@@ -67,7 +68,7 @@ TEST_CASE("DeviceImageLoader's flips are mirror images and its crops shifted win
     return true;
   };
   data::DeviceImageLoader flips(images, labels, Device::cpu(),
-                           {.batch_size = 64, .augment = {.random_flip = true, .mean = {0.0}, .std = {1.0}}});
+                                {.batch_size = 64, .augment = {.random_flip = true, .mean = {0.0}, .std = {1.0}}});
   const auto f = flips.batch(0).data.to_vector<float>();
   int flipped = 0;
   for (int64_t b = 0; b < 64; ++b) {
@@ -78,8 +79,9 @@ TEST_CASE("DeviceImageLoader's flips are mirror images and its crops shifted win
   CHECK(flipped > 16);
   CHECK(flipped < 48);
 
-  data::DeviceImageLoader crops(images, labels, Device::cpu(),
-                           {.batch_size = 64, .augment = {.crop_padding = 2, .random_crop = true, .mean = {0.0}, .std = {1.0}}});
+  data::DeviceImageLoader crops(
+      images, labels, Device::cpu(),
+      {.batch_size = 64, .augment = {.crop_padding = 2, .random_crop = true, .mean = {0.0}, .std = {1.0}}});
   const auto c = crops.batch(0).data.to_vector<float>();
   std::set<std::pair<int64_t, int64_t>> shifts;
   for (int64_t b = 0; b < 64; ++b) {
@@ -98,8 +100,8 @@ TEST_CASE("DeviceImageLoader's flips are mirror images and its crops shifted win
 TEST_CASE("DeviceImageLoader shuffles per epoch, reproducibly, and splits between ranks") {
   auto ds = small_dataset();
   auto order = [&](uint64_t seed, int64_t epoch, int64_t rank, int64_t world) {
-    data::DeviceImageLoader l(ds, Device::cpu(), {.batch_size = 4, .shuffle = true, .seed = seed, .rank = rank,
-                                             .world_size = world});
+    data::DeviceImageLoader l(ds, Device::cpu(),
+                              {.batch_size = 4, .shuffle = true, .seed = seed, .rank = rank, .world_size = world});
     l.set_epoch(epoch);
     std::vector<int64_t> out;
     for (auto& [x, y] : l)
@@ -131,6 +133,7 @@ TEST_CASE("DeviceImageLoader refuses bad options with clear errors") {
                        doctest::Contains("one mean and std per channel"), Error);
   CHECK_THROWS_WITH_AS(data::DeviceImageLoader(ds, Device::cpu(), {.batch_size = 1, .rank = 2, .world_size = 2}),
                        doctest::Contains("rank 2 is not in a world of 2"), Error);
-  CHECK_THROWS_WITH_AS(data::DeviceImageLoader(ds.images().to(DType::f32), ds.labels(), Device::cpu(), {.batch_size = 1}),
-                       doctest::Contains("expected uint8 images"), Error);
+  CHECK_THROWS_WITH_AS(
+      data::DeviceImageLoader(ds.images().to(DType::f32), ds.labels(), Device::cpu(), {.batch_size = 1}),
+      doctest::Contains("expected uint8 images"), Error);
 }

@@ -23,12 +23,11 @@ TEST_CASE("Fashion-MNIST: sizes, class balance and known pixels") {
     for (int64_t c : counts) CHECK(c == ds->size() / 10);
   }
   const auto labels = train.labels().to_vector<int64_t>();
-  CHECK(std::vector<int64_t>(labels.begin(), labels.begin() + 10) == std::vector<int64_t>{9, 0, 0, 3, 0, 2, 7, 2, 5, 5});
-  auto row = [](const VisionDataset& ds, int64_t i, int64_t r) {
-    return ds.images()[i][0][r].to_vector<int>();
-  };
-  CHECK(row(train, 0, 14) == std::vector<int>{0, 0, 1, 4, 6, 7, 2, 0, 0, 0, 0, 0, 237, 226, 217, 223, 222, 219,
-                                              222, 221, 216, 223, 229, 215, 218, 255, 77, 0});
+  CHECK(std::vector<int64_t>(labels.begin(), labels.begin() + 10) ==
+        std::vector<int64_t>{9, 0, 0, 3, 0, 2, 7, 2, 5, 5});
+  auto row = [](const VisionDataset& ds, int64_t i, int64_t r) { return ds.images()[i][0][r].to_vector<int>(); };
+  CHECK(row(train, 0, 14) == std::vector<int>{0,   0,   1,   4,   6,   7,   2,   0,   0,   0,   0,   0,   237, 226,
+                                              217, 223, 222, 219, 222, 221, 216, 223, 229, 215, 218, 255, 77,  0});
   CHECK(train.images()[59999].sum().item<int64_t>() == 16684);
   CHECK(test.images()[0].sum().item<int64_t>() == 33456);
   CHECK(test.images()[9999].sum().item<int64_t>() == 24390);

@@ -97,7 +97,7 @@ TEST_CASE("CIFAR-10 binary files: exact layout and every malformed case") {
   auto px = x.to_vector<int>();
   CHECK(px[0] == (13 * 7) % 256);
   CHECK(px[1024 + 32 * 5 + 6] == (13 * 7 + 1024 + 32 * 5 + 6) % 256);  // channel 1, row 5, column 6
-  CIFAR10 test(dir.string(), false, cifar10_transforms().test);  // the batches folder itself works too
+  CIFAR10 test(dir.string(), false, cifar10_transforms().test);        // the batches folder itself works too
   CHECK(test.size() == 2);
   CHECK(test.get(0).target == 0);
   CHECK(test.get(0).data.dtype() == DType::f32);
@@ -113,9 +113,11 @@ TEST_CASE("CIFAR-10 binary files: exact layout and every malformed case") {
   Bytes bad_label = cifar_records(2);
   bad_label[3073] = 10;
   write(root / "label.bin", bad_label);
-  CHECK_THROWS_WITH_AS(read_cifar10_file((root / "label.bin").string()), doctest::Contains("record 1 has label 10"), Error);
+  CHECK_THROWS_WITH_AS(read_cifar10_file((root / "label.bin").string()), doctest::Contains("record 1 has label 10"),
+                       Error);
   write(root / "empty.bin", {});
-  CHECK_THROWS_WITH_AS(read_cifar10_file((root / "empty.bin").string()), doctest::Contains("empty.bin has 0 bytes"), Error);
+  CHECK_THROWS_WITH_AS(read_cifar10_file((root / "empty.bin").string()), doctest::Contains("empty.bin has 0 bytes"),
+                       Error);
   CHECK_THROWS_WITH_AS(read_cifar10_file((root / "missing.bin").string()), doctest::Contains("does not exist"), Error);
   fs::remove(dir / "data_batch_4.bin");
   CHECK_THROWS_WITH_AS(CIFAR10(root.string(), true), doctest::Contains("data_batch_4.bin not found"), Error);
@@ -203,7 +205,8 @@ TEST_CASE("tar.gz extraction writes files and refuses escaping paths") {
 TEST_CASE("download_cifar10 verifies the MD5 before extracting and never replaces good data") {
   fs::path dir = scratch("install");
   std::vector<std::pair<std::string, Bytes>> members;
-  for (int k = 1; k <= 5; ++k) members.push_back({"cifar-10-batches-bin/data_batch_" + std::to_string(k) + ".bin", cifar_records(2, k)});
+  for (int k = 1; k <= 5; ++k)
+    members.push_back({"cifar-10-batches-bin/data_batch_" + std::to_string(k) + ".bin", cifar_records(2, k)});
   members.push_back({"cifar-10-batches-bin/test_batch.bin", cifar_records(1)});
   members.push_back({"cifar-10-batches-bin/batches.meta.txt", text("airplane\n")});
   const fs::path served = dir / "served" / "cifar-10-binary.tar.gz";
@@ -226,8 +229,9 @@ TEST_CASE("download_cifar10 verifies the MD5 before extracting and never replace
     fs::create_directories(root);
     write(root / "cifar-10-binary.tar.gz", text("partial download"));
     // Unreachable address: fails fast with directions, leaving the partial file alone.
-    CHECK_THROWS_WITH_AS(download_cifar10(root.string(), {"http://127.0.0.1:9/x.tar.gz", "cifar-10-binary.tar.gz", good_md5}),
-                         doctest::Contains("Put the binary version of CIFAR-10 in place"), Error);
+    CHECK_THROWS_WITH_AS(
+        download_cifar10(root.string(), {"http://127.0.0.1:9/x.tar.gz", "cifar-10-binary.tar.gz", good_md5}),
+        doctest::Contains("Put the binary version of CIFAR-10 in place"), Error);
     CHECK(read_file_maybe_gzip((root / "cifar-10-binary.tar.gz").string()) == text("partial download"));
     CHECK(!fs::exists(root / "cifar-10-batches-bin"));
     if (have_fetcher) {

@@ -59,7 +59,8 @@ TEST_CASE("DistributedSampler: every index appears, counts equal, epochs differ"
   auto e0 = a.indices();
   a.set_epoch(1);
   CHECK(a.indices() != e0);
-  CHECK_THROWS_WITH_AS(DistributedSampler(10, {.num_replicas = 2, .rank = 2}), doctest::Contains("rank 2"), kiln::Error);
+  CHECK_THROWS_WITH_AS(DistributedSampler(10, {.num_replicas = 2, .rank = 2}), doctest::Contains("rank 2"),
+                       kiln::Error);
 }
 
 TEST_CASE("DistributedSamplerWrapper: ranks take disjoint shares of another sampler's order") {

@@ -49,8 +49,7 @@ class RawStoreClient {
     std::string out;
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (out.size() < n) {
-      auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) break;
       pollfd p{fd_, POLLIN, 0};
       if (::poll(&p, 1, int(left.count())) <= 0) break;

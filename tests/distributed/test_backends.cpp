@@ -12,12 +12,10 @@ TEST_CASE("init_process_group: backends this build or machine lacks are explaine
   kd::ProcessGroupOptions o;
   o.timeout = 5s;
   o.backend = "mpi";
-  CHECK_THROWS_WITH_AS(kd::init_process_group(o), doctest::Contains("unknown backend \"mpi\""),
-                       kiln::Error);
+  CHECK_THROWS_WITH_AS(kd::init_process_group(o), doctest::Contains("unknown backend \"mpi\""), kiln::Error);
   if (!kd::nccl_is_built()) {
     o.backend = "nccl";
-    CHECK_THROWS_WITH_AS(kd::init_process_group(o), doctest::Contains("built without its CUDA backend"),
-                         kiln::Error);
+    CHECK_THROWS_WITH_AS(kd::init_process_group(o), doctest::Contains("built without its CUDA backend"), kiln::Error);
   } else if (!kiln::cuda::is_available()) {
     o.backend = "nccl";
     CHECK_THROWS_WITH_AS(kd::init_process_group(o), doctest::Contains("needs a GPU"), kiln::Error);

@@ -6,9 +6,12 @@ namespace kd = kiln::distributed;
 TEST_CASE("distributed environment: none, torchrun, SLURM, Open MPI") {
   CHECK_FALSE(kd::detect_environment(kd::map_env({})).has_value());
 
-  auto t = kd::detect_environment(kd::map_env({{"RANK", "3"}, {"WORLD_SIZE", "4"},
-                                               {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "2"},
-                                               {"NODE_RANK", "1"}, {"MASTER_ADDR", "node0"},
+  auto t = kd::detect_environment(kd::map_env({{"RANK", "3"},
+                                               {"WORLD_SIZE", "4"},
+                                               {"LOCAL_RANK", "1"},
+                                               {"LOCAL_WORLD_SIZE", "2"},
+                                               {"NODE_RANK", "1"},
+                                               {"MASTER_ADDR", "node0"},
                                                {"MASTER_PORT", "29500"}}));
   REQUIRE(t.has_value());
   CHECK(t->source == "torchrun");
@@ -20,8 +23,10 @@ TEST_CASE("distributed environment: none, torchrun, SLURM, Open MPI") {
   CHECK(t->master_addr == "node0");
   CHECK(t->master_port == 29500);
 
-  auto s = kd::detect_environment(kd::map_env({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"},
-                                               {"SLURM_LOCALID", "1"}, {"SLURM_NODEID", "2"},
+  auto s = kd::detect_environment(kd::map_env({{"SLURM_PROCID", "5"},
+                                               {"SLURM_NTASKS", "8"},
+                                               {"SLURM_LOCALID", "1"},
+                                               {"SLURM_NODEID", "2"},
                                                {"SLURM_NTASKS_PER_NODE", "2"},
                                                {"SLURM_NODELIST", "gpu[07-10],cpu1"},
                                                {"SLURM_JOB_ID", "1234"}}));
@@ -50,13 +55,11 @@ TEST_CASE("distributed environment: malformed or inconsistent variables are erro
   auto err = [](std::map<std::string, std::string> vars) {
     try {
       kd::detect_environment(kd::map_env(std::move(vars)));
-    } catch (const kiln::Error& e) {
-      return std::string(e.what());
-    }
+    } catch (const kiln::Error& e) { return std::string(e.what()); }
     return std::string("no error");
   };
-  std::map<std::string, std::string> ok = {{"RANK", "0"}, {"WORLD_SIZE", "2"},
-                                           {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "1234"}};
+  std::map<std::string, std::string> ok = {
+      {"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "1234"}};
   auto with = [&](std::string k, std::string v) {
     auto m = ok;
     m[k] = v;
@@ -95,8 +98,11 @@ TEST_CASE("environment_variables round-trips through detect_environment") {
 }
 
 TEST_CASE("distributed environment: torchrun's agent store, single node, job token") {
-  std::map<std::string, std::string> t = {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"},
-                                          {"LOCAL_WORLD_SIZE", "2"}, {"MASTER_ADDR", "node0"},
+  std::map<std::string, std::string> t = {{"RANK", "1"},
+                                          {"WORLD_SIZE", "2"},
+                                          {"LOCAL_RANK", "1"},
+                                          {"LOCAL_WORLD_SIZE", "2"},
+                                          {"MASTER_ADDR", "node0"},
                                           {"MASTER_PORT", "29500"}};
   auto plain = kd::detect_environment(kd::map_env(t));
   REQUIRE(plain.has_value());
@@ -120,27 +126,36 @@ TEST_CASE("distributed environment: torchrun's agent store, single node, job tok
   CHECK(kd::detect_environment(kd::map_env(t))->single_node);
 
   // SLURM: tasks per node from SLURM_TASKS_PER_NODE, nodes from SLURM_NNODES.
-  std::map<std::string, std::string> s = {{"SLURM_PROCID", "8"}, {"SLURM_NTASKS", "11"},
-                                          {"SLURM_NODEID", "2"}, {"SLURM_LOCALID", "0"},
-                                          {"SLURM_TASKS_PER_NODE", "4(x2),3"}, {"SLURM_NNODES", "3"},
+  std::map<std::string, std::string> s = {{"SLURM_PROCID", "8"},
+                                          {"SLURM_NTASKS", "11"},
+                                          {"SLURM_NODEID", "2"},
+                                          {"SLURM_LOCALID", "0"},
+                                          {"SLURM_TASKS_PER_NODE", "4(x2),3"},
+                                          {"SLURM_NNODES", "3"},
                                           {"SLURM_NODELIST", "n[1-3]"}};
   auto sl = kd::detect_environment(kd::map_env(s));
   REQUIRE(sl.has_value());
   CHECK(sl->local_world_size == 3);
   CHECK_FALSE(sl->single_node);
-  s = {{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "1"}, {"SLURM_NNODES", "1"},
+  s = {{"SLURM_PROCID", "1"},
+       {"SLURM_NTASKS", "2"},
+       {"SLURM_LOCALID", "1"},
+       {"SLURM_NNODES", "1"},
        {"SLURM_TASKS_PER_NODE", "2"}};
   sl = kd::detect_environment(kd::map_env(s));
   CHECK(sl->local_world_size == 2);
   CHECK(sl->single_node);
 
-  auto m = kd::detect_environment(kd::map_env({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "2"},
+  auto m = kd::detect_environment(kd::map_env({{"OMPI_COMM_WORLD_RANK", "0"},
+                                               {"OMPI_COMM_WORLD_SIZE", "2"},
                                                {"OMPI_COMM_WORLD_LOCAL_RANK", "0"},
                                                {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}}));
   REQUIRE(m.has_value());
   CHECK(m->single_node);
-  CHECK_THROWS_WITH_AS(kd::detect_environment(kd::map_env({{"RANK", "0"}, {"WORLD_SIZE", "1"},
-                                                           {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"},
+  CHECK_THROWS_WITH_AS(kd::detect_environment(kd::map_env({{"RANK", "0"},
+                                                           {"WORLD_SIZE", "1"},
+                                                           {"MASTER_ADDR", "h"},
+                                                           {"MASTER_PORT", "1"},
                                                            {"KILN_STORE_TOKEN", std::string(300, 'x')}})),
                        doctest::Contains("KILN_STORE_TOKEN has 300 characters"), kiln::Error);
 }

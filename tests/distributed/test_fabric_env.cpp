@@ -13,9 +13,7 @@ namespace {
 std::string error_of(const std::function<void()>& f) {
   try {
     f();
-  } catch (const kiln::Error& e) {
-    return e.what();
-  }
+  } catch (const kiln::Error& e) { return e.what(); }
   return "no error";
 }
 
@@ -33,8 +31,10 @@ class ScopedEnv {
   }
   ~ScopedEnv() {
     for (const auto& [k, v] : saved_) {
-      if (v) ::setenv(k.c_str(), v->c_str(), 1);
-      else ::unsetenv(k.c_str());
+      if (v)
+        ::setenv(k.c_str(), v->c_str(), 1);
+      else
+        ::unsetenv(k.c_str());
     }
   }
 
@@ -47,9 +47,15 @@ class ScopedEnv {
 TEST_CASE("under a launcher's job, strategy \"auto\" becomes \"ddp\"; \"single_device\" is an error") {
   CHECK(kiln::Fabric({.accelerator = "cpu"}).strategy() == "single_device");
   for (auto vars : std::vector<std::map<std::string, std::string>>{
-           {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "2"},
-            {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"}},
-           {{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "0"},
+           {{"RANK", "1"},
+            {"WORLD_SIZE", "2"},
+            {"LOCAL_RANK", "1"},
+            {"LOCAL_WORLD_SIZE", "2"},
+            {"MASTER_ADDR", "127.0.0.1"},
+            {"MASTER_PORT", "29500"}},
+           {{"OMPI_COMM_WORLD_RANK", "0"},
+            {"OMPI_COMM_WORLD_SIZE", "2"},
+            {"OMPI_COMM_WORLD_LOCAL_RANK", "0"},
             {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}},
            {{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "0"}, {"SLURM_NNODES", "1"}}}) {
     CAPTURE(vars.begin()->first);

@@ -47,8 +47,7 @@ std::optional<nlohmann::json> summary(const std::string& out) {
     if (at == std::string::npos) continue;
     try {
       last = nlohmann::json::parse(line.substr(at));
-    } catch (const std::exception&) {
-    }
+    } catch (const std::exception&) {}
   }
   return last;
 }
@@ -64,10 +63,13 @@ std::string train_command(const fs::path& dir, const std::string& strategy) {
     MESSAGE("skipped: Fashion-MNIST is not installed (scripts/setup.sh installs dataset-fashion-mnist)");
     return "";
   }
-  return exe + " --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist --accelerator cpu "
-               "--strategy " + strategy + " --epochs 1 --batch-size 32 --max-train-batches 6 --max-eval-batches 2 "
-               "--num-workers 1 --checkpoint " + (dir / "ck" / "last.safetensors").string() + " --log-dir " +
-         (dir / "logs").string();
+  return exe +
+         " --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist --accelerator cpu "
+         "--strategy " +
+         strategy +
+         " --epochs 1 --batch-size 32 --max-train-batches 6 --max-eval-batches 2 "
+         "--num-workers 1 --checkpoint " +
+         (dir / "ck" / "last.safetensors").string() + " --log-dir " + (dir / "logs").string();
 }
 
 void check_trained_together(const Result& r, const fs::path& dir) {
@@ -120,8 +122,8 @@ TEST_CASE("torchrun: the ranks join torchrun's agent store, strategy \"ddp\"") {
   int port = kd::find_free_port();
   // The static rendezvous: torchrun's agent serves PyTorch's TCPStore on MASTER_PORT and tells the
   // workers to join it.
-  std::string common = launcher + " --nproc_per_node 2 --master_addr 127.0.0.1 --master_port " +
-                       std::to_string(port) + " --no_python ";
+  std::string common =
+      launcher + " --nproc_per_node 2 --master_addr 127.0.0.1 --master_port " + std::to_string(port) + " --no_python ";
   auto env = run(common + "/usr/bin/env");
   REQUIRE(env.status == 0);
   CHECK(env.out.find("TORCHELASTIC_USE_AGENT_STORE=True") != std::string::npos);

@@ -25,9 +25,8 @@ std::string build_root() {
 std::string worker() { return build_root() + "/tests/distributed/kiln_dist_worker"; }
 std::string kiln_run() { return build_root() + "/distributed/tools/kiln-run"; }
 
-kd::RunResult run(const std::vector<std::string>& argv, int nprocs,
-                  std::map<std::string, std::string> env = {}, kd::Milliseconds timeout = 180s,
-                  int master_port = 0) {
+kd::RunResult run(const std::vector<std::string>& argv, int nprocs, std::map<std::string, std::string> env = {},
+                  kd::Milliseconds timeout = 180s, int master_port = 0) {
   kd::WorkerSpec spec;
   spec.argv = argv;
   spec.nproc_per_node = nprocs;
@@ -108,8 +107,7 @@ TEST_CASE("Fabric ddp and zero: the seed's loop written literally equals explici
 TEST_CASE("a killed rank ends the others with an error, not a hang") {
   for (std::string call : {"all_reduce", "reduce_scatter"}) {
     CAPTURE(call);
-    auto dir = std::filesystem::temp_directory_path() /
-               ("kiln_crash_" + std::to_string(::getpid()));
+    auto dir = std::filesystem::temp_directory_path() / ("kiln_crash_" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
     auto t0 = std::chrono::steady_clock::now();
     std::string scenario = call == "all_reduce" ? "crash" : "crash_reduce_scatter";
@@ -154,7 +152,9 @@ TEST_CASE("kiln-run starts the workers like torchrun") {
   CHECK(run({kiln_run(), "--nproc_per_node", "2", "--rdzv_id", "job-42", worker(), "collectives"}, 1).exit_code == 0);
   // Lightning's `fabric run` flags: the device count is the process count, the rest reach Fabric.
   CHECK(run({kiln_run(), "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--precision", "bf16-mixed",
-             worker(), "fabric_env"}, 1).exit_code == 0);
+             worker(), "fabric_env"},
+            1)
+            .exit_code == 0);
   CHECK(run({kiln_run(), "--devices", "", worker(), "fabric_env"}, 1).exit_code == 2);
 }
 
@@ -169,10 +169,9 @@ TEST_CASE("launchers give every rank the job token, and OMP_NUM_THREADS = CPUs /
   REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
   int cpus = CPU_COUNT(&set);
   ::unsetenv("OMP_NUM_THREADS");
-  CHECK(run({worker(), "env_check"}, 2, {{"KILN_TEST_EXPECT_OMP", std::to_string(std::max(1, cpus / 2))}})
-            .exit_code == 0);
-  CHECK(run({worker(), "launch"}, 1, {{"KILN_TEST_EXPECT_OMP", std::to_string(std::max(1, cpus / 3))}})
-            .exit_code == 0);
+  CHECK(run({worker(), "env_check"}, 2, {{"KILN_TEST_EXPECT_OMP", std::to_string(std::max(1, cpus / 2))}}).exit_code ==
+        0);
+  CHECK(run({worker(), "launch"}, 1, {{"KILN_TEST_EXPECT_OMP", std::to_string(std::max(1, cpus / 3))}}).exit_code == 0);
   if (!suite_omp.empty()) ::setenv("OMP_NUM_THREADS", suite_omp.c_str(), 1);
 }
 
@@ -180,8 +179,7 @@ TEST_CASE("under torchrun's agent store every rank is a client, under this resta
   // A kiln store stands in for torchrun's agent here (the real one: the integration suite).
   kd::TCPStore agent("127.0.0.1", 0, true, 30s);
   auto r = run({worker(), "collectives"}, 2,
-               {{"TORCHELASTIC_USE_AGENT_STORE", "True"}, {"TORCHELASTIC_RESTART_COUNT", "3"}}, 180s,
-               agent.port());
+               {{"TORCHELASTIC_USE_AGENT_STORE", "True"}, {"TORCHELASTIC_RESTART_COUNT", "3"}}, 180s, agent.port());
   CHECK(r.exit_code == 0);
   // The ranks' keys sit under "/worker/attempt_3/", as PyTorch's workers put theirs.
   CHECK(agent.missing({"/worker/attempt_3/kiln/join/0/0", "/worker/attempt_3/kiln/join/0/1"}).empty());

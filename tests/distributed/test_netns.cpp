@@ -51,9 +51,9 @@ struct TwoNodes {
     b = "kiln_b" + id;
     va = "kva" + id;
     vb = "kvb" + id;
-    ok = sh("ip netns add " + a) && sh("ip netns add " + b) &&
-         sh("ip link add " + va + " type veth peer name " + vb) && sh("ip link set " + va + " netns " + a) &&
-         sh("ip link set " + vb + " netns " + b) && sh("ip -n " + a + " addr add 10.213.0.1/24 dev " + va) &&
+    ok = sh("ip netns add " + a) && sh("ip netns add " + b) && sh("ip link add " + va + " type veth peer name " + vb) &&
+         sh("ip link set " + va + " netns " + a) && sh("ip link set " + vb + " netns " + b) &&
+         sh("ip -n " + a + " addr add 10.213.0.1/24 dev " + va) &&
          sh("ip -n " + b + " addr add 10.213.0.2/24 dev " + vb) && sh("ip -n " + a + " link set " + va + " up") &&
          sh("ip -n " + b + " link set " + vb + " up") && sh("ip -n " + a + " link set lo up") &&
          sh("ip -n " + b + " link set lo up");
@@ -87,10 +87,11 @@ TEST_CASE("two network namespaces train data parallel; cutting the link ends bot
   auto node = [&](int rank, const std::string& ns, const std::string& addr) {
     // Each node's Gloo listens on its own veth address; the collectives time out after 5 s.
     return "ip netns exec " + ns + " env KILN_GLOO_HOSTNAME=" + addr + " KILN_TEST_OUT=" + dir.string() +
-           " KILN_TEST_TIMEOUT_MS=" + std::to_string(timeout_ms) + " " + kiln_run +
-           " --nnodes 2 --node_rank " + std::to_string(rank) + " --nproc_per_node 1 --master_addr 10.213.0.1 "
-           "--master_port 29431 --rdzv_id netns-test --timeout 300 " + worker + " train_until_cut > " +
-           (dir / ("node" + std::to_string(rank) + ".log")).string() + " 2>&1";
+           " KILN_TEST_TIMEOUT_MS=" + std::to_string(timeout_ms) + " " + kiln_run + " --nnodes 2 --node_rank " +
+           std::to_string(rank) +
+           " --nproc_per_node 1 --master_addr 10.213.0.1 "
+           "--master_port 29431 --rdzv_id netns-test --timeout 300 " +
+           worker + " train_until_cut > " + (dir / ("node" + std::to_string(rank) + ".log")).string() + " 2>&1";
   };
   int status[2] = {-1, -1};
   Clock::time_point ended[2];

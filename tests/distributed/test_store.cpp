@@ -43,9 +43,7 @@ TEST_CASE("TCPStore: a wait that times out names the missing keys") {
   auto t0 = std::chrono::steady_clock::now();
   try {
     store.wait({"rank0", "rank1", "rank2"}, 200ms);
-  } catch (const kiln::Error& e) {
-    msg = e.what();
-  }
+  } catch (const kiln::Error& e) { msg = e.what(); }
   CHECK(std::chrono::steady_clock::now() - t0 < 10s);
   CHECK(msg.find("timed out after 200 ms") != std::string::npos);
   CHECK(msg.find("still missing: [rank1, rank2]") != std::string::npos);
@@ -54,9 +52,7 @@ TEST_CASE("TCPStore: a wait that times out names the missing keys") {
   msg.clear();
   try {
     kd::store_barrier(store, "join", 0, 3, 200ms);
-  } catch (const kiln::Error& e) {
-    msg = e.what();
-  }
+  } catch (const kiln::Error& e) { msg = e.what(); }
   CHECK(msg.find("ranks [1, 2] did not arrive") != std::string::npos);
 }
 
@@ -65,9 +61,7 @@ TEST_CASE("TCPStore: a client without a server fails within its timeout") {
   std::string msg;
   try {
     kd::TCPStore c("127.0.0.1", port, false, 300ms);
-  } catch (const kiln::Error& e) {
-    msg = e.what();
-  }
+  } catch (const kiln::Error& e) { msg = e.what(); }
   CHECK(msg.find("could not connect to the rendezvous store") != std::string::npos);
 }
 
@@ -79,9 +73,7 @@ TEST_CASE("TCPStore: a client sees the server go away") {
   std::string msg;
   try {
     client.get("x");
-  } catch (const kiln::Error& e) {
-    msg = e.what();
-  }
+  } catch (const kiln::Error& e) { msg = e.what(); }
   CHECK(msg.find("closed the connection") != std::string::npos);
 }
 
@@ -100,8 +92,7 @@ TEST_CASE("reduce op names") {
   CHECK(kd::parse_reduce_op("mean") == kd::ReduceOp::avg);
   CHECK(kd::parse_reduce_op("sum") == kd::ReduceOp::sum);
   CHECK(kd::parse_reduce_op("max") == kd::ReduceOp::max);
-  CHECK_THROWS_WITH_AS(kd::parse_reduce_op("prod"), doctest::Contains("unknown reduce op 'prod'"),
-                       kiln::Error);
+  CHECK_THROWS_WITH_AS(kd::parse_reduce_op("prod"), doctest::Contains("unknown reduce op 'prod'"), kiln::Error);
 }
 
 // --- The wire: PyTorch's TCPStore protocol, limits, tokens, timeouts --------------------------
@@ -113,9 +104,7 @@ const std::string kValidate = Raw::u8(0) + Raw::u32(0x3C85F7CE);
 std::string error_of(const std::function<void()>& f) {
   try {
     f();
-  } catch (const kiln::Error& e) {
-    return e.what();
-  }
+  } catch (const kiln::Error& e) { return e.what(); }
   return "no error";
 }
 }  // namespace
@@ -175,7 +164,8 @@ TEST_CASE("TCPStore server: every length is bounded before anything is allocated
       {"a legacy SET with a 4 GiB key", Raw::u8(0) + Raw::u64(four_gib)},
       {"VALIDATE twice", kValidate + kValidate},
       {"an unknown command", kValidate + Raw::u8(200)},
-      {"a near-miss magic (a legacy SET with a ~1 GB key)", Raw::u8(0) + Raw::u32(0x3C85F7CE - 1) + std::string(4, '\0')},
+      {"a near-miss magic (a legacy SET with a ~1 GB key)",
+       Raw::u8(0) + Raw::u32(0x3C85F7CE - 1) + std::string(4, '\0')},
   };
   auto before = server.server_stats()->closed_misbehaving;
   for (auto& c : cases) {
@@ -198,9 +188,8 @@ TEST_CASE("TCPStore server: a job token admits this job's ranks and refuses the 
   kd::TCPStore rank1("127.0.0.1", server.port(), kd::TCPStoreOptions{.timeout = 5s, .token = "job-a"});
   rank1.set("x", "1");
   CHECK(server.get("x") == "1");
-  auto msg = error_of([&] {
-    kd::TCPStore other("127.0.0.1", server.port(), kd::TCPStoreOptions{.timeout = 2s, .token = "job-b"});
-  });
+  auto msg = error_of(
+      [&] { kd::TCPStore other("127.0.0.1", server.port(), kd::TCPStoreOptions{.timeout = 2s, .token = "job-b"}); });
   CHECK(msg.find("refused this rank's job token (KILN_STORE_TOKEN)") != std::string::npos);
   // Without a token: a PyTorch client (current or legacy protocol) is closed at its first query.
   Raw cur(server.port());
@@ -214,8 +203,8 @@ TEST_CASE("TCPStore server: a job token admits this job's ranks and refuses the 
 }
 
 TEST_CASE("TCPStore server: a silent or stalled connection is closed after its timeout") {
-  kd::TCPStoreOptions o{.is_server = true, .timeout = 5s, .token = "t",
-                        .handshake_timeout = 300ms, .message_timeout = 300ms};
+  kd::TCPStoreOptions o{
+      .is_server = true, .timeout = 5s, .token = "t", .handshake_timeout = 300ms, .message_timeout = 300ms};
   kd::TCPStore server("127.0.0.1", 0, o);
   Raw silent(server.port());
   auto t0 = std::chrono::steady_clock::now();
@@ -230,8 +219,8 @@ TEST_CASE("TCPStore server: a silent or stalled connection is closed after its t
   auto stats = *server.server_stats();
   CHECK(stats.closed_timeout == 2);
   // Without a token, silent connections may stay (PyTorch clients keep idle ones open).
-  kd::TCPStore open_server("127.0.0.1", 0, kd::TCPStoreOptions{.is_server = true, .timeout = 5s,
-                                                               .handshake_timeout = 300ms});
+  kd::TCPStore open_server("127.0.0.1", 0,
+                           kd::TCPStoreOptions{.is_server = true, .timeout = 5s, .handshake_timeout = 300ms});
   Raw idle(open_server.port());
   CHECK_FALSE(idle.closed_by_peer(800ms));
 }
@@ -271,8 +260,6 @@ TEST_CASE("TCPStore server listens where it is asked, not on every interface") {
   all.set("k", "v");
   CHECK(all.get("k") == "v");
   // An address that is not this host's is a clear error.
-  auto msg = error_of([] {
-    kd::TCPStore s("192.0.2.1", 0, kd::TCPStoreOptions{.is_server = true, .timeout = 1s});
-  });
+  auto msg = error_of([] { kd::TCPStore s("192.0.2.1", 0, kd::TCPStoreOptions{.is_server = true, .timeout = 1s}); });
   CHECK(msg.find("is not an address of this host") != std::string::npos);
 }

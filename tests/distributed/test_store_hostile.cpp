@@ -55,11 +55,8 @@ TEST_CASE("hostile clients do not disturb a rendezvous; the store's memory and d
   const size_t fds_before = open_fds();
   const size_t rss_before = rss_bytes();
   {
-    kd::TCPStoreOptions server_opts{.is_server = true,
-                                    .timeout = 60s,
-                                    .token = "this-job",
-                                    .handshake_timeout = 2s,
-                                    .message_timeout = 2s};
+    kd::TCPStoreOptions server_opts{
+        .is_server = true, .timeout = 60s, .token = "this-job", .handshake_timeout = 2s, .message_timeout = 2s};
     kd::TCPStore server("127.0.0.1", 0, server_opts);
     kd::tools::HostileClients hostile("127.0.0.1", server.port());
     hostile.start({.silent = 300, .garbage = 200, .huge = 150, .stalled = 20, .churn = 1000});
@@ -71,15 +68,13 @@ TEST_CASE("hostile clients do not disturb a rendezvous; the store's memory and d
     for (int r = 0; r < kRanks; ++r)
       ranks.emplace_back([&, r] {
         try {
-          kd::TCPStore store("127.0.0.1", server.port(),
-                             kd::TCPStoreOptions{.timeout = 60s, .token = "this-job"});
+          kd::TCPStore store("127.0.0.1", server.port(), kd::TCPStoreOptions{.timeout = 60s, .token = "this-job"});
           for (int round = 0; round < kRounds; ++round) {
             std::string key = "round" + std::to_string(round);
             store.set(key + "/value" + std::to_string(r), std::to_string(round * 100 + r));
             kd::store_barrier(store, key, r, kRanks);
             for (int q = 0; q < kRanks; ++q)
-              if (store.get(key + "/value" + std::to_string(q)) != std::to_string(round * 100 + q))
-                ++failures;
+              if (store.get(key + "/value" + std::to_string(q)) != std::to_string(round * 100 + q)) ++failures;
           }
         } catch (const kiln::Error& e) {
           MESSAGE("rank " << r << ": " << e.what());
@@ -97,10 +92,9 @@ TEST_CASE("hostile clients do not disturb a rendezvous; the store's memory and d
       std::this_thread::sleep_for(100ms);
       stats = *server.server_stats();
     } while (stats.open > 1 && std::chrono::steady_clock::now() < deadline);
-    INFO("accepted " << stats.accepted << ", open " << stats.open << ", misbehaving "
-                     << stats.closed_misbehaving << ", timeout " << stats.closed_timeout << ", evicted "
-                     << stats.closed_evicted << ", token " << stats.refused_token << ", peak buffered "
-                     << stats.peak_buffered_bytes);
+    INFO("accepted " << stats.accepted << ", open " << stats.open << ", misbehaving " << stats.closed_misbehaving
+                     << ", timeout " << stats.closed_timeout << ", evicted " << stats.closed_evicted << ", token "
+                     << stats.refused_token << ", peak buffered " << stats.peak_buffered_bytes);
     CHECK(stats.open == 1);  // the server's own client
     // Silent ones time out (or make room), the rest are refused for want of the token or closed for
     // what they sent; churned ones just leave.
@@ -170,8 +164,7 @@ TEST_CASE("a store out of descriptors still admits the job's ranks") {
   std::ifstream stats(dir / "stats");
   uint64_t accepted = 0, evicted = 0, refused = 0;
   stats >> accepted >> evicted >> refused;
-  MESSAGE("store out of descriptors: accepted " << accepted << ", evicted " << evicted << ", refused "
-                                                << refused);
+  MESSAGE("store out of descriptors: accepted " << accepted << ", evicted " << evicted << ", refused " << refused);
   CHECK(evicted + refused > 0);
   fs::remove_all(dir);
 }

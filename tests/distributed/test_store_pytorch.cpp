@@ -81,8 +81,7 @@ TEST_CASE("kiln's client detects and uses a PyTorch TCPStore server's protocol")
   MESSAGE("PyTorch server: " << line);
   REQUIRE(port > 0);
   {
-    kd::TCPStore store("127.0.0.1", port,
-                       kd::TCPStoreOptions{.timeout = 60s, .protocol = kd::StoreProtocol::detect});
+    kd::TCPStore store("127.0.0.1", port, kd::TCPStoreOptions{.timeout = 60s, .protocol = kd::StoreProtocol::detect});
     std::string version = line;
     // PyTorch up to 2.1 (Debian 12 ships 1.13) speaks the legacy protocol, 2.2 on the current one.
     bool old = version.find(" 1.") != std::string::npos || version.find(" 2.0") != std::string::npos ||
@@ -100,9 +99,7 @@ TEST_CASE("kiln's client detects and uses a PyTorch TCPStore server's protocol")
     std::string msg;
     try {
       store.wait({"nobody"}, 300ms);
-    } catch (const kiln::Error& e) {
-      msg = e.what();
-    }
+    } catch (const kiln::Error& e) { msg = e.what(); }
     CHECK(msg.find("still missing: [nobody]") != std::string::npos);
     store.set("done", "1");
   }

@@ -16,8 +16,8 @@
 #include <string>
 
 #include "distributed/distributed.h"
-#include "fabric/fabric.h"
 #include "examples/simple_cnn.h"
+#include "fabric/fabric.h"
 #include "kiln.h"
 #include "nn/functional.h"
 #include "optim/adam.h"
@@ -39,12 +39,10 @@ void expect(bool ok, const std::string& what) {
   }
 }
 
-void expect_values(const Tensor& t, const std::vector<double>& want, const std::string& what,
-                   double tol = 0) {
+void expect_values(const Tensor& t, const std::vector<double>& want, const std::string& what, double tol = 0) {
   auto got = t.contiguous().to_vector<double>();
   bool ok = got.size() == want.size();
-  for (size_t i = 0; ok && i < got.size(); ++i)
-    ok = std::abs(got[i] - want[i]) <= tol * (1 + std::abs(want[i]));
+  for (size_t i = 0; ok && i < got.size(); ++i) ok = std::abs(got[i] - want[i]) <= tol * (1 + std::abs(want[i]));
   if (!ok) {
     std::string s = what + ": got [";
     for (double v : got) s += std::to_string(v) + " ";
@@ -141,8 +139,8 @@ int collectives() {
         double s = (2 * j + c + 1) * (w + 1) / 2.0;  // the sum over ranks divided by w
         uw.push_back(integral ? std::trunc(s) : s);
       }
-    Tensor ut = comm->reduce_scatter(kiln::tensor(uv, {rows, 2}, {.dtype = DType::f64}).to(dt),
-                                     counts, kd::ReduceOp::avg);
+    Tensor ut =
+        comm->reduce_scatter(kiln::tensor(uv, {rows, 2}, {.dtype = DType::f64}).to(dt), counts, kd::ReduceOp::avg);
     expect(ut.sizes() == kiln::Shape{counts[size_t(r)], 2}, "uneven reduce_scatter shape " + name);
     expect(ut.dtype() == dt, "uneven reduce_scatter dtype " + name);
     expect_values(ut, uw, "uneven reduce_scatter avg " + name);
@@ -150,9 +148,7 @@ int collectives() {
     std::string msg;
     try {
       comm->reduce_scatter(kiln::zeros({3, 2}, {.dtype = dt}), std::vector<int64_t>(size_t(w), 1));
-    } catch (const kiln::Error& e) {
-      msg = e.what();
-    }
+    } catch (const kiln::Error& e) { msg = e.what(); }
     expect(w == 3 || msg.find("add up to") != std::string::npos, "miscounted rows: " + msg);
   }
   comm->barrier();
@@ -164,8 +160,8 @@ int collectives() {
 std::vector<Tensor> make_params(uint64_t seed) {
   kiln::Generator gen(seed);
   auto o = kiln::TensorOptions{.dtype = DType::f64};
-  std::vector<Tensor> ps = {kiln::randn({8, 4}, o, &gen), kiln::randn({8}, o, &gen),
-                            kiln::randn({3, 8}, o, &gen), kiln::randn({3}, o, &gen)};
+  std::vector<Tensor> ps = {kiln::randn({8, 4}, o, &gen), kiln::randn({8}, o, &gen), kiln::randn({3, 8}, o, &gen),
+                            kiln::randn({3}, o, &gen)};
   for (auto& p : ps) p.requires_grad_(true);
   return ps;
 }
@@ -174,7 +170,6 @@ Tensor loss_of(const std::vector<Tensor>& p, const Tensor& x, const Tensor& y) {
   auto h = kiln::relu(kiln::linear(x, p[0], p[1]));
   return kiln::mse_loss(kiln::linear(h, p[2], p[3]), y);
 }
-
 
 void check_close(const Tensor& a, const Tensor& b, double rtol, const std::string& what) {
   auto av = a.to_vector<double>(), bv = b.to_vector<double>();
@@ -195,12 +190,8 @@ int ddp() {
   kiln::Generator dgen(7);
   auto o = kiln::TensorOptions{.dtype = DType::f64};
   Tensor X = kiln::randn({2 * w * B, 4}, o, &dgen), Y = kiln::randn({2 * w * B, 3}, o, &dgen);
-  auto local = [&](int mb) {
-    return std::pair{X.narrow(0, (mb * w + r) * B, B), Y.narrow(0, (mb * w + r) * B, B)};
-  };
-  auto global = [&](int mb) {
-    return std::pair{X.narrow(0, mb * w * B, w * B), Y.narrow(0, mb * w * B, w * B)};
-  };
+  auto local = [&](int mb) { return std::pair{X.narrow(0, (mb * w + r) * B, B), Y.narrow(0, (mb * w + r) * B, B)}; };
+  auto global = [&](int mb) { return std::pair{X.narrow(0, mb * w * B, w * B), Y.narrow(0, mb * w * B, w * B)}; };
 
   auto params = make_params(100 + r);  // different on every rank until the broadcast
   auto ref = make_params(100);
@@ -210,8 +201,7 @@ int ddp() {
 
   kd::Reducer reducer(comm, params, {.bucket_cap_bytes = 100});  // several buckets
   expect(reducer.bucket_indices().size() >= 3, "several buckets");
-  expect(reducer.bucket_indices().front().front() == params.size() - 1,
-         "buckets in reverse parameter order");
+  expect(reducer.bucket_indices().front().front() == params.size() - 1, "buckets in reverse parameter order");
 
   // Step 1: one micro-batch.
   {
@@ -275,7 +265,7 @@ int cnn() {
   // alone can move a weight by up to 2*lr; in f64 the two runs agree to rounding.
   auto model = std::make_shared<SimpleCNN>(3, 10);
   model->to(DType::f64);
-  model->eval();                // no dropout: the single-process run must see the same network
+  model->eval();  // no dropout: the single-process run must see the same network
   kiln::manual_seed(1000);
   auto ref = std::make_shared<SimpleCNN>(3, 10);
   ref->to(DType::f64);
@@ -289,8 +279,7 @@ int cnn() {
     auto x = kiln::randn({w * B, 3, 32, 32}, {.dtype = DType::f64}, &g);
     auto y = kiln::randint(0, 10, {w * B}, {.dtype = DType::i64}, &g);
     opt.zero_grad();
-    kiln::nn::functional::cross_entropy(model->forward(x.narrow(0, r * B, B)), y.narrow(0, r * B, B))
-        .backward();
+    kiln::nn::functional::cross_entropy(model->forward(x.narrow(0, r * B, B)), y.narrow(0, r * B, B)).backward();
     ddp.finalize();
     opt.step();
     ropt.zero_grad();
@@ -318,9 +307,8 @@ int zero() {
   auto a = make_params(100), b = make_params(100);
   kd::Reducer ra(comm, a), rb(comm, b);
   kiln::optim::AdamW full(a, 1e-2);
-  kd::ZeroRedundancyOptimizer sharded(comm, b, [](std::vector<Tensor> p) {
-    return std::make_shared<kiln::optim::AdamW>(p, 1e-2);
-  });
+  kd::ZeroRedundancyOptimizer sharded(
+      comm, b, [](std::vector<Tensor> p) { return std::make_shared<kiln::optim::AdamW>(p, 1e-2); });
   kiln::Generator g(9);
   auto o = kiln::TensorOptions{.dtype = DType::f64};
   for (int step = 0; step < 4; ++step) {
@@ -357,9 +345,8 @@ struct Mlp : kiln::nn::Module {
 
 std::shared_ptr<kiln::optim::AdamW> grouped_adamw(Mlp& m) {
   return std::make_shared<kiln::optim::AdamW>(
-      std::vector<kiln::optim::ParamGroup>{
-          {m.fc1->parameters(), {{"lr", 2e-2}, {"weight_decay", 0.1}}},
-          {m.fc2->parameters(), {{"lr", 1e-2}, {"weight_decay", 0.0}}}},
+      std::vector<kiln::optim::ParamGroup>{{m.fc1->parameters(), {{"lr", 2e-2}, {"weight_decay", 0.1}}},
+                                           {m.fc2->parameters(), {{"lr", 1e-2}, {"weight_decay", 0.0}}}},
       kiln::optim::AdamWOptions{});
 }
 
@@ -376,7 +363,7 @@ int zero2_in(const std::shared_ptr<kd::Communicator>& comm, DType dt, double rto
   g_rank = r;
   const std::string tag = std::string(kiln::dtype_name(dt)) + " ";
   const size_t cap = 25 * kiln::element_size(dt);  // fc2's bias and weight share a bucket
-  kiln::manual_seed(1000 + r);  // different on every rank until the broadcast
+  kiln::manual_seed(1000 + r);                     // different on every rank until the broadcast
   auto a = std::make_shared<Mlp>();
   kiln::manual_seed(1000 + r);
   auto b = std::make_shared<Mlp>();
@@ -444,8 +431,7 @@ int zero2_in(const std::shared_ptr<kd::Communicator>& comm, DType dt, double rto
   for (size_t k = 0; k < pa.size(); ++k) {
     worst = std::max(worst, worst_relative(pb[k].detach(), pa[k].detach()));
     Tensor all = comm->all_gather(pb[k].detach());
-    for (int q = 0; q < w; ++q)
-      expect(kiln::equal(all[q], pb[k].detach()), tag + "parameters equal on every rank");
+    for (int q = 0; q < w; ++q) expect(kiln::equal(all[q], pb[k].detach()), tag + "parameters equal on every rank");
   }
   if (r == 0) std::cerr << "zero2 " << tag << "world " << w << ": worst relative difference to DDP " << worst << "\n";
   expect(worst <= rtol, tag + "sharded vs DDP parameters: relative difference " + std::to_string(worst));
@@ -470,9 +456,7 @@ int zero2_in(const std::shared_ptr<kd::Communicator>& comm, DType dt, double rto
   std::string msg;
   try {
     zero.step();
-  } catch (const kiln::Error& e) {
-    msg = e.what();
-  }
+  } catch (const kiln::Error& e) { msg = e.what(); }
   expect(msg.find("fabric.step(optimizer)") != std::string::npos, tag + "stepping alone is reported: " + msg);
   return g_failures;
 }
@@ -496,9 +480,7 @@ int zero2_errors() {
   std::string msg;
   try {
     kd::ShardedDataParallel z(m, partial, comm);
-  } catch (const kiln::Error& e) {
-    msg = e.what();
-  }
+  } catch (const kiln::Error& e) { msg = e.what(); }
   expect(msg.find("'fc2.weight'") != std::string::npos, "names the missing parameter: " + msg);
   auto stepped = std::make_shared<kiln::optim::AdamW>(m->parameters(), 1e-3);
   kiln::mse_loss(m->forward(kiln::randn({2, 5})), kiln::randn({2, 3})).backward();
@@ -506,9 +488,7 @@ int zero2_errors() {
   msg.clear();
   try {
     kd::ShardedDataParallel z(m, stepped, comm);
-  } catch (const kiln::Error& e) {
-    msg = e.what();
-  }
+  } catch (const kiln::Error& e) { msg = e.what(); }
   expect(msg.find("already holds state") != std::string::npos, "refuses a stepped optimizer: " + msg);
   return g_failures ? 1 : 0;
 }
@@ -544,8 +524,7 @@ int fabric_zero() {
   auto loss = [](Mlp& m, const std::pair<Tensor, Tensor>& xy) {
     return kiln::mse_loss(m.forward(xy.first), xy.second);
   };
-  auto train_step = [&](int step, std::shared_ptr<Mlp> m, std::shared_ptr<kiln::optim::AdamW> opt,
-                        bool with_ref) {
+  auto train_step = [&](int step, std::shared_ptr<Mlp> m, std::shared_ptr<kiln::optim::AdamW> opt, bool with_ref) {
     if (with_ref) oa->zero_grad();
     opt->zero_grad();
     auto xy = batch();
@@ -625,8 +604,8 @@ int fabric_zero() {
   if (r == 0) {
     kiln::consolidate_checkpoint(index, dir + "/full.safetensors");
     auto c = kiln::load_safetensors(dir + "/full.safetensors"), d = kiln::load_safetensors(ref);
-    expect(c.tensors.size() == d.tensors.size(), "consolidated tensor count " +
-           std::to_string(c.tensors.size()) + " vs DDP " + std::to_string(d.tensors.size()));
+    expect(c.tensors.size() == d.tensors.size(), "consolidated tensor count " + std::to_string(c.tensors.size()) +
+                                                     " vs DDP " + std::to_string(d.tensors.size()));
     for (auto& [name, t] : d.tensors) {
       auto it = c.tensors.find(name);
       expect(it != c.tensors.end(), "consolidated has " + name);
@@ -706,9 +685,7 @@ int fabric_zero() {
   std::string msg;
   try {
     loss(*b, batch()).backward();
-  } catch (const kiln::Error& e) {
-    msg = e.what();
-  }
+  } catch (const kiln::Error& e) { msg = e.what(); }
   expect(msg.find("requires you to call fabric.backward(loss)") != std::string::npos,
          "a bare loss.backward() is reported: " + msg);
   return g_failures ? 1 : 0;
@@ -736,7 +713,8 @@ int fabric_literal() {
   std::tie(b, ob) = fabric.setup(b, ob);
   kiln::Generator g(21);
   for (int step = 0; step < 3; ++step) {
-    auto x = kiln::randn({w * 3, 5}, {}, &g).narrow(0, r * 3, 3), y = kiln::randn({w * 3, 3}, {}, &g).narrow(0, r * 3, 3);
+    auto x = kiln::randn({w * 3, 5}, {}, &g).narrow(0, r * 3, 3),
+         y = kiln::randn({w * 3, 3}, {}, &g).narrow(0, r * 3, 3);
     oa->zero_grad();
     kiln::mse_loss(a->forward(x), y).backward();
     ddp.finalize();
@@ -751,8 +729,8 @@ int fabric_literal() {
   double worst = 0;
   for (size_t k = 0; k < pa.size(); ++k) worst = std::max(worst, worst_relative(pb[k].detach(), pa[k].detach()));
   // ddp: the same reducer, bit for bit; zero: reduce-scatter may add in another order.
-  expect(worst <= (strategy == "ddp" ? 0.0 : 1e-5), strategy + ": literal loop vs explicit DDP: relative difference " +
-                                                      std::to_string(worst));
+  expect(worst <= (strategy == "ddp" ? 0.0 : 1e-5),
+         strategy + ": literal loop vs explicit DDP: relative difference " + std::to_string(worst));
   for (auto& p : pb) {
     Tensor all = comm->all_gather(p.detach());
     for (int q = 0; q < w; ++q) expect(kiln::equal(all[q], p.detach()), "parameters equal on every rank");
@@ -761,9 +739,7 @@ int fabric_literal() {
   std::string msg;
   try {
     kiln::mse_loss(b->forward(kiln::randn({3, 5})), kiln::randn({3, 3})).backward();
-  } catch (const kiln::Error& e) {
-    msg = e.what();
-  }
+  } catch (const kiln::Error& e) { msg = e.what(); }
   expect(msg.find("requires you to call fabric.backward(loss) instead of loss.backward()") != std::string::npos,
          "bare backward under " + strategy + ": " + msg);
 
@@ -779,16 +755,18 @@ int fabric_literal() {
   const std::string marker = dir + "/first_" + strategy;
   {
     auto first = fabric.rank_zero_first();
-    if (r == 0) std::ofstream(marker) << "ready";
-    else expect(std::filesystem::exists(marker), "rank 0 went first");
+    if (r == 0)
+      std::ofstream(marker) << "ready";
+    else
+      expect(std::filesystem::exists(marker), "rank 0 went first");
   }
   fabric.barrier();
 
   // A loader with a sampler of its own: each rank gets a disjoint share of its order.
   auto ds = std::make_shared<kiln::data::TensorDataset>(kiln::randn({10, 2}), kiln::arange(10.0));
   auto order = std::make_shared<kiln::data::SequentialSampler>(10);
-  auto loader = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(
-      ds, kiln::data::DataLoaderOptions{.batch_size = 1, .sampler = order}));
+  auto loader = fabric.setup_dataloaders(
+      std::make_shared<kiln::data::DataLoader>(ds, kiln::data::DataLoaderOptions{.batch_size = 1, .sampler = order}));
   std::vector<int64_t> mine;
   for (auto& batch : *loader) mine.push_back(batch.target.item<int64_t>());
   const int64_t per_rank = (10 + w - 1) / w;
@@ -800,8 +778,9 @@ int fabric_literal() {
   for (int64_t v : all.flatten().to_vector<int64_t>()) seen.insert(v);
   expect(seen.size() == 10, "the shares cover the dataset");
   // use_distributed_sampler = false: every rank sees everything.
-  auto whole = fabric.setup_dataloaders(std::make_shared<kiln::data::DataLoader>(ds, kiln::data::DataLoaderOptions{.batch_size = 10}),
-                                        {.use_distributed_sampler = false});
+  auto whole = fabric.setup_dataloaders(
+      std::make_shared<kiln::data::DataLoader>(ds, kiln::data::DataLoaderOptions{.batch_size = 10}),
+      {.use_distributed_sampler = false});
   expect(whole->size() == 1 && (*whole->begin()).target.numel() == 10, "use_distributed_sampler = false");
   return g_failures ? 1 : 0;
 }
@@ -820,8 +799,10 @@ int crash(bool reduce_scatter) {
   std::string out = std::getenv("KILN_TEST_OUT") ? std::getenv("KILN_TEST_OUT") : "/tmp";
   try {
     for (int i = 0; i < 100000; ++i) {
-      if (reduce_scatter) comm->reduce_scatter(t);
-      else comm->all_reduce(t);
+      if (reduce_scatter)
+        comm->reduce_scatter(t);
+      else
+        comm->all_reduce(t);
     }
   } catch (const kiln::Error& e) {
     std::ofstream(out + "/rank" + std::to_string(r) + ".err") << e.what();
@@ -845,9 +826,7 @@ int out_of_step() {
       Tensor t = kiln::ones({4});
       comm->all_reduce(t);
     }
-  } catch (const kiln::Error& e) {
-    msg = e.what();
-  }
+  } catch (const kiln::Error& e) { msg = e.what(); }
   expect(msg.find("out of step") != std::string::npos, "out-of-step error, got: " + msg);
   expect(msg.find("barrier") != std::string::npos && msg.find("all_reduce") != std::string::npos,
          "the error names both calls: " + msg);
@@ -857,9 +836,7 @@ int out_of_step() {
     msg.clear();
     try {
       comm->barrier();
-    } catch (const kiln::Error& e) {
-      msg = e.what();
-    }
+    } catch (const kiln::Error& e) { msg = e.what(); }
     expect(msg.find("ranks [1") != std::string::npos, "names the missing ranks, got: " + msg);
   }
   return g_failures ? 1 : 0;
@@ -957,8 +934,10 @@ int store_serve() {
   std::string out = std::getenv("KILN_TEST_OUT") ? std::getenv("KILN_TEST_OUT") : "/tmp";
   const char* token = std::getenv("KILN_STORE_TOKEN");
   kd::TCPStore server("127.0.0.1", 0,
-                      kd::TCPStoreOptions{.is_server = true, .timeout = std::chrono::seconds(120),
-                                          .token = token ? token : "", .handshake_timeout = std::chrono::seconds(60)});
+                      kd::TCPStoreOptions{.is_server = true,
+                                          .timeout = std::chrono::seconds(120),
+                                          .token = token ? token : "",
+                                          .handshake_timeout = std::chrono::seconds(60)});
   {
     std::ofstream tmp(out + "/port.tmp");
     tmp << server.port() << "\n";
@@ -975,8 +954,8 @@ int launched(bool fail_rank2) {
   // The outer process stands for a program started by hand: no launcher's variables (and, when
   // the test checks launch()'s own choice, no OMP_NUM_THREADS).
   if (!std::getenv("KILN_TEST_CHILD")) {
-    for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK",
-                          "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT"})
+    for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
+                          "MASTER_ADDR", "MASTER_PORT"})
       ::unsetenv(v);
     if (std::getenv("KILN_TEST_EXPECT_OMP")) ::unsetenv("OMP_NUM_THREADS");
   }

@@ -31,8 +31,7 @@ struct Run {
   std::shared_ptr<nn::Module> model;
   std::shared_ptr<optim::Optimizer> opt;
   Run(bool zero, int64_t width)
-      : fabric(FabricOptions{.accelerator = "cpu", .devices = zero ? "2" : "1",
-                             .strategy = zero ? "zero" : "auto"}) {
+      : fabric(FabricOptions{.accelerator = "cpu", .devices = zero ? "2" : "1", .strategy = zero ? "zero" : "auto"}) {
     fabric.launch();
     manual_seed(1);
     model = std::make_shared<nn::Linear>(width, width);
@@ -147,7 +146,8 @@ int main(int argc, char** argv) {
       return 77;
     }
 #endif
-    if (mode == "loop" || mode == "zero-loop") return loop(dir, argc > 3 ? std::stoll(argv[3]) : 0, mode == "zero-loop");
+    if (mode == "loop" || mode == "zero-loop")
+      return loop(dir, argc > 3 ? std::stoll(argv[3]) : 0, mode == "zero-loop");
     if (mode == "enospc" || mode == "zero-enospc") return enospc(dir, mode == "zero-enospc");
     if (mode == "zero-fault" && argc > 4) return zero_fault(dir, std::stoi(argv[3]), argv[4]);
     std::cerr << "usage: save_worker loop|zero-loop|enospc|zero-enospc|zero-fault DIR ...\n";

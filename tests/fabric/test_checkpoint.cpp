@@ -44,9 +44,7 @@ void train_steps(nn::Module& model, optim::Optimizer& opt, int steps) {
 std::string error_of(const std::function<void()>& fn) {
   try {
     fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
+  } catch (const Error& e) { return e.what(); }
   return "";
 }
 
@@ -64,10 +62,16 @@ TEST_CASE("checkpoint: modules, optimizers, schedulers, tensors and plain values
   sched->step();
   Tensor extra = arange(5.0, {.dtype = DType::f32});
   auto scaler = std::make_shared<optim::GradScaler>(optim::GradScalerOptions{.init_scale = 1024.0});
-  save_checkpoint(path, {{"model", model}, {"optimizer", opt}, {"scheduler", sched}, {"extra", extra},
+  save_checkpoint(path, {{"model", model},
+                         {"optimizer", opt},
+                         {"scheduler", sched},
+                         {"extra", extra},
                          {"scaler", scaler},
-                         {"epoch", int64_t(7)}, {"best", 0.875}, {"tag", std::string("run-a")},
-                         {"done", true}, {"unasked", int64_t(42)}});
+                         {"epoch", int64_t(7)},
+                         {"best", 0.875},
+                         {"tag", std::string("run-a")},
+                         {"done", true},
+                         {"unasked", int64_t(42)}});
 
   // The file is plain safetensors with PyTorch's names.
   auto raw = load_safetensors(path);
@@ -85,9 +89,9 @@ TEST_CASE("checkpoint: modules, optimizers, schedulers, tensors and plain values
   auto sched2 = std::make_shared<optim::CosineAnnealingLR>(*opt2, 10);
   Tensor extra2 = zeros({5});
   auto scaler2 = std::make_shared<optim::GradScaler>();
-  State state{{"model", model2}, {"optimizer", opt2}, {"scheduler", sched2}, {"extra", extra2},
-              {"scaler", scaler2},
-              {"epoch", int64_t(0)}, {"best", 0.0}, {"tag", std::string()}, {"done", false}};
+  State state{{"model", model2}, {"optimizer", opt2},    {"scheduler", sched2},
+              {"extra", extra2}, {"scaler", scaler2},    {"epoch", int64_t(0)},
+              {"best", 0.0},     {"tag", std::string()}, {"done", false}};
   State rest = load_checkpoint(path, state);
   CHECK(std::get<int64_t>(state["epoch"]) == 7);
   CHECK(std::get<double>(state["best"]) == 0.875);
@@ -96,8 +100,7 @@ TEST_CASE("checkpoint: modules, optimizers, schedulers, tensors and plain values
   CHECK(extra2.to_vector<double>() == extra.to_vector<double>());
   REQUIRE(rest.size() == 1);
   CHECK(std::get<int64_t>(rest.at("unasked")) == 42);
-  for (const auto& [name, t] : model->state_dict())
-    CHECK(equal(t, model2->state_dict().at(name)));
+  for (const auto& [name, t] : model->state_dict()) CHECK(equal(t, model2->state_dict().at(name)));
   CHECK(opt2->lr() == doctest::Approx(opt->lr()));
   CHECK(sched2->last_epoch() == 2);
   CHECK(scaler2->get_scale() == 1024.0);
@@ -165,11 +168,11 @@ std::vector<double> run_epochs(int start, int end, const std::string& resume, co
   auto opt = std::make_shared<optim::AdamW>(model->parameters(), 1e-2);
   auto sched = std::make_shared<optim::CosineAnnealingLR>(*opt, 3);
   std::tie(model, opt) = fabric.setup(model, opt);
-  auto loader = fabric.setup_dataloaders(std::make_shared<data::DataLoader>(
-      ds, data::DataLoaderOptions{.batch_size = 8, .shuffle = true}));
+  auto loader = fabric.setup_dataloaders(
+      std::make_shared<data::DataLoader>(ds, data::DataLoaderOptions{.batch_size = 8, .shuffle = true}));
   if (!resume.empty()) {
-    State st{{"model", model}, {"optimizer", opt}, {"scheduler", sched}, {"epoch", int64_t(0)},
-             {"rng_seed", int64_t(0)}, {"rng_offset", int64_t(0)}};
+    State st{{"model", model},      {"optimizer", opt},       {"scheduler", sched},
+             {"epoch", int64_t(0)}, {"rng_seed", int64_t(0)}, {"rng_offset", int64_t(0)}};
     fabric.load(resume, st);
     default_generator().manual_seed(uint64_t(std::get<int64_t>(st["rng_seed"])));
     default_generator().set_offset(uint64_t(std::get<int64_t>(st["rng_offset"])));
@@ -189,7 +192,9 @@ std::vector<double> run_epochs(int start, int end, const std::string& resume, co
     sched->step();
   }
   if (!save.empty())
-    fabric.save(save, {{"model", model}, {"optimizer", opt}, {"scheduler", sched},
+    fabric.save(save, {{"model", model},
+                       {"optimizer", opt},
+                       {"scheduler", sched},
                        {"epoch", int64_t(end - 1)},
                        {"rng_seed", int64_t(default_generator().seed())},
                        {"rng_offset", int64_t(default_generator().offset())}});
@@ -220,12 +225,19 @@ TEST_CASE("checkpoint: sharded files, consolidation and re-sharding are exact; b
   train_steps(*model, *opt, 2);
   // small_net's parameters: 0 fc1.weight [8, 4], 1 fc1.bias [8], 2 fc2.weight [3, 8], 3 fc2.bias
   // [3], in two buckets (reverse order) that 2 ranks split with one element of padding.
-  nlohmann::json layout = {
-      {"world_size", 2}, {"group_sizes", {4}},
-      {"buckets", {{{"group", 0}, {"dtype", "float32"}, {"numel", 27}, {"shard_numel", 14},
-                    {"params", {{3, 0, 3, {3}}, {2, 3, 24, {3, 8}}}}},
-                   {{"group", 0}, {"dtype", "float32"}, {"numel", 40}, {"shard_numel", 20},
-                    {"params", {{1, 0, 8, {8}}, {0, 8, 32, {8, 4}}}}}}}};
+  nlohmann::json layout = {{"world_size", 2},
+                           {"group_sizes", {4}},
+                           {"buckets",
+                            {{{"group", 0},
+                              {"dtype", "float32"},
+                              {"numel", 27},
+                              {"shard_numel", 14},
+                              {"params", {{3, 0, 3, {3}}, {2, 3, 24, {3, 8}}}}},
+                             {{"group", 0},
+                              {"dtype", "float32"},
+                              {"numel", 40},
+                              {"shard_numel", 20},
+                              {"params", {{1, 0, 8, {8}}, {0, 8, 32, {8, 4}}}}}}}};
   detail::OptimizerEntry full{opt->state_tensors(), opt->hyper_params()};
   std::vector<detail::OptimizerEntry> shards;
   for (int r = 0; r < 2; ++r) shards.push_back(detail::shard_optimizer(layout, r, full, "test"));
@@ -244,7 +256,8 @@ TEST_CASE("checkpoint: sharded files, consolidation and re-sharding are exact; b
     ranks.push_back(std::make_shared<optim::AdamW>(std::vector<Tensor>{zeros({14}), zeros({20})}, 1e-2));
     ranks[r]->load(shards[r].tensors, shards[r].hyper_params);
     ctx[r] = {.rank = r, .world_size = 2, .layouts = {{ranks[r].get(), layout}}};
-    detail::save_checkpoint_shard(index, "abc", {{"model", model}, {"optimizer", ranks[r]}, {"epoch", int64_t(3)}}, ctx[r]);
+    detail::save_checkpoint_shard(index, "abc", {{"model", model}, {"optimizer", ranks[r]}, {"epoch", int64_t(3)}},
+                                  ctx[r]);
   }
   CHECK_FALSE(is_sharded_checkpoint(index));
   detail::save_checkpoint_index(index, "abc", {{"model", model}, {"optimizer", ranks[0]}}, ctx[0]);

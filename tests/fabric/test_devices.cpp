@@ -13,9 +13,7 @@ using kiln::detail::plan_devices;
 std::string error_of(const std::function<void()>& f) {
   try {
     f();
-  } catch (const kiln::Error& e) {
-    return e.what();
-  }
+  } catch (const kiln::Error& e) { return e.what(); }
   return "no error";
 }
 

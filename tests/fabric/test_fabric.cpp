@@ -16,9 +16,7 @@ namespace {
 std::string error_of(const FabricOptions& o) {
   try {
     Fabric f(o);
-  } catch (const Error& e) {
-    return e.what();
-  }
+  } catch (const Error& e) { return e.what(); }
   return "";
 }
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
@@ -168,7 +166,8 @@ TEST_CASE("Fabric: 16-mixed scales the loss, unscales at the step and catches lo
   // dloss/dw = 2 rows * 0.25 * 0.5 * 0.25 = 0.0625, db = 0.25; scaled until the step unscales.
   CHECK(model->weight.grad().to(Device::cpu()).max().item<double>() == doctest::Approx(0.0625 * 65536));
   Tensor norm = fabric.clip_gradients(model, opt, std::nullopt, 1e6);
-  CHECK(norm.to(Device::cpu()).item<double>() == doctest::Approx(std::sqrt(4 * 0.0625 * 0.0625 + 0.0625)).epsilon(1e-2));
+  CHECK(norm.to(Device::cpu()).item<double>() ==
+        doctest::Approx(std::sqrt(4 * 0.0625 * 0.0625 + 0.0625)).epsilon(1e-2));
   CHECK(fabric.step(opt));
   CHECK(fabric.grad_scaler()->get_scale() == 65536.0);
   CHECK(allclose(model->weight.to(Device::cpu()), w0 - 0.00625, 1e-3, 1e-4));

@@ -25,7 +25,8 @@ fs::path fresh_dir(const std::string& tag) {
 
 std::shared_ptr<nn::Sequential> mlp() {
   return std::make_shared<nn::Sequential>(std::initializer_list<std::pair<std::string, std::shared_ptr<nn::Module>>>{
-      {"fc1", std::make_shared<nn::Linear>(4, 8)}, {"act", std::make_shared<nn::ReLU>()},
+      {"fc1", std::make_shared<nn::Linear>(4, 8)},
+      {"act", std::make_shared<nn::ReLU>()},
       {"fc2", std::make_shared<nn::Linear>(8, 3)}});
 }
 
@@ -73,8 +74,12 @@ TEST_CASE("Fabric: save makes folders and filters; nested state; load(path) retu
   opt->step();
   const nlohmann::json history = {{"loss", {2.5, 1.25}}, {"best", {{"epoch", 1}, {"acc", 0.5}}}};
   const std::string path = (dir / "a" / "b" / "ck.safetensors").string();
-  fabric.save(path, {{"model", model}, {"optimizer", opt}, {"scheduler", sched}, {"history", history},
-                     {"tag", "run-a"}, {"epoch", int64_t(3)}});
+  fabric.save(path, {{"model", model},
+                     {"optimizer", opt},
+                     {"scheduler", sched},
+                     {"history", history},
+                     {"tag", "run-a"},
+                     {"epoch", int64_t(3)}});
   REQUIRE(fs::exists(path));
 
   // Nested plain state comes back into a JSON entry, and a plain one into a JSON too.
@@ -104,10 +109,12 @@ TEST_CASE("Fabric: save makes folders and filters; nested state; load(path) retu
   CHECK_FALSE(file.tensors.count("optimizer.state.0.exp_avg"));
   State partial{{"model", model}};
   fabric.load(small, partial, /*strict=*/false);  // the kept weights load
-  CHECK_THROWS_WITH_AS(fabric.save(small, {{"epoch", int64_t(1)}}, {{"epoch", [](const std::string&, const Tensor&) { return true; }}}),
-                       doctest::Contains("neither"), Error);
-  CHECK_THROWS_WITH_AS(fabric.save(small, {{"model", model}}, {{"opt", [](const std::string&, const Tensor&) { return true; }}}),
-                       doctest::Contains("does not have"), Error);
+  CHECK_THROWS_WITH_AS(
+      fabric.save(small, {{"epoch", int64_t(1)}}, {{"epoch", [](const std::string&, const Tensor&) { return true; }}}),
+      doctest::Contains("neither"), Error);
+  CHECK_THROWS_WITH_AS(
+      fabric.save(small, {{"model", model}}, {{"opt", [](const std::string&, const Tensor&) { return true; }}}),
+      doctest::Contains("does not have"), Error);
   fs::remove_all(dir);
 }
 
@@ -175,13 +182,16 @@ namespace {
 struct Recorder : Callback {
   std::vector<std::string> seen;
   Recorder() {
-    on("on_train_epoch_end", [this](int64_t epoch, double loss) { seen.push_back(std::to_string(epoch) + ":" + std::to_string(loss)); });
+    on("on_train_epoch_end",
+       [this](int64_t epoch, double loss) { seen.push_back(std::to_string(epoch) + ":" + std::to_string(loss)); });
     on("on_save", [this](const std::string& path) { seen.push_back(path); });
   }
 };
 struct Other : Callback {
   int calls = 0;
-  Other() { on("on_train_epoch_end", [this](int, float) { ++calls; }); }
+  Other() {
+    on("on_train_epoch_end", [this](int, float) { ++calls; });
+  }
 };
 }  // namespace
 
@@ -194,7 +204,8 @@ TEST_CASE("Fabric: callbacks run by name, in order, with converted numbers") {
   fabric.call("no_such_hook", 1, 2, 3);  // nobody has it: nothing runs
   CHECK(rec->seen == std::vector<std::string>{"3:0.500000", "ck.safetensors"});
   CHECK(other->calls == 1);
-  CHECK_THROWS_WITH_AS(fabric.call("on_save", 5), doctest::Contains("argument 1 is a int but the hook takes a std::"), Error);
+  CHECK_THROWS_WITH_AS(fabric.call("on_save", 5), doctest::Contains("argument 1 is a int but the hook takes a std::"),
+                       Error);
   CHECK_THROWS_WITH_AS(fabric.call("on_train_epoch_end", 1), doctest::Contains("takes 2 arguments, got 1"), Error);
   CHECK(fabric.callbacks().size() == 2);
 }
@@ -205,19 +216,19 @@ TEST_CASE("Fabric: log takes tensors; a CSV and a TensorBoard logger share one v
   auto csv = std::make_shared<CSVLogger>(root.string(), "run");
   auto tb = std::make_shared<TensorBoardLogger>(root.string(), "run");
   {
-  Fabric fabric({.accelerator = "cpu", .loggers = {csv, tb}});
-  fabric.log("loss", scalar_tensor(0.25), 1);
-  fabric.log_dict({{"acc", full({1}, 0.5)}, {"epoch", 2}}, 2);
-  std::map<std::string, double> plain{{"lr", 0.1}};
-  fabric.log_dict(plain);
-  CHECK(csv->version() == 1);
-  CHECK(tb->version() == 1);
-  CHECK(fs::path(tb->event_file()).parent_path() == root / "run" / "version_1");
-  std::ifstream in(csv->metrics_path());
-  std::string header;
-  std::getline(in, header);
-  CHECK(header == "step,acc,epoch,loss,lr");
-  CHECK_THROWS_WITH_AS(fabric.log("v", ones({3})), doctest::Contains("does not hold a single element"), Error);
+    Fabric fabric({.accelerator = "cpu", .loggers = {csv, tb}});
+    fabric.log("loss", scalar_tensor(0.25), 1);
+    fabric.log_dict({{"acc", full({1}, 0.5)}, {"epoch", 2}}, 2);
+    std::map<std::string, double> plain{{"lr", 0.1}};
+    fabric.log_dict(plain);
+    CHECK(csv->version() == 1);
+    CHECK(tb->version() == 1);
+    CHECK(fs::path(tb->event_file()).parent_path() == root / "run" / "version_1");
+    std::ifstream in(csv->metrics_path());
+    std::string header;
+    std::getline(in, header);
+    CHECK(header == "step,acc,epoch,loss,lr");
+    CHECK_THROWS_WITH_AS(fabric.log("v", ones({3})), doctest::Contains("does not hold a single element"), Error);
   }
   csv.reset();
   tb.reset();

@@ -71,7 +71,6 @@ void train_explicit(SmallCnn& model, optim::Optimizer& opt, const Batches& data,
   }
 }
 
-
 }  // namespace
 
 TEST_CASE("setup: the seed's loop written literally trains as the explicit form (32-true, bf16-mixed)") {

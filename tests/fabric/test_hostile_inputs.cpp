@@ -46,8 +46,7 @@ struct Target {
       std::make_shared<optim::SGD>(model->parameters(), optim::SGDOptions{.lr = 0.1, .momentum = 0.9});
   std::shared_ptr<optim::StepLR> sched = std::make_shared<optim::StepLR>(*opt, 2, 0.5);
   std::shared_ptr<optim::GradScaler> scaler = std::make_shared<optim::GradScaler>();
-  State state{{"model", model}, {"optimizer", opt}, {"scheduler", sched}, {"scaler", scaler},
-              {"epoch", int64_t(0)}};
+  State state{{"model", model}, {"optimizer", opt}, {"scheduler", sched}, {"scaler", scaler}, {"epoch", int64_t(0)}};
 };
 
 // Runs a reader on `path`: "" when it succeeds, the message of its kiln::Error otherwise. Any
@@ -74,9 +73,7 @@ std::string outcome(const std::string& loader, const std::string& path) {
     } else {
       FAIL("unknown loader " << loader);
     }
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
+  } catch (const Error& e) { return e.what(); } catch (const std::exception& e) {
     FAIL("a " << typeid(e).name() << " escaped the " << loader << " reader on " << path << ": " << e.what());
   }
   return "";
@@ -85,8 +82,8 @@ std::string outcome(const std::string& loader, const std::string& path) {
 void expect_error(const std::string& loader, const std::string& path, const std::string& expect) {
   INFO(loader << " " << path);
   std::string err = outcome(loader, path);
-  CHECK_MESSAGE(err.find(expect) != std::string::npos, "expected an error containing \"" << expect
-                                                                                          << "\", got \"" << err << "\"");
+  CHECK_MESSAGE(err.find(expect) != std::string::npos,
+                "expected an error containing \"" << expect << "\", got \"" << err << "\"");
 }
 
 void write_bytes(const fs::path& p, const std::string& bytes) {
@@ -128,8 +125,10 @@ TEST_CASE("hostile inputs: each crafted file of tests/hostile is a kiln::Error w
     const std::string expect = c["expect"], loader = c["loader"];
     INFO(c["file"].get<std::string>() << " (" << c["why"].get<std::string>() << ")");
     std::string err = outcome(loader, file);
-    if (expect.empty()) CHECK_MESSAGE(err.empty(), "the control case failed: " << err);
-    else CHECK_MESSAGE(err.find(expect) != std::string::npos, "expected \"" << expect << "\", got \"" << err << "\"");
+    if (expect.empty())
+      CHECK_MESSAGE(err.empty(), "the control case failed: " << err);
+    else
+      CHECK_MESSAGE(err.find(expect) != std::string::npos, "expected \"" << expect << "\", got \"" << err << "\"");
   }
 }
 
@@ -172,11 +171,13 @@ TEST_CASE("hostile inputs: what is not a regular file is refused at once, by eve
 TEST_CASE("hostile inputs: gzip bombs and huge declared sizes are refused before they are inflated") {
   auto dir = scratch("bombs");
   // An IDX header declaring 8 GiB, then 64 MiB of zeros in 64 KiB of gzip.
-  std::string header{'\0', '\0', '\x08', '\x03', '\0', '\0', '\x20', '\0', '\0', '\0', '\x04', '\0', '\0', '\0', '\x04', '\0'};
+  std::string header{'\0', '\0', '\x08', '\x03', '\0', '\0', '\x20', '\0',
+                     '\0', '\0', '\x04', '\0',   '\0', '\0', '\x04', '\0'};
   write_gzip_bomb(dir / "train-images-idx3-ubyte.gz", header, 1 << 20, 64);
   expect_error("idx", (dir / "train-images-idx3-ubyte.gz").string(), "kiln reads from one IDX file");
   // The same inside a Fashion-MNIST folder.
-  CHECK_THROWS_WITH_AS(data::FashionMNIST(dir.string(), true), doctest::Contains("kiln reads from one IDX file"), Error);
+  CHECK_THROWS_WITH_AS(data::FashionMNIST(dir.string(), true), doctest::Contains("kiln reads from one IDX file"),
+                       Error);
   // A bomb of zeros where an IDX file belongs: refused at its first four bytes.
   write_gzip_bomb(dir / "zeros.gz", "", 1 << 20, 64);
   expect_error("idx", (dir / "zeros.gz").string(), "element type 0x0");
@@ -219,28 +220,34 @@ TEST_CASE("hostile inputs: JSON nested 100,000 deep is refused without recursion
   n = json.size();
   file.assign(reinterpret_cast<const char*>(&n), 8);
   write_bytes(dir / "deep_state.safetensors", file + json);
-  expect_error("checkpoint", (dir / "deep_state.safetensors").string(), "kiln.state: JSON nested deeper than 64 levels at $.epoch");
+  expect_error("checkpoint", (dir / "deep_state.safetensors").string(),
+               "kiln.state: JSON nested deeper than 64 levels at $.epoch");
   fs::remove_all(dir);
 }
 
 TEST_CASE("hostile inputs: the checked JSON view names the path, the value and the range") {
-  auto j = detail::parse_json(R"({"a": {"b": [1, "x", 2.5, 1e30, -3, 18446744073709551615]}, "odd key": null})", "test");
+  auto j =
+      detail::parse_json(R"({"a": {"b": [1, "x", 2.5, 1e30, -3, 18446744073709551615]}, "odd key": null})", "test");
   detail::JsonIn in(j, "src", "do this");
   CHECK(in["a"]["b"][0].as_int() == 1);
   CHECK_THROWS_WITH_AS(in["a"]["b"][1].as_int(), "src: $.a.b[1] must be an integer, got string \"x\"; do this", Error);
-  CHECK_THROWS_WITH_AS(in["a"]["b"][2].as_int(), doctest::Contains("$.a.b[2] must be an integer, got number 2.5"), Error);
+  CHECK_THROWS_WITH_AS(in["a"]["b"][2].as_int(), doctest::Contains("$.a.b[2] must be an integer, got number 2.5"),
+                       Error);
   CHECK_THROWS_WITH_AS(in["a"]["b"][3].as_int(), doctest::Contains("got number 1e+30"), Error);
-  CHECK_THROWS_WITH_AS(in["a"]["b"][4].as_int(0, 9), doctest::Contains("must be an integer in [0, 9], got integer -3"), Error);
+  CHECK_THROWS_WITH_AS(in["a"]["b"][4].as_int(0, 9), doctest::Contains("must be an integer in [0, 9], got integer -3"),
+                       Error);
   CHECK_THROWS_WITH_AS(in["a"]["b"][5].as_int(), doctest::Contains("must be an integer"), Error);
   CHECK_THROWS_WITH_AS(in["a"]["b"][9], doctest::Contains("$.a.b has no element 9 (it holds 6)"), Error);
   CHECK_THROWS_WITH_AS(in["a"]["c"], doctest::Contains("$.a has no member \"c\""), Error);
-  CHECK_THROWS_WITH_AS(in["odd key"].as_string(), doctest::Contains("$[\"odd key\"] must be a string, got null"), Error);
+  CHECK_THROWS_WITH_AS(in["odd key"].as_string(), doctest::Contains("$[\"odd key\"] must be a string, got null"),
+                       Error);
   CHECK_THROWS_WITH_AS(in["a"]["b"].array(3), doctest::Contains("may hold at most 3 elements"), Error);
   CHECK_THROWS_WITH_AS(detail::parse_json(R"({"a": {"b": 1, "b": 2}})", "src"),
                        doctest::Contains("duplicate key \"b\" at $.a.b"), Error);
   CHECK_THROWS_WITH_AS(detail::parse_json(R"([[{"x": [1, {"y": 1, "y": 2}]}]])", "src"),
                        doctest::Contains("at $[0][0].x[1].y"), Error);
-  CHECK_THROWS_WITH_AS(detail::parse_json("[1, 2", "src"), doctest::Contains("src: invalid JSON near character"), Error);
+  CHECK_THROWS_WITH_AS(detail::parse_json("[1, 2", "src"), doctest::Contains("src: invalid JSON near character"),
+                       Error);
   CHECK_THROWS_WITH_AS(detail::parse_json("[1e999]", "src"), doctest::Contains("src: invalid JSON"), Error);
   CHECK_NOTHROW(detail::parse_json(std::string(64, '[') + std::string(64, ']'), "src"));
   CHECK_THROWS_AS(detail::parse_json(std::string(65, '[') + std::string(65, ']'), "src"), Error);
@@ -251,7 +258,8 @@ TEST_CASE("hostile inputs: numbers typed by users are range-checked") {
   CHECK(detail::parse_int("+7", "--n", 0, 100) == 7);
   CHECK_THROWS_WITH_AS(detail::parse_int("99999999999", "--devices", 1, 4096),
                        "--devices expects an integer in [1, 4096], got '99999999999' (out of range)", Error);
-  CHECK_THROWS_WITH_AS(detail::parse_int("99999999999999999999999", "--n", 0, 9), doctest::Contains("out of range"), Error);
+  CHECK_THROWS_WITH_AS(detail::parse_int("99999999999999999999999", "--n", 0, 9), doctest::Contains("out of range"),
+                       Error);
   for (const char* bad : {"", " 1", "1 ", "1x", "0x10", "--1", "1e3", "nan"})
     CHECK_THROWS_AS(detail::parse_int(bad, "--n", -100, 100), Error);
   CHECK(detail::parse_double("3e-4", "--lr", 0, 1) == doctest::Approx(3e-4));
@@ -271,8 +279,7 @@ TEST_CASE("hostile inputs: names and strings that are not UTF-8 are a kiln::Erro
   const std::string path = (dir / "c.safetensors").string();
   CHECK_THROWS_WITH_AS(save_safetensors(path, {{"w", ones({1})}}, {{"note", "caf\xe9"}}),
                        doctest::Contains("save_safetensors: a name or value is not valid UTF-8"), Error);
-  CHECK_THROWS_WITH_AS(save_safetensors(path, {{"w\xff", ones({1})}}),
-                       doctest::Contains("not valid UTF-8"), Error);
+  CHECK_THROWS_WITH_AS(save_safetensors(path, {{"w\xff", ones({1})}}), doctest::Contains("not valid UTF-8"), Error);
   const std::string want = "save_checkpoint " + path + ": a name or value is not valid UTF-8";
   CHECK_THROWS_WITH_AS(save_checkpoint(path, {{"tag", std::string("\xbd")}}), doctest::Contains(want.c_str()), Error);
   CHECK(!fs::exists(path));

@@ -133,8 +133,7 @@ TEST_CASE("CSVLogger: version folders, growing header, hparams.yaml") {
     log.log_metrics({{"train_loss", 1.25}}, 1);
     CHECK(slurp(log.metrics_path()) == "step,train_loss\n0,2.5\n1,1.25\n");
     log.log_metrics({{"val_acc", 0.5}, {"epoch", 0}}, 1);
-    CHECK(slurp(log.metrics_path()) ==
-          "step,epoch,train_loss,val_acc\n0,,2.5,\n1,,1.25,\n1,0,,0.5\n");
+    CHECK(slurp(log.metrics_path()) == "step,epoch,train_loss,val_acc\n0,,2.5,\n1,,1.25,\n1,0,,0.5\n");
     std::string y = slurp(fs::path(log.log_dir()) / "hparams.yaml");
     CHECK(y.find("\"lr\": 0.0003") != std::string::npos);
     CHECK(y.find("\"name\": \"cnn\"") != std::string::npos);

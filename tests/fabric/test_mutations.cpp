@@ -82,17 +82,29 @@ class Mutator {
           break;
         }
         default: {  // a number in text (JSON) swapped for an extreme one
-          static const char* kNumbers[] = {"0", "-1", "1e400", "99999999999999999999", "-9223372036854775808",
-                                           "18446744073709551615", "2305843009213693953", "1.5", "\"7\"", "null",
-                                           "[]", "{}", "4294967296"};
+          static const char* kNumbers[] = {"0",
+                                           "-1",
+                                           "1e400",
+                                           "99999999999999999999",
+                                           "-9223372036854775808",
+                                           "18446744073709551615",
+                                           "2305843009213693953",
+                                           "1.5",
+                                           "\"7\"",
+                                           "null",
+                                           "[]",
+                                           "{}",
+                                           "4294967296"};
           std::vector<size_t> starts;
           for (size_t i = 0; i < s.size(); ++i)
-            if (std::isdigit(static_cast<unsigned char>(s[i])) && (i == 0 || !std::isalnum(static_cast<unsigned char>(s[i - 1]))) &&
+            if (std::isdigit(static_cast<unsigned char>(s[i])) &&
+                (i == 0 || !std::isalnum(static_cast<unsigned char>(s[i - 1]))) &&
                 (i == 0 || s[i - 1] == ':' || s[i - 1] == '[' || s[i - 1] == ',' || s[i - 1] == ' '))
               starts.push_back(i);
           if (starts.empty()) break;
           size_t at = starts[below(starts.size())], end = at;
-          while (end < s.size() && (std::isdigit(static_cast<unsigned char>(s[end])) || s[end] == '.' || s[end] == 'e' || s[end] == '-'))
+          while (end < s.size() &&
+                 (std::isdigit(static_cast<unsigned char>(s[end])) || s[end] == '.' || s[end] == 'e' || s[end] == '-'))
             ++end;
           std::string repl = kNumbers[below(std::size(kNumbers))];
           s.replace(at, end - at, repl);
@@ -151,9 +163,7 @@ std::string outcome(const std::string& loader, const fs::path& path, const fs::p
       data::extract_tar_gz(path.string(), (scratch / "out").string());
       data::read_file_maybe_gzip(path.string());
     }
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
+  } catch (const Error& e) { return e.what(); } catch (const std::exception& e) {
     FAIL("a " << typeid(e).name() << " escaped the " << loader << " loader: " << e.what());
   }
   return "";
@@ -177,11 +187,13 @@ std::vector<Seed> seeds(const fs::path& scratch) {
     opt->step();
     sched->step();
     const fs::path p = scratch / "adam.safetensors";
-    save_checkpoint(p.string(), {{"model", model}, {"optimizer", opt}, {"scheduler", sched},
-                                 {"best", 0.5}, {"tag", std::string("run")}});
+    save_checkpoint(
+        p.string(),
+        {{"model", model}, {"optimizer", opt}, {"scheduler", sched}, {"best", 0.5}, {"tag", std::string("run")}});
     out.push_back({"a.safetensors", "adam", {{"a.safetensors", read_bytes(p)}}});
   }
-  std::string idx{'\0', '\0', '\x08', '\x03', '\0', '\0', '\0', '\x02', '\0', '\0', '\0', '\x03', '\0', '\0', '\0', '\x03'};
+  std::string idx{'\0', '\0', '\x08', '\x03', '\0', '\0', '\0', '\x02',
+                  '\0', '\0', '\0',   '\x03', '\0', '\0', '\0', '\x03'};
   for (int i = 0; i < 18; ++i) idx += char(i * 13);
   out.push_back({"i", "idx", {{"i", idx}}});
   out.push_back({"i.gz", "idx", {{"i.gz", gzip(idx)}}});

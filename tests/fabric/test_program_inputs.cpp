@@ -105,8 +105,10 @@ TEST_CASE("programs: train_cifar10 refuses a resumed epoch outside its run and b
   fs::path dir = fs::temp_directory_path() / ("kiln_program_resume_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
-  const std::string common = exe + " --dataset fashion-mnist --accelerator cpu --num-workers 0 --batch-size 32 "
-                             "--max-train-batches 2 --max-eval-batches 1 --log-dir " + (dir / "logs").string();
+  const std::string common = exe +
+                             " --dataset fashion-mnist --accelerator cpu --num-workers 0 --batch-size 32 "
+                             "--max-train-batches 2 --max-eval-batches 1 --log-dir " +
+                             (dir / "logs").string();
   const std::string ckpt = (dir / "ck" / "last.safetensors").string();
   Result first = run(common + " --epochs 3 --checkpoint " + ckpt);
   REQUIRE_MESSAGE(first.status == 0, first.out);
@@ -121,7 +123,8 @@ TEST_CASE("programs: train_cifar10 refuses a resumed epoch outside its run and b
     kiln::save_safetensors(path, file.tensors, file.metadata);
     return path;
   };
-  const std::string resume = common + " --epochs 3 --checkpoint " + (dir / "ck2" / "last.safetensors").string() + " --resume ";
+  const std::string resume =
+      common + " --epochs 3 --checkpoint " + (dir / "ck2" / "last.safetensors").string() + " --resume ";
   expect(resume + with_epoch("max.safetensors", {{"kind", "int"}, {"value", INT64_MAX - 1}}), 1,
          "the checkpoint says it finished epoch 9223372036854775806, but it was saved by a run of 3 epochs (0..2)");
   expect(resume + with_epoch("big.safetensors", {{"kind", "float"}, {"value", 1e30}}), 1,

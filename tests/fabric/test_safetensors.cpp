@@ -39,9 +39,7 @@ std::map<std::string, Tensor> all_dtypes() {
 std::string error_of(const std::string& bytes) {
   try {
     parse_safetensors(bytes, "x.safetensors");
-  } catch (const Error& e) {
-    return e.what();
-  }
+  } catch (const Error& e) { return e.what(); }
   return "";
 }
 
@@ -114,25 +112,25 @@ TEST_CASE("safetensors: corrupt and truncated files are errors naming the key or
   std::memcpy(past.data(), &over, 8);
   CHECK(error_of(past).find("past the end") != std::string::npos);
 
-  CHECK(error_of(make_file("{\"w\": [1,", "")).find("invalid JSON near byte offset") !=
-        std::string::npos);
+  CHECK(error_of(make_file("{\"w\": [1,", "")).find("invalid JSON near byte offset") != std::string::npos);
   CHECK(error_of(make_file("[1]", "")).find("not a JSON object") != std::string::npos);
   std::string d16(16, '\0');
-  CHECK(error_of(make_file(R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,12]}})", d16))
-            .find("needs 16") != std::string::npos);
-  CHECK(error_of(make_file(R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,32]}})", d16))
-            .find("past the end") != std::string::npos);
-  CHECK(error_of(make_file(R"({"w":{"dtype":"I8","shape":[16],"data_offsets":[0,16]}})", d16))
-            .find("'w' has dtype I8") != std::string::npos);
-  CHECK(error_of(make_file(R"({"w":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}})", d16))
-            .find("negative") != std::string::npos);
-  CHECK(error_of(make_file(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},
-                              "b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", d16))
-            .find("overlap") != std::string::npos);
-  CHECK(error_of(make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", d16))
-            .find("unaccounted") != std::string::npos);
-  CHECK(error_of(make_file(R"({"a":{"dtype":"F32","shape":[2]}})", d16)).find("'a'") !=
+  CHECK(error_of(make_file(R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,12]}})", d16)).find("needs 16") !=
         std::string::npos);
+  CHECK(error_of(make_file(R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,32]}})", d16)).find("past the end") !=
+        std::string::npos);
+  CHECK(
+      error_of(make_file(R"({"w":{"dtype":"I8","shape":[16],"data_offsets":[0,16]}})", d16)).find("'w' has dtype I8") !=
+      std::string::npos);
+  CHECK(error_of(make_file(R"({"w":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}})", d16)).find("negative") !=
+        std::string::npos);
+  CHECK(error_of(make_file(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},
+                              "b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                           d16))
+            .find("overlap") != std::string::npos);
+  CHECK(error_of(make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", d16)).find("unaccounted") !=
+        std::string::npos);
+  CHECK(error_of(make_file(R"({"a":{"dtype":"F32","shape":[2]}})", d16)).find("'a'") != std::string::npos);
   CHECK(error_of(make_file(R"({"__metadata__":{"x":1}})", "")).find("'x'") != std::string::npos);
   CHECK_THROWS_AS(load_safetensors("/nonexistent/x.safetensors"), Error);
 }

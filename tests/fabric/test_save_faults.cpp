@@ -89,16 +89,21 @@ TEST_CASE("save faults: a save removes the litter of killed saves and nothing el
   REQUIRE(dead > 0);
   const std::string d = std::to_string(dead), live = std::to_string(::getppid());
   const std::set<std::string> litter = {
-      "last.safetensors.tmp." + d + ".17",                               // a killed single-file save
-      "last.0123456789ab.rank0-of-2.safetensors",                         // shards never indexed
+      "last.safetensors.tmp." + d + ".17",         // a killed single-file save
+      "last.0123456789ab.rank0-of-2.safetensors",  // shards never indexed
       "last.0123456789ab.rank1-of-2.safetensors",
-      "last.fedcba987654.rank1-of-2.safetensors.tmp." + d + ".3",          // a shard in the making
+      "last.fedcba987654.rank1-of-2.safetensors.tmp." + d + ".3",  // a shard in the making
   };
   const std::set<std::string> kept = {
-      "notes.txt", "last.safetensors.bak", "last.tmp.1.2", "other.0123456789ab.rank0-of-2.safetensors",
-      "last.0123456789ab.rank0-of-2.safetensors.old", "last.0123456789AB.rank0-of-2.safetensors",
-      "last.safetensors.tmp.x.1", "last.safetensors.tmp." + live + ".5",  // its process still runs
-      "best.safetensors.tmp." + d + ".1",                                  // another checkpoint's
+      "notes.txt",
+      "last.safetensors.bak",
+      "last.tmp.1.2",
+      "other.0123456789ab.rank0-of-2.safetensors",
+      "last.0123456789ab.rank0-of-2.safetensors.old",
+      "last.0123456789AB.rank0-of-2.safetensors",
+      "last.safetensors.tmp.x.1",
+      "last.safetensors.tmp." + live + ".5",  // its process still runs
+      "best.safetensors.tmp." + d + ".1",     // another checkpoint's
   };
   for (const auto& n : litter) touch(dir / n);
   for (const auto& n : kept) touch(dir / n);

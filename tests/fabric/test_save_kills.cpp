@@ -92,8 +92,7 @@ struct Child {
   // Waits for the exit (killing the group after `seconds`) and the end of the output.
   int finish(double seconds) {
     auto end = Clock::now() + std::chrono::duration<double>(seconds);
-    while (Clock::now() < end && pump(100)) {
-    }
+    while (Clock::now() < end && pump(100)) {}
     // The output ends as the process exits; it is reaped a moment later.
     while (::waitpid(pid, &status, WNOHANG) == 0) {
       if (Clock::now() >= end) {
@@ -103,16 +102,14 @@ struct Child {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    while (pump(100)) {
-    }
+    while (pump(100)) {}
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
   void kill_all() {
     ::kill(-pid, SIGKILL);
     ::waitpid(pid, &status, 0);
     // Ranks launched by this one die with it (PR_SET_PDEATHSIG) and were in its group.
-    while (pump(100)) {
-    }
+    while (pump(100)) {}
   }
   int64_t last_saved() const {
     size_t at = text.rfind("saved ");
@@ -161,13 +158,12 @@ void kill_repeatedly(bool zero, int kills) {
     int64_t count = -1;
     try {
       count = loaded_count(path);
-    } catch (const Error& e) {
-      FAIL("the checkpoint does not load after kill " << k << ": " << e.what());
-    }
+    } catch (const Error& e) { FAIL("the checkpoint does not load after kill " << k << ": " << e.what()); }
     CHECK(count >= reported);
     litter_seen += files_in(dir) - whole;
   }
-  MESSAGE(kills << std::string(zero ? " ZeRO-2" : " single-process") << " kills left " << litter_seen << " stray files in all");
+  MESSAGE(kills << std::string(zero ? " ZeRO-2" : " single-process") << " kills left " << litter_seen
+                << " stray files in all");
   CHECK(litter_seen > 0);  // the kills did land inside saves
   Child last({worker(), zero ? "zero-loop" : "loop", dir.string(), "1"});
   REQUIRE_MESSAGE(last.finish(180) == 0, last.text);
@@ -207,9 +203,7 @@ TEST_CASE("save kills: kill -9 during single-process saves never loses the previ
   kill_repeatedly(false, 25);
 }
 
-TEST_CASE("save kills: kill -9 during ZeRO-2 saves never loses the previous checkpoint") {
-  kill_repeatedly(true, 20);
-}
+TEST_CASE("save kills: kill -9 during ZeRO-2 saves never loses the previous checkpoint") { kill_repeatedly(true, 20); }
 
 TEST_CASE("save kills: a full disk (tmpfs) fails the save with \"no space\" and keeps the previous one") {
   full_disk(false);

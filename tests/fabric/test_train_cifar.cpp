@@ -50,12 +50,13 @@ TEST_CASE("train_cifar10: short Fashion-MNIST run, checkpoint, logs, resume") {
   fs::remove_all(dir);
   // --data-dir: a folder of its own holding the IDX files, as a user who copied them has.
   fs::create_directories(dir / "fm");
-  for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
+  for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                        "t10k-labels-idx1-ubyte.gz"})
     fs::create_symlink(fs::path("/usr/share/datasets/fashion-mnist") / f, dir / "fm" / f);
-  std::string common = exe + " --data-dir " + (dir / "fm").string() + " --num-workers 1 --batch-size 64 --max-train-batches 40 "
-                       "--max-eval-batches 8 --checkpoint " + (dir / "ck" / "last.safetensors").string() +
-                       " --log-dir " + (dir / "logs").string();
+  std::string common = exe + " --data-dir " + (dir / "fm").string() +
+                       " --num-workers 1 --batch-size 64 --max-train-batches 40 "
+                       "--max-eval-batches 8 --checkpoint " +
+                       (dir / "ck" / "last.safetensors").string() + " --log-dir " + (dir / "logs").string();
   auto first = run(common + " --epochs 2");
   REQUIRE(first.status == 0);
   // The original program's lines: 0-based epochs and batches, the batch's loss with 4 decimals,
@@ -92,7 +93,8 @@ TEST_CASE("train_cifar10: short Fashion-MNIST run, checkpoint, logs, resume") {
   auto resumed = run(common + " --epochs 3 --resume " + (dir / "ck" / "last.safetensors").string());
   REQUIRE(resumed.status == 0);
   CHECK(resumed.out.find("Resumed from") != std::string::npos);
-  CHECK(resumed.out.find("Resumed from " + (dir / "ck" / "last.safetensors").string() + " after epoch 1") != std::string::npos);
+  CHECK(resumed.out.find("Resumed from " + (dir / "ck" / "last.safetensors").string() + " after epoch 1") !=
+        std::string::npos);
   CHECK(resumed.out.find("Epoch 1 | Val Acc:") == std::string::npos);
   CHECK(resumed.out.find("Epoch 2 | Val Acc:") != std::string::npos);
   // Trained for --epochs 2, resumed with 3: the cosine schedule is re-planned over 3 epochs, so
@@ -130,11 +132,12 @@ TEST_CASE("train_cifar10: two processes with strategy ddp agree, and rank 0 alon
   fs::remove_all(dir);
   // No launcher environment: Fabric::launch() starts rank 1 itself.
   std::string cmd = "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE -u MASTER_ADDR "
-                    "-u MASTER_PORT -u NODE_RANK -u GROUP_RANK " + exe +
+                    "-u MASTER_PORT -u NODE_RANK -u GROUP_RANK " +
+                    exe +
                     " --dataset fashion-mnist --accelerator cpu --devices 2 --strategy ddp "
                     "--num-workers 0 --batch-size 32 --max-steps 12 --max-eval-batches 2 --epochs 1 "
-                    "--checkpoint " + (dir / "ck" / "last.safetensors").string() +
-                    " --log-dir " + (dir / "logs").string();
+                    "--checkpoint " +
+                    (dir / "ck" / "last.safetensors").string() + " --log-dir " + (dir / "logs").string();
   auto r = run(cmd);
   if (r.out.find("this build lacks") != std::string::npos) {
     MESSAGE("skipped: kiln was built without distributed/");
@@ -160,7 +163,8 @@ TEST_CASE("train_cifar10: two processes with strategy ddp agree, and rank 0 alon
   CHECK(fs::exists(dir / "logs" / "train_cifar10" / "version_0" / "metrics.csv"));
   CHECK_FALSE(fs::exists(dir / "logs" / "train_cifar10" / "version_1"));
   // The DDP checkpoint resumes in a single process.
-  auto single = run(exe + " --dataset fashion-mnist --accelerator cpu --num-workers 0 --batch-size 32 "
+  auto single = run(exe +
+                    " --dataset fashion-mnist --accelerator cpu --num-workers 0 --batch-size 32 "
                     "--max-train-batches 2 --max-eval-batches 2 --epochs 2 --resume " +
                     (dir / "ck" / "last.safetensors").string() + " --checkpoint " +
                     (dir / "ck1" / "last.safetensors").string() + " --log-dir " + (dir / "logs1").string());
@@ -190,8 +194,8 @@ TEST_CASE("train_cifar10: strategy zero, launched by Fabric and by kiln-run; sha
                             "-u MASTER_PORT -u NODE_RANK -u GROUP_RANK ";
   auto flags = [&](const std::string& ck) {
     return " --dataset fashion-mnist --accelerator cpu --num-workers 0 --batch-size 32 "
-           "--max-eval-batches 2 --checkpoint " + (dir / ck / "last.safetensors").string() +
-           " --log-dir " + (dir / ("logs_" + ck)).string();
+           "--max-eval-batches 2 --checkpoint " +
+           (dir / ck / "last.safetensors").string() + " --log-dir " + (dir / ("logs_" + ck)).string();
   };
   auto summary_of = [](const std::string& out) {
     auto pos = out.rfind("{\"");
@@ -225,8 +229,8 @@ TEST_CASE("train_cifar10: strategy zero, launched by Fabric and by kiln-run; sha
   CHECK_FALSE(kiln::is_sharded_checkpoint((dir / "full.safetensors").string()));
 
   // kiln-run sets the environment; the program's Fabric joins it ("fsdp" is ZeRO-2 too).
-  auto by_run = run(clean + kiln_run + " --nproc_per_node 2 " + exe + " --strategy fsdp --max-steps 8 --epochs 1" +
-                    flags("ck2"));
+  auto by_run =
+      run(clean + kiln_run + " --nproc_per_node 2 " + exe + " --strategy fsdp --max-steps 8 --epochs 1" + flags("ck2"));
   REQUIRE(by_run.status == 0);
   CHECK(by_run.out.find("runs as ZeRO stage 2") != std::string::npos);
   auto s2 = summary_of(by_run.out);
@@ -242,9 +246,10 @@ TEST_CASE("train_cifar10: strategy zero, launched by Fabric and by kiln-run; sha
   CHECK(summary_of(resumed.out).at("world_size") == 1);
 
   // And the other way: two sharded processes resume from that single-process (full) checkpoint.
-  auto sharded = run(clean + kiln_run + " --nproc_per_node 2 " + exe + " --strategy zero "
-                     "--max-train-batches 4 --epochs 3 --resume " + (dir / "ck3" / "last.safetensors").string() +
-                     flags("ck4"));
+  auto sharded = run(clean + kiln_run + " --nproc_per_node 2 " + exe +
+                     " --strategy zero "
+                     "--max-train-batches 4 --epochs 3 --resume " +
+                     (dir / "ck3" / "last.safetensors").string() + flags("ck4"));
   REQUIRE(sharded.status == 0);
   CHECK(sharded.out.find("Resumed from") != std::string::npos);
   CHECK(sharded.out.find("Epoch 2 | Val Acc:") != std::string::npos);
@@ -285,14 +290,16 @@ TEST_CASE("fabric_cifar10: the seed's program prints its lines, saves each epoch
   fs::path dir = fs::temp_directory_path() / ("kiln_fabric_cifar10_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   write_small_cifar10(dir);
-  const std::string clean = "cd " + dir.string() + " && env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE "
+  const std::string clean = "cd " + dir.string() +
+                            " && env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE "
                             "-u MASTER_ADDR -u MASTER_PORT -u NODE_RANK -u GROUP_RANK ";
   auto r = run(clean + exe);
   REQUIRE(r.status == 0);
   for (int epoch = 0; epoch < 20; ++epoch) {
     CAPTURE(epoch);
     const std::string e = std::to_string(epoch);
-    CHECK(std::regex_search(r.out, std::regex("(^|\\n)Epoch " + e + R"( \| Batch 0 \| Loss: \d\.\d{4} \| Acc: \d+\.\d%\n)")));
+    CHECK(std::regex_search(r.out,
+                            std::regex("(^|\\n)Epoch " + e + R"( \| Batch 0 \| Loss: \d\.\d{4} \| Acc: \d+\.\d%\n)")));
     CHECK(std::regex_search(r.out, std::regex("\\nEpoch " + e + R"( \| Val Acc: \d+\.\d%\n)")));
   }
   CHECK(r.out.find("Epoch 20 |") == std::string::npos);
@@ -314,7 +321,9 @@ TEST_CASE("fabric_cifar10: the seed's program prints its lines, saves each epoch
     auto ddp = run(clean + "LT_STRATEGY=ddp " + kiln_run + " --nproc_per_node 2 " + exe);
     REQUIRE(ddp.status == 0);
     size_t n = 0;
-    for (size_t p = ddp.out.find("Epoch 19 | Val Acc:"); p != std::string::npos; p = ddp.out.find("Epoch 19 | Val Acc:", p + 1)) ++n;
+    for (size_t p = ddp.out.find("Epoch 19 | Val Acc:"); p != std::string::npos;
+         p = ddp.out.find("Epoch 19 | Val Acc:", p + 1))
+      ++n;
     CHECK(n == 1);
     CHECK(fs::exists(dir / "checkpoint.ckpt"));
   }

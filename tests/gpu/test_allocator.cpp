@@ -99,9 +99,7 @@ TEST_CASE("cuda allocator: out of memory releases the cache, retries, then repor
   std::string msg;
   try {
     a.allocate(size_t(100) << 20, 1);
-  } catch (const kiln::Error& e) {
-    msg = e.what();
-  }
+  } catch (const kiln::Error& e) { msg = e.what(); }
   CHECK(msg.find("out of memory") != std::string::npos);
   CHECK(msg.find("104857600 bytes") != std::string::npos);
   CHECK(msg.find("reserved") != std::string::npos);
@@ -123,7 +121,7 @@ TEST_CASE("cuda allocator: a graph pool keeps its blocks apart and holds back fr
   a.free(before);  // held back: a replay may still read it
   void* again = a.allocate(4096, pool);
   CHECK(again != before);
-  a.free(again);   // a block of the pool itself: reused within the capture
+  a.free(again);  // a block of the pool itself: reused within the capture
   void* reused = a.allocate(4096, pool);
   CHECK(reused == again);
   CHECK_THROWS_AS(a.begin_capture(pool + 1), kiln::Error);  // one capture at a time

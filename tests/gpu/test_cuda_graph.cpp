@@ -9,8 +9,8 @@
 
 #include <cmath>
 #include <limits>
-#include <string>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "data/device_image_loader.h"
@@ -33,8 +33,7 @@ struct Batch {
 std::vector<Batch> batches(int n, int64_t size, uint64_t seed) {
   manual_seed(seed);
   std::vector<Batch> out;
-  for (int i = 0; i < n; ++i)
-    out.push_back({randn({size, 3, 32, 32}).to(kGpu), randint(0, 10, {size}).to(kGpu)});
+  for (int i = 0; i < n; ++i) out.push_back({randn({size, 3, 32, 32}).to(kGpu), randint(0, 10, {size}).to(kGpu)});
   return out;
 }
 
@@ -94,8 +93,9 @@ TEST_CASE("gpu: a training step adds no host synchronisation (32-true, 16-mixed)
       AutocastGuard ac(DeviceType::cuda, DType::f16, mixed);
       train_step(*model, opt, &scaler, data[size_t(i)].x, data[size_t(i)].y);
     }
-    CHECK_MESSAGE(cuda::host_sync_count() == before, (mixed ? "16-mixed" : "32-true") << ": "
-                  << cuda::host_sync_count() - before << " host synchronisations in 4 steps");
+    CHECK_MESSAGE(cuda::host_sync_count() == before, (mixed ? "16-mixed" : "32-true")
+                                                         << ": " << cuda::host_sync_count() - before
+                                                         << " host synchronisations in 4 steps");
     cuda::synchronize();
     CHECK(cuda::host_sync_count() == before + 1);  // and the counter does count
   }
@@ -134,7 +134,8 @@ TEST_CASE("gpu: GradScaler skips and rescales on the device like the CPU" * doct
       return std::make_unique<optim::AdamW>(ps, optim::AdamWOptions{.lr = 1e-2});
     };
     auto oc = make(pc), og = make(pg);
-    optim::GradScaler sc({.init_scale = 1024.0, .growth_interval = 3}), sg({.init_scale = 1024.0, .growth_interval = 3});
+    optim::GradScaler sc({.init_scale = 1024.0, .growth_interval = 3}),
+        sg({.init_scale = 1024.0, .growth_interval = 3});
     const float inf = std::numeric_limits<float>::infinity();
     for (int step = 0; step < 8; ++step) {
       for (size_t k = 0; k < pc.size(); ++k) {
@@ -214,7 +215,8 @@ TEST_CASE("gpu: replays draw fresh dropout masks" * doctest::skip(gpu_missing())
   CHECK(ne(first, second).to(DType::f32).mean().item<double>() > 0.3);
 }
 
-TEST_CASE("gpu: what a capture cannot hold is a clear error, and the device stays usable" * doctest::skip(gpu_missing())) {
+TEST_CASE("gpu: what a capture cannot hold is a clear error, and the device stays usable" *
+          doctest::skip(gpu_missing())) {
   Tensor x = randn({1000}).to(kGpu);
   cuda::Graph graph;
   try {
@@ -243,9 +245,13 @@ TEST_CASE("gpu: DeviceImageLoader builds the CPU's batches bit for bit" * doctes
   manual_seed(9);
   Tensor images = randint(0, 256, {300, 3, 32, 32}).to(DType::u8);
   Tensor labels = randint(0, 10, {300});
-  data::DeviceImageLoaderOptions o{.batch_size = 128, .shuffle = true,
-                                   .augment = {.crop_padding = 4, .random_flip = true, .random_crop = true,
-                                               .mean = {0.49, 0.48, 0.45}, .std = {0.25, 0.24, 0.26}},
+  data::DeviceImageLoaderOptions o{.batch_size = 128,
+                                   .shuffle = true,
+                                   .augment = {.crop_padding = 4,
+                                               .random_flip = true,
+                                               .random_crop = true,
+                                               .mean = {0.49, 0.48, 0.45},
+                                               .std = {0.25, 0.24, 0.26}},
                                    .seed = 3};
   data::DeviceImageLoader cpu(images, labels, kCpu, o), gpu(images, labels, kGpu, o);
   cpu.set_epoch(2);
@@ -258,7 +264,8 @@ TEST_CASE("gpu: DeviceImageLoader builds the CPU's batches bit for bit" * doctes
   }
 }
 
-TEST_CASE("gpu: Fabric's compiled step captures once per learning rate and trains like eager steps" * doctest::skip(gpu_missing())) {
+TEST_CASE("gpu: Fabric's compiled step captures once per learning rate and trains like eager steps" *
+          doctest::skip(gpu_missing())) {
   Deterministic det;
   auto eager = model_on_gpu(5), graphed = model_on_gpu(5);
   eager->train(false);

@@ -3,8 +3,8 @@
 // broadcast operands; odd sizes (1, 3, 1023, 2^20+7); gradients through autograd; Philox streams;
 // optimizer steps; allocator reuse and the out-of-memory error. Without a GPU every case reports
 // "gpu suite skipped: no CUDA device" and passes.
-#include <cstdio>
 #include <doctest/doctest.h>
+#include <cstdio>
 
 #include <cmath>
 #include <functional>
@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "core/dispatch.h"
+#include "gpu_helpers.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_backend.h"
-#include "gpu_helpers.h"
 #include "kiln.h"
 
 using namespace kiln;
@@ -30,8 +30,9 @@ using gpu_test::rnd;
 bool gpu_missing() {
   static const bool missing = [] {
     bool m = !cuda::is_available();
-    if (m) std::fprintf(stderr, "gpu suite: no CUDA device (kiln::cuda::is_available() is false); "
-                                "its GPU cases are reported as skipped\n");
+    if (m)
+      std::fprintf(stderr, "gpu suite: no CUDA device (kiln::cuda::is_available() is false); "
+                           "its GPU cases are reported as skipped\n");
     return m;
   }();
   return missing;
@@ -46,7 +47,6 @@ bool skip() {
 }
 
 const std::vector<int64_t> kOddSizes = {1, 3, 1023, (1 << 20) + 7};
-
 
 }  // namespace
 
@@ -148,8 +148,8 @@ TEST_CASE("gpu: casts among all dtypes match the CPU exactly" * doctest::skip(gp
 TEST_CASE("gpu: fill, arange, contiguous copies" * doctest::skip(gpu_missing())) {
   if (skip()) return;
   for (DType t : {DType::f32, DType::f16, DType::bf16, DType::i64, DType::u8, DType::boolean}) {
-    expect_close(full({(1 << 20) + 7}, 3.25, {.dtype = t, .device = kGpu}),
-                 full({(1 << 20) + 7}, 3.25, {.dtype = t}), 0, 0, "full");
+    expect_close(full({(1 << 20) + 7}, 3.25, {.dtype = t, .device = kGpu}), full({(1 << 20) + 7}, 3.25, {.dtype = t}),
+                 0, 0, "full");
     expect_close(arange(0, 200, 1, {.dtype = t == DType::boolean ? DType::i32 : t, .device = kGpu}),
                  arange(0, 200, 1, {.dtype = t == DType::boolean ? DType::i32 : t}), 0, 0, "arange");
   }
@@ -202,8 +202,7 @@ TEST_CASE("gpu: reductions over dims" * doctest::skip(gpu_missing())) {
   Tensor flat = rnd({(1 << 20) + 9});
   expect_close(sum(flat.to(kGpu).narrow(0, 1, 1 << 20)), sum(flat.narrow(0, 1, 1 << 20)), 1e-4, 1e-3,
                "full sum unaligned");
-  expect_close(sum(flat.to(kGpu).narrow(0, 3, 4099)), sum(flat.narrow(0, 3, 4099)), 1e-4, 1e-4,
-               "short sum unaligned");
+  expect_close(sum(flat.to(kGpu).narrow(0, 3, 4099)), sum(flat.narrow(0, 3, 4099)), 1e-4, 1e-4, "short sum unaligned");
 }
 
 TEST_CASE("gpu: matmul (f32 exact, f16/bf16, transposed, batched)" * doctest::skip(gpu_missing())) {
@@ -218,16 +217,17 @@ TEST_CASE("gpu: matmul (f32 exact, f16/bf16, transposed, batched)" * doctest::sk
   expect_close(linear(x.to(kGpu), w.to(kGpu), bias.to(kGpu)), linear(x, w, bias), 1e-4, 1e-4, "linear");
   Tensor p = narrow(rnd({70, 200}), 1, 3, 129);  // row stride 200: in place
   expect_close(matmul(p.to(kGpu), b.to(kGpu)), matmul(p, b), 1e-4, 1e-4, "mm strided rows");
-  Tensor q = rnd({65, 129, 2}).select(2, 1);      // both strides != 1: packed
+  Tensor q = rnd({65, 129, 2}).select(2, 1);  // both strides != 1: packed
   expect_close(matmul(q.to(kGpu), b.to(kGpu)), matmul(q, b), 1e-4, 1e-4, "mm packed");
-  expect_close(matmul(a.to(DType::f64).to(kGpu), b.to(DType::f64).to(kGpu)),
-               matmul(a.to(DType::f64), b.to(DType::f64)), 1e-10, 1e-10, "mm f64");
+  expect_close(matmul(a.to(DType::f64).to(kGpu), b.to(DType::f64).to(kGpu)), matmul(a.to(DType::f64), b.to(DType::f64)),
+               1e-10, 1e-10, "mm f64");
   for (DType t : {DType::f16, DType::bf16}) {
     const double eps = t == DType::f16 ? 1e-3 : 8e-3;
     Tensor ah = a.to(t), bh = b.to(t);
     // Reference: the rounded inputs multiplied in f32, then rounded once.
     Tensor ref = matmul(ah.to(DType::f32), bh.to(DType::f32));
-    expect_close(matmul(ah.to(kGpu), bh.to(kGpu)), ref, 2 * eps, 2 * eps * std::sqrt(129.0), std::string(dtype_name(t)));
+    expect_close(matmul(ah.to(kGpu), bh.to(kGpu)), ref, 2 * eps, 2 * eps * std::sqrt(129.0),
+                 std::string(dtype_name(t)));
   }
   Tensor ia = randint(-5, 5, {7, 9}), ib = randint(-5, 5, {9, 4});
   expect_close(matmul(ia.to(kGpu), ib.to(kGpu)), matmul(ia, ib), 0, 0, "mm i64");
@@ -235,11 +235,12 @@ TEST_CASE("gpu: matmul (f32 exact, f16/bf16, transposed, batched)" * doctest::sk
 
 TEST_CASE("gpu: conv2d forward and backward against the CPU" * doctest::skip(gpu_missing())) {
   if (skip()) return;
-  struct Case { int64_t n, c, h, w, o, k, stride, pad, dil, groups; };
+  struct Case {
+    int64_t n, c, h, w, o, k, stride, pad, dil, groups;
+  };
   for (Case cs : {Case{2, 3, 32, 32, 32, 3, 1, 1, 1, 1}, Case{3, 8, 17, 13, 12, 3, 2, 1, 1, 2},
                   Case{1, 4, 9, 9, 6, 1, 1, 0, 1, 1}, Case{2, 6, 15, 15, 6, 5, 1, 2, 2, 3}}) {
-    Tensor x = rnd({cs.n, cs.c, cs.h, cs.w}), w = rnd({cs.o, cs.c / cs.groups, cs.k, cs.k}) * 0.2,
-           b = rnd({cs.o});
+    Tensor x = rnd({cs.n, cs.c, cs.h, cs.w}), w = rnd({cs.o, cs.c / cs.groups, cs.k, cs.k}) * 0.2, b = rnd({cs.o});
     Tensor xc = x.detach(), wc = w.detach(), bc = b.detach();
     xc.requires_grad_(true);
     wc.requires_grad_(true);
@@ -275,10 +276,22 @@ TEST_CASE("gpu: pooling, softmax, losses, embedding with gradients" * doctest::s
   };
   using F = std::function<Tensor(const Tensor&)>;
   std::vector<std::pair<std::string, F>> ops = {
-      {"max_pool", [](const Tensor& x) { return max_pool2d(x, {2, 2}); }},
-      {"max_pool overlap", [](const Tensor& x) { return max_pool2d(x, {3, 3}, {2, 2}, {1, 1}); }},
-      {"avg_pool", [](const Tensor& x) { return avg_pool2d(x, {3, 3}, {2, 2}, {1, 1}); }},
-      {"avg_pool nopad", [](const Tensor& x) { return avg_pool2d(x, {3, 3}, {2, 2}, {1, 1}, false); }},
+      {"max_pool",
+       [](const Tensor& x) {
+         return max_pool2d(x, {2, 2});
+       }},
+      {"max_pool overlap",
+       [](const Tensor& x) {
+         return max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
+       }},
+      {"avg_pool",
+       [](const Tensor& x) {
+         return avg_pool2d(x, {3, 3}, {2, 2}, {1, 1});
+       }},
+      {"avg_pool nopad",
+       [](const Tensor& x) {
+         return avg_pool2d(x, {3, 3}, {2, 2}, {1, 1}, false);
+       }},
       {"softmax last", [](const Tensor& x) { return softmax(x, -1); }},
       {"softmax mid", [](const Tensor& x) { return softmax(x, 1); }},
       {"log_softmax last", [](const Tensor& x) { return log_softmax(x, -1); }},
@@ -337,9 +350,7 @@ TEST_CASE("gpu: pooling, softmax, losses, embedding with gradients" * doctest::s
   bool threw = false;
   try {
     embedding(tensor(std::vector<int64_t>{1, 60}).to(kGpu), tg);
-  } catch (const Error&) {
-    threw = true;
-  }
+  } catch (const Error&) { threw = true; }
   CHECK_MESSAGE(threw, "out-of-range embedding index on the GPU must throw");
 }
 
@@ -398,7 +409,8 @@ TEST_CASE("gpu: optimizer kernels (Adam, AdamW, AMSGrad, SGD) match the CPU" * d
       kernels::cpu_backend().adam_step(p, view(c[0]), view(c[1]), view(c[2]), view(c[3]), view(c[4]));
       kernels::cuda_backend()->adam_step(p, view(g[0]), view(g[1]), view(g[2]), view(g[3]), view(g[4]));
       const double tol = t == DType::f32 ? 1e-5 : 8e-3;
-      for (int i : {0, 2, 3, 4}) expect_close(g[size_t(i)], c[size_t(i)], tol, 1e-7, "adam variant " + std::to_string(variant));
+      for (int i : {0, 2, 3, 4})
+        expect_close(g[size_t(i)], c[size_t(i)], tol, 1e-7, "adam variant " + std::to_string(variant));
     }
     {  // Views off a 16-byte boundary take the element-wise kernel.
       kernels::AdamParams p{1e-3, 0.9, 0.999, 1e-8, 1e-2, 2, true, false, false};
@@ -423,7 +435,8 @@ TEST_CASE("gpu: optimizer kernels (Adam, AdamW, AMSGrad, SGD) match the CPU" * d
   }
 }
 
-TEST_CASE("gpu: caching allocator reuses memory in steady state and reports OOM clearly" * doctest::skip(gpu_missing())) {
+TEST_CASE("gpu: caching allocator reuses memory in steady state and reports OOM clearly" *
+          doctest::skip(gpu_missing())) {
   if (skip()) return;
   auto step = [] {
     Tensor x = randn({64, 3, 32, 32}, {.device = kGpu}), w = randn({16, 3, 3, 3}, {.device = kGpu});
@@ -445,9 +458,7 @@ TEST_CASE("gpu: caching allocator reuses memory in steady state and reports OOM 
   std::string msg;
   try {
     Tensor huge = empty({int64_t(1) << 45}, {.device = kGpu});  // 128 TiB of f32
-  } catch (const Error& e) {
-    msg = e.what();
-  }
+  } catch (const Error& e) { msg = e.what(); }
   MESSAGE("OOM message: " << msg);
   CHECK(msg.find("out of memory") != std::string::npos);
   CHECK(msg.find("140737488355328 bytes") != std::string::npos);

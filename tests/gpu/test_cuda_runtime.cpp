@@ -142,11 +142,11 @@ TEST_CASE("gpu: a pinned source is not reused while its asynchronous copy is que
   Tensor pinned = x.pin_memory();
   const void* block = pinned.raw_data();
 
-  busy_work();                                // the copy below waits behind this
+  busy_work();  // the copy below waits behind this
   Tensor g = pinned.to(kGpu, /*non_blocking=*/true);
   cuda::Event copied;
   copied.record();
-  pinned = Tensor();                          // freed at once, while the copy is still queued
+  pinned = Tensor();  // freed at once, while the copy is still queued
   const bool still_queued = !copied.query();
   MESSAGE("copy still queued when its source was freed: " << still_queued);
   if (still_queued) CHECK(cuda::host_memory_stats().in_flight_blocks >= 1);
@@ -154,7 +154,7 @@ TEST_CASE("gpu: a pinned source is not reused while its asynchronous copy is que
   // A new pinned tensor of the same size must not get the block the copy still reads.
   Tensor other = zeros({n}).pin_memory();
   if (still_queued) CHECK(other.raw_data() != block);
-  other.fill_(-1.0);                          // would corrupt the copy if it shared the block
+  other.fill_(-1.0);  // would corrupt the copy if it shared the block
   copied.synchronize();
   expect_close(g, x, 0, 0, "async copy after its source was freed and memory reallocated");
 
@@ -167,7 +167,8 @@ TEST_CASE("gpu: a pinned source is not reused while its asynchronous copy is que
   CHECK(cuda::host_memory_stats().num_host_allocs == allocs);
 }
 
-TEST_CASE("gpu: DataLoader pin_memory=true gives pinned batches that copy asynchronously" * doctest::skip(gpu_missing())) {
+TEST_CASE("gpu: DataLoader pin_memory=true gives pinned batches that copy asynchronously" *
+          doctest::skip(gpu_missing())) {
   Tensor data = rnd({37, 3, 8, 8});
   Tensor target = arange(37.0);
   auto ds = std::make_shared<data::TensorDataset>(data, target);

@@ -40,7 +40,8 @@ void same_on_both(const std::string& what, const std::vector<Tensor>& inputs,
   yc.backward(go);
   yg.backward(go.to(kGpu));
   for (size_t k = 0; k < inputs.size(); ++k)
-    if (cpu[k].grad().defined()) expect_close(gpu[k].grad(), cpu[k].grad(), rtol, atol, what + " grad " + std::to_string(k));
+    if (cpu[k].grad().defined())
+      expect_close(gpu[k].grad(), cpu[k].grad(), rtol, atol, what + " grad " + std::to_string(k));
 }
 
 }  // namespace
@@ -48,22 +49,28 @@ void same_on_both(const std::string& what, const std::vector<Tensor>& inputs,
 TEST_CASE("gpu: sin, cos, silu and their gradients" * doctest::skip(gpu_missing())) {
   for (DType t : {DType::f32, DType::f64, DType::f16, DType::bf16}) {
     Tensor x = rnd({1023}, t) * 3;
-    same_on_both("sin", {x}, [](auto& in) { return sin(in[0]); }, tol_of(t), tol_of(t));
-    same_on_both("cos", {x}, [](auto& in) { return cos(in[0]); }, tol_of(t), tol_of(t));
-    same_on_both("silu", {x}, [](auto& in) { return silu(in[0]); }, tol_of(t), tol_of(t));
+    same_on_both(
+        "sin", {x}, [](auto& in) { return sin(in[0]); }, tol_of(t), tol_of(t));
+    same_on_both(
+        "cos", {x}, [](auto& in) { return cos(in[0]); }, tol_of(t), tol_of(t));
+    same_on_both(
+        "silu", {x}, [](auto& in) { return silu(in[0]); }, tol_of(t), tol_of(t));
   }
 }
 
 TEST_CASE("gpu: cumsum over each dim, integer and long rows" * doctest::skip(gpu_missing())) {
   Tensor x = rnd({3, 70, 5}, DType::f64);
-  for (int64_t d : {0, 1, 2}) same_on_both("cumsum", {x}, [d](auto& in) { return cumsum(in[0], d); }, 1e-12, 1e-12);
+  for (int64_t d : {0, 1, 2})
+    same_on_both(
+        "cumsum", {x}, [d](auto& in) { return cumsum(in[0], d); }, 1e-12, 1e-12);
   Tensor ints = randint(-5, 5, {4, 1000});
   expect_close(cumsum(g(ints), 1), cumsum(ints, 1), 0, 0, "cumsum int64");
   Tensor bools = rand({2, 50}) > 0.5;
   expect_close(cumsum(g(bools), 1), cumsum(bools, 1), 0, 0, "cumsum bool");
   Tensor f = rnd({2, 100000}, DType::f32);
   expect_close(cumsum(g(f), 1), cumsum(f, 1), 1e-5, 1e-3, "cumsum f32 long rows");
-  same_on_both("cumsum f16", {rnd({8, 33}, DType::f16)}, [](auto& in) { return cumsum(in[0], 1); }, 4e-3, 4e-3);
+  same_on_both(
+      "cumsum f16", {rnd({8, 33}, DType::f16)}, [](auto& in) { return cumsum(in[0], 1); }, 4e-3, 4e-3);
 }
 
 TEST_CASE("gpu: sort, argsort and topk give the CPU's order (stable, NaN largest)" * doctest::skip(gpu_missing())) {
@@ -89,9 +96,11 @@ TEST_CASE("gpu: sort, argsort and topk give the CPU's order (stable, NaN largest
   expect_close(std::get<1>(sort(g(b), 1)), std::get<1>(sort(b, 1)), 0, 0, "sort bool");
   Tensor big = rnd({2, 200003}, DType::f32);
   expect_close(std::get<1>(sort(g(big), 1, true)), std::get<1>(sort(big, 1, true)), 0, 0, "long rows");
-  same_on_both("sort dim 0 gradient", {rnd({40, 3}, DType::f64)}, [](auto& in) { return std::get<0>(sort(in[0], 0)); },
-               1e-12, 1e-12);
-  same_on_both("topk", {rnd({6, 50}, DType::f64)}, [](auto& in) { return std::get<0>(topk(in[0], 7, 1)); }, 1e-12, 1e-12);
+  same_on_both(
+      "sort dim 0 gradient", {rnd({40, 3}, DType::f64)}, [](auto& in) { return std::get<0>(sort(in[0], 0)); }, 1e-12,
+      1e-12);
+  same_on_both(
+      "topk", {rnd({6, 50}, DType::f64)}, [](auto& in) { return std::get<0>(topk(in[0], 7, 1)); }, 1e-12, 1e-12);
   Tensor x = rnd({4, 9}, DType::f32);
   expect_close(argsort(g(x), 0, true), argsort(x, 0, true), 0, 0, "argsort");
 }
@@ -99,19 +108,20 @@ TEST_CASE("gpu: sort, argsort and topk give the CPU's order (stable, NaN largest
 TEST_CASE("gpu: gather, scatter and scatter_add against the CPU" * doctest::skip(gpu_missing())) {
   Tensor x = rnd({6, 40}, DType::f64);
   Tensor idx = randint(0, 40, {6, 25});
-  same_on_both("gather", {x}, [&](auto& in) { return gather(in[0], 1, idx.to(in[0].device())); }, 1e-12, 1e-12);
+  same_on_both(
+      "gather", {x}, [&](auto& in) { return gather(in[0], 1, idx.to(in[0].device())); }, 1e-12, 1e-12);
   Tensor idx_t = randint(0, 40, {30, 6});
-  same_on_both("gather strided", {x}, [&](auto& in) { return gather(in[0].t(), 0, idx_t.to(in[0].device())); },
-               1e-12, 1e-12);
+  same_on_both(
+      "gather strided", {x}, [&](auto& in) { return gather(in[0].t(), 0, idx_t.to(in[0].device())); }, 1e-12, 1e-12);
   Tensor rows = randint(0, 6, {9, 40});
-  same_on_both("scatter_add repeats", {x, rnd({9, 40}, DType::f64)}, [&](auto& in) {
-    return scatter_add(in[0], 0, rows.to(in[0].device()), in[1]);
-  }, 1e-12, 1e-12);
+  same_on_both(
+      "scatter_add repeats", {x, rnd({9, 40}, DType::f64)},
+      [&](auto& in) { return scatter_add(in[0], 0, rows.to(in[0].device()), in[1]); }, 1e-12, 1e-12);
   // Unique positions per column, so plain scatter has one writer each.
   Tensor perm = stack({randperm(6), randperm(6), randperm(6)}, 1).narrow(0, 0, 4);
-  same_on_both("scatter", {rnd({6, 3}, DType::f32), rnd({4, 3}, DType::f32)}, [&](auto& in) {
-    return scatter(in[0], 0, perm.to(in[0].device()), in[1]);
-  }, 0, 0);
+  same_on_both(
+      "scatter", {rnd({6, 3}, DType::f32), rnd({4, 3}, DType::f32)},
+      [&](auto& in) { return scatter(in[0], 0, perm.to(in[0].device()), in[1]); }, 0, 0);
   for (DType t : {DType::f32, DType::f16, DType::bf16, DType::i64, DType::i32}) {
     Tensor z = zeros({5}, {.dtype = t});
     Tensor src = ones({200}, {.dtype = t});
@@ -149,11 +159,14 @@ void attention_case(const std::string& what, Shape lead, int64_t L, int64_t S, i
   };
   std::vector<Tensor> in = {mk(L, E), mk(S, E), mk(S, Ev)};
   const double tol = t == DType::f64 ? 1e-11 : t == DType::f32 ? 2e-5 : t == DType::f16 ? 1e-2 : 5e-2;
-  same_on_both(what, in, [&](auto& x) {
-    Generator drop(31);  // the same dropout lanes on both devices
-    Tensor m = mask.defined() ? mask.to(x[0].device()) : Tensor();
-    return scaled_dot_product_attention(x[0], x[1], x[2], m, dropout, causal, std::nullopt, &drop);
-  }, tol, tol);
+  same_on_both(
+      what, in,
+      [&](auto& x) {
+        Generator drop(31);  // the same dropout lanes on both devices
+        Tensor m = mask.defined() ? mask.to(x[0].device()) : Tensor();
+        return scaled_dot_product_attention(x[0], x[1], x[2], m, dropout, causal, std::nullopt, &drop);
+      },
+      tol, tol);
 }
 
 }  // namespace
@@ -166,7 +179,8 @@ TEST_CASE("gpu: fused attention forward and backward equal the CPU's" * doctest:
   attention_case("f32 head dim 256", {1}, 40, 40, 256, 256, DType::f32, {}, false, 0);
   attention_case("f64 head dim 256", {1}, 20, 20, 256, 256, DType::f64, {}, true, 0);
   attention_case("f32 float mask, broadcast", {2, 2}, 19, 37, 32, 16, DType::f32, randn({1, 19, 37}), false, 0);
-  attention_case("f64 bool mask, per batch entry", {2, 3}, 21, 30, 8, 8, DType::f64, rand({2, 1, 21, 30}) > 0.25, false, 0);
+  attention_case("f64 bool mask, per batch entry", {2, 3}, 21, 30, 8, 8, DType::f64, rand({2, 1, 21, 30}) > 0.25, false,
+                 0);
   attention_case("f64 dropout", {2}, 35, 40, 16, 16, DType::f64, {}, true, 0.25);
   attention_case("f16", {2, 2}, 40, 40, 64, 64, DType::f16, {}, true, 0);
   attention_case("bf16 with f32 mask", {2}, 24, 48, 32, 32, DType::bf16, randn({24, 48}), false, 0);
@@ -174,8 +188,8 @@ TEST_CASE("gpu: fused attention forward and backward equal the CPU's" * doctest:
 
 TEST_CASE("gpu: fully-masked rows and the math path" * doctest::skip(gpu_missing())) {
   Tensor q = g(rnd({1, 3, 8}, DType::f32)), k = g(rnd({1, 5, 8}, DType::f32)), v = g(rnd({1, 5, 8}, DType::f32));
-  Tensor mask = g(tensor({{true, false, false, false, false}, {false, false, false, false, false},
-                          {true, true, true, true, true}}));
+  Tensor mask = g(tensor(
+      {{true, false, false, false, false}, {false, false, false, false, false}, {true, true, true, true, true}}));
   Tensor o = scaled_dot_product_attention(q, k, v, mask);
   expect_close(o.select(1, 1), zeros({1, 8}), 0, 0, "a row that sees nothing is zero");
   set_sdpa_backend(SdpaBackend::math);
@@ -193,14 +207,28 @@ TEST_CASE("gpu: fully-masked rows and the math path" * doctest::skip(gpu_missing
 TEST_CASE("gpu: compositions (masked_fill, tril, pad, einsum, norms, conv1d) run on the device" *
           doctest::skip(gpu_missing())) {
   Tensor x = rnd({2, 4, 6}, DType::f64);
-  same_on_both("masked_fill", {x}, [](auto& in) { return in[0].masked_fill(in[0] > 0.5, -1.0); }, 1e-12, 1e-12);
-  same_on_both("tril", {x}, [](auto& in) { return tril(in[0], 1); }, 1e-12, 1e-12);
-  same_on_both("pad reflect", {x}, [](auto& in) { return pad(in[0], {2, 3}, "reflect"); }, 1e-12, 1e-12);
-  same_on_both("einsum", {x, rnd({2, 6, 5}, DType::f64)}, [](auto& in) { return einsum("bij,bjk->bik", {in[0], in[1]}); },
-               1e-12, 1e-12);
-  same_on_both("rms_norm", {x, rnd({6}, DType::f64)}, [](auto& in) { return rms_norm(in[0], {6}, in[1]); }, 1e-12, 1e-12);
-  same_on_both("group_norm", {x}, [](auto& in) { return group_norm(in[0], 2); }, 1e-12, 1e-12);
-  same_on_both("conv1d", {x, rnd({3, 4, 3}, DType::f64)}, [](auto& in) { return conv1d(in[0], in[1], {}, 1, 1); },
-               1e-10, 1e-10);
-  same_on_both("chunk", {x}, [](auto& in) { return in[0].chunk(3, 2)[1] * 2; }, 1e-12, 1e-12);
+  same_on_both(
+      "masked_fill", {x}, [](auto& in) { return in[0].masked_fill(in[0] > 0.5, -1.0); }, 1e-12, 1e-12);
+  same_on_both(
+      "tril", {x}, [](auto& in) { return tril(in[0], 1); }, 1e-12, 1e-12);
+  same_on_both(
+      "pad reflect", {x},
+      [](auto& in) {
+        return pad(in[0], {2, 3}, "reflect");
+      },
+      1e-12, 1e-12);
+  same_on_both(
+      "einsum", {x, rnd({2, 6, 5}, DType::f64)},
+      [](auto& in) {
+        return einsum("bij,bjk->bik", {in[0], in[1]});
+      },
+      1e-12, 1e-12);
+  same_on_both(
+      "rms_norm", {x, rnd({6}, DType::f64)}, [](auto& in) { return rms_norm(in[0], {6}, in[1]); }, 1e-12, 1e-12);
+  same_on_both(
+      "group_norm", {x}, [](auto& in) { return group_norm(in[0], 2); }, 1e-12, 1e-12);
+  same_on_both(
+      "conv1d", {x, rnd({3, 4, 3}, DType::f64)}, [](auto& in) { return conv1d(in[0], in[1], {}, 1, 1); }, 1e-10, 1e-10);
+  same_on_both(
+      "chunk", {x}, [](auto& in) { return in[0].chunk(3, 2)[1] * 2; }, 1e-12, 1e-12);
 }

@@ -79,6 +79,7 @@ TEST_CASE("Fabric on a GPU: the literal loop equals the explicit form under 16-m
   train_both("16-mixed");
 }
 
-TEST_CASE("Fabric on a GPU: the literal loop equals the explicit form under bf16-mixed" * doctest::skip(gpu_missing())) {
+TEST_CASE("Fabric on a GPU: the literal loop equals the explicit form under bf16-mixed" *
+          doctest::skip(gpu_missing())) {
   train_both("bf16-mixed");
 }

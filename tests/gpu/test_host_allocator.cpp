@@ -106,7 +106,7 @@ TEST_CASE("pinned host allocator: a block is not reused while a copy that used i
   CHECK(a.record_use(static_cast<char*>(p) + 100, s2));  // interior pointer, second stream
   CHECK(a.record_use(p, s1));                            // once per stream
   int dummy = 0;
-  CHECK_FALSE(a.record_use(&dummy, s1));                 // not ours: ignored
+  CHECK_FALSE(a.record_use(&dummy, s1));  // not ours: ignored
   a.free(p);
   CHECK(raw.events.size() == 2);  // one event per stream that used it
   CHECK(a.stats().in_flight_blocks == 1);
@@ -158,7 +158,7 @@ TEST_CASE("pinned host allocator: empty_cache keeps blocks in flight; errors are
   raw.capacity = raw.used + 4096;
   void* cached = a.allocate(2048);  // p's block (512) is cached; this is a new 2048 block
   a.free(cached);
-  void* big = a.allocate(4096);     // needs the 2048 (and 512) cached blocks released first
+  void* big = a.allocate(4096);  // needs the 2048 (and 512) cached blocks released first
   CHECK(big != nullptr);
   CHECK(raw.live.size() == 1);
   try {

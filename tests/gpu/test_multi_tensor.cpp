@@ -88,7 +88,8 @@ const std::vector<std::vector<DType>> kDtypeSets = {
 
 }  // namespace
 
-TEST_CASE("gpu: multi-tensor Adam/AdamW/AMSGrad equals the per-tensor kernel and the CPU" * doctest::skip(gpu_missing())) {
+TEST_CASE("gpu: multi-tensor Adam/AdamW/AMSGrad equals the per-tensor kernel and the CPU" *
+          doctest::skip(gpu_missing())) {
   const auto sizes = odd_sizes();
   auto normal = [](int64_t n) { return randn({n}); };
   auto positive = [](int64_t n) { return abs(randn({n})) * 0.01; };
@@ -96,14 +97,14 @@ TEST_CASE("gpu: multi-tensor Adam/AdamW/AMSGrad equals the per-tensor kernel and
     for (int variant = 0; variant < 4; ++variant) {
       const std::string what = "adam " + dtypes_str(dts) + " variant " + std::to_string(variant);
       const bool amsgrad = variant == 2;
-      kernels::AdamParams p{1e-3, 0.9, 0.999, 1e-8, variant == 0 ? 0.0 : 1e-2, 3, variant != 0,
-                            amsgrad, variant == 3};
+      kernels::AdamParams p{1e-3, 0.9, 0.999, 1e-8, variant == 0 ? 0.0 : 1e-2, 3, variant != 0, amsgrad, variant == 3};
       // Lists: param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq; only the grads have misaligned
       // views, so the kernel must notice misalignment in any one list.
-      std::vector<std::vector<Tensor>> cpu = {
-          make_list(sizes, dts, normal, false), make_list(sizes, dts, normal, true),
-          make_list(sizes, dts, [](int64_t n) { return randn({n}) * 0.1; }, false),
-          make_list(sizes, dts, positive, false), make_list(sizes, dts, positive, false)};
+      std::vector<std::vector<Tensor>> cpu = {make_list(sizes, dts, normal, false), make_list(sizes, dts, normal, true),
+                                              make_list(
+                                                  sizes, dts, [](int64_t n) { return randn({n}) * 0.1; }, false),
+                                              make_list(sizes, dts, positive, false),
+                                              make_list(sizes, dts, positive, false)};
       std::vector<std::vector<Tensor>> multi, single;
       for (auto& l : cpu) {
         multi.push_back(mirror(l));
@@ -113,8 +114,8 @@ TEST_CASE("gpu: multi-tensor Adam/AdamW/AMSGrad equals the per-tensor kernel and
         View none{nullptr, cpu[0][k].dtype()};
         kernels::cpu_backend().adam_step(p, view(cpu[0][k]), view(cpu[1][k]), view(cpu[2][k]), view(cpu[3][k]),
                                          amsgrad ? view(cpu[4][k]) : none);
-        gpu_backend().adam_step(p, view(single[0][k]), view(single[1][k]), view(single[2][k]),
-                                view(single[3][k]), amsgrad ? view(single[4][k]) : none);
+        gpu_backend().adam_step(p, view(single[0][k]), view(single[1][k]), view(single[2][k]), view(single[3][k]),
+                                amsgrad ? view(single[4][k]) : none);
       }
       std::vector<View> vmax = amsgrad ? views(multi[4]) : std::vector<View>{};
       gpu_backend().adam_step_multi(p, views(multi[0]), views(multi[1]), views(multi[2]), views(multi[3]), vmax);
@@ -124,8 +125,8 @@ TEST_CASE("gpu: multi-tensor Adam/AdamW/AMSGrad equals the per-tensor kernel and
           const std::string w = what + " list " + std::to_string(l) + " tensor " + std::to_string(k);
           // The same element update: equal up to one rounding of the storage type.
           const double range = max_abs(single[size_t(l)][k]);
-          expect_close(multi[size_t(l)][k], single[size_t(l)][k], tol_of(multi[size_t(l)][k].dtype()),
-                       1e-6 * range, w + " vs per-tensor");
+          expect_close(multi[size_t(l)][k], single[size_t(l)][k], tol_of(multi[size_t(l)][k].dtype()), 1e-6 * range,
+                       w + " vs per-tensor");
           expect_close(multi[size_t(l)][k], cpu[size_t(l)][k], list_tol(dts), 1e-7, w + " vs cpu");
         }
       }
@@ -137,11 +138,11 @@ TEST_CASE("gpu: multi-tensor SGD equals the per-tensor kernel and the CPU" * doc
   const auto sizes = odd_sizes();
   auto normal = [](int64_t n) { return randn({n}); };
   const std::vector<kernels::SgdParams> variants = {
-      {0.1, 0.0, 0.0, 0.0, false, false, false},     // plain
-      {0.1, 0.9, 0.1, 1e-4, false, false, true},     // momentum, first step
-      {0.1, 0.9, 0.1, 1e-4, false, false, false},    // momentum
-      {0.05, 0.9, 0.0, 1e-3, true, false, false},    // Nesterov
-      {0.1, 0.5, 0.0, 0.0, false, true, false},      // maximize
+      {0.1, 0.0, 0.0, 0.0, false, false, false},   // plain
+      {0.1, 0.9, 0.1, 1e-4, false, false, true},   // momentum, first step
+      {0.1, 0.9, 0.1, 1e-4, false, false, false},  // momentum
+      {0.05, 0.9, 0.0, 1e-3, true, false, false},  // Nesterov
+      {0.1, 0.5, 0.0, 0.0, false, true, false},    // maximize
   };
   for (const auto& dts : kDtypeSets) {
     for (size_t vi = 0; vi < variants.size(); ++vi) {
@@ -160,15 +161,14 @@ TEST_CASE("gpu: multi-tensor SGD equals the per-tensor kernel and the CPU" * doc
         kernels::cpu_backend().sgd_step(p, view(cpu[0][k]), view(cpu[1][k]), mom ? view(cpu[2][k]) : none);
         gpu_backend().sgd_step(p, view(single[0][k]), view(single[1][k]), mom ? view(single[2][k]) : none);
       }
-      gpu_backend().sgd_step_multi(p, views(multi[0]), views(multi[1]),
-                                   mom ? views(multi[2]) : std::vector<View>{});
+      gpu_backend().sgd_step_multi(p, views(multi[0]), views(multi[1]), mom ? views(multi[2]) : std::vector<View>{});
       for (int l : {0, 2}) {
         if (l == 2 && !mom) continue;
         for (size_t k = 0; k < sizes.size(); ++k) {
           const std::string w = what + " list " + std::to_string(l) + " tensor " + std::to_string(k);
           const double range = max_abs(single[size_t(l)][k]);
-          expect_close(multi[size_t(l)][k], single[size_t(l)][k], tol_of(multi[size_t(l)][k].dtype()),
-                       1e-6 * range, w + " vs per-tensor");
+          expect_close(multi[size_t(l)][k], single[size_t(l)][k], tol_of(multi[size_t(l)][k].dtype()), 1e-6 * range,
+                       w + " vs per-tensor");
           expect_close(multi[size_t(l)][k], cpu[size_t(l)][k], list_tol(dts), 1e-6, w + " vs cpu");
         }
       }
@@ -176,7 +176,8 @@ TEST_CASE("gpu: multi-tensor SGD equals the per-tensor kernel and the CPU" * doc
   }
 }
 
-TEST_CASE("gpu: the optimizers' multi-tensor steps match the CPU optimizers over several steps" * doctest::skip(gpu_missing())) {
+TEST_CASE("gpu: the optimizers' multi-tensor steps match the CPU optimizers over several steps" *
+          doctest::skip(gpu_missing())) {
   const std::vector<int64_t> sizes = {3, 1023, 65537, 7, 1, 300, 4096, 5, 17, 2000, 9, 65536, 11, 40, 41};
   for (const auto& dts : std::vector<std::vector<DType>>{{DType::f32}, {DType::f32, DType::bf16, DType::f16}}) {
     for (int kind = 0; kind < 4; ++kind) {
@@ -190,7 +191,8 @@ TEST_CASE("gpu: the optimizers' multi-tensor steps match the CPU optimizers over
         switch (kind) {
           case 0: return std::make_unique<optim::Adam>(ps, optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-3});
           case 1: return std::make_unique<optim::AdamW>(ps, optim::AdamWOptions{.lr = 1e-2, .amsgrad = true});
-          case 2: return std::make_unique<optim::SGD>(ps, optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .nesterov = true});
+          case 2:
+            return std::make_unique<optim::SGD>(ps, optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .nesterov = true});
           default: return std::make_unique<optim::SGD>(ps, optim::SGDOptions{.lr = 0.05});
         }
       };
@@ -212,8 +214,9 @@ TEST_CASE("gpu: the optimizers' multi-tensor steps match the CPU optimizers over
         og->step();
       }
       for (size_t k = 0; k < sizes.size(); ++k)
-        expect_close(pg[k], pc[k], tol_of(pc[k].dtype()) * 2, tol_of(pc[k].dtype()) * max_abs(pc[k]),
-                     oc->name() + " kind " + std::to_string(kind) + " " + dtypes_str(dts) + " param " + std::to_string(k));
+        expect_close(
+            pg[k], pc[k], tol_of(pc[k].dtype()) * 2, tol_of(pc[k].dtype()) * max_abs(pc[k]),
+            oc->name() + " kind " + std::to_string(kind) + " " + dtypes_str(dts) + " param " + std::to_string(k));
       // The saved state is the same too (the step counts kept on the host).
       auto sc = oc->state_tensors(), sg = og->state_tensors();
       CHECK(sc.size() == sg.size());
@@ -232,17 +235,17 @@ TEST_CASE("gpu: fused unscale finds injected inf/NaN and scales like the CPU" * 
   const double inv = 1.0 / 1024;
   auto run = [&](std::vector<Tensor>& gs, double factor, const Tensor& factor_t) {
     Tensor found = zeros({}, {.device = kGpu});
-    gpu_backend().scale_and_check_multi(views(gs), factor, factor_t.defined() ? view(factor_t) : View{},
-                                        view(found));
+    gpu_backend().scale_and_check_multi(views(gs), factor, factor_t.defined() ? view(factor_t) : View{}, view(found));
     return found.item<float>();
   };
   for (int inject = 0; inject < 4; ++inject) {
-    std::vector<Tensor> cpu = make_list(sizes, dts, [](int64_t n) { return randn({n}) * 1000.0; }, true);
+    std::vector<Tensor> cpu = make_list(
+        sizes, dts, [](int64_t n) { return randn({n}) * 1000.0; }, true);
     const double inf = std::numeric_limits<double>::infinity();
     if (inject == 1) cpu[6][2 * 65536 + 1].fill_(inf);  // tensor 6 is 3*65536+5 long: a later chunk
     if (inject == 2) cpu[40][0].fill_(std::nan(""));
     if (inject == 3) {
-      cpu[1][2].fill_(-inf);                           // a f16 tensor
+      cpu[1][2].fill_(-inf);  // a f16 tensor
       cpu[59][cpu[59].numel() - 1].fill_(std::nan(""));
     }
     std::vector<Tensor> gpu = mirror(cpu);
@@ -253,7 +256,8 @@ TEST_CASE("gpu: fused unscale finds injected inf/NaN and scales like the CPU" * 
                    "unscaled tensor " + std::to_string(k) + " inject " + std::to_string(inject));
   }
   // A factor of exactly 1 only checks: nothing is written.
-  std::vector<Tensor> cpu = make_list(sizes, dts, [](int64_t n) { return randn({n}); }, true);
+  std::vector<Tensor> cpu = make_list(
+      sizes, dts, [](int64_t n) { return randn({n}); }, true);
   cpu[7][0].fill_(std::nan(""));
   std::vector<Tensor> gpu = mirror(cpu);
   CHECK(run(gpu, 1.0, Tensor()) == 1.0f);
@@ -308,7 +312,8 @@ TEST_CASE("gpu: GradScaler on CUDA gradients skips inf steps and unscales in one
 TEST_CASE("gpu: fused gradient norms and clipping match the CPU" * doctest::skip(gpu_missing())) {
   const auto sizes = odd_sizes();
   for (const auto& dts : kDtypeSets) {
-    std::vector<Tensor> cpu = make_list(sizes, dts, [](int64_t n) { return randn({n}); }, true);
+    std::vector<Tensor> cpu = make_list(
+        sizes, dts, [](int64_t n) { return randn({n}); }, true);
     std::vector<Tensor> gpu = mirror(cpu);
     const double rtol = dts.size() == 1 && dts[0] == DType::f64 ? 1e-12 : 1e-5;
     for (double order : {2.0, std::numeric_limits<double>::infinity()}) {
@@ -328,7 +333,8 @@ TEST_CASE("gpu: fused gradient norms and clipping match the CPU" * doctest::skip
   }
   CHECK(optim::get_total_norm({}, 2.0).item<double>() == 0.0);
   // The same list twice gives the same bits (partials summed in a fixed order).
-  std::vector<Tensor> g = mirror(make_list(odd_sizes(), {DType::f32}, [](int64_t n) { return randn({n}); }, false));
+  std::vector<Tensor> g = mirror(make_list(
+      odd_sizes(), {DType::f32}, [](int64_t n) { return randn({n}); }, false));
   CHECK(optim::get_total_norm(g).item<double>() == optim::get_total_norm(g).item<double>());
 
   // clip_grad_norm_ end to end.
@@ -348,11 +354,13 @@ TEST_CASE("gpu: fused gradient norms and clipping match the CPU" * doctest::skip
   }
 }
 
-TEST_CASE("gpu: f16/bf16 elementwise kernels (16-byte packed) match the CPU at odd sizes and offsets" * doctest::skip(gpu_missing())) {
+TEST_CASE("gpu: f16/bf16 elementwise kernels (16-byte packed) match the CPU at odd sizes and offsets" *
+          doctest::skip(gpu_missing())) {
   for (DType t : {DType::f16, DType::bf16}) {
     for (int64_t n : {int64_t(1), int64_t(3), int64_t(7), int64_t(9), int64_t(1023), (int64_t(1) << 20) + 7}) {
       for (int64_t offset : {0, 1, 3}) {
-        const std::string what = std::string(dtype_name(t)) + " n=" + std::to_string(n) + " offset " + std::to_string(offset);
+        const std::string what =
+            std::string(dtype_name(t)) + " n=" + std::to_string(n) + " offset " + std::to_string(offset);
         Tensor xb = rnd({n + offset}, t), yb = rnd({n + offset}, t);
         Tensor cb = gt(randn({n + offset}), 0.0);
         Tensor x = xb.narrow(0, offset, n), y = yb.narrow(0, offset, n), c = cb.narrow(0, offset, n);

@@ -45,7 +45,8 @@ void check_plan(const std::vector<int64_t>& numel, int max_tensors, int max_bloc
   for (size_t t = 0; t < numel.size(); ++t) {
     const int64_t chunks = (numel[t] + chunk - 1) / chunk;
     expected += chunks;
-    for (int64_t c = 0; c < chunks; ++c) CHECK_MESSAGE(done[std::make_pair(int64_t(t), c)] == 1, "tensor " << t << " chunk " << c);
+    for (int64_t c = 0; c < chunks; ++c)
+      CHECK_MESSAGE(done[std::make_pair(int64_t(t), c)] == 1, "tensor " << t << " chunk " << c);
   }
   CHECK(next_item == expected);
   CHECK(int64_t(done.size()) == expected);

@@ -20,8 +20,9 @@ namespace {
 bool nccl_missing() {
   static const bool missing = [] {
     bool m = !kd::nccl_is_built() || !cuda::is_available();
-    if (m) std::fprintf(stderr, "gpu suite (nccl): %s; its NCCL cases are reported as skipped\n",
-                        kd::nccl_is_built() ? "no CUDA device" : "kiln was built without NCCL");
+    if (m)
+      std::fprintf(stderr, "gpu suite (nccl): %s; its NCCL cases are reported as skipped\n",
+                   kd::nccl_is_built() ? "no CUDA device" : "kiln was built without NCCL");
     return m;
   }();
   return missing;
@@ -74,8 +75,7 @@ TEST_CASE("gpu: NCCL collectives in a world of one, every dtype" * doctest::skip
   CHECK_THROWS_WITH_AS(comm->all_reduce(u8), doctest::Contains("is not supported"), Error);
 }
 
-TEST_CASE("gpu: backend \"auto\" sends CPU tensors to Gloo and CUDA tensors to NCCL" *
-          doctest::skip(nccl_missing())) {
+TEST_CASE("gpu: backend \"auto\" sends CPU tensors to Gloo and CUDA tensors to NCCL" * doctest::skip(nccl_missing())) {
   auto comm = kd::init_process_group({.backend = "auto", .timeout = 30s});
   CHECK(comm->backend() == "cpu:gloo,cuda:nccl");
   Tensor c = tensor(std::vector<float>{1, 2});

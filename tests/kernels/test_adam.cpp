@@ -21,15 +21,18 @@ struct AdamState {
 };
 
 void reference(const kernels::AdamParams& p, AdamState& s) {
-  const float lr = float(p.lr), b1 = float(p.beta1), b2 = float(p.beta2), eps = float(p.eps), wd = float(p.weight_decay);
+  const float lr = float(p.lr), b1 = float(p.beta1), b2 = float(p.beta2), eps = float(p.eps),
+              wd = float(p.weight_decay);
   const float bc1 = 1.f - float(std::pow(p.beta1, double(p.step)));
   const float bc2_sqrt = float(std::sqrt(1.0 - std::pow(p.beta2, double(p.step))));
   const float step_size = lr / bc1;
   for (size_t i = 0; i < s.w.size(); ++i) {
     float gi = p.maximize ? -s.g[i] : s.g[i], wi = s.w[i];
     if (wd != 0.f) {
-      if (p.decoupled) wi = wi * (1.f - lr * wd);
-      else gi = gi + wd * wi;
+      if (p.decoupled)
+        wi = wi * (1.f - lr * wd);
+      else
+        gi = gi + wd * wi;
     }
     float mi = s.m[i];
     mi = mi + (gi - mi) * (1.f - b1);

@@ -72,8 +72,10 @@ struct Problem {
 std::vector<BgemmKernel> kernels_here() {
   std::vector<BgemmKernel> ks;
   for (auto k : {BgemmKernel::generic, BgemmKernel::avx512bf16, BgemmKernel::amx})
-    if (detail::bgemm_kernel_available(k)) ks.push_back(k);
-    else MESSAGE("bgemm kernel " << name(k) << " cannot run on this CPU: not tested");
+    if (detail::bgemm_kernel_available(k))
+      ks.push_back(k);
+    else
+      MESSAGE("bgemm kernel " << name(k) << " cannot run on this CPU: not tested");
   return ks;
 }
 
@@ -97,9 +99,9 @@ TEST_CASE("bgemm: each kernel matches a float64 reference (odd shapes, transpose
             bf16_pack_b(tb, k, n, pr.b.data(), pr.ldb, pb.data());
             for (float beta : {0.f, 1.f}) {
               if (!full && beta != float(n % 2)) continue;
-              std::string what = std::string(name(kern)) + " m=" + std::to_string(m) + " n=" +
-                                 std::to_string(n) + " k=" + std::to_string(k) + " ta=" + std::to_string(ta) +
-                                 " tb=" + std::to_string(tb) + " beta=" + std::to_string(int(beta));
+              std::string what = std::string(name(kern)) + " m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                                 " k=" + std::to_string(k) + " ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) +
+                                 " beta=" + std::to_string(int(beta));
               std::vector<float> c(pr.c0);
               detail::bgemm_packed_with(kern, m, n, k, pa.data(), pb.data(), beta, c.data(), pr.ldc, nullptr);
               pr.check(c, beta, (what + " f32 C").c_str());
@@ -130,7 +132,8 @@ TEST_CASE("bgemm: unpacked entry point, row bias, and what is left outside C") {
   bgemm_packed(pr.m, pr.n, pr.k, pa.data(), pb.data(), 0.f, without.data(), pr.ldc);
   for (int64_t i = 0; i < pr.m; ++i)
     for (int64_t j = 0; j < pr.n; ++j)
-      CHECK(with_bias[size_t(i * pr.ldc + j)] == doctest::Approx(without[size_t(i * pr.ldc + j)] + bias[size_t(i)]).epsilon(1e-6));
+      CHECK(with_bias[size_t(i * pr.ldc + j)] ==
+            doctest::Approx(without[size_t(i * pr.ldc + j)] + bias[size_t(i)]).epsilon(1e-6));
 
   // k = 0: an empty sum leaves beta * C (+ bias).
   std::vector<float> c1(pr.c0);

@@ -45,9 +45,9 @@ Grads run(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& gy, i
 
 void check_case(const Case& c, DType dt, double tol) {
   const auto k = kernels::cpu::conv2d_fast_kernels(params(c), dt);
-  INFO("n=" << c.n << " cin=" << c.cin << " " << c.h << "x" << c.w << " cout=" << c.cout << " pad=" << c.pad
-            << " " << dtype_name(dt) << ": forward '" << k.forward << "', input grad '" << k.input_grad
-            << "', weight grad '" << k.weight_grad << "'");
+  INFO("n=" << c.n << " cin=" << c.cin << " " << c.h << "x" << c.w << " cout=" << c.cout << " pad=" << c.pad << " "
+            << dtype_name(dt) << ": forward '" << k.forward << "', input grad '" << k.input_grad << "', weight grad '"
+            << k.weight_grad << "'");
   manual_seed(uint64_t(c.n * 1000 + c.cin * 100 + c.h * 10 + c.cout));
   // bf16 runs on values bf16 holds exactly, so only the arithmetic differs from the reference.
   auto r = [&](Tensor t) { return dt == DType::bf16 ? t.to(DType::bf16).to(DType::f64) : t.to(DType::f64); };
@@ -65,21 +65,18 @@ void check_case(const Case& c, DType dt, double tol) {
 }
 
 const Case kWinograd[] = {
-    {2, 32, 16, 16, 64, 1},  // the reference CNN's conv2 and conv3
-    {2, 64, 8, 8, 128, 1},
-    {3, 17, 7, 9, 20, 1},    // channels off the vector width, partial tiles
-    {1, 8, 10, 6, 9, 0},     // no padding
-    {2, 12, 5, 7, 8, 2},     // padding 2: the output is larger than the input
-    {1, 9, 6, 37, 11, 1},    // rows wider than two vectors
-    {5, 16, 4, 4, 16, 1},    // one tile per image
-    {64, 16, 16, 16, 24, 1}, // many chunks of tile rows per thread, of unequal sizes
+    {2, 32, 16, 16, 64, 1},                         // the reference CNN's conv2 and conv3
+    {2, 64, 8, 8, 128, 1},   {3, 17, 7, 9, 20, 1},  // channels off the vector width, partial tiles
+    {1, 8, 10, 6, 9, 0},                            // no padding
+    {2, 12, 5, 7, 8, 2},                            // padding 2: the output is larger than the input
+    {1, 9, 6, 37, 11, 1},                           // rows wider than two vectors
+    {5, 16, 4, 4, 16, 1},                           // one tile per image
+    {64, 16, 16, 16, 24, 1},                        // many chunks of tile rows per thread, of unequal sizes
 };
 const Case kDirect[] = {
-    {3, 3, 32, 32, 32, 1},   // the reference CNN's conv1 (CIFAR-10) and its Fashion-MNIST version
-    {2, 1, 32, 32, 32, 1},
-    {2, 3, 9, 40, 13, 0},    // a partial block of output channels, two column blocks
-    {1, 5, 6, 7, 3, 2},
-    {4, 2, 3, 3, 25, 1},
+    {3, 3, 32, 32, 32, 1},                        // the reference CNN's conv1 (CIFAR-10) and its Fashion-MNIST version
+    {2, 1, 32, 32, 32, 1}, {2, 3, 9, 40, 13, 0},  // a partial block of output channels, two column blocks
+    {1, 5, 6, 7, 3, 2},    {4, 2, 3, 3, 25, 1},
 };
 
 }  // namespace
@@ -103,10 +100,11 @@ TEST_CASE("conv2d fast path: bf16 (f32 arithmetic where the CPU has no bf16 dot 
 TEST_CASE("conv2d fast path: chosen for the reference CNN's layers where the CPU has AVX2") {
   const auto conv2 = kernels::cpu::conv2d_fast_kernels(params({128, 32, 16, 16, 64, 1}), DType::f32);
   const auto conv1 = kernels::cpu::conv2d_fast_kernels(params({128, 3, 32, 32, 32, 1}), DType::f32);
-  const auto strided = kernels::cpu::conv2d_fast_kernels({8, 32, 16, 16, 64, 3, 3, 8, 8, 2, 2, 1, 1, 1, 1, 1}, DType::f32);
+  const auto strided =
+      kernels::cpu::conv2d_fast_kernels({8, 32, 16, 16, 64, 3, 3, 8, 8, 2, 2, 1, 1, 1, 1, 1}, DType::f32);
   MESSAGE("conv1 '" << conv1.forward << "', conv2 '" << conv2.forward << "'");
-  CHECK(strided.forward.empty());  // stride 2: conv.cpp's own path
-  CHECK(conv1.input_grad.empty());  // 3 output channels of the transposed convolution: too few
+  CHECK(strided.forward.empty());     // stride 2: conv.cpp's own path
+  CHECK(conv1.input_grad.empty());    // 3 output channels of the transposed convolution: too few
   if (conv2.forward.empty()) return;  // KILN_CPU_ISA=generic, or a CPU without AVX2
   CHECK(conv2.forward.rfind("winograd-", 0) == 0);
   CHECK(conv2.input_grad.rfind("winograd-", 0) == 0);

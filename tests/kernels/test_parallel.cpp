@@ -93,9 +93,10 @@ TEST_CASE("thread pool: regions from several threads at once all complete correc
 TEST_CASE("thread pool: an exception in a worker reaches the caller") {
   ThreadsGuard guard;
   set_num_threads(2);
-  CHECK_THROWS_AS(parallel_region(2, [](int t, int) {
-                    if (t == 1) throw std::runtime_error("from the worker");
-                  }),
+  CHECK_THROWS_AS(parallel_region(2,
+                                  [](int t, int) {
+                                    if (t == 1) throw std::runtime_error("from the worker");
+                                  }),
                   std::runtime_error);
   int calls = 0;
   parallel_region(1, [&](int, int) { ++calls; });  // the pool still works afterwards

@@ -41,8 +41,7 @@ TEST_CASE("Layers forward through the core ops") {
 
   auto seq = std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{
       std::make_shared<nn::Linear>(4, 8), std::make_shared<nn::ReLU>(), std::make_shared<nn::Linear>(8, 2)});
-  CHECK(seq->named_parameters().keys() ==
-        std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias"});
+  CHECK(seq->named_parameters().keys() == std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias"});
   Tensor v = randn({5, 4});
   auto l0 = seq->at<nn::Linear>(0), l2 = seq->at<nn::Linear>(2);
   check_close(seq->forward(v), kiln::linear(kiln::relu(kiln::linear(v, l0->weight, l0->bias)), l2->weight, l2->bias));
@@ -113,8 +112,8 @@ TEST_CASE("nn::init: fans, gains and distributions") {
   auto [fan_in, fan_out] = nn::init::calculate_fan_in_and_fan_out(w);
   CHECK(fan_in == 32 * 9);
   CHECK(fan_out == 64 * 9);
-  CHECK_THROWS_WITH_AS(nn::init::calculate_fan_in_and_fan_out(empty({5})),
-                       doctest::Contains("fewer than 2 dimensions"), Error);
+  CHECK_THROWS_WITH_AS(nn::init::calculate_fan_in_and_fan_out(empty({5})), doctest::Contains("fewer than 2 dimensions"),
+                       Error);
   CHECK(nn::init::calculate_gain("relu") == doctest::Approx(std::sqrt(2.0)));
   CHECK(nn::init::calculate_gain("tanh") == doctest::Approx(5.0 / 3.0));
   CHECK_THROWS_AS(nn::init::calculate_gain("swish"), Error);
@@ -128,8 +127,7 @@ TEST_CASE("nn::init: fans, gains and distributions") {
   CHECK(kiln::std(w).item<double>() == doctest::Approx(2.0 * std::sqrt(2.0 / (32 * 9 + 64 * 9))).epsilon(0.03));
   nn::init::kaiming_uniform_(w, 0.0, "fan_in", "relu", &gen);
   CHECK(w.abs().max().item<double>() <= std::sqrt(6.0 / (32 * 9)));
-  CHECK_THROWS_WITH_AS(nn::init::kaiming_uniform_(w, 0.0, "fan_avg"), doctest::Contains("mode must be"),
-                       Error);
+  CHECK_THROWS_WITH_AS(nn::init::kaiming_uniform_(w, 0.0, "fan_avg"), doctest::Contains("mode must be"), Error);
   // The same generator state gives the same values.
   Generator g1(9), g2(9);
   Tensor a = empty({4, 4}), b = empty({4, 4});

@@ -26,8 +26,8 @@ TEST_CASE("Module: parameters, buffers and children keep registration order and 
   Block b;
   CHECK(b.named_parameters().keys() ==
         std::vector<std::string>{"scale", "fc.weight", "fc.bias", "bn.weight", "bn.bias"});
-  CHECK(b.named_buffers().keys() == std::vector<std::string>{"counter", "bn.running_mean",
-                                                              "bn.running_var", "bn.num_batches_tracked"});
+  CHECK(b.named_buffers().keys() ==
+        std::vector<std::string>{"counter", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"});
   CHECK(b.named_children().keys() == std::vector<std::string>{"fc", "bn"});
   CHECK(b.modules().size() == 2);
   nn::Sequential outer;
@@ -38,20 +38,18 @@ TEST_CASE("Module: parameters, buffers and children keep registration order and 
     CHECK(p.is_leaf());
   }
   // Non-persistent buffers stay out of the state dict.
-  CHECK(keys_of(b.state_dict()) ==
-        std::vector<std::string>{"scale", "fc.weight", "fc.bias", "bn.weight", "bn.bias",
-                                 "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"});
+  CHECK(keys_of(b.state_dict()) == std::vector<std::string>{"scale", "fc.weight", "fc.bias", "bn.weight", "bn.bias",
+                                                            "bn.running_mean", "bn.running_var",
+                                                            "bn.num_batches_tracked"});
   CHECK(b.state_dict()["bn.num_batches_tracked"].dtype() == DType::i64);
   CHECK(b.state_dict()["bn.num_batches_tracked"].dim() == 0);
 }
 
 TEST_CASE("Module: registration errors name the problem") {
   Block b;
-  CHECK_THROWS_WITH_AS(b.register_parameter("scale", ones({1})), doctest::Contains("already registered"),
-                       Error);
+  CHECK_THROWS_WITH_AS(b.register_parameter("scale", ones({1})), doctest::Contains("already registered"), Error);
   CHECK_THROWS_WITH_AS(b.register_buffer("a.b", ones({1})), doctest::Contains("contain no '.'"), Error);
-  CHECK_THROWS_WITH_AS(b.register_module("m", std::shared_ptr<nn::Linear>()),
-                       doctest::Contains("is null"), Error);
+  CHECK_THROWS_WITH_AS(b.register_module("m", std::shared_ptr<nn::Linear>()), doctest::Contains("is null"), Error);
   nn::Module plain;
   CHECK_THROWS_WITH_AS(plain.forward(ones({1})), doctest::Contains("does not implement forward"), Error);
 }
@@ -86,7 +84,7 @@ TEST_CASE("Module: to(dtype) converts floating tensors in place and keeps their 
   CHECK(b.bn->running_var.dtype() == DType::f64);
   CHECK(b.bn->num_batches_tracked.dtype() == DType::i64);
   CHECK(opt.param_groups()[0].params[1].dtype() == DType::f64);  // the optimizer sees the change
-  opt.step();  // and can still update it
+  opt.step();                                                    // and can still update it
   b.fc->forward(ones({2, 4}, {.dtype = DType::f64})).sum().backward();
   CHECK(w.grad().dtype() == DType::f64);
 }
@@ -117,8 +115,7 @@ TEST_CASE("Module: state_dict round trip and strict loading") {
     if (k != "fc.bias") smaller.insert(k, v);
   smaller.insert("extra.weight", ones({1}));
   CHECK_THROWS_WITH_AS(b.load_state_dict(smaller),
-                       doctest::Contains("missing key(s): \"fc.bias\". unexpected key(s): \"extra.weight\""),
-                       Error);
+                       doctest::Contains("missing key(s): \"fc.bias\". unexpected key(s): \"extra.weight\""), Error);
   auto lenient = b.load_state_dict(smaller, /*strict=*/false);
   CHECK(lenient.missing_keys == std::vector<std::string>{"fc.bias"});
   CHECK(lenient.unexpected_keys == std::vector<std::string>{"extra.weight"});
@@ -135,10 +132,9 @@ TEST_CASE("Module: state_dict round trip and strict loading") {
 TEST_CASE("SimpleCNN: state_dict keys and shapes equal PyTorch's") {
   SimpleCNN m;
   const std::vector<std::pair<std::string, Shape>> expected = {
-      {"conv1.weight", {32, 3, 3, 3}}, {"conv1.bias", {32}},   {"conv2.weight", {64, 32, 3, 3}},
-      {"conv2.bias", {64}},            {"conv3.weight", {128, 64, 3, 3}}, {"conv3.bias", {128}},
-      {"fc1.weight", {256, 2048}},     {"fc1.bias", {256}},    {"fc2.weight", {10, 256}},
-      {"fc2.bias", {10}}};
+      {"conv1.weight", {32, 3, 3, 3}},   {"conv1.bias", {32}},  {"conv2.weight", {64, 32, 3, 3}}, {"conv2.bias", {64}},
+      {"conv3.weight", {128, 64, 3, 3}}, {"conv3.bias", {128}}, {"fc1.weight", {256, 2048}},      {"fc1.bias", {256}},
+      {"fc2.weight", {10, 256}},         {"fc2.bias", {10}}};
   auto sd = m.state_dict();
   REQUIRE(sd.size() == expected.size());
   size_t i = 0;
@@ -223,8 +219,14 @@ TEST_CASE("Module: forward hooks run through operator() and kiln layers' forward
   auto seq = std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{
       std::make_shared<nn::Linear>(3, 3), std::make_shared<nn::ReLU>()});
   int seq_calls = 0, relu_calls = 0;
-  seq->register_forward_hook([&](nn::Module&, const Tensor&, const Tensor&) { ++seq_calls; return std::nullopt; });
-  (*seq)[1]->register_forward_hook([&](nn::Module&, const Tensor&, const Tensor&) { ++relu_calls; return std::nullopt; });
+  seq->register_forward_hook([&](nn::Module&, const Tensor&, const Tensor&) {
+    ++seq_calls;
+    return std::nullopt;
+  });
+  (*seq)[1]->register_forward_hook([&](nn::Module&, const Tensor&, const Tensor&) {
+    ++relu_calls;
+    return std::nullopt;
+  });
   seq->forward(x);
   (*seq)(x);
   CHECK(seq_calls == 2);

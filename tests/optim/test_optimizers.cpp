@@ -28,19 +28,20 @@ void check_trajectory(const std::string& name, const std::function<std::unique_p
 
 TEST_CASE("SGD, Adam and AdamW follow PyTorch's trajectories (float64)") {
   check_trajectory("sgd_momentum_nesterov_wd", [](Tensor p) {
-    return std::make_unique<optim::SGD>(std::vector<Tensor>{p}, optim::SGDOptions{
-        .lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true});
+    return std::make_unique<optim::SGD>(
+        std::vector<Tensor>{p}, optim::SGDOptions{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true});
   });
   check_trajectory("sgd_momentum_dampening", [](Tensor p) {
     return std::make_unique<optim::SGD>(std::vector<Tensor>{p},
                                         optim::SGDOptions{.lr = 0.05, .momentum = 0.8, .dampening = 0.3});
   });
   check_trajectory("adam", [](Tensor p) {
-    return std::make_unique<optim::Adam>(std::vector<Tensor>{p}, optim::AdamOptions{
-        .lr = 0.01, .betas = {0.8, 0.95}, .eps = 1e-6, .weight_decay = 0.1});
+    return std::make_unique<optim::Adam>(
+        std::vector<Tensor>{p}, optim::AdamOptions{.lr = 0.01, .betas = {0.8, 0.95}, .eps = 1e-6, .weight_decay = 0.1});
   });
   check_trajectory("adamw", [](Tensor p) {
-    return std::make_unique<optim::AdamW>(std::vector<Tensor>{p}, optim::AdamWOptions{.lr = 0.01, .weight_decay = 0.05});
+    return std::make_unique<optim::AdamW>(std::vector<Tensor>{p},
+                                          optim::AdamWOptions{.lr = 0.01, .weight_decay = 0.05});
   });
   check_trajectory("adamw_amsgrad", [](Tensor p) {
     return std::make_unique<optim::AdamW>(std::vector<Tensor>{p},
@@ -74,20 +75,26 @@ TEST_CASE("Optimizers: every invalid option is an error with PyTorch's wording")
   CHECK_THROWS_WITH_AS(SGD({p}, -0.1), doctest::Contains("Invalid learning rate: -0.1"), Error);
   CHECK_THROWS_WITH_AS(SGD({p}, {.momentum = -1}), doctest::Contains("Invalid momentum value: -1"), Error);
   CHECK_THROWS_WITH_AS(SGD({p}, {.weight_decay = -0.5}), doctest::Contains("Invalid weight_decay value: -0.5"), Error);
-  CHECK_THROWS_WITH_AS(SGD({p}, {.nesterov = true}), doctest::Contains("Nesterov momentum requires a momentum and zero dampening"), Error);
+  CHECK_THROWS_WITH_AS(SGD({p}, {.nesterov = true}),
+                       doctest::Contains("Nesterov momentum requires a momentum and zero dampening"), Error);
   CHECK_THROWS_WITH_AS(SGD({p}, {.momentum = 0.9, .dampening = 0.1, .nesterov = true}),
                        doctest::Contains("zero dampening"), Error);
   CHECK_THROWS_WITH_AS(Adam({p}, -1.0), doctest::Contains("Adam: Invalid learning rate: -1"), Error);
   CHECK_THROWS_WITH_AS(Adam({p}, {.eps = -1e-8}), doctest::Contains("Invalid epsilon value: -1e-08"), Error);
-  CHECK_THROWS_WITH_AS(Adam({p}, {.betas = {1.0, 0.999}}), doctest::Contains("Invalid beta parameter at index 0: 1"), Error);
-  CHECK_THROWS_WITH_AS(Adam({p}, {.betas = {0.9, -0.1}}), doctest::Contains("Invalid beta parameter at index 1: -0.1"), Error);
-  CHECK_THROWS_WITH_AS(AdamW({p}, {.weight_decay = -1}), doctest::Contains("AdamW: Invalid weight_decay value: -1"), Error);
+  CHECK_THROWS_WITH_AS(Adam({p}, {.betas = {1.0, 0.999}}), doctest::Contains("Invalid beta parameter at index 0: 1"),
+                       Error);
+  CHECK_THROWS_WITH_AS(Adam({p}, {.betas = {0.9, -0.1}}), doctest::Contains("Invalid beta parameter at index 1: -0.1"),
+                       Error);
+  CHECK_THROWS_WITH_AS(AdamW({p}, {.weight_decay = -1}), doctest::Contains("AdamW: Invalid weight_decay value: -1"),
+                       Error);
   CHECK_THROWS_WITH_AS(SGD(std::vector<Tensor>{}, 0.1), doctest::Contains("empty parameter list"), Error);
   CHECK_THROWS_WITH_AS(SGD({p, p}, 0.1), doctest::Contains("more than once"), Error);
   CHECK_THROWS_WITH_AS(SGD({p * 2.0}, 0.1), doctest::Contains("non-leaf"), Error);
   CHECK_THROWS_WITH_AS(SGD({ones({2}, {.dtype = DType::i64})}, 0.1), doctest::Contains("floating-point"), Error);
-  CHECK_THROWS_WITH_AS(SGD(std::vector<optim::ParamGroup>{{{p}, {{"lrr", 0.1}}}}), doctest::Contains("unknown option \"lrr\""), Error);
-  CHECK_THROWS_WITH_AS(SGD(std::vector<optim::ParamGroup>{{{p}, {{"lr", -2.0}}}}), doctest::Contains("Invalid learning rate: -2"), Error);
+  CHECK_THROWS_WITH_AS(SGD(std::vector<optim::ParamGroup>{{{p}, {{"lrr", 0.1}}}}),
+                       doctest::Contains("unknown option \"lrr\""), Error);
+  CHECK_THROWS_WITH_AS(SGD(std::vector<optim::ParamGroup>{{{p}, {{"lr", -2.0}}}}),
+                       doctest::Contains("Invalid learning rate: -2"), Error);
 }
 
 TEST_CASE("Optimizers: param groups override the defaults") {

@@ -35,9 +35,12 @@ TEST_CASE("LR schedulers follow PyTorch's sequences") {
   check_lrs("lr.cosine_T20", [](Optimizer& o) { return std::make_unique<CosineAnnealingLR>(o, 20); });
   check_lrs("lr.cosine_T20_min", [](Optimizer& o) { return std::make_unique<CosineAnnealingLR>(o, 20, 0.01); });
   check_lrs("lr.step_7_half", [](Optimizer& o) { return std::make_unique<StepLR>(o, 7, 0.5); });
-  check_lrs("lr.multistep", [](Optimizer& o) { return std::make_unique<MultiStepLR>(o, std::vector<int64_t>{5, 12}, 0.1); });
+  check_lrs("lr.multistep", [](Optimizer& o) {
+    return std::make_unique<MultiStepLR>(o, std::vector<int64_t>{5, 12}, 0.1);
+  });
   check_lrs("lr.linear_warmup", [](Optimizer& o) { return std::make_unique<LinearLR>(o, 0.1, 1.0, 5); });
-  check_lrs("lr.onecycle", [](Optimizer& o) { return std::make_unique<OneCycleLR>(o, 1.0, OneCycleOptions{.total_steps = 30}); });
+  check_lrs("lr.onecycle",
+            [](Optimizer& o) { return std::make_unique<OneCycleLR>(o, 1.0, OneCycleOptions{.total_steps = 30}); });
 }
 
 TEST_CASE("OneCycleLR cycles momentum and beta1, and checks its arguments") {
@@ -50,8 +53,10 @@ TEST_CASE("OneCycleLR cycles momentum and beta1, and checks its arguments") {
   for (int i = 0; i < 2; ++i) sched.step();  // end of warm-up: step pct_start*10 - 1 = 2
   CHECK(adam.lr() == doctest::Approx(0.01));
   CHECK(adam.param_groups()[0].options["betas"][0] == doctest::Approx(0.85));
-  CHECK_THROWS_WITH_AS(OneCycleLR(adam, 0.01, {}), doctest::Contains("total_steps OR (epochs AND steps_per_epoch)"), Error);
-  CHECK_THROWS_WITH_AS(OneCycleLR(adam, 0.01, {.total_steps = 5, .pct_start = 1.5}), doctest::Contains("pct_start"), Error);
+  CHECK_THROWS_WITH_AS(OneCycleLR(adam, 0.01, {}), doctest::Contains("total_steps OR (epochs AND steps_per_epoch)"),
+                       Error);
+  CHECK_THROWS_WITH_AS(OneCycleLR(adam, 0.01, {.total_steps = 5, .pct_start = 1.5}), doctest::Contains("pct_start"),
+                       Error);
   CHECK_THROWS_WITH_AS(OneCycleLR(adam, 0.01, {.total_steps = 5, .anneal_strategy = "exp"}),
                        doctest::Contains("anneal_strategy"), Error);
   OneCycleLR short_sched(adam, 0.01, {.total_steps = 2});
