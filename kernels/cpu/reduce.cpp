@@ -1,7 +1,9 @@
 // CPU reductions. Each output element reduces a (coalesced) strided sub-space of the input; float
 // sums accumulate in double, so f32 results match a float64 reference to f32 rounding. Threads
-// split the outputs, or the reduced range when there are few outputs (a full sum).
+// split the outputs, or the reduced range when there are few outputs (a full sum). Contiguous
+// outputs (column sums) are reduced a row at a time.
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -87,7 +89,28 @@ void reduce_impl(const View& out, const View& in, Acc init, Op op, bool mean_of 
 
   const int64_t total = s.kept_numel * s.red_numel;
   const int threads = threads_for(total);
-  if (s.kept_numel >= threads || outer_n < threads) {
+  const bool per_output = s.kept_numel >= threads || outer_n < threads;
+  // Kept elements contiguous (a bias gradient: the sum over the rows of [rows, n]): one pass over
+  // the reduced range, a row at a time into a block of accumulators, instead of a strided walk per
+  // output. Each output still takes its inputs in the same order, so the results are the bits of
+  // the per-output loop below.
+  if (per_output && s.nk == 1 && s.kstrides[0] == 1 && s.kept_numel >= 8) {
+    constexpr int64_t kBlock = 256;
+    parallel_chunks(s.kept_numel, threads, [&](int64_t c0, int64_t c1) {
+      Acc acc[kBlock];
+      for (int64_t b0 = c0; b0 < c1; b0 += kBlock) {
+        const int64_t nb = std::min(kBlock, c1 - b0);
+        for (int64_t j = 0; j < nb; ++j) acc[j] = init;
+        for (int64_t r = 0; r < s.red_numel; ++r) {
+          const T* p = src + offset_of(r, s.nr, s.rsizes, s.rstrides) + b0;
+          for (int64_t j = 0; j < nb; ++j) acc[j] = op(acc[j], Acc(compute_t<T>(p[j])));
+        }
+        for (int64_t j = 0; j < nb; ++j) dst[b0 + j] = T(compute_t<T>(acc[j]));
+      }
+    });
+    return;
+  }
+  if (per_output) {
     parallel_for(0, s.kept_numel, threads, [&](int64_t k) {
       int64_t base = offset_of(k, s.nk, s.ksizes, s.kstrides);
       dst[k] = T(compute_t<T>(reduce_range(base, 0, outer_n)));
