@@ -6,10 +6,14 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
+
+#include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>
 
 #include "core/error.h"
 #include "kernels/cpu/bf16_ops.h"
@@ -274,6 +278,34 @@ template <class T>
 constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>;
 
 constexpr double kSqrt1_2 = 0.70710678118654752440;
+
+// Dense (C-contiguous) views of equal element count: the f32 GELU gradient below takes them whole.
+bool dense_alike(std::initializer_list<const View*> vs) {
+  int64_t n0 = -1;
+  for (const View* v : vs) {
+    int64_t st = 1;
+    for (int d = v->ndim - 1; d >= 0; --d) {
+      if (v->sizes[d] != 1 && v->strides[d] != st) return false;
+      st *= v->sizes[d];
+    }
+    if (n0 >= 0 && st != n0) return false;
+    n0 = st;
+  }
+  return true;
+}
+
+// The f32 GELU gradient (erf form) over dense arrays with Eigen's vectorised erf and exp, where
+// std::erf and std::exp cost a libm call per element: a transformer's MLP spends most of its
+// elementwise time here. Within 2e-7 of the float64 formula (absolute below 1, relative above;
+// tested). The forward keeps std::erf: in its negative tail, 1 + erf(x / sqrt 2) cancels and would
+// magnify the vectorised erf's error tenfold.
+void gelu_backward_dense_f32(float* gx, const float* g, const float* x, int64_t n) {
+  parallel_chunks(n, threads_for(n), [&](int64_t b, int64_t e) {
+    const Eigen::Map<const Eigen::ArrayXf> v(x + b, e - b), gv(g + b, e - b);
+    Eigen::Map<Eigen::ArrayXf>(gx + b, e - b) =
+        gv * (0.5f * (1.f + (v * float(kSqrt1_2)).erf()) + v * (-0.5f * v * v).exp() * 0.39894228040143267794f);
+  });
+}
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
 
 template <class T>
@@ -335,6 +367,10 @@ template <class T>
 void binary_typed(BinaryOp op, const View& out, const View& x, const View& y, double alpha, double beta) {
   using C = compute_t<T>;
   const C al = C(alpha), be = C(beta);
+  if constexpr (std::is_same_v<T, float>) {
+    if (op == BinaryOp::gelu_backward && dense_alike({&out, &x, &y}))
+      return gelu_backward_dense_f32(out.ptr<float>(), x.ptr<float>(), y.ptr<float>(), out.numel());
+  }
   switch (op) {
     case BinaryOp::add: return map2<T, T>(out, x, y, [](C a, C b) { return C(a + b); });
     case BinaryOp::sub: return map2<T, T>(out, x, y, [](C a, C b) { return C(a - b); });
