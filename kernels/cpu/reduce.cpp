@@ -1,7 +1,8 @@
-// CPU reductions. Each output element reduces a (coalesced) strided sub-space of the input; float
-// sums accumulate in double, so f32 results match a float64 reference to f32 rounding. Threads
-// split the outputs, or the reduced range when there are few outputs (a full sum). Contiguous
-// outputs (column sums) are reduced a row at a time.
+// CPU reductions. Each output element reduces a strided sub-space of the input (the dims split and
+// merged as kernels/reduce_plan.h says, as on the GPU); float sums accumulate in double, so f32
+// results match a float64 reference to f32 rounding. Threads split the outputs, or the reduced
+// range when there are few outputs (a full sum). Contiguous outputs (column sums) are reduced a
+// row at a time.
 
 #include <algorithm>
 #include <cmath>
@@ -11,37 +12,10 @@
 #include "core/error.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/reduce_plan.h"
 
 namespace kiln::kernels::cpu {
 namespace {
-
-struct Split {
-  int nk = 0, nr = 0;  // kept and reduced dims (coalesced)
-  int64_t ksizes[kMaxDims], kstrides[kMaxDims], rsizes[kMaxDims], rstrides[kMaxDims];
-  int64_t kept_numel = 1, red_numel = 1;
-};
-
-// Splits `in`'s dims into kept (out size == in size) and reduced (out size 1, in size > 1).
-Split split_dims(const View& out, const View& in) {
-  Split s;
-  for (int d = 0; d < in.ndim; ++d) {
-    if (in.sizes[d] == 1) continue;
-    bool reduced = out.sizes[d] == 1;
-    int64_t* sz = reduced ? s.rsizes : s.ksizes;
-    int64_t* st = reduced ? s.rstrides : s.kstrides;
-    int& n = reduced ? s.nr : s.nk;
-    if (n > 0 && st[n - 1] == in.strides[d] * in.sizes[d]) {
-      sz[n - 1] *= in.sizes[d];
-      st[n - 1] = in.strides[d];
-    } else {
-      sz[n] = in.sizes[d];
-      st[n] = in.strides[d];
-      ++n;
-    }
-    (reduced ? s.red_numel : s.kept_numel) *= in.sizes[d];
-  }
-  return s;
-}
 
 inline int64_t offset_of(int64_t linear, int n, const int64_t* sizes, const int64_t* strides) {
   int64_t off = 0;
@@ -67,7 +41,7 @@ C extreme_init(bool for_min) {
 template <class T, class Acc, class Op>
 void reduce_impl(const View& out, const View& in, Acc init, Op op, bool mean_of = false) {
   (void)mean_of;
-  Split s = split_dims(out, in);
+  const ReducePlan s = plan_reduction(out, in);
   const T* src = in.ptr<T>();
   T* dst = out.ptr<T>();
   const int64_t inner_n = s.nr ? s.rsizes[s.nr - 1] : 1;

@@ -1,51 +1,22 @@
 // CUDA reductions over arbitrary dims. The input's dims are split into kept and reduced ones
-// (each coalesced). When the reduced range is contiguous, it is read with 16-byte packed loads
-// (a scalar head up to the first aligned address, a scalar tail), four packs in flight per thread:
-// the sum is memory-bound, and 64 bytes outstanding per thread at full occupancy keeps HBM busy.
-// Rows of up to 4096 elements go one warp per row (no block barrier per row); longer rows one
-// block per row; when few outputs face a long range (a full sum), the range is also split over
-// blocks that write f32/f64 partials, and a second tiny pass combines them. Other reduced strides
-// walk the range with 4 independent scalar loads per thread. When a kept dim is the
-// contiguous one (column sums), one thread per output walks the reduced range, so a warp reads
-// 32 neighbouring columns per step. Accumulation: f32 for f32/f16/bf16, f64 for f64, i64 for
-// integers. reduce_index (max/argmax/...) walks one row per thread, first index wins ties, NaN
-// wins over numbers (as on the CPU).
+// (each coalesced; kernels/reduce_plan.h, shared with the CPU backend). When the reduced range is contiguous, it is
+// read with 16-byte packed loads (a scalar head up to the first aligned address, a scalar tail), four packs in flight
+// per thread: the sum is memory-bound, and 64 bytes outstanding per thread at full occupancy keeps HBM busy. Rows of up
+// to 4096 elements go one warp per row (no block barrier per row); longer rows one block per row; when few outputs face
+// a long range (a full sum), the range is also split over blocks that write f32/f64 partials, and a second tiny pass
+// combines them. Other reduced strides walk the range with 4 independent scalar loads per thread. When a kept dim is
+// the contiguous one (column sums), one thread per output walks the reduced range, so a warp reads 32 neighbouring
+// columns per step. Accumulation: f32 for f32/f16/bf16, f64 for f64, i64 for integers. reduce_index (max/argmax/...)
+// walks one row per thread, first index wins ties, NaN wins over numbers (as on the CPU).
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/reduce_plan.h"
 
 namespace kiln::kernels::cuda {
 namespace {
-
-struct Split {
-  int nk = 0, nr = 0;
-  int64_t ksizes[kMaxDims] = {}, kstrides[kMaxDims] = {};
-  int64_t rsizes[kMaxDims] = {}, rstrides[kMaxDims] = {};
-  int64_t kept_numel = 1, red_numel = 1;
-};
-
-Split split_dims(const View& out, const View& in) {
-  Split s;
-  for (int d = 0; d < in.ndim; ++d) {
-    if (in.sizes[d] == 1) continue;
-    const bool reduced = out.sizes[d] == 1;
-    int64_t* sz = reduced ? s.rsizes : s.ksizes;
-    int64_t* st = reduced ? s.rstrides : s.kstrides;
-    int& n = reduced ? s.nr : s.nk;
-    if (n > 0 && st[n - 1] == in.strides[d] * in.sizes[d]) {
-      sz[n - 1] *= in.sizes[d];
-      st[n - 1] = in.strides[d];
-    } else {
-      sz[n] = in.sizes[d];
-      st[n] = in.strides[d];
-      ++n;
-    }
-    (reduced ? s.red_numel : s.kept_numel) *= in.sizes[d];
-  }
-  return s;
-}
 
 __device__ __forceinline__ int64_t offset_of(int64_t linear, int n, const int64_t* sizes, const int64_t* strides) {
   if (n == 1) return linear * strides[0];
@@ -231,7 +202,7 @@ __global__ void reduce_columns(const T* __restrict__ in, T* out, ReduceGeom g, O
 
 template <class T, class A, class Op>
 void run_reduce(const View& out, const View& in, Op op, A init) {
-  Split s = split_dims(out, in);
+  const ReducePlan s = plan_reduction(out, in);
   ReduceGeom g{};
   g.nk = s.nk;
   g.nr = s.nr;
