@@ -49,7 +49,7 @@ void wrap_module(nn::Module& model, const std::shared_ptr<FabricState>& state) {
   // so a strong reference here would be a cycle that outlives the Fabric. Once the Fabric is gone
   // the model runs as it would without it.
   auto wrapper = [weak = std::weak_ptr<FabricState>(state)](nn::Module&, const Tensor& input,
-                                                             const nn::Module::ForwardFn& next) {
+                                                            const nn::Module::ForwardFn& next) {
     const std::shared_ptr<FabricState> state = weak.lock();
     if (!state) return next(input);
     const Precision& p = *state->precision;
@@ -73,32 +73,32 @@ void wrap_module(nn::Module& model, const std::shared_ptr<FabricState>& state) {
 }
 
 void wrap_optimizer(optim::Optimizer& optimizer, const std::shared_ptr<FabricState>& state) {
-  optimizer.register_step_wrapper([weak = std::weak_ptr<FabricState>(state)](optim::Optimizer& opt,
-                                                                             const optim::Optimizer::StepFn& next) {
-    const std::shared_ptr<FabricState> state = weak.lock();
-    if (!state) {
-      next();
-      return;
-    }
-    state->last_step_ran = true;
-    // The sharded strategy steps this rank's shards (its opt.step() call continues with `next`)
-    // and all-gathers the parameters.
-    if (state->group && state->group->step(opt)) return;
-    const auto& scaler = state->precision->scaler();
-    if (!scaler) {
-      next();
-      return;
-    }
-    int64_t& last = state->stepped_at[&opt];
-    KILN_CHECK(state->backward_count > last, opt.name(), ".step(): precision \"", state->precision->precision(),
-               "\" scales the loss, but no fabric.backward(loss) ran "
-               "since this optimizer's last step; call fabric.backward(loss) instead of "
-               "loss.backward(), or the unscaled gradients would be divided by the scale (",
-               scaler->get_scale(), ")");
-    last = state->backward_count;
-    state->last_step_ran = scaler->step(opt);  // unscales (unless clip_gradients did), skips on inf/NaN
-    scaler->update();
-  });
+  optimizer.register_step_wrapper(
+      [weak = std::weak_ptr<FabricState>(state)](optim::Optimizer& opt, const optim::Optimizer::StepFn& next) {
+        const std::shared_ptr<FabricState> state = weak.lock();
+        if (!state) {
+          next();
+          return;
+        }
+        state->last_step_ran = true;
+        // The sharded strategy steps this rank's shards (its opt.step() call continues with `next`)
+        // and all-gathers the parameters.
+        if (state->group && state->group->step(opt)) return;
+        const auto& scaler = state->precision->scaler();
+        if (!scaler) {
+          next();
+          return;
+        }
+        int64_t& last = state->stepped_at[&opt];
+        KILN_CHECK(state->backward_count > last, opt.name(), ".step(): precision \"", state->precision->precision(),
+                   "\" scales the loss, but no fabric.backward(loss) ran "
+                   "since this optimizer's last step; call fabric.backward(loss) instead of "
+                   "loss.backward(), or the unscaled gradients would be divided by the scale (",
+                   scaler->get_scale(), ")");
+        last = state->backward_count;
+        state->last_step_ran = scaler->step(opt);  // unscales (unless clip_gradients did), skips on inf/NaN
+        scaler->update();
+      });
 }
 
 std::string type_name(const std::type_info& t) {
