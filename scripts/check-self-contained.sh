@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fails when a file of the project names a path outside the repository that a user's clone does not
-# have: a folder beside the checkout (../shared) or an absolute path into a developer's tree
-# (/work/). Build files, scripts, tests, examples, bench and docs are all checked: tests read their
+# have: the developers' shared folder beside the checkout, or an absolute path into a developer's
+# tree (both spelled out in `pattern` below). Build files, scripts, tests, examples, bench and docs are all checked: tests read their
 # data from tests/golden and the system's packages only. The unit suite runs it ("self_contained").
 #   scripts/check-self-contained.sh [SOURCE_ROOT]
 set -euo pipefail
