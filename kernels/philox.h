@@ -53,16 +53,28 @@ KILN_HD float philox_uniform(uint64_t seed, uint64_t offset, uint64_t i) {
   Philox4 r = philox4x32_10(seed, offset + i / 4);
   return uniform_from_u32(r.v[i % 4]);
 }
-// Box-Muller on lanes (0, 1) and (2, 3): elements 4k and 4k+1 take cos/sin of one pair.
+// Box-Muller on lanes (0, 1) and (2, 3) of a block: pair p's radius and angle; the even lane of the
+// pair takes radius * cos(angle), the odd lane radius * sin(angle).
+KILN_HD float box_muller_radius(const Philox4& r, unsigned pair) {
+  return sqrtf(-2.0f * logf(open_uniform_from_u32(r.v[2 * pair])));
+}
+KILN_HD float box_muller_angle(const Philox4& r, unsigned pair) {
+  return 6.2831853071795864f * uniform_from_u32(r.v[2 * pair + 1]);
+}
+// Both normals of a pair: the even lane's radius * cos(angle) and the odd lane's radius * sin(angle).
+KILN_HD void normal_pair_from_block(const Philox4& r, unsigned pair, float& even, float& odd) {
+  const float radius = box_muller_radius(r, pair), theta = box_muller_angle(r, pair);
+  even = radius * cosf(theta);
+  odd = radius * sinf(theta);
+}
+// Lane `lane` of a block as a standard normal.
+KILN_HD float normal_from_block(const Philox4& r, unsigned lane) {
+  float even, odd;
+  normal_pair_from_block(r, lane / 2, even, odd);
+  return lane % 2 == 0 ? even : odd;
+}
 KILN_HD float philox_normal(uint64_t seed, uint64_t offset, uint64_t i) {
-  Philox4 r = philox4x32_10(seed, offset + i / 4);
-  unsigned lane = unsigned(i % 4);
-  unsigned pair = lane / 2;
-  float u1 = open_uniform_from_u32(r.v[2 * pair]);
-  float u2 = uniform_from_u32(r.v[2 * pair + 1]);
-  float radius = sqrtf(-2.0f * logf(u1));
-  float theta = 6.2831853071795864f * u2;
-  return (lane % 2 == 0) ? radius * cosf(theta) : radius * sinf(theta);
+  return normal_from_block(philox4x32_10(seed, offset + i / 4), unsigned(i % 4));
 }
 KILN_HD uint32_t philox_bits(uint64_t seed, uint64_t offset, uint64_t i) {
   Philox4 r = philox4x32_10(seed, offset + i / 4);

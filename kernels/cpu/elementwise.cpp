@@ -544,12 +544,37 @@ void CpuBackend::where(const View& out, const View& cond, const View& x, const V
 
 namespace {
 
+// One Philox block per four elements (random_draw per element would compute each block four
+// times); the kind is a template argument, so the loop carries no switch, and normal draws take
+// each Box-Muller pair's logarithm, square root and angle once for both of its elements.
+template <RandomKind K, class T>
+void random_blocks(T* o, int64_t n, uint64_t seed, uint64_t offset, double a, double b) {
+  parallel_chunks((n + 3) / 4, threads_for(n), [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const Philox4 r = philox4x32_10(seed, offset + uint64_t(j));
+      double v[4];
+      if constexpr (K == RandomKind::normal) {
+        float z[4];
+        normal_pair_from_block(r, 0, z[0], z[1]);
+        normal_pair_from_block(r, 1, z[2], z[3]);
+        for (int l = 0; l < 4; ++l) v[l] = a + b * double(z[l]);
+      } else {
+        for (unsigned l = 0; l < 4; ++l) v[l] = draw_from_block(K, r, l, a, b);
+      }
+      const int64_t i0 = 4 * j, m = std::min<int64_t>(4, n - i0);
+      for (int64_t l = 0; l < m; ++l) o[i0 + l] = T(compute_t<T>(v[l]));
+    }
+  });
+}
+
 template <class T>
 void random_typed(RandomKind kind, T* o, int64_t n, uint64_t seed, uint64_t offset, double a, double b) {
-  parallel_for(0, n, threads_for(n), [&](int64_t i) {
-    const double v = random_draw(kind, seed, offset, uint64_t(i), a, b);
-    o[i] = T(compute_t<T>(v));
-  });
+  switch (kind) {
+    case RandomKind::uniform: return random_blocks<RandomKind::uniform>(o, n, seed, offset, a, b);
+    case RandomKind::normal: return random_blocks<RandomKind::normal>(o, n, seed, offset, a, b);
+    case RandomKind::randint: return random_blocks<RandomKind::randint>(o, n, seed, offset, a, b);
+    case RandomKind::bernoulli: return random_blocks<RandomKind::bernoulli>(o, n, seed, offset, a, b);
+  }
 }
 
 }  // namespace
