@@ -123,6 +123,11 @@ int run_kernels(const Args& args) {
   using kernels::BinaryOp;
   bw("add f32", n, 12.0 * n, [&] { be.binary(BinaryOp::add, view(c), view(a), view(b), 1, 0); });
   bw("mul f32", n, 12.0 * n, [&] { be.binary(BinaryOp::mul, view(c), view(a), view(b), 1, 0); });
+  // Random tensors (bytes written): rand, randn, and the dropout mask.
+  using kernels::RandomKind;
+  bw("random uniform f32", n, 4.0 * n, [&] { be.random(RandomKind::uniform, view(c), 7, 0, 0.0, 1.0); });
+  bw("random normal f32", n, 4.0 * n, [&] { be.random(RandomKind::normal, view(c), 7, 0, 0.0, 1.0); });
+  bw("random bernoulli f32", n, 4.0 * n, [&] { be.random(RandomKind::bernoulli, view(c), 7, 0, 0.75, 0.0); });
   {
     Tensor h = empty({n}, {.dtype = DType::bf16, .device = dev});
     bw("cast f32->bf16", n, 6.0 * n, [&] { be.copy(view(h), view(a)); });
