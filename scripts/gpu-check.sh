@@ -66,6 +66,7 @@ if [ ! -f "$BUILD/build.ninja" ]; then
 else
   step reconfigure "$BUILD_LOG" 120 meson setup --reconfigure "$BUILD" -Dgpu_arch="$ARCH"
 fi
+"$ROOT/scripts/cuda-stale.sh" "$BUILD" >> "$BUILD_LOG" 2>&1
 step build "$BUILD_LOG" 300 ninja -C "$BUILD" -j "$JOBS" tests/test_gpu bench/kiln_bench examples/train_cifar10
 TEST=$BUILD/tests/test_gpu
 BENCH=$BUILD/bench/kiln_bench

@@ -29,6 +29,7 @@ if [ ! -f "$BUILD/build.ninja" ]; then
 else
   meson configure "$BUILD" -Dexamples=true >> "$LOG/train-build.log" 2>&1
 fi
+"$ROOT/scripts/cuda-stale.sh" "$BUILD"
 ninja -C "$BUILD" examples/train_cifar10 >> "$LOG/train-build.log" 2>&1 || { echo "build failed"; tail -30 "$LOG/train-build.log"; exit 1; }
 for p in "${PRECISIONS[@]}"; do
   echo "== train_cifar10 --accelerator gpu --precision $p --epochs $EPOCHS" | tee -a "$LOG/train-runs.log"

@@ -34,5 +34,6 @@ else
   meson setup "$build" "${opts[@]}" >"$build/setup.log" 2>&1 || { cat "$build/setup.log"; exit 1; }
   echo "kiln run: configured $build ($(grep -E 'CUDA backend|distributed' "$build/setup.log" | tr -s ' ' | paste -sd','))"
 fi
+scripts/cuda-stale.sh "$build"
 meson compile -C "$build" examples/train_cifar10
 exec "$build/examples/train_cifar10" "$@"

@@ -19,6 +19,7 @@ if [[ -f "$build/build.ninja" ]]; then
 else
   meson setup "$build" "${opts[@]}"
 fi
+scripts/cuda-stale.sh "$build"
 meson compile -C "$build"
 
 status=0
