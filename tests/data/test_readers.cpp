@@ -17,10 +17,11 @@ namespace {
 
 using Bytes = std::vector<uint8_t>;
 
-// A fresh folder per test case under the build tree.
+// A fresh folder per test case under the build tree (meson test sets KILN_BUILD_ROOT), else under
+// the system's temporary folder: never in the source tree of a suite run by hand.
 fs::path scratch(const std::string& name) {
   const char* build = std::getenv("KILN_BUILD_ROOT");
-  fs::path dir = fs::path(build ? build : ".") / "tests" / "data_scratch" / name;
+  fs::path dir = (build ? fs::path(build) / "tests" : fs::temp_directory_path() / "kiln-tests") / "data_scratch" / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
