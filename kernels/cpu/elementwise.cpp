@@ -11,12 +11,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include <Eigen/Core>
-#include <unsupported/Eigen/SpecialFunctions>
-
 #include "core/error.h"
 #include "kernels/cpu/bf16_ops.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/gelu.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/simd_bf16.h"
@@ -278,23 +276,15 @@ constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, Hal
 
 constexpr double kSqrt1_2 = 0.70710678118654752440;
 
-// The f32 GELU gradient (erf form) over dense arrays with Eigen's vectorised erf and exp, where
-// std::erf and std::exp cost a libm call per element: a transformer's MLP spends most of its
-// elementwise time here. Within 2e-7 of the float64 formula (absolute below 1, relative above;
-// tested). The forward keeps std::erf: in its negative tail, 1 + erf(x / sqrt 2) cancels and would
-// magnify the vectorised erf's error tenfold.
-void gelu_backward_dense_f32(float* gx, const float* g, const float* x, int64_t n) {
-  parallel_chunks(n, threads_for(n), [&](int64_t b, int64_t e) {
-    const Eigen::Map<const Eigen::ArrayXf> v(x + b, e - b), gv(g + b, e - b);
-    Eigen::Map<Eigen::ArrayXf>(gx + b, e - b) =
-        gv * (0.5f * (1.f + (v * float(kSqrt1_2)).erf()) + v * (-0.5f * v * v).exp() * 0.39894228040143267794f);
-  });
-}
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
 
 template <class T>
 void unary_typed(UnaryOp op, const View& out, const View& in, double a, double b) {
   using C = compute_t<T>;
+  if constexpr (std::is_same_v<T, float>) {
+    if (op == UnaryOp::gelu && out.is_contiguous() && in.is_contiguous() && in.numel() == out.numel())
+      return gelu_f32(out.ptr<float>(), in.ptr<float>(), out.numel());
+  }
   const C ca = C(a), cb = C(b);
   switch (op) {
     case UnaryOp::neg: return map1<T, T>(out, in, [](C x) { return C(-x); });
@@ -354,7 +344,7 @@ void binary_typed(BinaryOp op, const View& out, const View& x, const View& y, do
   if constexpr (std::is_same_v<T, float>) {
     if (op == BinaryOp::gelu_backward && out.is_contiguous() && x.is_contiguous() && y.is_contiguous() &&
         x.numel() == out.numel() && y.numel() == out.numel())
-      return gelu_backward_dense_f32(out.ptr<float>(), x.ptr<float>(), y.ptr<float>(), out.numel());
+      return gelu_backward_f32(out.ptr<float>(), x.ptr<float>(), y.ptr<float>(), out.numel());
   }
   switch (op) {
     case BinaryOp::add: return map2<T, T>(out, x, y, [](C a, C b) { return C(a + b); });
