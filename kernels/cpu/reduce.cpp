@@ -48,17 +48,30 @@ void reduce_impl(const View& out, const View& in, Acc init, Op op, bool mean_of 
   const int64_t inner_st = s.nr ? s.rstrides[s.nr - 1] : 0;
   const int64_t outer_n = s.red_numel / inner_n;
 
+  // Contiguous runs go through kLanes accumulators that take every kLanes-th element, combined
+  // pairwise at the end: the adds no longer wait on one another (a single chain of double adds
+  // runs at one element per add latency; these run at the load rate). Every op here is associative
+  // and commutative (sums and products in double or int64, maxima, minima, any, all), so only the
+  // rounding of a double sum can move, far below what the float result keeps.
+  constexpr int kLanes = 8;
   auto reduce_range = [&](int64_t base, int64_t r0, int64_t r1) {
     Acc acc = init;
+    Acc lane[kLanes];
+    for (Acc& l : lane) l = init;
     for (int64_t r = r0; r < r1; ++r) {
       const T* p = src + base + offset_of(r, s.nr - 1, s.rsizes, s.rstrides);
       if (inner_st == 1) {
-        for (int64_t i = 0; i < inner_n; ++i) acc = op(acc, Acc(compute_t<T>(p[i])));
+        int64_t i = 0;
+        for (; i + kLanes <= inner_n; i += kLanes)
+          for (int j = 0; j < kLanes; ++j) lane[j] = op(lane[j], Acc(compute_t<T>(p[i + j])));
+        for (; i < inner_n; ++i) acc = op(acc, Acc(compute_t<T>(p[i])));
       } else {
         for (int64_t i = 0; i < inner_n; ++i) acc = op(acc, Acc(compute_t<T>(p[i * inner_st])));
       }
     }
-    return acc;
+    for (int w = kLanes / 2; w >= 1; w /= 2)
+      for (int j = 0; j < w; ++j) lane[j] = op(lane[j], lane[j + w]);
+    return op(lane[0], acc);
   };
 
   const int64_t total = s.kept_numel * s.red_numel;
