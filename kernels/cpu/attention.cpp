@@ -10,6 +10,7 @@
 // Arithmetic is f32 for f32/f16/bf16 inputs (tile products through sgemm) and f64 for f64.
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -19,6 +20,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vmath.h"
 #include "kernels/philox.h"
 
 namespace kiln::kernels::cpu {
@@ -26,6 +28,16 @@ namespace {
 
 constexpr int64_t kBr = 32;  // queries per tile
 constexpr int64_t kBc = 64;  // keys per tile
+
+// x[i] = exp(x[i] - shift) over a row of scores: the vector kernels of vmath.h for f32, libm for f64.
+template <class A>
+void exp_shifted(A* x, A shift, int64_t n) {
+  if constexpr (std::is_same_v<A, float>) {
+    exp_shifted_f32(x, x, shift, n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i] - shift);
+  }
+}
 
 // C[m, n] (+)= op(A) op(B), row-major: sgemm for f32, Eigen for f64.
 template <class A>
@@ -176,9 +188,10 @@ void forward_typed(const SdpaParams& p, const View& out, const View& lse, const 
           continue;
         }
         const A alpha = std::exp(mrow[size_t(r)] - mx);
+        exp_shifted(sr, mx, nc);
         A sum = 0;
         for (int64_t c = 0; c < nc; ++c) {
-          const A pv = std::exp(sr[c] - mx);
+          const A pv = sr[c];
           sum += pv;
           sr[c] = at.keep(b, i0 + r, j0 + c) ? pv * at.keep_scale() : A(0);
         }
@@ -215,9 +228,13 @@ struct TileGrads {
     mm<A>(false, true, nr, nc, p.dv, dot, p.dv, vt, p.dv, false, dp.data(), nc);  // dO V^T
     for (int64_t r = 0; r < nr; ++r) {
       const A l = lse[i0 + r];
+      if (l == -std::numeric_limits<A>::infinity())
+        std::fill_n(s.data() + r * nc, nc, A(0));
+      else
+        exp_shifted(s.data() + r * nc, l, nc);
       for (int64_t c = 0; c < nc; ++c) {
         const int64_t x = r * nc + c;
-        const A pv = l == -std::numeric_limits<A>::infinity() ? A(0) : std::exp(s[size_t(x)] - l);
+        const A pv = s[size_t(x)];
         const bool kept = at.keep(b, i0 + r, j0 + c);
         pd[size_t(x)] = kept ? pv * at.keep_scale() : A(0);
         const A dpv = kept ? dp[size_t(x)] * at.keep_scale() : A(0);

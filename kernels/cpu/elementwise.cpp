@@ -14,7 +14,7 @@
 #include "core/error.h"
 #include "kernels/cpu/bf16_ops.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/gelu.h"
+#include "kernels/cpu/vmath.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/simd_bf16.h"

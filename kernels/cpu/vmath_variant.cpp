@@ -1,4 +1,4 @@
-// One instruction-set variant of the f32 GELU kernels (see gelu.h), compiled once per variant with
+// One instruction-set variant of the f32 vector math (see vmath.h), compiled once per variant with
 // KILN_VARIANT set to its name and the matching -m flags. Eigen's namespace is renamed per variant,
 // as in gemm_variant.cpp, so no instantiation is shared across variants; only Eigen's packet
 // functions are used (one vector of floats at a time, exp included).
@@ -10,7 +10,7 @@
 #define Eigen KILN_CAT(kiln_eigen_, KILN_VARIANT)
 #include <Eigen/Core>
 
-#include "kernels/cpu/gelu.h"
+#include "kernels/cpu/vmath.h"
 
 namespace kiln::kernels::cpu::detail {
 namespace {
@@ -54,19 +54,31 @@ inline P gelu_backward(const P& g, const P& x) {
   return pmul(g, pmadd(x, pdf, cdf));
 }
 
-}  // namespace
-
-// The last n % kWidth elements go through a zero-padded vector, so every element gets the same
-// arithmetic wherever it sits.
-void KILN_CAT(gelu_f32_, KILN_VARIANT)(float* y, const float* x, int64_t n) {
+// f over the n elements of x (into y), the last n % kWidth through a zero-padded vector, so every
+// element gets the same arithmetic wherever it sits.
+template <class F>
+inline void map(float* y, const float* x, int64_t n, F f) {
   int64_t i = 0;
-  for (; i + kWidth <= n; i += kWidth) pstoreu(y + i, gelu(ploadu<P>(x + i)));
+  for (; i + kWidth <= n; i += kWidth) pstoreu(y + i, f(ploadu<P>(x + i)));
   if (i < n) {
     alignas(64) float buf[kWidth] = {};
     for (int64_t j = i; j < n; ++j) buf[j - i] = x[j];
-    pstoreu(buf, gelu(ploadu<P>(buf)));
+    pstoreu(buf, f(ploadu<P>(buf)));
     for (int64_t j = i; j < n; ++j) y[j] = buf[j - i];
   }
+}
+
+}  // namespace
+
+void KILN_CAT(gelu_f32_, KILN_VARIANT)(float* y, const float* x, int64_t n) { map(y, x, n, gelu); }
+
+// Below Eigen's clamp of exp's argument (masked scores are -inf) the result is exactly 0.
+void KILN_CAT(exp_shifted_f32_, KILN_VARIANT)(float* y, const float* x, float shift, int64_t n) {
+  const P m = pset1<P>(shift), lo = pset1<P>(-88.f);
+  map(y, x, n, [&](const P& v) {
+    const P a = psub(v, m);
+    return pselect(pcmp_lt(a, lo), pzero(a), pexp(a));
+  });
 }
 
 void KILN_CAT(gelu_backward_f32_, KILN_VARIANT)(float* gx, const float* g, const float* x, int64_t n) {
