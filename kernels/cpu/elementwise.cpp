@@ -14,10 +14,10 @@
 #include "core/error.h"
 #include "kernels/cpu/bf16_ops.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/vmath.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/simd_bf16.h"
+#include "kernels/cpu/vmath.h"
 #include "kernels/random_draw.h"
 
 namespace kiln::kernels {
