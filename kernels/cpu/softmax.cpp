@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vmath.h"
 
 namespace kiln::kernels::cpu {
 void CpuBackend::softmax_forward(const View& out, const View& in, int64_t outer, int64_t dim, int64_t inner, bool log) {
@@ -22,6 +23,21 @@ void CpuBackend::softmax_forward(const View& out, const View& in, int64_t outer,
         T* yp = y + o * dim * inner + in_;
         A mx = -std::numeric_limits<A>::infinity();
         for (int64_t d = 0; d < dim; ++d) mx = std::max(mx, A(xp[d * inner]));
+        if constexpr (std::is_same_v<T, float>) {
+          if (inner == 1) {  // a contiguous row: the exponentials a vector at a time, into y first
+            exp_shifted_f32(yp, xp, mx, dim);
+            float s = 0;
+            for (int64_t d = 0; d < dim; ++d) s += yp[d];
+            if (log) {
+              const float lse = mx + std::log(s);
+              for (int64_t d = 0; d < dim; ++d) yp[d] = xp[d] - lse;
+            } else {
+              const float inv = 1.f / s;
+              for (int64_t d = 0; d < dim; ++d) yp[d] *= inv;
+            }
+            return;
+          }
+        }
         A s = 0;
         for (int64_t d = 0; d < dim; ++d) s += std::exp(A(xp[d * inner]) - mx);
         if (log) {
@@ -51,6 +67,13 @@ void CpuBackend::softmax_backward(const View& grad_in, const View& grad_out, con
         A s = 0;
         if (log) {
           for (int64_t d = 0; d < dim; ++d) s += A(gy[base + d * inner]);
+          if constexpr (std::is_same_v<T, float>) {
+            if (inner == 1 && gx + base != gy + base) {  // exp(log p) a vector at a time, into gx first
+              exp_shifted_f32(gx + base, y + base, 0.f, dim);
+              for (int64_t d = 0; d < dim; ++d) gx[base + d] = gy[base + d] - gx[base + d] * s;
+              return;
+            }
+          }
           for (int64_t d = 0; d < dim; ++d) {
             const int64_t i = base + d * inner;
             gx[i] = T(A(gy[i]) - std::exp(A(y[i])) * s);
